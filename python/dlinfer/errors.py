@@ -1,0 +1,100 @@
+"""Exceptions raised by dlinfer.
+
+Every error dlinfer raises on purpose derives from :class:`DlinferError`, so an
+application can catch them all in one place.  Input errors also derive from the
+matching built-in (``ValueError`` or ``TypeError``), so code written against
+NumPy conventions keeps working::
+
+    DlinferError
+    ├── ModelLoadError              model file missing, truncated or not ONNX
+    │   └── ModelNotFoundError      (also FileNotFoundError)
+    ├── SpecError                   dlinfer metadata missing or malformed
+    ├── ProviderUnavailableError    requested device cannot actually run
+    ├── InferenceError              onnxruntime failed while running
+    ├── ImageDecodeError            image file corrupt, truncated or not an image
+    └── InputError                  (also ValueError) bad input array
+        ├── InputDtypeError         (also TypeError) wrong dtype or value range
+        ├── InputRankError          wrong number of dimensions
+        ├── InputShapeError         wrong size for a fixed dimension
+        ├── ChannelError            wrong number of colour channels
+        └── EmptyBatchError         a batch with no items
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChannelError",
+    "DlinferError",
+    "EmptyBatchError",
+    "ImageDecodeError",
+    "InferenceError",
+    "InputDtypeError",
+    "InputError",
+    "InputRankError",
+    "InputShapeError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ProviderUnavailableError",
+    "SpecError",
+]
+
+
+class DlinferError(Exception):
+    """Base class of every error dlinfer raises on purpose."""
+
+
+class ModelLoadError(DlinferError):
+    """The model file could not be loaded as ONNX."""
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """The model path does not exist."""
+
+
+class SpecError(DlinferError):
+    """The model's dlinfer metadata is missing or malformed."""
+
+
+class ProviderUnavailableError(DlinferError, RuntimeError):
+    """The requested execution device is not usable on this machine.
+
+    ``reason`` holds what onnxruntime reported (a library that failed to load,
+    the CUDA/cuDNN versions it needs, ...).
+    """
+
+    def __init__(self, message: str, *, device: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.device = device
+        self.reason = reason
+
+
+class InferenceError(DlinferError, RuntimeError):
+    """onnxruntime failed while running the model."""
+
+
+class ImageDecodeError(DlinferError, ValueError):
+    """An image file is corrupt, truncated or not an image at all."""
+
+
+class InputError(DlinferError, ValueError):
+    """An input array cannot be fed to the model."""
+
+
+class InputDtypeError(InputError, TypeError):
+    """An input has the wrong dtype, or values outside the range its dtype implies."""
+
+
+class InputRankError(InputError):
+    """An input has the wrong number of dimensions."""
+
+
+class InputShapeError(InputError):
+    """An input has the wrong size along a fixed dimension."""
+
+
+class ChannelError(InputShapeError):
+    """An image has a channel count the model cannot take."""
+
+
+class EmptyBatchError(InputError):
+    """A batch holds no items."""

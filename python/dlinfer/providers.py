@@ -1,0 +1,141 @@
+"""Choosing an execution provider honestly.
+
+onnxruntime-gpu lists ``CUDAExecutionProvider`` as available even where CUDA
+cannot load; a session asked for it then runs on CPU and only logs a warning,
+and ``onnxruntime.get_device()`` says "GPU" regardless.  dlinfer therefore
+checks ``session.get_providers()`` after creating every session, and when CUDA
+was asked for but is not active, finds out why by loading onnxruntime's CUDA
+provider library itself: the loader's error names the missing library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from .errors import ProviderUnavailableError
+
+__all__ = ["DeviceRequest", "cuda_unavailable_reason", "parse_device"]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda|tensorrt|auto)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """A parsed ``device=`` argument."""
+
+    kind: str  # cpu | cuda | tensorrt | auto
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.kind in ("cpu", "auto") else f"{self.kind}:{self.index}"
+
+    def providers(self, provider_options: dict[str, Any] | None = None) -> list[Any]:
+        """The provider list to hand to InferenceSession, CPU always last as fallback."""
+        opts = dict(provider_options or {})
+        if self.kind == "cpu":
+            return [(CPU, opts)] if opts else [CPU]
+        gpu = {"device_id": self.index, **opts}
+        if self.kind == "tensorrt":
+            return [(TENSORRT, gpu), (CUDA, {"device_id": self.index}), CPU]
+        return [(CUDA, gpu), CPU]
+
+    @property
+    def wanted(self) -> str:
+        """The provider that must end up active for the request to be honoured."""
+        return {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "auto": CUDA}[self.kind]
+
+
+def parse_device(device: str) -> DeviceRequest:
+    match = _DEVICE_RE.match(str(device).strip().lower())
+    if not match or (match.group(1) in ("cpu", "auto") and match.group(2)):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N', 'tensorrt', 'tensorrt:N' or 'auto', "
+            f"got {device!r}"
+        )
+    return DeviceRequest(match.group(1), int(match.group(2) or 0))
+
+
+def _provider_library(name: str) -> str:
+    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+    return os.path.join(capi, f"libonnxruntime_providers_{name}.so")
+
+
+def required_cuda() -> str:
+    """The CUDA/cuDNN versions this onnxruntime build needs, as it states them."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+
+        cuda = getattr(info, "cuda_version", "") or "unknown"
+        cudnn = getattr(info, "cudnn_version", "") or "9"
+    except ImportError:  # a CPU-only build has no such module
+        return "a CUDA-enabled onnxruntime build (pip install onnxruntime-gpu)"
+    return f"CUDA {cuda}.x and cuDNN {cudnn}.x"
+
+
+def cuda_unavailable_reason(provider: str = CUDA) -> str:
+    """Why ``provider`` cannot run here, in onnxruntime's and the loader's words."""
+    if provider not in ort.get_available_providers():
+        return (
+            f"this onnxruntime build ({ort.__version__}) has no {provider}; "
+            "install onnxruntime-gpu"
+        )
+    lib = _provider_library("tensorrt" if provider == TENSORRT else "cuda")
+    if os.name == "posix" and os.path.exists(lib):
+        try:
+            ctypes.CDLL(lib, mode=ctypes.RTLD_LOCAL)
+        except OSError as exc:
+            return (
+                f"onnxruntime could not load {os.path.basename(lib)}: {exc}. "
+                f"onnxruntime {ort.__version__} needs {required_cuda()}"
+            )
+    return (
+        f"{provider} loaded but onnxruntime did not activate it: no usable GPU or "
+        f"driver was found (onnxruntime {ort.__version__} needs {required_cuda()})"
+    )
+
+
+def check_active(request: DeviceRequest, active: list[str]) -> None:
+    """Raise unless ``active`` (session.get_providers()) honours an explicit request."""
+    if request.kind in ("cpu", "auto"):
+        return
+    if active and active[0] == request.wanted:
+        return
+    reason = cuda_unavailable_reason(request.wanted)
+    raise ProviderUnavailableError(
+        f"device={request.label!r} was requested but onnxruntime would run on "
+        f"{active[0] if active else 'nothing'}: {reason}",
+        device=request.label,
+        reason=reason,
+    )
+
+
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip wheels, when they are installed.
+
+    onnxruntime >= 1.21 provides ``preload_dlls`` for the ``onnxruntime-gpu[cuda,cudnn]``
+    layout; without those wheels it is a no-op apart from a warning we do not want.
+    """
+    if not hasattr(ort, "preload_dlls"):
+        return
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("nvidia") is None:
+            return
+    except (ImportError, ValueError):
+        return
+    try:
+        ort.preload_dlls()
+    except Exception:  # noqa: BLE001 - a failed preload shows up as an inactive provider
+        pass
