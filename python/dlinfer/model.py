@@ -135,7 +135,9 @@ class Model:
         provider_options: dict[str, Any] | None,
     ) -> ort.InferenceSession:
         providers = request.providers(provider_options)
-        if request.kind == "auto" and _providers.CUDA not in ort.get_available_providers():
+        if request.kind == "auto" and _providers.provider_load_error() is not None:
+            # CUDA cannot even load: go straight to CPU rather than have onnxruntime
+            # try, fail and log errors for a fallback the user asked for.
             providers = [_providers.CPU]
         try:
             return ort.InferenceSession(self.path, sess_options=options, providers=providers)

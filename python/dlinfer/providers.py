@@ -83,8 +83,13 @@ def required_cuda() -> str:
     return f"CUDA {cuda}.x and cuDNN {cudnn}.x"
 
 
-def cuda_unavailable_reason(provider: str = CUDA) -> str:
-    """Why ``provider`` cannot run here, in onnxruntime's and the loader's words."""
+def provider_load_error(provider: str = CUDA) -> str | None:
+    """Why onnxruntime cannot even load ``provider``, or None if nothing stops it.
+
+    Loading the provider's shared library ourselves gives the dynamic loader's own
+    message (e.g. ``libcublasLt.so.13: cannot open shared object file``), which is
+    the line onnxruntime only logs.
+    """
     if provider not in ort.get_available_providers():
         return (
             f"this onnxruntime build ({ort.__version__}) has no {provider}; "
@@ -99,6 +104,14 @@ def cuda_unavailable_reason(provider: str = CUDA) -> str:
                 f"onnxruntime could not load {os.path.basename(lib)}: {exc}. "
                 f"onnxruntime {ort.__version__} needs {required_cuda()}"
             )
+    return None
+
+
+def cuda_unavailable_reason(provider: str = CUDA) -> str:
+    """Why ``provider`` is not active here, in onnxruntime's and the loader's words."""
+    load_error = provider_load_error(provider)
+    if load_error:
+        return load_error
     return (
         f"{provider} loaded but onnxruntime did not activate it: no usable GPU or "
         f"driver was found (onnxruntime {ort.__version__} needs {required_cuda()})"

@@ -1,0 +1,93 @@
+"""Classifier and Model behaviour on the exported MNIST CNN (no TensorFlow needed here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dlinfer
+
+
+@pytest.fixture(scope="module")
+def clf(mnist_onnx):
+    return dlinfer.Classifier(mnist_onnx)
+
+
+def test_model_introspection(mnist_onnx):
+    m = dlinfer.Model(mnist_onnx)
+    assert [(t.name, t.shape, t.dtype) for t in m.inputs] == [
+        ("images", (None, 28, 28, 1), np.dtype(np.float32))
+    ]
+    assert [(t.name, t.shape) for t in m.outputs] == [("probabilities", (None, 10))]
+    assert m.providers == ["CPUExecutionProvider"]
+    assert m.device == "cpu"
+    assert dlinfer.METADATA_KEY in m.metadata
+
+
+def test_model_run_accepts_a_dict_and_call(mnist_onnx, mnist_trained):
+    m = dlinfer.Model(mnist_onnx, threads=1)
+    x = mnist_trained.x_test[:3]
+    np.testing.assert_array_equal(m.run({"images": x}), m(x))
+
+
+def test_predict_files_pil_and_arrays_agree(clf, digit_pngs, mnist_trained):
+    paths, labels = digit_pngs
+    pixels = mnist_trained.split.x_test[:10]
+    from_files = clf.predict(paths)
+    from_pil = clf.predict([Image.open(p) for p in paths])
+    from_batch = clf.predict(pixels)
+    from_list = clf.predict(list(pixels))
+    from_floats = clf.predict(pixels.astype(np.float32) / 255)
+    for preds in (from_pil, from_batch, from_list, from_floats):
+        assert [p.index for p in preds] == [p.index for p in from_files]
+        np.testing.assert_allclose([p.probability for p in preds],
+                                   [p.probability for p in from_files], atol=1e-6)
+    assert len(from_files) == 10
+    # One epoch of training: at least 8 of these 10 digits come out right.
+    assert sum(p.index == y for p, y in zip(from_files, labels)) >= 8
+
+
+def test_single_image_shapes(clf, mnist_trained):
+    digit = mnist_trained.split.x_test[0]
+    expected = clf.predict(digit)[0]
+    for variant in (digit, digit[:, :, None], digit[None], digit[None, :, :, None]):
+        (pred,) = clf.predict(variant)
+        assert pred.index == expected.index
+
+
+def test_top_k_is_sorted_and_labelled(clf, mnist_trained):
+    (pred,) = clf.predict(mnist_trained.split.x_test[0], top_k=3)
+    assert len(pred.top) == 3
+    probs = [c.probability for c in pred.top]
+    assert probs == sorted(probs, reverse=True)
+    assert pred.label == pred.top[0].label == clf.labels[pred.index]
+    proba = clf.predict_proba(mnist_trained.split.x_test[0])
+    assert proba.shape == (1, 10)
+    np.testing.assert_allclose(proba.sum(), 1.0, rtol=1e-5)
+    assert pred.probability == pytest.approx(float(proba[0].max()))
+
+
+def test_larger_rgb_file_is_converted_and_resized(clf, tmp_path, mnist_trained):
+    digit = mnist_trained.split.x_test[0]
+    big = Image.fromarray(digit).resize((112, 112), Image.Resampling.NEAREST).convert("RGB")
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=95)
+    assert clf.predict(str(path))[0].index == clf.predict(digit)[0].index
+
+
+def test_auto_device_picks_cpu_here_and_says_why(mnist_onnx):
+    m = dlinfer.Model(mnist_onnx, device="auto")
+    if m.device == "cuda":
+        pytest.skip("CUDA works on this machine")
+    assert m.providers == ["CPUExecutionProvider"]
+    assert m.device_reason  # says why CUDA was not chosen
+
+
+def test_bad_device_string(mnist_onnx):
+    with pytest.raises(ValueError, match="device must be"):
+        dlinfer.Model(mnist_onnx, device="gpu")
+
+
+def test_repr(clf):
+    assert "mnist_cnn" in repr(clf.model) and "labels=10" in repr(clf)

@@ -1,0 +1,48 @@
+"""The dlinfer command line, run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def dlinfer_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlinfer", *args], capture_output=True,
+                          text=True, timeout=120, check=check)
+
+
+def test_info_text(mnist_onnx):
+    out = dlinfer_cli("info", mnist_onnx).stdout
+    assert "images: float32[N, 28, 28, 1]" in out
+    assert "probabilities: float32[N, 10]" in out
+    assert "CPUExecutionProvider" in out
+    assert "task:      classification" in out
+
+
+def test_info_json_parses(mnist_onnx):
+    info = json.loads(dlinfer_cli("info", mnist_onnx, "--json").stdout)
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["inputs"] == [{"name": "images", "shape": [None, 28, 28, 1], "dtype": "float32"}]
+    assert info["spec"]["labels"] == [str(i) for i in range(10)]
+    assert info["spec"]["parity"]["argmax_agreement"] == 1.0
+
+
+def test_predict_text_and_json(mnist_onnx, digit_pngs):
+    paths, labels = digit_pngs
+    text = dlinfer_cli("predict", mnist_onnx, *paths[:3], "--top-k", "2").stdout
+    assert all(p in text for p in paths[:3])
+    result = json.loads(dlinfer_cli("predict", mnist_onnx, *paths, "--json").stdout)
+    assert [r["file"] for r in result] == paths
+    assert all(0.0 <= r["probability"] <= 1.0 and r["label"] == str(r["index"]) for r in result)
+    assert sum(r["index"] == y for r, y in zip(result, labels)) >= 8
+
+
+def test_errors_exit_2_with_a_message(tmp_path, mnist_onnx):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    proc = dlinfer_cli("predict", mnist_onnx, str(bad), check=False)
+    assert proc.returncode == 2
+    assert "bad.png: not an image" in proc.stderr and "Traceback" not in proc.stderr
+    proc = dlinfer_cli("info", str(tmp_path / "missing.onnx"), check=False)
+    assert proc.returncode == 2 and "model file not found" in proc.stderr
