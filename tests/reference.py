@@ -23,11 +23,12 @@ def normalize_u8_to_f32_nhwc(x: np.ndarray, scale: float, mean, std) -> np.ndarr
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, *, atol: float = 0.0,
-                 rtol: float = 0.0, context: str = "") -> None:
+                 rtol: float = 0.0, context: str = "", layout: str | None = None) -> None:
     """Shape, then dtype, then values within max(atol, rtol*|expected|).
 
     With atol = rtol = 0 this is exact equality.  A failure names the first bad
-    index and how many elements are off.
+    index and how many elements are off; with ``layout`` ("NHWC" or "NCHW") it
+    names the batch, pixel and channel too.
     """
     prefix = f"{context}: " if context else ""
     assert actual.shape == expected.shape, f"{prefix}shape {actual.shape} != {expected.shape}"
@@ -38,8 +39,139 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, atol: float = 0.0,
     bad = ~(err <= tol)  # NaN counts as bad
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"index {idx}"
+        if layout in ("NHWC", "NCHW") and len(idx) == 4:
+            n, a, b, c = idx
+            y, x, ch = (a, b, c) if layout == "NHWC" else (b, c, a)
+            where = f"batch {n}, pixel (y={y}, x={x}), channel {ch} (index {idx})"
         raise AssertionError(
-            f"{prefix}{int(bad.sum())} of {bad.size} elements differ; first at index {idx}: "
+            f"{prefix}{int(bad.sum())} of {bad.size} elements differ; first at {where}: "
             f"got {actual[idx]!r}, expected {expected[idx]!r} (tolerance {tol[idx]:.3g}); "
             f"max error {np.nanmax(err):.3g}"
         )
+
+
+# ---- neural-network kernels (issue 5) --------------------------------------
+# NHWC float64 references written as literally as possible: explicit zero
+# padding, one loop over kernel taps or output pixels, NumPy only for the
+# batch/channel dimensions.  Weights in Keras layout.
+
+def pool_out_size(size: int, k: int, s: int, pb: int, pa: int, ceil_mode: bool) -> int:
+    """ONNX/PyTorch pooling output length (ceil_mode drops a window starting in the trailing pad)."""
+    span = size + pb + pa - k
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + pb:
+        out -= 1
+    return out
+
+
+def conv2d_nhwc(x, w, bias=None, strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0), groups=1,
+                activation=None, alpha=0.01) -> np.ndarray:
+    """y[n,oy,ox,co] = sum_{ky,kx,ci} xpad[n, oy*sh+ky*dh, ox*sw+kx*dw, g*cig+ci] * w[ky,kx,ci,co]."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    t, b, l, r = pads
+    xp = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+    n, hp, wp, cin = xp.shape
+    kh, kw, cig, cout = w.shape
+    sh, sw = strides
+    dh, dw = dilations
+    ho = (hp - (kh - 1) * dh - 1) // sh + 1
+    wo = (wp - (kw - 1) * dw - 1) // sw + 1
+    cog = cout // groups
+    y = np.zeros((n, ho, wo, cout))
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xp[:, ky * dh: ky * dh + (ho - 1) * sh + 1: sh,
+                       kx * dw: kx * dw + (wo - 1) * sw + 1: sw, :]
+            for g in range(groups):
+                y[..., g * cog:(g + 1) * cog] += (
+                    patch[..., g * cig:(g + 1) * cig] @ w[ky, kx, :, g * cog:(g + 1) * cog])
+    if bias is not None:
+        y += np.asarray(bias, np.float64)
+    return activate(y, activation, alpha)
+
+
+def conv2d_transpose_nhwc(x, w, bias=None, strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0),
+                          output_padding=(0, 0), groups=1, activation=None, alpha=0.01) -> np.ndarray:
+    """Scatter form (the kernel gathers): every input pixel adds x @ w[ky,kx] to the full output,
+    which the pads then crop.  w is (kh, kw, cin, cout/groups)."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    n, h, wd, cin = x.shape
+    kh, kw, _, cog = w.shape
+    sh, sw = strides
+    dh, dw = dilations
+    cig = cin // groups
+    full = np.zeros((n, (h - 1) * sh + (kh - 1) * dh + 1 + output_padding[0],
+                     (wd - 1) * sw + (kw - 1) * dw + 1 + output_padding[1], cog * groups))
+    for ky in range(kh):
+        for kx in range(kw):
+            for g in range(groups):
+                full[:, ky * dh: ky * dh + (h - 1) * sh + 1: sh, kx * dw: kx * dw + (wd - 1) * sw + 1: sw,
+                     g * cog:(g + 1) * cog] += x[..., g * cig:(g + 1) * cig] @ w[ky, kx, g * cig:(g + 1) * cig]
+    t, b, l, r = pads
+    y = full[:, t: full.shape[1] - b, l: full.shape[2] - r, :]
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    return activate(y, activation, alpha)
+
+
+def pool2d_nhwc(x, pool, strides, pads=(0, 0, 0, 0), ceil_mode=False, mode="max",
+                count_include_pad=False) -> np.ndarray:
+    """One output pixel at a time over the in-bounds part of its window."""
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    kh, kw = pool
+    sh, sw = strides
+    t, b, l, r = pads
+    ho = pool_out_size(h, kh, sh, t, b, ceil_mode)
+    wo = pool_out_size(w, kw, sw, l, r, ceil_mode)
+    y = np.zeros((n, ho, wo, c))
+    for oy in range(ho):
+        for ox in range(wo):
+            y0, x0 = oy * sh - t, ox * sw - l
+            win = x[:, max(y0, 0):min(y0 + kh, h), max(x0, 0):min(x0 + kw, w), :]
+            if mode == "max":
+                y[:, oy, ox] = win.max(axis=(1, 2))
+            else:
+                if count_include_pad:  # explicit pads count, the ceil overhang does not
+                    count = (min(y0 + kh, h + b) - y0) * (min(x0 + kw, w + r) - x0)
+                else:
+                    count = win.shape[1] * win.shape[2]
+                y[:, oy, ox] = win.sum(axis=(1, 2)) / count
+    return y
+
+
+def activate(y, activation, alpha=0.01):
+    if activation in (None, "none"):
+        return y
+    if activation == "relu":
+        return np.maximum(y, 0)
+    if activation == "leaky_relu":
+        return np.where(y >= 0, y, alpha * y)
+    if activation == "sigmoid":
+        return 1 / (1 + np.exp(-y))
+    if activation == "tanh":
+        return np.tanh(y)
+    raise ValueError(activation)
+
+
+def dense(x, w, bias=None, activation=None, alpha=0.01) -> np.ndarray:
+    y = np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    return activate(y, activation, alpha)
+
+
+def softmax(x, axis=-1) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def batch_norm(x, gamma, beta, mean, var, eps, axis=-1) -> np.ndarray:
+    shape = [1] * np.ndim(x)
+    shape[axis] = -1
+    f = [np.asarray(v, np.float64).reshape(shape) for v in (gamma, beta, mean, var)]
+    return (np.asarray(x, np.float64) - f[2]) / np.sqrt(f[3] + eps) * f[0] + f[1]

@@ -236,23 +236,23 @@ void register_kernels(py::module_& m) {
   m.def("conv2d_nhwc_f32", &run_conv<false, false>, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
         py::arg("strides") = one, py::arg("dilations") = one, py::arg("pads") = zero,
         py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1, py::arg("activation") = "none",
-        py::arg("alpha") = 0.2f, py::arg("threads") = 0,
+        py::arg("alpha") = 0.01f, py::arg("threads") = 0,
         "2-D convolution, x (N,H,W,C) float32, w (KH,KW,C/groups,Cout); pads (top,bottom,left,right).\n"
         "output_padding is ignored.  threads <= 0 uses every core.");
   m.def("conv2d_nhwc_f32_scalar", &run_conv<true, false>, py::arg("x"), py::arg("w"),
         py::arg("bias") = py::none(), py::arg("strides") = one, py::arg("dilations") = one,
         py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1,
-        py::arg("activation") = "none", py::arg("alpha") = 0.2f, py::arg("threads") = 0,
+        py::arg("activation") = "none", py::arg("alpha") = 0.01f, py::arg("threads") = 0,
         "Plain-loop oracle of conv2d_nhwc_f32 (threads is ignored).");
   m.def("conv2d_transpose_nhwc_f32", &run_conv<false, true>, py::arg("x"), py::arg("w"),
         py::arg("bias") = py::none(), py::arg("strides") = one, py::arg("dilations") = one,
         py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1,
-        py::arg("activation") = "none", py::arg("alpha") = 0.2f, py::arg("threads") = 0,
+        py::arg("activation") = "none", py::arg("alpha") = 0.01f, py::arg("threads") = 0,
         "Transposed 2-D convolution, x (N,H,W,C), w (KH,KW,C,Cout/groups); pads crop the full output.");
   m.def("conv2d_transpose_nhwc_f32_scalar", &run_conv<true, true>, py::arg("x"), py::arg("w"),
         py::arg("bias") = py::none(), py::arg("strides") = one, py::arg("dilations") = one,
         py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1,
-        py::arg("activation") = "none", py::arg("alpha") = 0.2f, py::arg("threads") = 0,
+        py::arg("activation") = "none", py::arg("alpha") = 0.01f, py::arg("threads") = 0,
         "Plain-loop oracle of conv2d_transpose_nhwc_f32.");
   for (bool scalar : {false, true}) {
     const std::string suffix = scalar ? "_scalar" : "";
@@ -274,7 +274,7 @@ void register_kernels(py::module_& m) {
           py::arg("ceil_mode") = false, py::arg("count_include_pad") = false, py::arg("threads") = 0,
           "Average pooling over an NHWC float32 batch.");
     m.def(("dense_f32" + suffix).c_str(), scalar ? &run_dense<true> : &run_dense<false>, py::arg("x"),
-          py::arg("w"), py::arg("bias") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.2f,
+          py::arg("w"), py::arg("bias") = py::none(), py::arg("activation") = "none", py::arg("alpha") = 0.01f,
           py::arg("threads") = 0, "y = act(x @ w + bias), x (rows, in), w (in, out), float32.");
     m.def(("softmax_f32" + suffix).c_str(), scalar ? &run_softmax<true> : &run_softmax<false>, py::arg("x"),
           py::arg("threads") = 0, "Softmax over the last axis, float32.");
