@@ -117,10 +117,22 @@ def build(name: str, small: bool = True) -> tuple[Any, dict[str, Any]]:
     return model, dict(EXPORT_KWARGS[name])
 
 
+def randomize_biases(model: Any, seed: int = 0) -> None:
+    """Fresh models have zero biases, which tf2onnx drops; non-zero ones keep
+    the bias paths (Conv's third input, MatMul + Add) in the exported graph."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.path.endswith("bias"):
+            w.assign(rng.uniform(-0.1, 0.1, size=tuple(w.shape)).astype("float32"))
+
+
 def export(name: str, path: str, small: bool = True) -> Any:
     """Builds `name` with random weights, exports it to `path`; returns the Keras model."""
     from training.export import to_onnx
 
     model, kwargs = build(name, small)
+    randomize_biases(model)
     to_onnx(model, path, name=name, **kwargs)
     return model

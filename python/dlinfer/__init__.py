@@ -29,6 +29,8 @@ from .errors import (
 )
 from .model import Model, TensorInfo
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
+from . import kernels, reference  # issue 5: NumPy + the native module only
+from .verify import verify  # issue 5: imports TensorFlow lazily, only for a Keras model
 
 __version__ = "0.1.0"
 
@@ -56,4 +58,7 @@ __all__ = [
     "SpecError",
     "TensorInfo",
     "__version__",
+    "kernels",
+    "reference",
+    "verify",
 ]

@@ -1,4 +1,4 @@
-"""The ``dlinfer`` command line: ``info`` and ``predict``."""
+"""The ``dlinfer`` command line: ``info``, ``predict`` and ``verify``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    report = verify(args.keras, args.onnx, args.data, per_layer=args.per_layer, atol=args.atol,
+                    rtol=args.rtol, samples=args.samples)
+    print(report.to_json() if args.json else report.format())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlinfer", description="Run Keras workshop models exported to ONNX."
@@ -94,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_device(p)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("verify", help="compare Keras, onnxruntime and dlinfer's reference kernels",
+                       description="Compare a Keras model with its ONNX export on the same samples: "
+                       "Keras, onnxruntime and dlinfer's reference executor. Exit status 1 on mismatch.")
+    p.add_argument("keras", metavar="KERAS_FILE")
+    p.add_argument("onnx", metavar="ONNX_FILE")
+    p.add_argument("--data", metavar="NPY|DIR", help=".npy array or image folder (default: random "
+                   "inputs in the spec's range)")
+    p.add_argument("--samples", type=int, default=16, help="at most this many samples (default 16)")
+    p.add_argument("--per-layer", action="store_true", help="find the first Keras layer that diverges")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=_verify)
     return parser
 
 
