@@ -241,15 +241,10 @@ def _keras_chain(layers: list[Any], x: np.ndarray) -> Iterator[tuple[Any, np.nda
 
 # ---- per-layer matching -------------------------------------------------------------------
 
-def _onnx_tensor_shapes(proto: Any, x: np.ndarray) -> list[tuple[str, tuple[int, ...]]]:
-    """Every node output, in graph order, with its shape at this batch (one pass, values dropped)."""
-    names = [o for n in proto.graph.node for o in n.output if o]
+def _onnx_tensor_shapes(graph: Any, x: np.ndarray) -> list[tuple[str, tuple[int, ...]]]:
+    """Every node output, in graph order, with its shape at this batch (values dropped)."""
     shapes: list[tuple[str, tuple[int, ...]]] = []
-    # Run in slices of the graph so that at most ~64 tensors are alive at once.
-    for i in range(0, len(names), 64):
-        got = reference.run(proto, x, outputs=names[i:i + 64])
-        shapes += [(k, tuple(v.shape)) for k, v in got.items()]
-        del got
+    reference.run(graph, x, outputs=[], on_tensor=lambda name, v: shapes.append((name, tuple(v.shape))))
     return shapes
 
 
@@ -262,9 +257,9 @@ def _layouts(kshape: tuple[int, ...], oshape: tuple[int, ...]) -> list[str]:
     return out
 
 
-def _per_layer(keras_model: Any, proto: Any, x: np.ndarray, atol: float, rtol: float) -> list[LayerResult]:
+def _per_layer(keras_model: Any, graph: Any, x: np.ndarray, atol: float, rtol: float) -> list[LayerResult]:
     layers = _flat_layers(keras_model)
-    tensors = _onnx_tensor_shapes(proto, x)
+    tensors = _onnx_tensor_shapes(graph, x)
     results: list[LayerResult] = []
     position = 0  # index in `tensors` of the previous match; a layer may reuse it (Dropout)
     for index, (layer, kout) in enumerate(_keras_chain(layers, x)):
@@ -273,7 +268,7 @@ def _per_layer(keras_model: Any, proto: Any, x: np.ndarray, atol: float, rtol: f
                  for lay in _layouts(kshape, shape)][:_CANDIDATES]
         best: tuple[Comparison, int, str, str] | None = None
         if cands:
-            values = reference.run(proto, x, outputs=list(dict.fromkeys(name for _, name, _ in cands)))
+            values = reference.run(graph, x, outputs=list(dict.fromkeys(name for _, name, _ in cands)))
             for i, name, lay in cands:
                 v = values[name] if lay == "NHWC" else values[name].transpose(0, 2, 3, 1)
                 c = compare(layer.name, v, kout, atol, rtol)
@@ -316,10 +311,10 @@ def verify(
     if len(ort_model.inputs) != 1:
         raise InputError(f"verify handles single-input models; {onnx_path} has {len(ort_model.inputs)}")
     x, source = _load_data(data, ort_model, spec, samples, seed)
-    proto = reference.load(onnx_path)
+    graph = reference.Graph(onnx_path)
     out_name = ort_model.outputs[0].name
     ort_out = ort_model.session.run(None, {ort_model.inputs[0].name: x})[0]
-    ref_out = reference.run(proto, x, outputs=[out_name])[out_name]
+    ref_out = reference.run(graph, x, outputs=[out_name])[out_name]
 
     report = VerifyReport(keras_path=None if keras_model is None else str(keras_model) if isinstance(
         keras_model, (str, os.PathLike)) else getattr(keras_model, "name", "keras model"),
@@ -335,5 +330,5 @@ def verify(
     if per_layer:
         if keras_model is None:
             raise InputError("per_layer needs the Keras model")
-        report.layers = _per_layer(km, proto, x, atol, rtol)
+        report.layers = _per_layer(km, graph, x, atol, rtol)
     return report

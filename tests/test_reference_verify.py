@@ -1,0 +1,151 @@
+"""The reference executor and `dlinfer verify` on every dense, conv and GAN model of the zoo.
+
+Each model is built with random weights (and non-zero biases), exported with
+training.export.to_onnx and compared: reference executor vs onnxruntime within
+1e-4 absolute, and `verify --per-layer` must pass.  Then deliberately broken
+exports (one conv's weights perturbed, one conv's padding changed) must be
+named by the per-layer walk, exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import dlinfer
+import zoo_models
+from dlinfer import reference
+from dlinfer.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """name -> (keras_path, onnx_path, keras_model), built on first use."""
+    folder = tmp_path_factory.mktemp("zoo5")
+    cache: dict[str, tuple[str, str, object]] = {}
+
+    def get(name: str):
+        if name not in cache:
+            onnx_path = os.path.join(folder, f"{name}.onnx")
+            keras_path = os.path.join(folder, f"{name}.keras")
+            model = zoo_models.export(name, onnx_path)
+            model.save(keras_path)
+            cache[name] = (keras_path, onnx_path, model)
+        return cache[name]
+
+    return get
+
+
+def _sample(onnx_path: str, n: int = 5) -> tuple[str, np.ndarray]:
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [n] + list(inp.shape[1:])
+    return inp.name, np.random.default_rng(3).uniform(0, 1, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", zoo_models.NAMES)
+def test_reference_executor_reproduces_onnxruntime(name, exported):
+    _, onnx_path, _ = exported(name)
+    input_name, x = _sample(onnx_path)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {input_name: x})
+    got = reference.run(onnx_path, {input_name: x})
+    assert list(got) == [o.name for o in sess.get_outputs()]
+    for (out_name, g), e in zip(got.items(), expected):
+        assert g.shape == e.shape and g.dtype == e.dtype, out_name
+        err = float(np.max(np.abs(g - e)))
+        assert err <= 1e-4, f"{name}: {out_name} differs from onnxruntime by {err:.3g}"
+
+
+@pytest.mark.parametrize("name", zoo_models.NAMES)
+def test_verify_per_layer_passes(name, exported):
+    keras_path, onnx_path, model = exported(name)
+    report = dlinfer.verify(model, onnx_path, per_layer=True, samples=4)
+    assert report.ok, report.format()
+    assert report.layers and all(layer.onnx_tensor for layer in report.layers), report.format()
+    assert {c.name for c in report.outputs} == {"onnxruntime vs keras", "reference vs keras",
+                                                 "reference vs onnxruntime"}
+
+
+def _conv_nodes(proto):
+    return [n for n in proto.graph.node if n.op_type == "Conv"]
+
+
+
+
+def test_per_layer_names_the_conv_whose_weights_were_perturbed(exported, tmp_path):
+    keras_path, onnx_path, model = exported("mnist_cnn")
+    proto = onnx.load(onnx_path)
+    conv = _conv_nodes(proto)[1]  # the second convolution
+    init = {t.name: t for t in proto.graph.initializer}[conv.input[1]]
+    w = numpy_helper.to_array(init).copy()
+    w[0, 0, 0, 0] += 0.5
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    broken = str(tmp_path / "broken.onnx")
+    onnx.save(proto, broken)
+
+    report = dlinfer.verify(model, broken, per_layer=True, samples=4)
+    assert not report.ok
+    conv_names = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert report.first_bad_layer.layer == conv_names[1], report.format()
+    assert all(layer.ok for layer in report.layers[: report.first_bad_layer.index]), report.format()
+
+    # The command line: human table, exit status 1, and JSON naming the same layer.
+    assert main(["verify", keras_path, broken, "--per-layer", "--samples", "4", "--json"]) == 1
+
+
+def test_per_layer_names_the_conv_whose_padding_was_changed(exported, tmp_path, capsys):
+    keras_path, onnx_path, model = exported("dcgan_mnist")
+    proto = onnx.load(onnx_path)
+    conv = _conv_nodes(proto)[-1]  # Conv2D(1, 7, padding="same"): pads 3,3,3,3
+    pads = next(a for a in conv.attribute if a.name == "pads")
+    assert list(pads.ints) == [3, 3, 3, 3]
+    pads.ints[:] = [2, 2, 4, 4]  # same output size, shifted window
+    broken = str(tmp_path / "broken_pads.onnx")
+    onnx.save(proto, broken)
+
+    assert main(["verify", keras_path, broken, "--per-layer", "--samples", "3", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    conv_names = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert report["first_bad_layer"] == conv_names[-1]
+    assert report["ok"] is False
+
+
+def test_verify_cli_passes_with_npy_data(exported, tmp_path, capsys):
+    keras_path, onnx_path, _ = exported("mnist_cnn")
+    data = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
+    np.save(tmp_path / "digits.npy", data)
+    assert main(["verify", keras_path, onnx_path, "--data", str(tmp_path / "digits.npy"), "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    assert "6 uint8 samples" in out and "OK: all outputs agree layer by layer" in out
+    assert "onnxruntime vs keras" in out and "max abs" in out
+
+
+def test_reference_returns_intermediate_tensors_by_name(exported):
+    _, onnx_path, _ = exported("mnist_cnn")
+    proto = onnx.load(onnx_path)
+    first_conv = _conv_nodes(proto)[0].output[0]
+    input_name, x = _sample(onnx_path, 2)
+    got = reference.run(proto, {input_name: x}, outputs=[first_conv, "probabilities"])
+    assert list(got) == [first_conv, "probabilities"]
+    assert got[first_conv].shape == (2, 32, 26, 26)
+    with pytest.raises(dlinfer.InputError, match="no tensor named 'nope'"):
+        reference.run(proto, {input_name: x}, outputs=["nope"])
+
+
+def test_unsupported_op_names_op_and_node():
+    node = helper.make_node("Einsum", ["x", "x"], ["y"], name="my_einsum", equation="ij,ij->ij")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(reference.UnsupportedOpError, match="op 'Einsum' .node 'my_einsum'. is not supported"):
+        reference.run(model, np.zeros((2, 2), np.float32))
+    assert issubclass(reference.UnsupportedOpError, dlinfer.DlinferError)
