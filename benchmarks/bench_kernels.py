@@ -26,9 +26,8 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
-
 from dlinfer import _native
+from onnx import TensorProto, helper
 
 CONV_SHAPES = [  # (name, N, H, W, Cin, Cout, K)
     ("28x28x1->26x26x32", 256, 28, 28, 1, 32, 3),
@@ -47,17 +46,23 @@ def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
 def _conv_model(w_oihw: np.ndarray, shape) -> onnx.ModelProto:
     node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=list(w_oihw.shape[2:]))
     graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(w_oihw, "w")])
+        [onnx.numpy_helper.from_array(w_oihw, "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _pool_model(shape) -> onnx.ModelProto:
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     graph = helper.make_graph(
-        [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        [node],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -99,11 +104,11 @@ def bench_conv(repeats: int, threads_list=(1, 2)) -> list[dict]:
             got = sess.run(None, {"x": x_nchw})[0].transpose(0, 2, 3, 1)
             assert np.allclose(got, ref, atol=1e-3, rtol=1e-4), "onnxruntime disagrees"
             fns = {
-                "dlinfer": lambda t=threads: _native.conv2d_nhwc_f32(x, wk, threads=t),
-                "onnxruntime": lambda s=sess: s.run(None, {"x": x_nchw}),
+                "dlinfer": lambda t=threads, x=x, wk=wk: _native.conv2d_nhwc_f32(x, wk, threads=t),
+                "onnxruntime": lambda s=sess, xn=x_nchw: s.run(None, {"x": xn}),
             }
             if threads == 1:  # NumPy's BLAS picks its own thread count
-                fns["numpy_im2col"] = lambda: im2col_conv(x, wk)
+                fns["numpy_im2col"] = lambda x=x, wk=wk: im2col_conv(x, wk)
             med = _median_times(fns, repeats)
             row = {"shape": name, "threads": threads, "isa": _native.kernel_isa()}
             for key, t in med.items():
@@ -123,10 +128,15 @@ def bench_pool(repeats: int, threads_list=(1, 2)) -> list[dict]:
         sess = _session(_pool_model(list(x_nchw.shape)), threads)
         got = sess.run(None, {"x": x_nchw})[0].transpose(0, 2, 3, 1)
         assert np.array_equal(got, _native.max_pool2d_nhwc_f32(x, (2, 2), (2, 2)))
-        med = _median_times({
-            "dlinfer": lambda t=threads: _native.max_pool2d_nhwc_f32(x, (2, 2), (2, 2), threads=t),
-            "onnxruntime": lambda s=sess: s.run(None, {"x": x_nchw}),
-        }, repeats)
+        med = _median_times(
+            {
+                "dlinfer": lambda t=threads: _native.max_pool2d_nhwc_f32(
+                    x, (2, 2), (2, 2), threads=t
+                ),
+                "onnxruntime": lambda s=sess: s.run(None, {"x": x_nchw}),
+            },
+            repeats,
+        )
         row = {"shape": "256x26x26x32 2x2/2", "threads": threads}
         for key, t in med.items():
             row[f"{key}_gbps"] = nbytes / t / 1e9
@@ -146,13 +156,17 @@ def main() -> None:
     print(f"{'shape':<20} {'thr':>3} {'dlinfer':>8} {'onnxrt':>8} {'numpy':>8} {'dl/ort':>7}")
     for r in conv:
         np_g = f"{r['numpy_im2col_gflops']:8.1f}" if "numpy_im2col_gflops" in r else f"{'-':>8}"
-        print(f"{r['shape']:<20} {r['threads']:>3} {r['dlinfer_gflops']:8.1f} "
-              f"{r['onnxruntime_gflops']:8.1f} {np_g} {r['ratio_vs_onnxruntime']:7.2f}")
+        print(
+            f"{r['shape']:<20} {r['threads']:>3} {r['dlinfer_gflops']:8.1f} "
+            f"{r['onnxruntime_gflops']:8.1f} {np_g} {r['ratio_vs_onnxruntime']:7.2f}"
+        )
     print("max_pool2d_nhwc_f32 2x2 stride 2, GB/s")
     print(f"{'shape':<20} {'thr':>3} {'dlinfer':>8} {'onnxrt':>8} {'dl/ort':>7}")
     for r in pool:
-        print(f"{r['shape']:<20} {r['threads']:>3} {r['dlinfer_gbps']:8.1f} "
-              f"{r['onnxruntime_gbps']:8.1f} {r['ratio_vs_onnxruntime']:7.2f}")
+        print(
+            f"{r['shape']:<20} {r['threads']:>3} {r['dlinfer_gbps']:8.1f} "
+            f"{r['onnxruntime_gbps']:8.1f} {r['ratio_vs_onnxruntime']:7.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"conv": conv, "pool": pool}, f, indent=2)

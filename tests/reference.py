@@ -70,8 +70,8 @@ def conv2d_nhwc(x, w, bias=None, strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0
     """y[n,oy,ox,co] = sum_{ky,kx,ci} xpad[n, oy*sh+ky*dh, ox*sw+kx*dw, g*cig+ci] * w[ky,kx,ci,co]."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
-    t, b, l, r = pads
-    xp = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+    t, b, left, r = pads
+    xp = np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     n, hp, wp, cin = xp.shape
     kh, kw, cig, cout = w.shape
     sh, sw = strides
@@ -110,8 +110,8 @@ def conv2d_transpose_nhwc(x, w, bias=None, strides=(1, 1), dilations=(1, 1), pad
             for g in range(groups):
                 full[:, ky * dh: ky * dh + (h - 1) * sh + 1: sh, kx * dw: kx * dw + (wd - 1) * sw + 1: sw,
                      g * cog:(g + 1) * cog] += x[..., g * cig:(g + 1) * cig] @ w[ky, kx, g * cig:(g + 1) * cig]
-    t, b, l, r = pads
-    y = full[:, t: full.shape[1] - b, l: full.shape[2] - r, :]
+    t, b, left, r = pads
+    y = full[:, t: full.shape[1] - b, left: full.shape[2] - r, :]
     if bias is not None:
         y = y + np.asarray(bias, np.float64)
     return activate(y, activation, alpha)
@@ -124,13 +124,13 @@ def pool2d_nhwc(x, pool, strides, pads=(0, 0, 0, 0), ceil_mode=False, mode="max"
     n, h, w, c = x.shape
     kh, kw = pool
     sh, sw = strides
-    t, b, l, r = pads
+    t, b, left, r = pads
     ho = pool_out_size(h, kh, sh, t, b, ceil_mode)
-    wo = pool_out_size(w, kw, sw, l, r, ceil_mode)
+    wo = pool_out_size(w, kw, sw, left, r, ceil_mode)
     y = np.zeros((n, ho, wo, c))
     for oy in range(ho):
         for ox in range(wo):
-            y0, x0 = oy * sh - t, ox * sw - l
+            y0, x0 = oy * sh - t, ox * sw - left
             win = x[:, max(y0, 0):min(y0 + kh, h), max(x0, 0):min(x0 + kw, w), :]
             if mode == "max":
                 y[:, oy, ox] = win.max(axis=(1, 2))

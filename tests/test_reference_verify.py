@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import os
 
+import dlinfer
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-import dlinfer
 import zoo_models
 from dlinfer import reference
 from dlinfer.cli import main
+from onnx import TensorProto, helper, numpy_helper
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -59,7 +58,7 @@ def test_reference_executor_reproduces_onnxruntime(name, exported):
     expected = sess.run(None, {input_name: x})
     got = reference.run(onnx_path, {input_name: x})
     assert list(got) == [o.name for o in sess.get_outputs()]
-    for (out_name, g), e in zip(got.items(), expected):
+    for (out_name, g), e in zip(got.items(), expected, strict=True):
         assert g.shape == e.shape and g.dtype == e.dtype, out_name
         err = float(np.max(np.abs(g - e)))
         assert err <= 1e-4, f"{name}: {out_name} differs from onnxruntime by {err:.3g}"
@@ -71,14 +70,15 @@ def test_verify_per_layer_passes(name, exported):
     report = dlinfer.verify(model, onnx_path, per_layer=True, samples=4)
     assert report.ok, report.format()
     assert report.layers and all(layer.onnx_tensor for layer in report.layers), report.format()
-    assert {c.name for c in report.outputs} == {"onnxruntime vs keras", "reference vs keras",
-                                                 "reference vs onnxruntime"}
+    assert {c.name for c in report.outputs} == {
+        "onnxruntime vs keras",
+        "reference vs keras",
+        "reference vs onnxruntime",
+    }
 
 
 def _conv_nodes(proto):
     return [n for n in proto.graph.node if n.op_type == "Conv"]
-
-
 
 
 def test_per_layer_names_the_conv_whose_weights_were_perturbed(exported, tmp_path):
@@ -123,7 +123,12 @@ def test_verify_cli_passes_with_npy_data(exported, tmp_path, capsys):
     keras_path, onnx_path, _ = exported("mnist_cnn")
     data = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
     np.save(tmp_path / "digits.npy", data)
-    assert main(["verify", keras_path, onnx_path, "--data", str(tmp_path / "digits.npy"), "--per-layer"]) == 0
+    assert (
+        main(
+            ["verify", keras_path, onnx_path, "--data", str(tmp_path / "digits.npy"), "--per-layer"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "6 uint8 samples" in out and "OK: all outputs agree layer by layer" in out
     assert "onnxruntime vs keras" in out and "max abs" in out
@@ -143,9 +148,37 @@ def test_reference_returns_intermediate_tensors_by_name(exported):
 
 def test_unsupported_op_names_op_and_node():
     node = helper.make_node("Einsum", ["x", "x"], ["y"], name="my_einsum", equation="ij,ij->ij")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    with pytest.raises(reference.UnsupportedOpError, match="op 'Einsum' .node 'my_einsum'. is not supported"):
+    with pytest.raises(
+        reference.UnsupportedOpError, match="op 'Einsum' .node 'my_einsum'. is not supported"
+    ):
         reference.run(model, np.zeros((2, 2), np.float32))
     assert issubclass(reference.UnsupportedOpError, dlinfer.DlinferError)
+
+
+NO_TF_SCRIPT = """
+import json, sys
+import dlinfer
+from dlinfer import reference
+x = __import__("numpy").random.default_rng(0).uniform(0, 1, (2, 28, 28, 1)).astype("float32")
+reference.run(sys.argv[1], x)
+report = dlinfer.verify(None, sys.argv[1], samples=2)
+mods = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))
+print(json.dumps({"ok": report.ok, "modules": mods}))
+"""
+
+
+def test_reference_and_onnx_only_verify_never_import_tensorflow(exported):
+    import subprocess
+    import sys
+
+    _, onnx_path, _ = exported("mnist_cnn")
+    proc = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, onnx_path], capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"ok": True, "modules": []}

@@ -25,28 +25,53 @@ EXPORT_KWARGS: dict[str, dict[str, Any]] = {
     "mnist_cnn": dict(labels=DIGITS),
     "fashion_mlp": dict(labels=tuple(f"c{i}" for i in range(10)), input_kind="features"),
     "fashion_cnn": dict(labels=tuple(f"c{i}" for i in range(10))),
-    "small_convnet": dict(task="binary_classification", labels=("cat", "dog"), threshold=0.5,
-                          output_kind="probabilities", scale=1.0),
+    "small_convnet": dict(
+        task="binary_classification",
+        labels=("cat", "dog"),
+        threshold=0.5,
+        output_kind="probabilities",
+        scale=1.0,
+    ),
     "vgg16_transfer": dict(labels=("a", "b", "c")),
-    "gan_1d": dict(task="generation", input_kind="latent", input_name="latent",
-                   output_name="points", output_kind="value"),
-    "dcgan_mnist": dict(task="generation", input_kind="latent", input_name="latent",
-                        output_name="images", output_kind="images"),
+    "gan_1d": dict(
+        task="generation",
+        input_kind="latent",
+        input_name="latent",
+        output_name="points",
+        output_kind="value",
+    ),
+    "dcgan_mnist": dict(
+        task="generation",
+        input_kind="latent",
+        input_name="latent",
+        output_name="images",
+        output_kind="images",
+    ),
 }
 NAMES = tuple(EXPORT_KWARGS)
 
 
 def _mlp(name: str) -> Any:
     L = keras.layers
-    return keras.Sequential([keras.Input((784,)), L.Dense(512, activation="relu"),
-                             L.Dense(10, activation="softmax")], name=name)
+    return keras.Sequential(
+        [keras.Input((784,)), L.Dense(512, activation="relu"), L.Dense(10, activation="softmax")],
+        name=name,
+    )
 
 
 def _mlp_dropout(name: str) -> Any:
     L = keras.layers
-    return keras.Sequential([keras.Input((784,)), L.Dense(256, activation="relu"), L.Dropout(0.4),
-                             L.Dense(128, activation="relu"), L.Dropout(0.3),
-                             L.Dense(10, activation="softmax")], name=name)
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            L.Dense(256, activation="relu"),
+            L.Dropout(0.4),
+            L.Dense(128, activation="relu"),
+            L.Dropout(0.3),
+            L.Dense(10, activation="softmax"),
+        ],
+        name=name,
+    )
 
 
 def _cnn(name: str) -> Any:
@@ -64,8 +89,12 @@ def _small_convnet(size: int) -> Any:
     layers = [keras.Input((size, size, 3)), L.Rescaling(1.0 / 255)]
     for filters in (32, 64, 128, 128):
         layers += [L.Conv2D(filters, 3, activation="relu"), L.MaxPooling2D(2)]
-    layers += [L.Flatten(), L.Dropout(0.5), L.Dense(512, activation="relu"),
-               L.Dense(1, activation="sigmoid")]
+    layers += [
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(512, activation="relu"),
+        L.Dense(1, activation="sigmoid"),
+    ]
     return keras.Sequential(layers, name="small_convnet")
 
 
@@ -73,25 +102,42 @@ def _vgg16_transfer(size: int) -> Any:
     L = keras.layers
     base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(size, size, 3))
     base.trainable = False
-    return keras.Sequential([keras.Input((size, size, 3)), base, L.Flatten(),
-                             L.Dense(256, activation="relu"), L.Dropout(0.5),
-                             L.Dense(3, activation="softmax")], name="vgg16_transfer")
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            base,
+            L.Flatten(),
+            L.Dense(256, activation="relu"),
+            L.Dropout(0.5),
+            L.Dense(3, activation="softmax"),
+        ],
+        name="vgg16_transfer",
+    )
 
 
 def _gan_1d() -> Any:
     L = keras.layers
-    return keras.Sequential([keras.Input((5,)), L.Dense(15, activation="relu"), L.Dense(2)],
-                            name="gan_1d")
+    return keras.Sequential(
+        [keras.Input((5,)), L.Dense(15, activation="relu"), L.Dense(2)], name="gan_1d"
+    )
 
 
 def _dcgan_generator() -> Any:
     L = keras.layers
-    return keras.Sequential([
-        keras.Input((100,)), L.Dense(128 * 7 * 7), L.LeakyReLU(0.2), L.Reshape((7, 7, 128)),
-        L.Conv2DTranspose(128, 4, strides=2, padding="same"), L.LeakyReLU(0.2),
-        L.Conv2DTranspose(128, 4, strides=2, padding="same"), L.LeakyReLU(0.2),
-        L.Conv2D(1, 7, activation="sigmoid", padding="same"),
-    ], name="dcgan_mnist")
+    return keras.Sequential(
+        [
+            keras.Input((100,)),
+            L.Dense(128 * 7 * 7),
+            L.LeakyReLU(0.2),
+            L.Reshape((7, 7, 128)),
+            L.Conv2DTranspose(128, 4, strides=2, padding="same"),
+            L.LeakyReLU(0.2),
+            L.Conv2DTranspose(128, 4, strides=2, padding="same"),
+            L.LeakyReLU(0.2),
+            L.Conv2D(1, 7, activation="sigmoid", padding="same"),
+        ],
+        name="dcgan_mnist",
+    )
 
 
 FALLBACK_BUILDERS = {

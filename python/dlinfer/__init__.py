@@ -10,6 +10,7 @@ Quick start::
 
 from __future__ import annotations
 
+from . import kernels, reference  # issue 5: NumPy + the native module only
 from ._native_loader import native as _native  # fail early, with build instructions
 from .classifier import Candidate, Classifier, Prediction
 from .errors import (
@@ -29,7 +30,6 @@ from .errors import (
 )
 from .model import Model, TensorInfo
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
-from . import kernels, reference  # issue 5: NumPy + the native module only
 from .verify import verify  # issue 5: imports TensorFlow lazily, only for a Keras model
 
 __version__ = "0.1.0"

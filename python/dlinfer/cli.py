@@ -104,15 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("verify", help="compare Keras, onnxruntime and dlinfer's reference kernels",
-                       description="Compare a Keras model with its ONNX export on the same samples: "
-                       "Keras, onnxruntime and dlinfer's reference executor. Exit status 1 on mismatch.")
+    p = sub.add_parser(
+        "verify",
+        help="compare Keras, onnxruntime and dlinfer's reference kernels",
+        description="Compare a Keras model with its ONNX export on the same samples: Keras, "
+        "onnxruntime and dlinfer's reference executor. Exit status 1 on mismatch.",
+    )
     p.add_argument("keras", metavar="KERAS_FILE")
     p.add_argument("onnx", metavar="ONNX_FILE")
-    p.add_argument("--data", metavar="NPY|DIR", help=".npy array or image folder (default: random "
-                   "inputs in the spec's range)")
+    p.add_argument("--data", metavar="NPY|DIR",
+                   help=".npy array or image folder (default: random inputs in the spec's range)")
     p.add_argument("--samples", type=int, default=16, help="at most this many samples (default 16)")
-    p.add_argument("--per-layer", action="store_true", help="find the first Keras layer that diverges")
+    p.add_argument("--per-layer", action="store_true",
+                   help="find the first Keras layer that diverges")
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true", help="machine-readable report")

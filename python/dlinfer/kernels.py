@@ -43,8 +43,8 @@ __all__ = [
     "softmax",
 ]
 
-IntOrPair = Union[int, Sequence[int]]
-Padding = Union[str, Sequence[int]]
+IntOrPair = Union[int, Sequence[int]]  # noqa: UP007 - a runtime alias, Python 3.10 safe
+Padding = Union[str, Sequence[int]]  # noqa: UP007
 
 _LAYOUTS = ("NHWC", "NCHW")
 
@@ -71,8 +71,10 @@ def _check_layout(layout: str) -> str:
 def _rank4(x: np.ndarray, name: str, layout: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4:
-        raise ValueError(f"{name} must have rank 4 ({'N, H, W, C' if layout == 'NHWC' else 'N, C, H, W'}), "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"{name} must have rank 4 ({'N, H, W, C' if layout == 'NHWC' else 'N, C, H, W'}), "
+            f"got shape {x.shape}"
+        )
     return x
 
 
@@ -88,8 +90,9 @@ def _activation(activation: str | None) -> str:
     return "none" if activation is None else activation
 
 
-def same_pads(size: int, kernel: int, stride: int, dilation: int = 1, *,
-              upper: bool = True) -> tuple[int, int]:
+def same_pads(
+    size: int, kernel: int, stride: int, dilation: int = 1, *, upper: bool = True
+) -> tuple[int, int]:
     """Pads (before, after) that make ``out = ceil(size / stride)``.
 
     ``upper=True`` puts the odd pad at the end: Keras/TensorFlow "same" and ONNX
@@ -101,8 +104,13 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int = 1, *,
     return (small, total - small) if upper else (total - small, small)
 
 
-def _pads(padding: Padding, hw: tuple[int, int], kernel: tuple[int, int],
-          strides: tuple[int, int], dilations: tuple[int, int]) -> tuple[int, int, int, int]:
+def _pads(
+    padding: Padding,
+    hw: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+) -> tuple[int, int, int, int]:
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
@@ -114,11 +122,15 @@ def _pads(padding: Padding, hw: tuple[int, int], kernel: tuple[int, int],
             t, b = same_pads(hw[0], kernel[0], strides[0], dilations[0], upper=upper)
             left, r = same_pads(hw[1], kernel[1], strides[1], dilations[1], upper=upper)
             return (t, b, left, r)
-        raise ValueError(f"padding must be 'valid', 'same', 'same_lower' or (top, bottom, left, right), "
-                         f"got {padding!r}")
+        raise ValueError(
+            f"padding must be 'valid', 'same', 'same_lower' or (top, bottom, left, right), "
+            f"got {padding!r}"
+        )
     pads = tuple(int(p) for p in padding)
     if len(pads) != 4:
-        raise ValueError(f"padding must be 'valid', 'same' or (top, bottom, left, right), got {padding!r}")
+        raise ValueError(
+            f"padding must be 'valid', 'same' or (top, bottom, left, right), got {padding!r}"
+        )
     return pads  # type: ignore[return-value]
 
 
@@ -152,8 +164,19 @@ def conv2d(
         w = w.transpose(2, 3, 1, 0)
     s, d = _pair(strides, "strides"), _pair(dilations, "dilations")
     pads = _pads(padding, x.shape[1:3], w.shape[:2], s, d)
-    y = _native.conv2d_nhwc_f32(x, w, bias, s, d, pads, (0, 0), int(groups), _activation(activation),
-                                float(alpha), _threads(threads))
+    y = _native.conv2d_nhwc_f32(
+        x,
+        w,
+        bias,
+        s,
+        d,
+        pads,
+        (0, 0),
+        int(groups),
+        _activation(activation),
+        float(alpha),
+        _threads(threads),
+    )
     return _from_nhwc(y, layout)
 
 
@@ -184,8 +207,10 @@ def conv2d_transpose(
         raise ValueError(f"w must have rank 4, got shape {w.shape}")
     cin_axis = 0 if layout == "NCHW" else 3
     if w.shape[cin_axis] != x.shape[3]:
-        raise ValueError(f"w: shape {w.shape} has {w.shape[cin_axis]} input channels (axis {cin_axis}) "
-                         f"but x has {x.shape[3]}")
+        raise ValueError(
+            f"w: shape {w.shape} has {w.shape[cin_axis]} input channels (axis {cin_axis}) "
+            f"but x has {x.shape[3]}"
+        )
     w = w.transpose(2, 3, 0, 1) if layout == "NCHW" else w.transpose(0, 1, 3, 2)
     s, d = _pair(strides, "strides"), _pair(dilations, "dilations")
     op = list(_pair(output_padding, "output_padding"))
@@ -203,8 +228,19 @@ def conv2d_transpose(
         pads_t = (0, 0, 0, 0)
     else:
         pads_t = _pads(padding, x.shape[1:3], w.shape[:2], s, d)
-    y = _native.conv2d_transpose_nhwc_f32(x, w, bias, s, d, pads_t, tuple(op), int(groups),
-                                          _activation(activation), float(alpha), _threads(threads))
+    y = _native.conv2d_transpose_nhwc_f32(
+        x,
+        w,
+        bias,
+        s,
+        d,
+        pads_t,
+        tuple(op),
+        int(groups),
+        _activation(activation),
+        float(alpha),
+        _threads(threads),
+    )
     return _from_nhwc(y, layout)
 
 
@@ -215,8 +251,9 @@ def _pool(x, pool_size, strides, padding, ceil_mode, layout, average, count_incl
     s = k if strides is None else _pair(strides, "strides")
     pads = _pads(padding, x.shape[1:3], k, s, (1, 1))
     if average:
-        y = _native.avg_pool2d_nhwc_f32(x, k, s, pads, bool(ceil_mode), bool(count_include_pad),
-                                        _threads(threads))
+        y = _native.avg_pool2d_nhwc_f32(
+            x, k, s, pads, bool(ceil_mode), bool(count_include_pad), _threads(threads)
+        )
     else:
         y = _native.max_pool2d_nhwc_f32(x, k, s, pads, bool(ceil_mode), _threads(threads))
     return _from_nhwc(y, layout)
@@ -252,7 +289,9 @@ def avg_pool2d(
     """Average pooling.  ``count_include_pad`` divides by the window size
     including explicit pads (never the ``ceil_mode`` overhang); otherwise by the
     taps inside the input (Keras "same" behaviour)."""
-    return _pool(x, pool_size, strides, padding, ceil_mode, layout, True, count_include_pad, threads)
+    return _pool(
+        x, pool_size, strides, padding, ceil_mode, layout, True, count_include_pad, threads
+    )
 
 
 def _global(x, layout, keepdims, average, threads):
@@ -263,14 +302,16 @@ def _global(x, layout, keepdims, average, threads):
     return y if keepdims else y.reshape(y.shape[0], -1)
 
 
-def global_avg_pool2d(x: np.ndarray, layout: str = "NHWC", keepdims: bool = False,
-                      threads: int | None = None) -> np.ndarray:
+def global_avg_pool2d(
+    x: np.ndarray, layout: str = "NHWC", keepdims: bool = False, threads: int | None = None
+) -> np.ndarray:
     """Mean over H and W: (N, C), or with keepdims (N, 1, 1, C) / (N, C, 1, 1)."""
     return _global(x, layout, keepdims, True, threads)
 
 
-def global_max_pool2d(x: np.ndarray, layout: str = "NHWC", keepdims: bool = False,
-                      threads: int | None = None) -> np.ndarray:
+def global_max_pool2d(
+    x: np.ndarray, layout: str = "NHWC", keepdims: bool = False, threads: int | None = None
+) -> np.ndarray:
     """Max over H and W: (N, C), or with keepdims (N, 1, 1, C) / (N, C, 1, 1)."""
     return _global(x, layout, keepdims, False, threads)
 
@@ -288,8 +329,14 @@ def dense(
     if x.ndim < 1:
         raise ValueError("x must have rank >= 1")
     lead = x.shape[:-1]
-    y = _native.dense_f32(x.reshape(-1, x.shape[-1]), w, bias, _activation(activation), float(alpha),
-                          _threads(threads))
+    y = _native.dense_f32(
+        x.reshape(-1, x.shape[-1]),
+        w,
+        bias,
+        _activation(activation),
+        float(alpha),
+        _threads(threads),
+    )
     return y.reshape(*lead, y.shape[-1])
 
 
@@ -320,4 +367,6 @@ def batch_norm(
     """
     layout = _check_layout(layout)
     axis = -1 if layout == "NHWC" else 1
-    return _native.batch_norm_f32(x, gamma, beta, mean, var, float(epsilon), axis, _threads(threads))
+    return _native.batch_norm_f32(
+        x, gamma, beta, mean, var, float(epsilon), axis, _threads(threads)
+    )

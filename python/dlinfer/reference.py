@@ -67,10 +67,13 @@ class _Node:
         return self.inputs[i] if i < len(self.inputs) else None
 
     def unsupported(self, what: str) -> UnsupportedOpError:
-        return UnsupportedOpError(f"reference executor: {self.op} node {self.name!r}: {what} is not supported")
+        return UnsupportedOpError(
+            f"reference executor: {self.op} node {self.name!r}: {what} is not supported"
+        )
 
 
 # ---- op implementations -------------------------------------------------------
+
 
 def _conv_padding(node: _Node, spatial: tuple[int, int]) -> Any:
     auto_pad = node.attr("auto_pad", "NOTSET")
@@ -94,8 +97,16 @@ def _require_2d(node: _Node, x: np.ndarray) -> None:
 def _conv(node: _Node) -> np.ndarray:
     x, w, b = node.input(0), node.input(1), node.input(2)
     _require_2d(node, x)
-    return kernels.conv2d(x, w, b, strides=node.attr("strides", [1, 1]), padding=_conv_padding(node, x.shape[2:]),
-                          dilations=node.attr("dilations", [1, 1]), groups=node.attr("group", 1), layout="NCHW")
+    return kernels.conv2d(
+        x,
+        w,
+        b,
+        strides=node.attr("strides", [1, 1]),
+        padding=_conv_padding(node, x.shape[2:]),
+        dilations=node.attr("dilations", [1, 1]),
+        groups=node.attr("group", 1),
+        layout="NCHW",
+    )
 
 
 def _conv_transpose(node: _Node) -> np.ndarray:
@@ -107,8 +118,16 @@ def _conv_transpose(node: _Node) -> np.ndarray:
     if isinstance(padding, str) and padding != "valid":
         raise node.unsupported(f"auto_pad={node.attr('auto_pad')}")
     return kernels.conv2d_transpose(
-        x, w, b, strides=node.attr("strides", [1, 1]), padding=padding, dilations=node.attr("dilations", [1, 1]),
-        groups=node.attr("group", 1), output_padding=node.attr("output_padding", [0, 0]), layout="NCHW")
+        x,
+        w,
+        b,
+        strides=node.attr("strides", [1, 1]),
+        padding=padding,
+        dilations=node.attr("dilations", [1, 1]),
+        groups=node.attr("group", 1),
+        output_padding=node.attr("output_padding", [0, 0]),
+        layout="NCHW",
+    )
 
 
 def _pool(node: _Node) -> np.ndarray:
@@ -118,8 +137,13 @@ def _pool(node: _Node) -> np.ndarray:
         raise node.unsupported("dilated pooling")
     if len(node.proto.output) > 1 and node.proto.output[1]:
         raise node.unsupported("the Indices output")
-    args = dict(pool_size=node.attr("kernel_shape"), strides=node.attr("strides", [1, 1]),
-                padding=_conv_padding(node, x.shape[2:]), ceil_mode=bool(node.attr("ceil_mode", 0)), layout="NCHW")
+    args = dict(
+        pool_size=node.attr("kernel_shape"),
+        strides=node.attr("strides", [1, 1]),
+        padding=_conv_padding(node, x.shape[2:]),
+        ceil_mode=bool(node.attr("ceil_mode", 0)),
+        layout="NCHW",
+    )
     if node.op == "MaxPool":
         return kernels.max_pool2d(x, **args)
     return kernels.avg_pool2d(x, count_include_pad=bool(node.attr("count_include_pad", 0)), **args)
@@ -183,7 +207,7 @@ def _slice(node: _Node) -> np.ndarray:
     axes = range(len(starts)) if axes is None else [int(a) % x.ndim for a in axes]
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * x.ndim
-    for a, s, e, st in zip(axes, starts, ends, steps):
+    for a, s, e, st in zip(axes, starts, ends, steps, strict=False):
         index[a] = slice(int(s), int(e), int(st))
     return x[tuple(index)]
 
@@ -220,8 +244,12 @@ def _constant(node: _Node) -> np.ndarray:
 
     if "value" in node.attrs:
         return numpy_helper.to_array(node.attrs["value"])
-    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
-                       ("value_int", np.int64), ("value_ints", np.int64)):
+    for key, dtype in (
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         if key in node.attrs:
             return np.asarray(node.attrs[key], dtype)
     raise node.unsupported(f"attributes {sorted(node.attrs)}")
@@ -229,7 +257,7 @@ def _constant(node: _Node) -> np.ndarray:
 
 def _shape(node: _Node) -> np.ndarray:
     shape = np.asarray(node.input(0).shape, np.int64)
-    return shape[node.attr("start", 0): node.attr("end", None)]
+    return shape[node.attr("start", 0) : node.attr("end", None)]
 
 
 def _elementwise(fn: Callable[..., np.ndarray]) -> Callable[[_Node], np.ndarray]:
@@ -238,6 +266,7 @@ def _elementwise(fn: Callable[..., np.ndarray]) -> Callable[[_Node], np.ndarray]
         # Python scalars and NumPy's promotion rules must not widen float32.
         dtype = node.inputs[0].dtype
         return np.asarray(out).astype(dtype, copy=False)
+
     return run
 
 
@@ -296,15 +325,19 @@ _OPS: dict[str, Callable[[_Node], np.ndarray]] = {
     "Unsqueeze": _unsqueeze,
     "Constant": _constant,
 }
-_OPS["LeakyRelu"] = lambda n: np.where(n.input(0) >= 0, n.input(0),
-                                       n.input(0) * np.float32(n.attr("alpha", 0.01))).astype(n.input(0).dtype)
+_OPS["LeakyRelu"] = lambda n: np.where(
+    n.input(0) >= 0, n.input(0), n.input(0) * np.float32(n.attr("alpha", 0.01))
+).astype(n.input(0).dtype)
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_OPS))
 
 
 # ---- the executor ---------------------------------------------------------------------
 
-def _normalize_inputs(graph: Any, initializer_names: set[str], inputs: Any) -> dict[str, np.ndarray]:
+
+def _normalize_inputs(
+    graph: Any, initializer_names: set[str], inputs: Any
+) -> dict[str, np.ndarray]:
     names = [i.name for i in graph.input if i.name not in initializer_names]
     if not isinstance(inputs, Mapping):
         if len(names) != 1:
@@ -315,7 +348,9 @@ def _normalize_inputs(graph: Any, initializer_names: set[str], inputs: Any) -> d
         raise InputError(f"missing model input(s): {', '.join(missing)}")
     unknown = [n for n in inputs if n not in names]
     if unknown:
-        raise InputError(f"unknown input name(s) {', '.join(unknown)}; the model takes {', '.join(names)}")
+        raise InputError(
+            f"unknown input name(s) {', '.join(unknown)}; the model takes {', '.join(names)}"
+        )
     return {k: np.asarray(v) for k, v in inputs.items()}
 
 
@@ -330,16 +365,25 @@ class Graph:
         for node in graph.node:
             if node.op_type not in _OPS or node.domain not in ("", "ai.onnx"):
                 raise UnsupportedOpError(
-                    f"reference executor: op {node.op_type!r} (node {node.name or node.output[0]!r}) is not "
-                    f"supported; supported ops: {', '.join(SUPPORTED_OPS)}")
+                    f"reference executor: op {node.op_type!r} (node "
+                    f"{node.name or node.output[0]!r}) is not supported; "
+                    f"supported ops: {', '.join(SUPPORTED_OPS)}"
+                )
         self.nodes = list(graph.node)
         self.initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.output_names = [o.name for o in graph.output]
-        self.tensor_names = set(self.initializers) | {i.name for i in graph.input} | {
-            o for n in self.nodes for o in n.output}
+        self.tensor_names = (
+            set(self.initializers)
+            | {i.name for i in graph.input}
+            | {o for n in self.nodes for o in n.output}
+        )
 
-    def run(self, inputs: Any, outputs: Iterable[str] | None = None,
-            on_tensor: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        inputs: Any,
+        outputs: Iterable[str] | None = None,
+        on_tensor: Callable[[str, np.ndarray], None] | None = None,
+    ) -> dict[str, np.ndarray]:
         """See :func:`run`."""
         init = self.initializers
         env: dict[str, np.ndarray] = dict(init)
@@ -375,7 +419,9 @@ class Graph:
             except (UnsupportedOpError, InputError):
                 raise
             except ValueError as exc:
-                raise InputError(f"reference executor: {node.op} node {node.name!r}: {exc}") from exc
+                raise InputError(
+                    f"reference executor: {node.op} node {node.name!r}: {exc}"
+                ) from exc
             env[proto_node.output[0]] = result
             if on_tensor is not None:
                 on_tensor(proto_node.output[0], result)
@@ -385,8 +431,12 @@ class Graph:
         return {name: env[name] for name in wanted}
 
 
-def run(model: Any, inputs: Any, outputs: Iterable[str] | None = None,
-        on_tensor: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+def run(
+    model: Any,
+    inputs: Any,
+    outputs: Iterable[str] | None = None,
+    on_tensor: Callable[[str, np.ndarray], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Execute an ONNX graph with dlinfer's kernels.
 
     ``model`` is a path, bytes, ``onnx.ModelProto`` or a prepared :class:`Graph`;

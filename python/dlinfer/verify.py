@@ -48,8 +48,13 @@ class Comparison:
     rows: int = 0
 
 
-def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float = DEFAULT_ATOL,
-            rtol: float = DEFAULT_RTOL) -> Comparison:
+def compare(
+    name: str,
+    actual: np.ndarray,
+    expected: np.ndarray,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> Comparison:
     """|actual - expected| <= atol + rtol*|expected| everywhere, plus statistics."""
     a = np.asarray(actual, np.float64)
     e = np.asarray(expected, np.float64)
@@ -63,8 +68,15 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, atol: float = D
         flips = int((a.argmax(axis=1) != e.argmax(axis=1)).sum())
     elif a.ndim == 2 and a.shape[1] == 1:  # sigmoid: the 0.5 threshold is the decision
         flips = int(((a[:, 0] > 0.5) != (e[:, 0] > 0.5)).sum())
-    return Comparison(name, float(np.max(err)) if err.size else 0.0, float(np.mean(err)) if err.size else 0.0,
-                      float(np.percentile(err, 99)) if err.size else 0.0, ok, flips, int(a.shape[0]) if a.ndim else 0)
+    return Comparison(
+        name,
+        float(np.max(err)) if err.size else 0.0,
+        float(np.mean(err)) if err.size else 0.0,
+        float(np.percentile(err, 99)) if err.size else 0.0,
+        ok,
+        flips,
+        int(a.shape[0]) if a.ndim else 0,
+    )
 
 
 @dataclass
@@ -115,45 +127,65 @@ class VerifyReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def format(self) -> str:
-        lines = [f"keras: {self.keras_path or '-'}", f"onnx:  {self.onnx_path}",
-                 f"data:  {self.samples} samples ({self.data_source}); tolerance |a-b| <= "
-                 f"{self.atol:g} + {self.rtol:g}*|b|", ""]
-        head = f"{'comparison':<34} {'max abs':>10} {'mean abs':>10} {'p99 abs':>10} {'flips':>7}  result"
-        lines.append(head)
+        lines = [
+            f"keras: {self.keras_path or '-'}",
+            f"onnx:  {self.onnx_path}",
+            f"data:  {self.samples} samples ({self.data_source}); tolerance |a-b| <= "
+            f"{self.atol:g} + {self.rtol:g}*|b|",
+            "",
+        ]
+        lines.append(
+            f"{'comparison':<34} {'max abs':>10} {'mean abs':>10} {'p99 abs':>10} "
+            f"{'flips':>7}  result"
+        )
         for c in self.outputs:
             lines.append(_row(c.name, c))
         if self.layers is not None:
-            lines += ["", f"{'#':>3} {'keras layer':<28} {'type':<18} {'onnx tensor':<40} "
-                      f"{'max abs':>10} {'mean abs':>10} {'p99 abs':>10} {'flips':>7}  result"]
+            lines += [
+                "",
+                f"{'#':>3} {'keras layer':<28} {'type':<18} {'onnx tensor':<40} "
+                f"{'max abs':>10} {'mean abs':>10} {'p99 abs':>10} {'flips':>7}  result",
+            ]
             for lr in self.layers:
                 c = lr.comparison
-                tensor = (lr.onnx_tensor or "(not found)")
+                tensor = lr.onnx_tensor or "(not found)"
                 if len(tensor) > 40:
                     tensor = "..." + tensor[-37:]
                 if c is None:
-                    lines.append(f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} "
-                                 f"{'-':>10} {'-':>10} {'-':>10} {'-':>7}  NO MATCH")
+                    lines.append(
+                        f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} "
+                        f"{'-':>10} {'-':>10} {'-':>10} {'-':>7}  NO MATCH"
+                    )
                 else:
-                    lines.append(f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} "
-                                 + _row("", c).lstrip())
+                    lines.append(
+                        f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} "
+                        + _row("", c).lstrip()
+                    )
         lines.append("")
         bad = self.first_bad_layer
         if bad is not None:
-            lines.append(f"MISMATCH: first diverging layer is #{bad.index} {bad.layer!r} ({bad.layer_type})")
+            lines.append(
+                f"MISMATCH: first diverging layer is #{bad.index} {bad.layer!r} ({bad.layer_type})"
+            )
         elif not self.ok:
             lines.append("MISMATCH: outputs differ")
         else:
-            lines.append("OK: all outputs agree" + (" layer by layer" if self.layers is not None else ""))
+            lines.append(
+                "OK: all outputs agree" + (" layer by layer" if self.layers is not None else "")
+            )
         return "\n".join(lines)
 
 
 def _row(name: str, c: Comparison) -> str:
     flips = "-" if c.argmax_flips is None else f"{c.argmax_flips}/{c.rows}"
-    return (f"{name:<34} {c.max_abs:10.3g} {c.mean_abs:10.3g} {c.p99_abs:10.3g} {flips:>7}  "
-            f"{'ok' if c.ok else 'MISMATCH'}")
+    return (
+        f"{name:<34} {c.max_abs:10.3g} {c.mean_abs:10.3g} {c.p99_abs:10.3g} {flips:>7}  "
+        f"{'ok' if c.ok else 'MISMATCH'}"
+    )
 
 
 # ---- data ---------------------------------------------------------------------
+
 
 def _spec_input(onnx_path: str):
     from .model import Model
@@ -171,9 +203,13 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
             pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
             from .images import normalize_pixels
 
-            return normalize_pixels(pixels, spec), f"random uint8 pixels normalized per the spec, seed {seed}"
+            return normalize_pixels(
+                pixels, spec
+            ), f"random uint8 pixels normalized per the spec, seed {seed}"
         if spec is not None and spec.kind == "latent":
-            return rng.standard_normal(shape).astype(info.dtype), f"standard normal latents, seed {seed}"
+            return rng.standard_normal(shape).astype(
+                info.dtype
+            ), f"standard normal latents, seed {seed}"
         return rng.uniform(0, 1, shape).astype(info.dtype), f"uniform [0, 1) samples, seed {seed}"
     if isinstance(data, np.ndarray):
         arr, source = data, "array"
@@ -182,8 +218,11 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
             raise InputError("--data DIR needs an image model with a dlinfer spec")
         from .images import as_batch
 
-        files = sorted(os.path.join(data, f) for f in os.listdir(data)
-                       if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif")))
+        files = sorted(
+            os.path.join(data, f)
+            for f in os.listdir(data)
+            if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif"))
+        )
         if not files:
             raise InputError(f"no image files in {data}")
         return as_batch(files[:samples], spec), f"{min(len(files), samples)} images from {data}"
@@ -197,11 +236,14 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
     if arr.dtype == np.uint8 and spec is not None and spec.kind == "image":
         from .images import as_batch
 
-        return as_batch(arr, spec), f"{len(arr)} uint8 samples from {source}, normalized per the spec"
+        return as_batch(
+            arr, spec
+        ), f"{len(arr)} uint8 samples from {source}, normalized per the spec"
     return np.ascontiguousarray(arr, dtype=info.dtype), f"{len(arr)} samples from {source}"
 
 
 # ---- Keras side ----------------------------------------------------------------------
+
 
 def _load_keras(keras_model: Any) -> Any:
     if not isinstance(keras_model, (str, os.PathLike)):
@@ -210,7 +252,9 @@ def _load_keras(keras_model: Any) -> Any:
     try:
         import keras
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DlinferError("verifying against a Keras file needs TensorFlow: pip install 'dlinfer[train]'") from exc
+        raise DlinferError(
+            "verifying against a Keras file needs TensorFlow: pip install 'dlinfer[train]'"
+        ) from exc
     if not os.path.exists(keras_model):
         raise InputError(f"Keras file not found: {keras_model}")
     return keras.models.load_model(keras_model, compile=False)
@@ -241,10 +285,13 @@ def _keras_chain(layers: list[Any], x: np.ndarray) -> Iterator[tuple[Any, np.nda
 
 # ---- per-layer matching -------------------------------------------------------------------
 
+
 def _onnx_tensor_shapes(graph: Any, x: np.ndarray) -> list[tuple[str, tuple[int, ...]]]:
     """Every node output, in graph order, with its shape at this batch (values dropped)."""
     shapes: list[tuple[str, tuple[int, ...]]] = []
-    reference.run(graph, x, outputs=[], on_tensor=lambda name, v: shapes.append((name, tuple(v.shape))))
+    reference.run(
+        graph, x, outputs=[], on_tensor=lambda name, v: shapes.append((name, tuple(v.shape)))
+    )
     return shapes
 
 
@@ -257,18 +304,25 @@ def _layouts(kshape: tuple[int, ...], oshape: tuple[int, ...]) -> list[str]:
     return out
 
 
-def _per_layer(keras_model: Any, graph: Any, x: np.ndarray, atol: float, rtol: float) -> list[LayerResult]:
+def _per_layer(
+    keras_model: Any, graph: Any, x: np.ndarray, atol: float, rtol: float
+) -> list[LayerResult]:
     layers = _flat_layers(keras_model)
     tensors = _onnx_tensor_shapes(graph, x)
     results: list[LayerResult] = []
     position = 0  # index in `tensors` of the previous match; a layer may reuse it (Dropout)
     for index, (layer, kout) in enumerate(_keras_chain(layers, x)):
         kshape = tuple(kout.shape)
-        cands = [(i, name, lay) for i, (name, shape) in enumerate(tensors[position:], start=position)
-                 for lay in _layouts(kshape, shape)][:_CANDIDATES]
+        cands = [
+            (i, name, lay)
+            for i, (name, shape) in enumerate(tensors[position:], start=position)
+            for lay in _layouts(kshape, shape)
+        ][:_CANDIDATES]
         best: tuple[Comparison, int, str, str] | None = None
         if cands:
-            values = reference.run(graph, x, outputs=list(dict.fromkeys(name for _, name, _ in cands)))
+            values = reference.run(
+                graph, x, outputs=list(dict.fromkeys(name for _, name, _ in cands))
+            )
             for i, name, lay in cands:
                 v = values[name] if lay == "NHWC" else values[name].transpose(0, 2, 3, 1)
                 c = compare(layer.name, v, kout, atol, rtol)
@@ -279,7 +333,9 @@ def _per_layer(keras_model: Any, graph: Any, x: np.ndarray, atol: float, rtol: f
                     best = (c, i, name, lay)
             del values
         if best is None:
-            results.append(LayerResult(index, layer.name, type(layer).__name__, kshape, None, None, None))
+            results.append(
+                LayerResult(index, layer.name, type(layer).__name__, kshape, None, None, None)
+            )
             continue
         c, i, name, lay = best
         results.append(LayerResult(index, layer.name, type(layer).__name__, kshape, name, lay, c))
@@ -309,16 +365,27 @@ def verify(
     """
     ort_model, spec = _spec_input(onnx_path)
     if len(ort_model.inputs) != 1:
-        raise InputError(f"verify handles single-input models; {onnx_path} has {len(ort_model.inputs)}")
+        raise InputError(
+            f"verify handles single-input models; {onnx_path} has {len(ort_model.inputs)}"
+        )
     x, source = _load_data(data, ort_model, spec, samples, seed)
     graph = reference.Graph(onnx_path)
     out_name = ort_model.outputs[0].name
     ort_out = ort_model.session.run(None, {ort_model.inputs[0].name: x})[0]
     ref_out = reference.run(graph, x, outputs=[out_name])[out_name]
 
-    report = VerifyReport(keras_path=None if keras_model is None else str(keras_model) if isinstance(
-        keras_model, (str, os.PathLike)) else getattr(keras_model, "name", "keras model"),
-        onnx_path=str(onnx_path), samples=int(x.shape[0]), data_source=source, atol=atol, rtol=rtol)
+    report = VerifyReport(
+        keras_path=None
+        if keras_model is None
+        else str(keras_model)
+        if isinstance(keras_model, (str, os.PathLike))
+        else getattr(keras_model, "name", "keras model"),
+        onnx_path=str(onnx_path),
+        samples=int(x.shape[0]),
+        data_source=source,
+        atol=atol,
+        rtol=rtol,
+    )
     if keras_model is not None:
         km = _load_keras(keras_model)
         k_out = np.asarray(km(x, training=False))
