@@ -13,7 +13,7 @@ outside the timing), so each side runs its native layout.  Every number is the
 median of --repeats runs after one warm-up; contenders alternate inside each
 repeat so that machine load hits them alike.
 
-    python benchmarks/bench_kernels.py [--repeats 15] [--json out.json]
+    python benchmarks/bench_kernels.py [--repeats 15] [--json out.json] [--isa avx2]
 """
 
 from __future__ import annotations
@@ -149,7 +149,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--isa", default="auto", help="force generic, avx2 or avx512 kernels")
     args = ap.parse_args()
+    _native.set_kernel_isa(args.isa)
     conv = bench_conv(args.repeats)
     pool = bench_pool(args.repeats)
     print(f"conv2d_nhwc_f32 (isa {_native.kernel_isa()}), GFLOP/s, median of {args.repeats}")

@@ -158,8 +158,7 @@ class VerifyReport:
                     )
                 else:
                     lines.append(
-                        f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} "
-                        + _row("", c).lstrip()
+                        f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} {_stats(c)}"
                     )
         lines.append("")
         bad = self.first_bad_layer
@@ -176,12 +175,14 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _row(name: str, c: Comparison) -> str:
+def _stats(c: Comparison) -> str:
     flips = "-" if c.argmax_flips is None else f"{c.argmax_flips}/{c.rows}"
-    return (
-        f"{name:<34} {c.max_abs:10.3g} {c.mean_abs:10.3g} {c.p99_abs:10.3g} {flips:>7}  "
-        f"{'ok' if c.ok else 'MISMATCH'}"
-    )
+    return (f"{c.max_abs:10.3g} {c.mean_abs:10.3g} {c.p99_abs:10.3g} {flips:>7}  "
+            f"{'ok' if c.ok else 'MISMATCH'}")
+
+
+def _row(name: str, c: Comparison) -> str:
+    return f"{name:<34} {_stats(c)}"
 
 
 # ---- data ---------------------------------------------------------------------
