@@ -77,6 +77,16 @@ def test_verify_per_layer_passes(name, exported):
     }
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["small_convnet", "vgg16_transfer"])
+def test_full_size_models_reference_and_verify(name, tmp_path):
+    """The zoo's own 150x150 input (the default run uses a small one)."""
+    onnx_path = str(tmp_path / f"{name}.onnx")
+    model = zoo_models.export(name, onnx_path, small=False)
+    report = dlinfer.verify(model, onnx_path, per_layer=True, samples=2)
+    assert report.ok, report.format()
+
+
 def _conv_nodes(proto):
     return [n for n in proto.graph.node if n.op_type == "Conv"]
 
