@@ -58,7 +58,9 @@ PADDINGS = ["valid", "same", (1, 2, 0, 1)]
 CONV_CASES = []
 for i, (stride, dilation, padding) in enumerate(itertools.product((1, 2, 3), (1, 2, 3), PADDINGS)):
     batch = (1, 3)[i % 2]
-    cin, cout, groups = [(1, 5, 1), (3, 17, 1), (6, 9, 3), (5, 5, 5), (7, 33, 1), (4, 8, 2)][i % 6]
+    # (cin, cout, groups): plain, odd, grouped, depthwise, depthwise x2, wide, grouped
+    cin, cout, groups = [(1, 5, 1), (3, 17, 1), (6, 9, 3), (5, 5, 5), (3, 6, 3), (7, 33, 1),
+                         (4, 8, 2)][i % 7]
     k = (3, 2, 3, 1)[i % 4]
     act = (None, "relu", "leaky_relu", "sigmoid", "tanh")[i % 5]
     CONV_CASES.append(
@@ -116,6 +118,9 @@ def test_conv2d_identical_for_every_thread_count(threads):
     x, w = _rand(rng, (5, 13, 13, 32)), _rand(rng, (3, 3, 32, 40))
     one = kernels.conv2d(x, w, padding="same", threads=1)
     np.testing.assert_array_equal(kernels.conv2d(x, w, padding="same", threads=threads), one)
+    dw = _rand(rng, (3, 3, 1, 64))  # depthwise, multiplier 2: its own code path
+    one = kernels.conv2d(x, dw, groups=32, threads=1)
+    np.testing.assert_array_equal(kernels.conv2d(x, dw, groups=32, threads=threads), one)
 
 
 def test_conv2d_non_contiguous_and_nchw_layout():
@@ -318,6 +323,7 @@ ORT_CONV = [  # batch, cin, cout, h, w, k, stride, dilation, pads (t,b,l,r) | au
     (1, 6, 6, 8, 7, 3, 1, 3, (3, 3, 3, 3), 6),
     (2, 1, 32, 28, 28, 3, 1, 1, (0, 0, 0, 0), 1),
     (1, 3, 4, 7, 8, 3, 2, 1, "SAME_LOWER", 1),
+    (2, 4, 8, 9, 9, 3, 1, 1, (1, 1, 1, 1), 4),  # depthwise, multiplier 2
 ]
 
 

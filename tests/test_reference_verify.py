@@ -144,6 +144,18 @@ def test_verify_cli_passes_with_npy_data(exported, tmp_path, capsys):
     assert "onnxruntime vs keras" in out and "max abs" in out
 
 
+def test_verify_with_an_image_folder(exported, tmp_path):
+    from PIL import Image
+
+    _, onnx_path, model = exported("mnist_cnn")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    report = dlinfer.verify(model, onnx_path, str(tmp_path))
+    assert report.ok and report.samples == 3, report.format()
+    assert "3 images from" in report.data_source
+
+
 def test_reference_returns_intermediate_tensors_by_name(exported):
     _, onnx_path, _ = exported("mnist_cnn")
     proto = onnx.load(onnx_path)

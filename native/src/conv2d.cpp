@@ -73,8 +73,54 @@ void conv2d_nhwc_f32_scalar(const float* x, const float* w, const float* bias, f
         }
 }
 
+namespace {
+
+// Depthwise (one input channel per group, `mult` outputs each): the blocked
+// path would pad every group's few outputs to a whole vector block, so this
+// one walks the taps per output pixel and vectorizes over all channels at once.
+// Same summation order (ky, kx) for every output, one thread per output row.
+void depthwise_nhwc_f32(const float* x, const float* w, const float* bias, float* y,
+                        const Conv2dShape& s, Activation act, float alpha, int threads) {
+  const std::size_t rows = static_cast<std::size_t>(s.n) * s.out_h;
+  parallel_for(rows, threads, 4, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t r = begin; r < end; ++r) {
+      const int oy = static_cast<int>(r % s.out_h);
+      const std::size_t n = r / s.out_h;
+      for (int ox = 0; ox < s.out_w; ++ox) {
+        float* out = y + (r * s.out_w + ox) * s.cout;
+        std::fill(out, out + s.cout, 0.0f);
+        for (int ky = 0; ky < s.kh; ++ky) {
+          const int iy = oy * s.stride_h + ky * s.dil_h - s.pad_top;
+          if (iy < 0 || iy >= s.h) continue;
+          for (int kx = 0; kx < s.kw; ++kx) {
+            const int ix = ox * s.stride_w + kx * s.dil_w - s.pad_left;
+            if (ix < 0 || ix >= s.w) continue;
+            const float* xp = x + ((n * s.h + iy) * s.w + ix) * s.cin;
+            const float* wp = w + (static_cast<std::size_t>(ky) * s.kw + kx) * s.cout;
+            const int mult = s.cout_g();
+            if (mult == 1) {
+              for (int c = 0; c < s.cout; ++c) out[c] += xp[c] * wp[c];
+            } else {
+              for (int c = 0; c < s.cout; ++c) out[c] += xp[c / mult] * wp[c];
+            }
+          }
+        }
+        if (bias)
+          for (int c = 0; c < s.cout; ++c) out[c] += bias[c];
+        activate_inplace(out, s.cout, act, alpha);
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void conv2d_nhwc_f32(const float* x, const float* w, const float* bias, float* y,
                      const Conv2dShape& s, Activation act, float alpha, int threads) {
+  if (s.groups > 1 && s.cin_g() == 1) {
+    depthwise_nhwc_f32(x, w, bias, y, s, act, alpha, threads);
+    return;
+  }
   const isa::Kernels& k = isa::active();
   const int cb = k.conv_cb;
   const int cin_g = s.cin_g(), cout_g = s.cout_g();
