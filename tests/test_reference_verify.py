@@ -201,6 +201,90 @@ def test_reference_and_onnx_only_verify_never_import_tensorflow(exported):
     import sys
 
     _, onnx_path, _ = exported("mnist_cnn")
-    proc = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, onnx_path], capture_output=True,
-                          text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TF_SCRIPT, onnx_path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"ok": True, "modules": []}
+
+
+def test_reference_executor_on_a_graph_of_every_supported_family():
+    """One hand-built graph through the ops the zoo's exports do not all use, against onnxruntime."""
+    rng = np.random.default_rng(2)
+    f = TensorProto.FLOAT
+
+    def const(name, arr):
+        return numpy_helper.from_array(np.asarray(arr), name)
+
+    inits = [
+        const("w", rng.uniform(-1, 1, (6, 3, 3, 3)).astype(np.float32)),
+        const("bn_g", rng.uniform(0.5, 1.5, 6).astype(np.float32)),
+        const("bn_b", rng.uniform(-1, 1, 6).astype(np.float32)),
+        const("bn_m", rng.uniform(-1, 1, 6).astype(np.float32)),
+        const("bn_v", rng.uniform(0.5, 2, 6).astype(np.float32)),
+        const("gw", rng.uniform(-1, 1, (5, 6)).astype(np.float32)),
+        const("gb", rng.uniform(-1, 1, 5).astype(np.float32)),
+        const("idx", np.array([4, 0, 2], np.int64)),
+        const("starts", np.array([1], np.int64)),
+        const("ends", np.array([np.iinfo(np.int64).max], np.int64)),
+        const("axes0", np.array([0], np.int64)),
+        const("two", np.array(2.0, np.float32)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n(
+            "Conv",
+            ["x", "w"],
+            ["c"],
+            pads=[1, 0, 1, 2],
+            strides=[2, 1],
+            dilations=[1, 2],
+            name="conv",
+        ),
+        n("BatchNormalization", ["c", "bn_g", "bn_b", "bn_m", "bn_v"], ["bn"], epsilon=1e-3),
+        n("Tanh", ["bn"], ["t"]),
+        n(
+            "AveragePool",
+            ["t"],
+            ["ap"],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            count_include_pad=1,
+            ceil_mode=1,
+        ),
+        n("MaxPool", ["t"], ["mp"], kernel_shape=[2, 2], auto_pad="SAME_UPPER", strides=[2, 2]),
+        n("GlobalAveragePool", ["ap"], ["gap"]),
+        n("GlobalMaxPool", ["mp"], ["gmp"]),
+        n("Sub", ["gap", "gmp"], ["d"]),
+        n("Div", ["d", "two"], ["d2"]),
+        n("Flatten", ["d2"], ["flat"], axis=1),
+        n("Dropout", ["flat"], ["drop"]),
+        n("Gemm", ["drop", "gw", "gb"], ["g"], transB=1),
+        n("Sigmoid", ["g"], ["s"]),
+        n("Gather", ["s", "idx"], ["ga"], axis=1),
+        n("Unsqueeze", ["ga", "axes0"], ["u"]),
+        n("Squeeze", ["u", "axes0"], ["sq"]),
+        n("Slice", ["sq", "starts", "ends", "axes0"], ["sl"]),
+        n("Concat", ["sq", "sl"], ["cat"], axis=0),
+        n("Identity", ["cat"], ["id"]),
+        n("Softmax", ["id"], ["y"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "families",
+        [helper.make_tensor_value_info("x", f, [3, 3, 11, 12])],
+        [helper.make_tensor_value_info("y", f, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.uniform(-1, 1, (3, 3, 11, 12)).astype(np.float32)
+    expected = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})[0]
+    got = reference.run(model, x)["y"]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)

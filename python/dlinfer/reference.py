@@ -196,8 +196,9 @@ def _reshape(node: _Node) -> np.ndarray:
 
 def _flatten(node: _Node) -> np.ndarray:
     x = node.input(0)
-    axis = node.attr("axis", 1) % max(x.ndim, 1) if x.ndim else 0
-    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    axis = node.attr("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis  # axis == ndim is allowed: (prod, 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
 
 
 def _slice(node: _Node) -> np.ndarray:
@@ -308,7 +309,8 @@ _OPS: dict[str, Callable[[_Node], np.ndarray]] = {
     "Add": _elementwise(np.add),
     "Sub": _elementwise(np.subtract),
     "Mul": _elementwise(np.multiply),
-    "Div": _elementwise(lambda a, b: a / b if a.dtype.kind == "f" else a // b),
+    # Integer Div truncates toward zero in ONNX; NumPy's // floors.
+    "Div": _elementwise(lambda a, b: a / b if a.dtype.kind == "f" else np.trunc(a / b)),
     "Pow": _elementwise(np.power),
     "Clip": _clip,
     "Identity": lambda n: n.input(0),
