@@ -212,7 +212,7 @@ def test_reference_and_onnx_only_verify_never_import_tensorflow(exported):
 
 
 def test_reference_executor_on_a_graph_of_every_supported_family():
-    """One hand-built graph through the ops the zoo's exports do not all use, against onnxruntime."""
+    """Ops the zoo's exports do not all use, in one hand-built graph, against onnxruntime."""
     rng = np.random.default_rng(2)
     f = TensorProto.FLOAT
 
