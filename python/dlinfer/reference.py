@@ -33,7 +33,13 @@ class UnsupportedOpError(DlinferError, NotImplementedError):
 
 def load(model: Any) -> Any:
     """An ``onnx.ModelProto`` from a path, bytes or a ModelProto."""
-    import onnx
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise DlinferError(
+            "dlinfer.reference and dlinfer verify need the onnx package: "
+            "pip install 'dlinfer[reference]'"
+        ) from exc
 
     if isinstance(model, onnx.ModelProto):
         return model
