@@ -107,9 +107,25 @@ def test_per_layer_names_the_conv_whose_weights_were_perturbed(exported, tmp_pat
     conv_names = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
     assert report.first_bad_layer.layer == conv_names[1], report.format()
     assert all(layer.ok for layer in report.layers[: report.first_bad_layer.index]), report.format()
+    # onnxruntime sees the same perturbed tensor: the export is to blame, not dlinfer's kernels.
+    assert report.first_bad_layer.onnxruntime is not None
+    assert not report.first_bad_layer.onnxruntime.ok
+    assert "the export differs from Keras" in report.format()
 
     # The command line: human table, exit status 1, and JSON naming the same layer.
     assert main(["verify", keras_path, broken, "--per-layer", "--samples", "4", "--json"]) == 1
+
+
+def test_a_broken_reference_kernel_is_not_blamed_on_the_export(exported, monkeypatch):
+    """If dlinfer's own conv were wrong, onnxruntime would still match Keras at that layer."""
+    _, onnx_path, model = exported("mnist_cnn")
+    conv = reference._OPS["Conv"]
+    monkeypatch.setitem(reference._OPS, "Conv", lambda node: conv(node) * np.float32(1.01))
+    report = dlinfer.verify(model, onnx_path, per_layer=True, samples=3)
+    bad = report.first_bad_layer
+    assert bad is not None and bad.index == 0 and bad.onnxruntime.ok, report.format()
+    assert "suspect dlinfer's reference kernels" in report.format()
+    assert report.outputs[0].name == "onnxruntime vs keras" and report.outputs[0].ok
 
 
 def test_per_layer_names_the_conv_whose_padding_was_changed(exported, tmp_path, capsys):

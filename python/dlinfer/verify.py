@@ -87,7 +87,10 @@ class LayerResult:
     shape: tuple[int, ...]
     onnx_tensor: str | None
     layout: str | None  # "NHWC" (as is) or "NCHW" (transposed back for comparison)
-    comparison: Comparison | None
+    comparison: Comparison | None  # the reference executor's tensor vs Keras
+    # For the first diverging layer only: onnxruntime's value of the same tensor
+    # vs Keras, so that a bug in dlinfer's own kernels cannot pass for a bad export.
+    onnxruntime: Comparison | None = None
 
     @property
     def ok(self) -> bool:
@@ -166,6 +169,14 @@ class VerifyReport:
             lines.append(
                 f"MISMATCH: first diverging layer is #{bad.index} {bad.layer!r} ({bad.layer_type})"
             )
+            if bad.onnxruntime is not None:
+                verdict = (
+                    "onnxruntime agrees with the reference: the export differs from Keras"
+                    if not bad.onnxruntime.ok
+                    else "onnxruntime matches Keras here: suspect dlinfer's reference kernels"
+                )
+                lines.append(f"  onnxruntime at {bad.onnx_tensor}: {_stats(bad.onnxruntime)}")
+                lines.append(f"  {verdict}")
         elif not self.ok:
             lines.append("MISMATCH: outputs differ")
         else:
@@ -177,8 +188,10 @@ class VerifyReport:
 
 def _stats(c: Comparison) -> str:
     flips = "-" if c.argmax_flips is None else f"{c.argmax_flips}/{c.rows}"
-    return (f"{c.max_abs:10.3g} {c.mean_abs:10.3g} {c.p99_abs:10.3g} {flips:>7}  "
-            f"{'ok' if c.ok else 'MISMATCH'}")
+    return (
+        f"{c.max_abs:10.3g} {c.mean_abs:10.3g} {c.p99_abs:10.3g} {flips:>7}  "
+        f"{'ok' if c.ok else 'MISMATCH'}"
+    )
 
 
 def _row(name: str, c: Comparison) -> str:
@@ -399,4 +412,31 @@ def verify(
         if keras_model is None:
             raise InputError("per_layer needs the Keras model")
         report.layers = _per_layer(km, graph, x, atol, rtol)
+        bad = report.first_bad_layer
+        if bad is not None and bad.onnx_tensor is not None:
+            value = _onnxruntime_tensor(graph.proto, bad.onnx_tensor, ort_model.inputs[0].name, x)
+            if bad.layout == "NCHW":
+                value = value.transpose(0, 2, 3, 1)
+            k_layer = _keras_layer_output(km, bad.index, x)
+            bad.onnxruntime = compare(bad.layer, value, k_layer, atol, rtol)
     return report
+
+
+def _onnxruntime_tensor(proto: Any, name: str, input_name: str, x: np.ndarray) -> np.ndarray:
+    """One intermediate tensor from onnxruntime: the graph with `name` as an extra output."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    model = type(proto)()
+    model.CopyFrom(proto)
+    if name not in [o.name for o in model.graph.output]:
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run([name], {input_name: x})[0]
+
+
+def _keras_layer_output(keras_model: Any, index: int, x: np.ndarray) -> np.ndarray:
+    for i, (_, out) in enumerate(_keras_chain(_flat_layers(keras_model), x)):
+        if i == index:
+            return out
+    raise IndexError(index)
