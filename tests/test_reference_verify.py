@@ -145,6 +145,20 @@ def test_per_layer_names_the_conv_whose_padding_was_changed(exported, tmp_path, 
     assert report["ok"] is False
 
 
+def test_per_layer_refuses_a_branching_model(tmp_path):
+    from training._tf import keras
+    from training.export import to_onnx
+
+    inp = keras.Input((4,))
+    out = keras.layers.Add()([keras.layers.Dense(4)(inp), keras.layers.Dense(4)(inp)])
+    model = keras.Model(inp, out, name="branches")
+    path = str(tmp_path / "branches.onnx")
+    to_onnx(model, path, task="regression", input_kind="features", output_kind="value")
+    assert dlinfer.verify(model, path).ok  # outputs alone are fine
+    with pytest.raises(dlinfer.InputError, match="form a chain"):
+        dlinfer.verify(model, path, per_layer=True)
+
+
 def test_verify_cli_passes_with_npy_data(exported, tmp_path, capsys):
     keras_path, onnx_path, _ = exported("mnist_cnn")
     data = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)

@@ -293,7 +293,13 @@ def _keras_chain(layers: list[Any], x: np.ndarray) -> Iterator[tuple[Any, np.nda
     """Yields (layer, output) one layer at a time, keeping a single activation."""
     act = x
     for layer in layers:
-        act = np.asarray(layer(act, training=False))
+        try:
+            act = np.asarray(layer(act, training=False))
+        except Exception as exc:  # Keras raises ValueError, TypeError, TF errors...
+            raise InputError(
+                f"per-layer needs a model whose layers form a chain (Sequential, or nested "
+                f"chains); layer {layer.name!r} cannot take the previous layer's output: {exc}"
+            ) from exc
         yield layer, act
 
 
@@ -319,8 +325,9 @@ def _layouts(kshape: tuple[int, ...], oshape: tuple[int, ...]) -> list[str]:
 
 
 def _per_layer(
-    keras_model: Any, graph: Any, x: np.ndarray, atol: float, rtol: float
+    keras_model: Any, graph: Any, x: np.ndarray, expected: np.ndarray, atol: float, rtol: float
 ) -> list[LayerResult]:
+    """Walks the layers; `expected` is the model's own output, to check the chain walk."""
     layers = _flat_layers(keras_model)
     tensors = _onnx_tensor_shapes(graph, x)
     results: list[LayerResult] = []
@@ -354,6 +361,17 @@ def _per_layer(
         c, i, name, lay = best
         results.append(LayerResult(index, layer.name, type(layer).__name__, kshape, name, lay, c))
         position = i
+    if (
+        results
+        and kout.shape == expected.shape
+        and not np.allclose(kout, expected, atol=atol, rtol=rtol)
+    ):
+        # The chain walk assumed each layer feeds the next; a branching model breaks that.
+        raise InputError(
+            f"per-layer needs a model whose layers form a chain (Sequential, or nested chains); "
+            f"walking {getattr(keras_model, 'name', 'the model')}'s layers in order does not "
+            "reproduce its output"
+        )
     return results
 
 
@@ -411,7 +429,7 @@ def verify(
     if per_layer:
         if keras_model is None:
             raise InputError("per_layer needs the Keras model")
-        report.layers = _per_layer(km, graph, x, atol, rtol)
+        report.layers = _per_layer(km, graph, x, k_out, atol, rtol)
         bad = report.first_bad_layer
         if bad is not None and bad.onnx_tensor is not None:
             value = _onnxruntime_tensor(graph.proto, bad.onnx_tensor, ort_model.inputs[0].name, x)
