@@ -318,3 +318,42 @@ def test_reference_executor_on_a_graph_of_every_supported_family():
     got = reference.run(model, x)["y"]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_layers_beyond_the_zoo_reference_and_per_layer(tmp_path):
+    """BatchNormalization, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D, Rescaling:
+    the layers issue 3 uses to prove the exporter general must run here too."""
+    from training._tf import keras
+    from training.export import to_onnx
+
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            L.Rescaling(1.0 / 127.5, offset=-1.0),
+            L.Conv2D(8, 3, padding="same"),
+            L.BatchNormalization(),
+            L.ReLU(),
+            L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="tanh"),
+            L.AveragePooling2D(2),
+            L.Conv2D(6, 3, strides=2, padding="same", activation="sigmoid"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(3, activation="softmax"),
+        ],
+        name="beyond_zoo",
+    )
+    rng = np.random.default_rng(5)
+    for w in model.weights:  # non-trivial BN statistics and biases
+        w.assign(
+            rng.uniform(0.5, 1.5, tuple(w.shape)).astype("float32")
+            if "variance" in w.path
+            else rng.uniform(-0.5, 0.5, tuple(w.shape)).astype("float32")
+        )
+    path = str(tmp_path / "beyond.onnx")
+    to_onnx(model, path, labels=("a", "b", "c"), scale=1.0)
+    x = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {"images": x})[0]
+    np.testing.assert_allclose(reference.run(path, x)["probabilities"], expected, atol=1e-5)
+    report = dlinfer.verify(model, path, x, per_layer=True)
+    assert report.ok, report.format()
