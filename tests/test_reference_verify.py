@@ -357,3 +357,41 @@ def test_layers_beyond_the_zoo_reference_and_per_layer(tmp_path):
     np.testing.assert_allclose(reference.run(path, x)["probabilities"], expected, atol=1e-5)
     report = dlinfer.verify(model, path, x, per_layer=True)
     assert report.ok, report.format()
+
+
+def _single_node(op, x, inits, **attrs):
+    node = helper.make_node(op, ["x", *inits], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        op,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize(("k", "s"), [(3, 2), (4, 2), (3, 3)])
+def test_conv_transpose_auto_pad_and_pad_match_onnxruntime(auto_pad, k, s):
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.uniform(-1, 1, (2, 3, 5, 6)).astype(np.float32)
+    model = _single_node(
+        "ConvTranspose",
+        x,
+        {"w": rng.uniform(-1, 1, (3, 4, k, k)).astype(np.float32)},
+        strides=[s, s],
+        auto_pad=auto_pad,
+        kernel_shape=[k, k],
+    )
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {"x": x})[0]
+    np.testing.assert_allclose(reference.run(model, x)["y"], expected, atol=1e-5)
+
+    model = _single_node(
+        "Pad",
+        x,
+        {"pads": np.array([0, 1, 2, 0, 0, 0, 1, 3], np.int64), "value": np.array(0.5, np.float32)},
+    )
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(reference.run(model, x)["y"], sess.run(None, {"x": x})[0])

@@ -121,8 +121,23 @@ def _conv_transpose(node: _Node) -> np.ndarray:
     if "output_shape" in node.attrs:
         raise node.unsupported("the output_shape attribute")
     padding = _conv_padding(node, x.shape[2:])
-    if isinstance(padding, str) and padding != "valid":
-        raise node.unsupported(f"auto_pad={node.attr('auto_pad')}")
+    if padding in ("same_upper", "same_lower"):
+        # Output = input * stride; the crop is split as onnxruntime does it
+        # (the odd one at the end for SAME_UPPER, measured against it).
+        strides = node.attr("strides", [1, 1])
+        dil = node.attr("dilations", [1, 1])
+        op = node.attr("output_padding", [0, 0])
+        pads = []
+        for a in range(2):
+            total = (x.shape[2 + a] - 1) * strides[a] + op[a] + (w.shape[2 + a] - 1) * dil[a] + 1
+            total -= x.shape[2 + a] * strides[a]
+            if total < 0:
+                raise node.unsupported(
+                    f"auto_pad={node.attr('auto_pad')} with a kernel smaller than the stride"
+                )
+            head = total // 2 if padding == "same_upper" else total - total // 2
+            pads += [head, total - head]
+        padding = tuple(pads)
     return kernels.conv2d_transpose(
         x,
         w,
@@ -281,6 +296,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype)
 
 
+def _pad(node: _Node) -> np.ndarray:
+    mode = node.attr("mode", "constant")
+    if mode != "constant":
+        raise node.unsupported(f"mode={mode}")
+    x, pads = node.input(0), [int(p) for p in node.input(1)]
+    value = node.input(2)
+    axes = node.input(3)
+    axes = list(range(x.ndim)) if axes is None else [int(a) % x.ndim for a in axes]
+    width = [(0, 0)] * x.ndim
+    for i, a in enumerate(axes):
+        if pads[i] < 0 or pads[i + len(axes)] < 0:
+            raise node.unsupported("negative pads (cropping)")
+        width[a] = (pads[i], pads[i + len(axes)])
+    fill = 0 if value is None or value.size == 0 else value.reshape(()).item()
+    return np.pad(x, width, constant_values=fill)
+
+
 def _dropout(node: _Node) -> np.ndarray:
     if len(node.proto.output) > 1 and node.proto.output[1]:
         raise node.unsupported("the mask output")
@@ -321,6 +353,7 @@ _OPS: dict[str, Callable[[_Node], np.ndarray]] = {
     "Clip": _clip,
     "Identity": lambda n: n.input(0),
     "Dropout": _dropout,
+    "Pad": _pad,
     "Reshape": _reshape,
     "Flatten": _flatten,
     "Transpose": lambda n: np.transpose(n.input(0), n.attr("perm")),
