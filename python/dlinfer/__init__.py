@@ -11,7 +11,9 @@ Quick start::
 from __future__ import annotations
 
 from ._native_loader import native as _native  # fail early, with build instructions
+from .bench import BenchResults, benchmark
 from .classifier import Candidate, Classifier, Prediction
+from .doctor import diagnose
 from .errors import (
     ChannelError,
     DlinferError,
@@ -34,6 +36,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METADATA_KEY",
+    "BenchResults",
+    "benchmark",
+    "diagnose",
     "Candidate",
     "ChannelError",
     "Classifier",
