@@ -109,3 +109,39 @@ def test_cuda_runs_on_cuda_and_matches_cpu(mnist_onnx, x3):
     np.testing.assert_allclose(m.run(x3), dlinfer.Model(mnist_onnx).run(x3), atol=1e-4)
     bound = dlinfer.Model(mnist_onnx, device="cuda", io_binding=True)
     np.testing.assert_allclose(bound.run(x3), m.run(x3), atol=1e-6)
+
+
+def test_io_binding_reuse_sees_new_data_and_new_shapes(mnist_onnx, x3):
+    """Bindings are cached per array object: in-place changes and new shapes must still show."""
+    plain = dlinfer.Model(mnist_onnx)
+    bound = dlinfer.Model(mnist_onnx, io_binding=True)
+    x = x3.copy()
+    out = np.empty((3, 10), np.float32)
+    bound.run(x, out=out)
+    x[:] = x3[::-1]  # same object, new contents
+    np.testing.assert_array_equal(bound.run(x, out=out), plain.run(x3[::-1].copy()))
+    with pytest.raises(dlinfer.InputShapeError, match=r"\(1, 10\)"):
+        bound.run(x[:1], out=out)  # same out, but the batch changed
+    other = np.empty((3, 10), np.float32)
+    assert bound.run(x, out=other) is other
+    np.testing.assert_array_equal(other, out)
+
+
+def test_io_binding_per_thread(mnist_onnx, x3):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bound = dlinfer.Model(mnist_onnx, io_binding=True, threads=1)
+    want = dlinfer.Model(mnist_onnx).run(x3)
+    batches = [x3[i % 3 : i % 3 + 1].copy() for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(bound.run, batches))
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r, want[i % 3 : i % 3 + 1])
+
+
+@pytest.mark.skipif(CUDA_USABLE, reason="CUDA works here")
+def test_cli_info_says_what_auto_chose(mnist_onnx, capsys):
+    from dlinfer import cli
+
+    assert cli.main(["info", mnist_onnx, "--device", "auto"]) == 0
+    assert "device='auto' chose cpu: " in capsys.readouterr().out

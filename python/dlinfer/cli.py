@@ -35,6 +35,8 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     print(f"model:     {model.path}")
     print(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
+    if args.device == "auto":
+        print(f"           {model.device_reason}")
     for t in model.inputs:
         print(f"input:     {t}")
     for t in model.outputs:
