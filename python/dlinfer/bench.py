@@ -46,7 +46,9 @@ field                                  meaning
 ``latency_ms_mean``                    mean latency per call, ms
 ``latency_ms_min``                     fastest call, ms
 ``latency_ms_p50``                     median latency, ms
-``latency_ms_p90`` / ``_p95`` / ``_p99`` percentiles (linear interpolation), ms
+``latency_ms_p90``                     90th percentile latency (linear interpolation), ms
+``latency_ms_p95``                     95th percentile latency, ms
+``latency_ms_p99``                     99th percentile latency, ms
 ``latency_ms_max``                     slowest call, ms
 ``items_per_s``                        throughput: ``batch_size / latency_ms_p50 * 1000``
 ``preprocess_ms_p50``                  median uint8 -> float32 preprocessing time (``end_to_end``;
