@@ -355,31 +355,38 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
     return step
 
 
-def _keras_steps(keras_file: str, x: np.ndarray) -> tuple[dict[str, Step], str]:
+class _KerasBaseline:
     """predict_on_batch and tf.function steps; TensorFlow is imported only here."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
 
-    model = keras.models.load_model(keras_file, compile=False)
-    spec = tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
-    fn = tf.function(lambda t: model(t, training=False), input_signature=[spec])
-    pc = time.perf_counter_ns
+    def __init__(self, keras_file: str, sample: np.ndarray) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+        import tensorflow as tf
 
-    def predict() -> Stages:
-        t0 = pc()
-        model.predict_on_batch(x)
-        return (None, None, pc() - t0, None)
+        self.tf = tf
+        self.model = keras.models.load_model(keras_file, compile=False)
+        spec = tf.TensorSpec((None, *sample.shape[1:]), tf.as_dtype(sample.dtype))
+        model = self.model
+        self.fn = tf.function(lambda t: model(t, training=False), input_signature=[spec])
+        self.device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
-    def function() -> Stages:
-        t0 = pc()
-        result = fn(x)
-        # dlinfer hands back NumPy arrays, so the baseline does too.
-        tf.nest.map_structure(lambda t: t.numpy(), result)
-        return (None, None, pc() - t0, None)
+    def steps(self, x: np.ndarray) -> dict[str, Step]:
+        pc = time.perf_counter_ns
+        model, fn, tf = self.model, self.fn, self.tf
 
-    device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    return {"keras.predict_on_batch": predict, "keras.tf_function": function}, device
+        def predict() -> Stages:
+            t0 = pc()
+            model.predict_on_batch(x)
+            return (None, None, pc() - t0, None)
+
+        def function() -> Stages:
+            t0 = pc()
+            result = fn(x)
+            # dlinfer hands back NumPy arrays, so the baseline does too.
+            tf.nest.map_structure(lambda t: t.numpy(), result)
+            return (None, None, pc() - t0, None)
+
+        return {"keras.predict_on_batch": predict, "keras.tf_function": function}
 
 
 # -- results -------------------------------------------------------------------------------
@@ -577,12 +584,22 @@ def benchmark(
     models = [Model(model, device=d, threads=threads, io_binding=io_binding) for d in devices]
     name = (models[0].spec.name if models[0].spec else
             os.path.splitext(os.path.basename(os.fspath(model)))[0])
-    for requested, m in zip(devices, models):
-        on_gpu = m.providers[0] != "CPUExecutionProvider"
-        for batch in batch_sizes:
-            rng = np.random.default_rng(seed)
-            x = _inputs(m, batch, end_to_end, rng)
-            if on_gpu and io_binding:
+    base = {"model": os.path.basename(os.fspath(model)), "model_name": name,
+            "stability_pct": stability_pct, "speedup_vs_keras_predict_on_batch": None,
+            "speedup_vs_keras_tf_function": None, **common}
+    baseline = None
+    if compare_keras is not None:
+        sample = _inputs(models[0], 1, False, np.random.default_rng(seed))
+        if isinstance(sample, dict):
+            raise InputError("--compare-keras handles single-input models")
+        baseline = _KerasBaseline(os.fspath(compare_keras), sample)
+
+    # Batch size is the outer loop, so that the contenders for one batch size are timed
+    # next to each other and share whatever else the machine is doing.
+    for batch in batch_sizes:
+        for requested, m in zip(devices, models):
+            x = _inputs(m, batch, end_to_end, np.random.default_rng(seed))
+            if m.providers[0] != "CPUExecutionProvider" and io_binding:
                 step = _staged_step(m, x, end_to_end)
             else:
                 out = None
@@ -594,47 +611,27 @@ def benchmark(
                 step = _dlinfer_step(m, x, end_to_end, out)
             measured = _measure(step, **timing)
             add({
-                "model": os.path.basename(os.fspath(model)),
-                "model_name": name,
-                "method": "dlinfer",
-                "device": parse_device(requested).label,
-                "provider": m.providers[0],
-                "providers": ";".join(m.providers),
-                "batch_size": batch,
-                "input_shape": _shape_str(x),
-                "threads": m.threads,
-                "io_binding": io_binding,
-                "end_to_end": end_to_end,
+                **base, "method": "dlinfer", "device": parse_device(requested).label,
+                "provider": m.providers[0], "providers": ";".join(m.providers),
+                "batch_size": batch, "input_shape": _shape_str(x), "threads": m.threads,
+                "io_binding": io_binding, "end_to_end": end_to_end,
                 **{k: v for k, v in measured.items() if k != "samples"},
-                "stability_pct": stability_pct,
                 **_stats(measured["samples"], batch),
-                "speedup_vs_keras_predict_on_batch": None,
-                "speedup_vs_keras_tf_function": None,
-                **common,
             })
-
-    if compare_keras is not None:
-        for batch in batch_sizes:
-            rng = np.random.default_rng(seed)
-            x = _inputs(models[0], batch, False, rng)
-            if isinstance(x, dict):
-                raise InputError("--compare-keras handles single-input models")
-            steps, tf_device = _keras_steps(os.fspath(compare_keras), x)
-            for method, step in steps.items():
+        if baseline is not None:
+            x = _inputs(models[0], batch, False, np.random.default_rng(seed))
+            for method, step in baseline.steps(x).items():
                 measured = _measure(step, **timing)
                 add({
-                    "model": os.path.basename(os.fspath(model)), "model_name": name,
-                    "method": method, "device": tf_device, "provider": "tensorflow",
-                    "providers": "tensorflow", "batch_size": batch,
+                    **base, "method": method, "device": baseline.device,
+                    "provider": "tensorflow", "providers": "tensorflow", "batch_size": batch,
                     "input_shape": _shape_str(x), "threads": 0,
                     "io_binding": False, "end_to_end": False,
                     **{k: v for k, v in measured.items() if k != "samples"},
-                    "stability_pct": stability_pct,
                     **_stats(measured["samples"], batch),
-                    "speedup_vs_keras_predict_on_batch": None,
-                    "speedup_vs_keras_tf_function": None,
-                    **common,
                 })
+
+    if baseline is not None:
         keras_p50 = {(r["method"], r["batch_size"]): r["latency_ms_p50"]
                      for r in records if r["method"] in KERAS_METHODS}
         for r in records:
@@ -644,5 +641,10 @@ def benchmark(
                 ref = keras_p50.get((method, r["batch_size"]))
                 key = "speedup_vs_" + method.replace(".", "_")
                 r[key] = ref / r["latency_ms_p50"] if ref else None
+    # Rows grouped by method and device, then batch size, whatever order they ran in.
+    methods = ["dlinfer", *KERAS_METHODS]
+    order = {d: i for i, d in enumerate(parse_device(d).label for d in devices)}
+    records.sort(key=lambda r: (methods.index(r["method"]), order.get(r["device"], 0),
+                                r["batch_size"]))
 
     return BenchResults([{k: r[k] for k in FIELDS} for r in records], env, settings)
