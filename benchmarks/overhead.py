@@ -1,26 +1,24 @@
 """Per-call overhead of dlinfer.Model.run against a bare onnxruntime session, batch 1.
 
-    .venv/bin/python benchmarks/overhead.py [--rounds 15] [--out benchmarks/results]
+    .venv/bin/python benchmarks/overhead.py [--iterations 20000] [--out benchmarks/results]
 
-Contenders, all on the same onnxruntime session so that only the Python around
-``run`` differs, timed in interleaved rounds (each round times every contender for
-about 0.1 s, so machine load hits them alike):
+Contenders, all on the same onnxruntime sessions so that only the Python around
+``run`` differs, called once each per iteration in a rotating order (see ``measure``):
 
-- ``ort.run``:        ``session.run([out], {name: x})``, the bare public API;
+- ``ort.run``:        ``session.run([out], {name: x})``, the bare public API, on the
+  session of the plain Model (``ort.run.b``: the same on the IOBinding Model's session,
+  the reference for the IOBinding contenders);
 - ``dlinfer.run``:     ``Model.run(x)``, with every input check;
 - ``ort.iobinding``:   bare IOBinding: ``bind_cpu_input``, ``bind_output`` into a
   preallocated array, ``run_with_iobinding``;
 - ``dlinfer.out``:     ``Model(io_binding=True).run(x, out=out)``, the same ``x`` each
   call (dlinfer then skips rebinding it: the binding is zero-copy);
-- ``dlinfer.out.newx``: the same, alternating between two input arrays, so the input
-  is rebound on every call, as when each call brings a new batch.
+- ``dlinfer.out.newx``: the same, alternating between two input arrays, as when each
+  call brings a new batch (small inputs are copied into a buffer that stays bound,
+  larger ones bound anew).
 
-Each round times every contender as the fastest of 5 batches of calls (about 0.02 s
-each), per call.  Reported: the fastest over all rounds (the intrinsic-cost estimate
-the verdict uses: on a shared machine other load only ever adds time) and its
-difference to ``ort.run``'s, plus the median over rounds and the median of the
-per-round differences.  Targets (issue 6): ``dlinfer.run``
-within 5 us of ``ort.run``; ``dlinfer.out`` faster than ``ort.run``.
+Targets (issue 6): ``dlinfer.run`` within 5 us of ``ort.run``; ``dlinfer.out`` faster
+than ``ort.run``.
 
 Models: the workshop MNIST MLP (Dense 512 relu on 784 -> Dense 10 softmax) and the
 MNIST CNN, with random weights (timing does not depend on the weights), exported with
@@ -34,10 +32,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -95,6 +91,9 @@ def contenders(path: str) -> dict[str, callable]:
     def ort_run() -> None:
         session.run(names, {feed_name: x})
 
+    def ort_run_b() -> None:
+        bsession.run(names, {feed_name: x})
+
     def ort_iobinding() -> None:
         binding.bind_cpu_input(feed_name, x)
         binding.bind_output(out_info.name, "cpu", 0, out_info.dtype, out_shape, out2.ctypes.data)
@@ -108,6 +107,7 @@ def contenders(path: str) -> dict[str, callable]:
     return {
         "ort.run": ort_run,
         "dlinfer.run": lambda: plain.run(x),
+        "ort.run.b": ort_run_b,
         "ort.iobinding": ort_iobinding,
         "dlinfer.out": lambda: bound.run(x, out=out),
         "dlinfer.out.newx": lambda: bound.run(xs[turn.__setitem__(0, 1 - turn[0]) or turn[0]],
@@ -115,53 +115,53 @@ def contenders(path: str) -> dict[str, callable]:
     }
 
 
-def per_call_us(fn, seconds: float = 0.02, repeat: int = 5) -> float:  # noqa: ANN001
-    """Fastest of ``repeat`` timed batches, per call: on a shared machine the minimum
-    estimates the intrinsic cost, and preemption by other work only inflates the rest."""
-    t0 = time.perf_counter()
-    n = 0
-    while time.perf_counter() - t0 < 0.005:
-        fn()
-        n += 1
-    n = max(10, int(n * seconds / 0.005))
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter_ns() - t0) / n / 1e3)
-    return best
+def measure(path: str, iterations: int) -> dict[str, dict[str, float]]:
+    """Time every contender once per iteration, in a random order, call by call.
 
-
-def measure(path: str, rounds: int) -> dict[str, dict[str, float]]:
+    Calls of one iteration run within a few hundred microseconds of each other, so
+    they share the machine's load; the median over iterations of each call's
+    difference to the same iteration's bare ``run`` on the same session is then a
+    robust estimate of the overhead difference, even when the compute is disturbed.
+    The order is random because a call right after another session's call finds that
+    session's weights in the cache and its own not: a fixed order would bias the
+    differences by tens of microseconds for the MLP's 1.6 MB of weights.
+    """
     fns = contenders(path)
-    for fn in fns.values():  # warm up
-        for _ in range(200):
+    names = list(fns)
+    calls = [fns[n] for n in names]
+    for fn in calls:  # warm up
+        for _ in range(300):
             fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
+    pc = time.perf_counter_ns
+    times = np.empty((iterations, len(calls)), dtype=np.int64)
+    rng = np.random.default_rng(0)
+    orders = [rng.permutation(len(calls)).tolist() for _ in range(256)]
     gc.disable()
     try:
-        for r in range(rounds):
-            order = list(fns) if r % 2 == 0 else list(reversed(fns))
-            for name in order:
-                samples[name].append(per_call_us(fns[name]))
+        for it in range(iterations):
+            for j in orders[it % 256]:
+                fn = calls[j]
+                t0 = pc()
+                fn()
+                times[it, j] = pc() - t0
     finally:
         gc.enable()
-    base = samples["ort.run"]
-    return {
-        name: {
-            "us_per_call_min": min(s),
-            "minus_ort_run_us_min": min(s) - min(base),
-            "us_per_call_median": statistics.median(s),
-            "minus_ort_run_us_median": statistics.median(a - b for a, b in zip(s, base)),
+    us = times / 1e3
+    results = {}
+    for j, name in enumerate(names):
+        ref = "ort.run" if name in ("ort.run", "dlinfer.run") else "ort.run.b"
+        results[name] = {
+            "session": "plain" if ref == "ort.run" else "io_binding",
+            "us_per_call_median": float(np.median(us[:, j])),
+            "us_per_call_p10": float(np.percentile(us[:, j], 10)),
+            "minus_bare_run_us_median": float(np.median(us[:, j] - us[:, names.index(ref)])),
         }
-        for name, s in samples.items()
-    }
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--models", default=os.path.join(HERE, "..", "artifacts", "bench"))
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--readme", default=os.path.join(HERE, "README.md"))
@@ -175,36 +175,35 @@ def main() -> int:
     load = os.getloadavg()[0]
     results = {}
     for name, path in paths.items():
-        results[name] = measure(path, args.rounds)
+        results[name] = measure(path, args.iterations)
     lines = [
-        f"Measured by `python benchmarks/overhead.py --rounds {args.rounds}`: batch 1, "
+        f"Measured by `python benchmarks/overhead.py --iterations {args.iterations}`: batch 1, "
         f"1 intra-op thread, onnxruntime {__import__('onnxruntime').__version__}, "
         f"{os.cpu_count()} cores, 1-minute load average {load:.1f} at the start (shared "
-        "machine). Each round times each contender as the fastest of 5 batches of calls. "
-        "**fastest**: the minimum over all rounds, the estimate of the intrinsic cost that "
-        "the verdict uses (timeit's advice: other load only ever adds time); **median**: "
-        "the median over rounds, and of the per-round differences to `ort.run`, which the "
-        "other load makes noisy for the two MNIST models.",
+        "machine). Each iteration calls every contender once, in a random order, timing "
+        "each call. **minus bare run** is the median over iterations of the call's time "
+        "minus the same iteration's bare `session.run` on the same session (`ort.run` for "
+        "the plain session, `ort.run.b` for the session with IOBinding), which cancels "
+        "most of the other load.",
         "",
-        "| model | contender | fastest us/call | minus `ort.run` | median us/call "
-        "| median minus `ort.run` |",
-        "|---|---|---:|---:|---:|---:|",
+        "| model | contender | session | median us/call | p10 us/call "
+        "| minus bare run (median) |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for model, rows in results.items():
         for name, r in rows.items():
-            lines.append(f"| {model} | `{name}` | {r['us_per_call_min']:.2f} "
-                         f"| {r['minus_ort_run_us_min']:+.2f} | {r['us_per_call_median']:.2f} "
-                         f"| {r['minus_ort_run_us_median']:+.2f} |")
+            lines.append(f"| {model} | `{name}` | {r['session']} | {r['us_per_call_median']:.2f} "
+                         f"| {r['us_per_call_p10']:.2f} | {r['minus_bare_run_us_median']:+.2f} |")
     print("\n".join(lines))
     verdict = {}
     for model in ("mnist_mlp", "mnist_cnn"):
         rows = results[model]
         verdict[model] = {
             "dlinfer.run within 5 us of ort.run":
-                rows["dlinfer.run"]["minus_ort_run_us_min"] <= 5,
-            "dlinfer.out faster than ort.run": rows["dlinfer.out"]["minus_ort_run_us_min"] < 0,
+                rows["dlinfer.run"]["minus_bare_run_us_median"] <= 5,
+            "dlinfer.out faster than ort.run": rows["dlinfer.out"]["minus_bare_run_us_median"] < 0,
             "dlinfer.out.newx faster than ort.run":
-                rows["dlinfer.out.newx"]["minus_ort_run_us_min"] < 0,
+                rows["dlinfer.out.newx"]["minus_bare_run_us_median"] < 0,
         }
     print(json.dumps(verdict, indent=2))
     from bench_zoo import write_readme
@@ -216,7 +215,7 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "overhead.json"), "w") as f:
         json.dump({
-            "load_average_1min_at_start": load, "rounds": args.rounds, "threads": 1,
+            "load_average_1min_at_start": load, "iterations": args.iterations, "threads": 1,
             "batch_size": 1, "cpu": dlinfer.diagnose(probe=False)["cpu"],
             "onnxruntime": __import__("onnxruntime").__version__,
             "python": platform.python_version(), "results": results, "targets_met": verdict,
