@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 
 import dlinfer
 import numpy as np
@@ -214,3 +213,14 @@ def test_cuda_split_and_crossover(mnist_onnx, environment, tmp_path):
     assert "dlinfer" in results.crossover()
     results.plot(tmp_path / "gpu.png")
     assert (tmp_path / "gpu.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_fixed_batch_model_refuses_other_batch_sizes(tmp_path, environment):
+    from dlinfer.doctor import probe_model_bytes
+
+    path = tmp_path / "relu4.onnx"
+    path.write_bytes(probe_model_bytes(4))  # input float32[4]: no batch axis to vary
+    with pytest.raises(dlinfer.InputShapeError, match="fixed first dimension of 4"):
+        dlinfer.benchmark(path, "cpu", [1], environment=environment, **TINY)
+    (r,) = dlinfer.benchmark(path, "cpu", [4], environment=environment, **TINY)
+    assert r["input_shape"] == "4" and r["model_name"] == "relu4"

@@ -90,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, SpecError
+from .errors import InputError, InputShapeError, SpecError
 from .model import Model
 from .providers import parse_device
 
@@ -251,6 +251,12 @@ def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator
     for info in model.inputs:
         spec_shape = model.spec.input.shape if model.spec and len(model.inputs) == 1 else ()
         shape = []
+        if info.shape and info.shape[0] is not None and info.shape[0] != batch:
+            raise InputShapeError(
+                f"input {info.name!r} has a fixed first dimension of {info.shape[0]}, so "
+                f"{model.path} cannot run a batch of {batch}; use batch sizes of "
+                f"{info.shape[0]}"
+            )
         for axis, d in enumerate(info.shape):
             if axis == 0 and d is None:
                 d = batch
