@@ -88,7 +88,9 @@ class Model:
         io_binding: run through an onnxruntime IOBinding: inputs are bound without a
             copy and outputs are written into arrays dlinfer (or the caller, through
             ``run(x, out=...)``) allocates, skipping onnxruntime's per-call output
-            allocation.  Each thread gets its own binding.
+            allocation.  Each thread gets its own binding.  It pays off when calls reuse
+            the same ``out`` array (or none at all): changing what is bound costs more
+            than the binding saves.
     """
 
     def __init__(
@@ -390,13 +392,16 @@ class Model:
 
     def _bind_outputs_and_run(self, state: _BoundState, batch: int, out: Any) -> Any:
         binding = state.binding
-        if not (
-            out is not None
-            and out is state.out
-            and type(out) is np.ndarray
-            and out.shape == state.out_shape
-            and batch == state.batch
+        # Bound outputs stay bound while they fit: the caller's ``out`` array, or, without
+        # one, dlinfer's own buffers, whose contents are returned as copies (cheaper
+        # than allocating and binding fresh arrays on every call).
+        if batch == state.batch and (
+            (out is None and state.out is _OWN)
+            or (out is not None and out is state.out and type(out) is np.ndarray
+                and out.shape == state.out_shape)
         ):
+            arrays = state.arrays
+        else:
             arrays = self._bound_outputs(batch, out)
             device = self._bind_device
             for name, a in zip(self._output_names, arrays):
@@ -406,7 +411,8 @@ class Model:
                     binding.bind_output(name, device, a.dtype, a.shape, a.ctypes.data)
             # The binding points into these buffers: keep them alive until rebound.
             state.arrays = arrays
-            state.out = out
+            complete = all(a is not None for a in arrays)
+            state.out = _OWN if out is None and complete else out
             state.out_shape = getattr(out, "shape", None)
             state.batch = batch
         try:
@@ -415,13 +421,14 @@ class Model:
             raise InferenceError(f"onnxruntime failed on {self.path}: {exc}") from exc
         if out is not None:
             return out
-        arrays = state.arrays
         if any(a is None for a in arrays):
-            produced = binding.copy_outputs_to_cpu()
-            arrays = [p if a is None else a for a, p in zip(arrays, produced)]
-        if len(arrays) == 1:
-            return arrays[0]
-        return dict(zip(self._output_names, arrays))
+            produced = binding.copy_outputs_to_cpu()  # fresh arrays already
+            results = [p if a is None else a.copy() for a, p in zip(arrays, produced)]
+        else:
+            results = [a.copy() for a in arrays]
+        if len(results) == 1:
+            return results[0]
+        return dict(zip(self._output_names, results))
 
     __call__ = run
 
@@ -429,6 +436,9 @@ class Model:
         ins = ", ".join(map(str, self.inputs))
         outs = ", ".join(map(str, self.outputs))
         return f"Model({self.path!r}, device={self.device!r}, inputs=[{ins}], outputs=[{outs}])"
+
+
+_OWN = object()  # _BoundState.out when dlinfer's own output buffers are bound
 
 
 class _BoundState:
