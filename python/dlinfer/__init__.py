@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from . import kernels, reference  # issue 5: NumPy + the native module only
 from ._native_loader import native as _native  # fail early, with build instructions
+from .bench import BenchResults, benchmark
 from .classifier import Candidate, Classifier, Prediction
+from .doctor import diagnose
 from .errors import (
     ChannelError,
     DlinferError,
@@ -36,6 +38,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METADATA_KEY",
+    "BenchResults",
+    "benchmark",
+    "diagnose",
     "Candidate",
     "ChannelError",
     "Classifier",

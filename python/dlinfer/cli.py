@@ -1,4 +1,4 @@
-"""The ``dlinfer`` command line: ``info``, ``predict`` and ``verify``."""
+"""The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     print(f"model:     {model.path}")
     print(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
+    if args.device == "auto":
+        print(f"           {model.device_reason}")
     for t in model.inputs:
         print(f"input:     {t}")
     for t in model.outputs:
@@ -82,6 +84,48 @@ def _verify(args: argparse.Namespace) -> int:
                     rtol=args.rtol, samples=args.samples)
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, format_report
+
+    facts = diagnose()
+    print(json.dumps(facts, indent=2) if args.json else format_report(facts))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import benchmark, parse_int_list
+
+    to_stdout = "-" in (args.json, args.csv)
+
+    def progress(r: dict[str, Any]) -> None:
+        if not to_stdout:
+            print(f"  {r['method']:<24} {r['device']:<8} batch {r['batch_size']:>4}: "
+                  f"p50 {r['latency_ms_p50']:.4f} ms, {r['items_per_s']:.0f} items/s "
+                  f"({r['stop']}, {r['iters']} calls)", file=sys.stderr)
+
+    try:
+        batch_sizes = parse_int_list(args.batch_sizes, "--batch-sizes")
+    except ValueError as exc:
+        print(f"dlinfer: error: {exc}", file=sys.stderr)
+        return 2
+    results = benchmark(
+        args.model, args.device, batch_sizes, threads=args.threads, warmup=args.warmup,
+        iters=args.iters, duration=args.duration, io_binding=args.io_binding,
+        end_to_end=args.end_to_end, compare_keras=args.compare_keras,
+        stability_pct=args.stability, max_seconds=args.max_seconds, progress=progress,
+    )
+    for target, write in ((args.json, results.to_json), (args.csv, results.to_csv)):
+        if target == "-":
+            print(write())
+        elif target:
+            write(target)
+    if args.plot:
+        results.plot(args.plot)
+    if not to_stdout:
+        print(results.table())
+        ran = ", ".join(results.providers_ran)
+        print(f"providers that actually ran: {ran}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +165,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=_verify)
+    p = sub.add_parser("doctor", help="what this machine can really run: providers, CUDA, GPU, CPU")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser(
+        "bench", help="latency percentiles and throughput per device and batch size",
+        description="Each cell repeats ~0.25 s windows until the median moves less than "
+        "--stability percent between windows (or --max-seconds passes), unless --iters "
+        "or --duration fixes the amount.  Fields are documented in dlinfer.bench.",
+    )
+    p.add_argument("model")
+    p.add_argument("--device", default="cpu", help="comma-separated: cpu,cuda,cuda:N,tensorrt,auto")
+    p.add_argument("--batch-sizes", default="1,8,32,128",
+                   help="comma-separated (default 1,8,32,128)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls per cell (default 10)")
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--iters", type=int, default=None, help="fixed timed calls per cell")
+    amount.add_argument("--duration", type=float, default=None, help="fixed seconds per cell")
+    p.add_argument("--stability", type=float, default=2.0,
+                   help="stop when window medians differ by less than this %% (default 2)")
+    p.add_argument("--max-seconds", type=float, default=10.0,
+                   help="time cap per cell for the stability rule (default 10)")
+    p.add_argument("--io-binding", action="store_true",
+                   help="CPU: preallocated outputs; CUDA: device buffers, split H2D/compute/D2H")
+    p.add_argument("--end-to-end", action="store_true", help="include preprocessing from uint8")
+    p.add_argument("--compare-keras", metavar="KERAS_FILE",
+                   help="add Keras predict_on_batch and tf.function baselines (imports TensorFlow)")
+    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                   help="write JSON (- or no PATH: stdout)")
+    p.add_argument("--csv", nargs="?", const="-", metavar="PATH",
+                   help="write CSV (- or no PATH: stdout)")
+    p.add_argument("--plot", metavar="PNG", help="write latency/throughput plot (needs matplotlib)")
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -1,0 +1,656 @@
+"""``dlinfer bench``: latency and throughput per device and batch size, honestly labelled.
+
+Every cell (one method, one device, one batch size) is timed in windows of about
+0.25 s.  Unless a fixed ``iters`` or ``duration`` is asked for, windows repeat until
+the median latency of a window differs from the previous window's by less than
+``stability_pct`` percent (after at least ``min_windows`` windows), or until
+``max_seconds`` is spent; the record's ``stop`` field says which happened.
+Percentiles are taken over every timed call of the cell.  The garbage collector is
+paused while a cell is timed, as ``timeit`` does.
+
+A record's ``provider`` is what ``session.get_providers()`` reported for the session
+that ran, never the provider that was asked for.
+
+Record fields (JSON ``records`` entries, CSV columns, and ``benchmark()``'s dicts):
+
+=====================================  ==========================================================
+field                                  meaning
+=====================================  ==========================================================
+``model``                              the ONNX file's name
+``model_name``                         the spec's model name, or the file's stem
+``method``                             ``dlinfer`` (``Model.run``), ``keras.predict_on_batch`` or
+                                       ``keras.tf_function`` (a ``tf.function`` around the model)
+``device``                             the device asked for: ``cpu``, ``cuda:N``, ``tensorrt:N``,
+                                       ``auto``; Keras rows: ``cpu`` or ``gpu`` (what TF sees)
+``provider``                           the execution provider that actually ran (``session.
+                                       get_providers()[0]``); Keras rows: ``tensorflow``
+``providers``                          all active providers, ``;``-separated
+``batch_size``                         items per call
+``input_shape``                        the input array's shape, e.g. ``8x28x28x1`` (uint8 pixels
+                                       when ``end_to_end``)
+``threads``                            onnxruntime intra-op threads (Keras rows: TF's setting,
+                                       0 = TF's default)
+``io_binding``                         CPU: ``Model(io_binding=True)`` with a preallocated output;
+                                       CUDA: device-resident IOBinding buffers, timed per stage
+``end_to_end``                         the timed call includes preprocessing from uint8 pixels
+``warmup``                             untimed calls before timing
+``iters``                              timed calls
+``windows``                            timing windows (about 0.25 s each)
+``stop``                               ``stable`` (median moved < ``stability_pct``),
+                                       ``time_cap`` (``max_seconds`` reached first), ``iters``
+                                       (fixed count asked for) or ``duration`` (fixed time)
+``stability_pct``                      the stability threshold, percent
+``median_change_pct``                  change of the median between the last two windows, percent
+                                       (null with one window)
+``seconds``                            wall time spent timing the cell
+``latency_ms_mean``                    mean latency per call, ms
+``latency_ms_min``                     fastest call, ms
+``latency_ms_p50``                     median latency, ms
+``latency_ms_p90``                     90th percentile latency (linear interpolation), ms
+``latency_ms_p95``                     95th percentile latency, ms
+``latency_ms_p99``                     99th percentile latency, ms
+``latency_ms_max``                     slowest call, ms
+``items_per_s``                        throughput: ``batch_size / latency_ms_p50 * 1000``
+``preprocess_ms_p50``                  median uint8 -> float32 preprocessing time (``end_to_end``;
+                                       else null)
+``h2d_ms_p50``                         median host-to-device copy (CUDA with ``io_binding``; else
+                                       null)
+``compute_ms_p50``                     median of the run itself (for CUDA ``io_binding``: the
+                                       run on device-resident buffers, synchronized; else the
+                                       model call minus preprocessing)
+``d2h_ms_p50``                         median device-to-host copy (CUDA with ``io_binding``; else
+                                       null)
+``speedup_vs_keras_predict_on_batch``  Keras ``predict_on_batch`` p50 / this row's p50, same batch
+                                       (dlinfer rows with ``compare_keras``; > 1: dlinfer faster)
+``speedup_vs_keras_tf_function``       the same against the ``tf.function`` baseline
+``onnxruntime``                        onnxruntime version
+``cpu``                                CPU model
+``gpu``                                first GPU's name, or null
+=====================================  ==========================================================
+
+The JSON file is ``{"schema": "dlinfer.bench/1", "created", "settings", "environment",
+"providers_ran", "crossover", "records"}``: ``environment`` is ``dlinfer doctor``'s
+facts, ``providers_ran`` the providers that really executed the rows, and
+``crossover`` maps each method to the smallest batch size at which CUDA's
+throughput beats CPU's (null when CUDA never does or was not run).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import gc
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, InputShapeError, SpecError
+from .model import Model
+from .providers import parse_device
+
+__all__ = ["FIELDS", "BenchResults", "benchmark", "parse_int_list"]
+
+SCHEMA = "dlinfer.bench/1"
+
+FIELDS = [
+    "model", "model_name", "method", "device", "provider", "providers", "batch_size",
+    "input_shape", "threads", "io_binding", "end_to_end", "warmup", "iters", "windows",
+    "stop", "stability_pct", "median_change_pct", "seconds",
+    "latency_ms_mean", "latency_ms_min", "latency_ms_p50", "latency_ms_p90",
+    "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "items_per_s",
+    "preprocess_ms_p50", "h2d_ms_p50", "compute_ms_p50", "d2h_ms_p50",
+    "speedup_vs_keras_predict_on_batch", "speedup_vs_keras_tf_function",
+    "onnxruntime", "cpu", "gpu",
+]
+
+WINDOW_SECONDS = 0.25
+KERAS_METHODS = ("keras.predict_on_batch", "keras.tf_function")
+
+# A step runs one call and returns its stage durations in ns (preprocess, h2d,
+# compute, d2h); None for a stage that does not apply.
+Stages = tuple[int | None, int | None, int, int | None]
+Step = Callable[[], Stages]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]``, every value >= 1."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} must be integers >= 1, got {text!r}")
+    return values
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+def _measure(
+    step: Step,
+    *,
+    warmup: int,
+    iters: int | None,
+    duration: float | None,
+    stability_pct: float,
+    max_seconds: float,
+    min_windows: int,
+) -> dict[str, Any]:
+    pc = time.perf_counter_ns
+    cap_ns = int(max_seconds * 1e9)
+    started = pc()
+    for _ in range(warmup):
+        step()
+        if pc() - started > cap_ns:
+            break
+    probe = pc()
+    step()
+    estimate = max(pc() - probe, 1)
+    per_window = max(3, min(100_000, int(WINDOW_SECONDS * 1e9 / estimate)))
+
+    samples: list[Stages] = []
+    medians: list[float] = []
+    stop = "time_cap"
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = pc()
+        if iters is not None:
+            samples = [step() for _ in range(iters)]
+            stop = "iters"
+        elif duration is not None:
+            end = start + int(duration * 1e9)
+            while pc() < end or not samples:
+                samples.append(step())
+            stop = "duration"
+        else:
+            while True:
+                window: list[Stages] = []
+                for _ in range(per_window):
+                    window.append(step())
+                    if pc() - start > cap_ns:
+                        break
+                samples.extend(window)
+                medians.append(float(np.median([_total(s) for s in window])))
+                if len(medians) >= max(min_windows, 2) and _change(medians) < stability_pct:
+                    stop = "stable"
+                    break
+                if pc() - start > cap_ns:
+                    break
+        elapsed = (pc() - start) / 1e9
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if iters is not None or duration is not None:
+        # Report the same window statistics for fixed runs, cut after the fact.
+        totals = [_total(s) for s in samples]
+        medians = [float(np.median(totals[i : i + per_window]))
+                   for i in range(0, len(totals), per_window)]
+    return {
+        "samples": samples,
+        "warmup": warmup,
+        "windows": max(len(medians), 1),
+        "stop": stop,
+        "median_change_pct": round(_change(medians), 3) if len(medians) > 1 else None,
+        "seconds": round(elapsed, 3),
+    }
+
+
+def _total(stages: Stages) -> int:
+    return sum(s for s in stages if s is not None)
+
+
+def _change(medians: list[float]) -> float:
+    a, b = medians[-2], medians[-1]
+    return abs(b - a) / a * 100 if a else math.inf
+
+
+def _stats(samples: list[Stages], batch: int) -> dict[str, Any]:
+    totals = np.array([_total(s) for s in samples], dtype=np.float64) / 1e6
+    p50, p90, p95, p99 = np.percentile(totals, [50, 90, 95, 99])
+    out: dict[str, Any] = {
+        "iters": len(samples),
+        "latency_ms_mean": float(totals.mean()),
+        "latency_ms_min": float(totals.min()),
+        "latency_ms_p50": float(p50),
+        "latency_ms_p90": float(p90),
+        "latency_ms_p95": float(p95),
+        "latency_ms_p99": float(p99),
+        "latency_ms_max": float(totals.max()),
+        "items_per_s": batch / float(p50) * 1000.0 if p50 > 0 else None,
+    }
+    for i, name in enumerate(("preprocess_ms_p50", "h2d_ms_p50", "compute_ms_p50", "d2h_ms_p50")):
+        stage = [s[i] for s in samples if s[i] is not None]
+        out[name] = float(np.median(stage)) / 1e6 if stage else None
+    return out
+
+
+# -- inputs and steps ----------------------------------------------------------------------
+
+
+def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator) -> Any:
+    """Random inputs of the right dtype and shape; uint8 pixels for end-to-end runs."""
+    if end_to_end:
+        spec = model.spec
+        if spec is None or spec.input.kind != "image" or spec.input.layout != "NHWC":
+            raise SpecError(
+                f"--end-to-end needs an image model with a dlinfer spec; {model.path} has "
+                f"{'no spec' if spec is None else f'a {spec.input.kind} input'}"
+            )
+        shape = (batch, *spec.input.shape[1:])
+        if any(d is None for d in shape):
+            raise SpecError(f"--end-to-end needs a fixed image size; {model.path} has {shape}")
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    feed = {}
+    for info in model.inputs:
+        spec_shape = model.spec.input.shape if model.spec and len(model.inputs) == 1 else ()
+        shape = []
+        if info.shape and info.shape[0] is not None and info.shape[0] != batch:
+            raise InputShapeError(
+                f"input {info.name!r} has a fixed first dimension of {info.shape[0]}, so "
+                f"{model.path} cannot run a batch of {batch}; use batch sizes of "
+                f"{info.shape[0]}"
+            )
+        for axis, d in enumerate(info.shape):
+            if axis == 0 and d is None:
+                d = batch
+            elif d is None:
+                # A dynamic non-batch axis: take the spec's size, else 1.
+                hint = spec_shape[axis] if axis < len(spec_shape) else None
+                d = hint if isinstance(hint, int) else 1
+            shape.append(d)
+        if info.dtype.kind == "f":
+            feed[info.name] = rng.random(shape, dtype=np.float64).astype(info.dtype)
+        elif info.dtype.kind == "b":
+            feed[info.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+        else:
+            # Token ids and the like: 0 and 1 are valid indices for any vocabulary.
+            feed[info.name] = rng.integers(0, 2, size=shape).astype(info.dtype)
+    return feed if len(feed) > 1 else next(iter(feed.values()))
+
+
+def _shape_str(x: Any) -> str:
+    arrays = x.values() if isinstance(x, dict) else [x]
+    return ";".join("x".join(str(d) for d in a.shape) for a in arrays)
+
+
+def _dlinfer_step(model: Model, x: Any, end_to_end: bool, out: Any) -> Step:
+    pc = time.perf_counter_ns
+    run = model.run
+    if end_to_end:
+        from .images import as_batch
+
+        spec, threads = model.spec.input, model.threads  # type: ignore[union-attr]
+
+        def step() -> Stages:
+            t0 = pc()
+            batch = as_batch(x, spec, threads)
+            t1 = pc()
+            run(batch, out) if out is not None else run(batch)
+            t2 = pc()
+            return (t1 - t0, None, t2 - t1, None)
+
+        return step
+    if out is not None:
+
+        def step() -> Stages:
+            t0 = pc()
+            run(x, out)
+            return (None, None, pc() - t0, None)
+
+        return step
+
+    def step() -> Stages:
+        t0 = pc()
+        run(x)
+        return (None, None, pc() - t0, None)
+
+    return step
+
+
+def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cuda") -> Step:
+    """H2D into a device-resident input, run on device buffers, D2H: each timed apart.
+
+    ``device_type="cpu"`` runs the same staging on host buffers, which is how the
+    tests exercise this path on machines without a GPU.
+    """
+    import onnxruntime as ort
+
+    device_id = int(model.device.partition(":")[2] or 0)
+    session = model.session
+    binding = session.io_binding()
+    if len(model.inputs) != 1:
+        raise InputError("the CUDA io_binding split handles single-input models")
+    info = model.inputs[0]
+    host = x
+    spec, threads = (model.spec.input, model.threads) if end_to_end else (None, None)
+    if end_to_end:
+        from .images import as_batch
+
+        host = as_batch(x, spec, threads)  # type: ignore[arg-type]
+    new_value = ort.OrtValue.ortvalue_from_shape_and_type
+    device_in = new_value(host.shape, host.dtype, device_type, device_id)
+    binding.bind_ortvalue_input(info.name, device_in)
+    for o, shape in zip(model.outputs, model.output_shape(host.shape[0])):
+        if shape is None:
+            binding.bind_output(o.name, device_type, device_id)
+        else:
+            value = new_value(shape, o.dtype, device_type, device_id)
+            binding.bind_ortvalue_output(o.name, value)
+    pc = time.perf_counter_ns
+
+    def step() -> Stages:
+        t0 = pc()
+        data = as_batch(x, spec, threads) if end_to_end else host  # type: ignore[arg-type]
+        t1 = pc()
+        device_in.update_inplace(data)  # CUDA: a synchronous cudaMemcpy from pageable memory
+        t2 = pc()
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        t3 = pc()
+        binding.copy_outputs_to_cpu()
+        t4 = pc()
+        return (t1 - t0 if end_to_end else None, t2 - t1, t3 - t2, t4 - t3)
+
+    return step
+
+
+class _KerasBaseline:
+    """predict_on_batch and tf.function steps; TensorFlow is imported only here."""
+
+    def __init__(self, keras_file: str, sample: np.ndarray) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+        import tensorflow as tf
+
+        self.tf = tf
+        self.model = keras.models.load_model(keras_file, compile=False)
+        spec = tf.TensorSpec((None, *sample.shape[1:]), tf.as_dtype(sample.dtype))
+        model = self.model
+        self.fn = tf.function(lambda t: model(t, training=False), input_signature=[spec])
+        self.device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+    def steps(self, x: np.ndarray) -> dict[str, Step]:
+        pc = time.perf_counter_ns
+        model, fn, tf = self.model, self.fn, self.tf
+
+        def predict() -> Stages:
+            t0 = pc()
+            model.predict_on_batch(x)
+            return (None, None, pc() - t0, None)
+
+        def function() -> Stages:
+            t0 = pc()
+            result = fn(x)
+            # dlinfer hands back NumPy arrays, so the baseline does too.
+            tf.nest.map_structure(lambda t: t.numpy(), result)
+            return (None, None, pc() - t0, None)
+
+        return {"keras.predict_on_batch": predict, "keras.tf_function": function}
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def _short(provider: str) -> str:
+    return provider.replace("ExecutionProvider", "")
+
+
+class BenchResults(list):
+    """The records of one ``benchmark()`` run (a list of dicts, one per cell).
+
+    ``environment`` holds ``dlinfer doctor``'s facts and ``settings`` the arguments.
+    """
+
+    def __init__(self, records: Sequence[dict[str, Any]], environment: dict[str, Any],
+                 settings: dict[str, Any]) -> None:
+        super().__init__(records)
+        self.environment = environment
+        self.settings = settings
+
+    @property
+    def providers_ran(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self:
+            for p in str(r["providers"]).split(";"):
+                seen[p] = None
+        return list(seen)
+
+    def crossover(self) -> dict[str, dict[str, Any] | None]:
+        """For each method run on both CPU and CUDA: the first batch where CUDA wins."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for method in dict.fromkeys(r["method"] for r in self):
+            rows = [r for r in self if r["method"] == method]
+            cpu = {r["batch_size"]: r for r in rows if r["provider"] == "CPUExecutionProvider"}
+            gpu = {r["batch_size"]: r for r in rows
+                   if r["provider"] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")}
+            common = sorted(set(cpu) & set(gpu))
+            if not common:
+                continue
+            wins = [b for b in common if gpu[b]["items_per_s"] > cpu[b]["items_per_s"]]
+            out[method] = {
+                "batch_size": wins[0] if wins else None,
+                "gpu_provider": gpu[common[0]]["provider"],
+                "compared_batch_sizes": common,
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "settings": self.settings,
+            "environment": self.environment,
+            "providers_ran": self.providers_ran,
+            "crossover": self.crossover(),
+            "records": [dict(r) for r in self],
+        }
+
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    def to_csv(self, path: str | os.PathLike[str] | None = None) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for r in self:
+            writer.writerow({k: ("" if r[k] is None else r[k]) for k in FIELDS})
+        if path is not None:
+            with open(path, "w", newline="") as f:
+                f.write(buf.getvalue())
+        return buf.getvalue()
+
+    def table(self) -> str:
+        """A fixed-width text table of the main columns."""
+        head = (f"{'method':<24} {'device':<8} {'provider':<13} {'batch':>5} {'p50 ms':>9} "
+                f"{'p90 ms':>9} {'p99 ms':>9} {'items/s':>11} {'stop':<9} {'vs keras':>9}")
+        lines = [head, "-" * len(head)]
+        for r in self:
+            vs = r["speedup_vs_keras_predict_on_batch"]
+            lines.append(
+                f"{r['method']:<24} {r['device']:<8} {_short(r['provider']):<13} "
+                f"{r['batch_size']:>5} {r['latency_ms_p50']:>9.4f} {r['latency_ms_p90']:>9.4f} "
+                f"{r['latency_ms_p99']:>9.4f} {r['items_per_s']:>11.1f} {r['stop']:<9} "
+                f"{'' if vs is None else f'{vs:.2f}x':>9}"
+            )
+        for method, c in self.crossover().items():
+            if c is not None:
+                where = (f"from batch {c['batch_size']}" if c["batch_size"] is not None
+                         else f"at none of batch sizes {c['compared_batch_sizes']}")
+                lines.append(f"{method}: CUDA beats CPU {where}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike[str]) -> str:
+        """Latency and throughput against batch size per device; matplotlib (``dlinfer[plot]``)."""
+        from .plot import plot_results
+
+        return plot_results(self, path)
+
+
+# -- the API -------------------------------------------------------------------------------
+
+
+def benchmark(
+    model: str | os.PathLike[str],
+    devices: Sequence[str] | str = ("cpu",),
+    batch_sizes: Sequence[int] | str = (1, 8, 32, 128),
+    *,
+    threads: int | None = None,
+    warmup: int = 10,
+    iters: int | None = None,
+    duration: float | None = None,
+    io_binding: bool = False,
+    end_to_end: bool = False,
+    compare_keras: str | os.PathLike[str] | None = None,
+    stability_pct: float = 2.0,
+    max_seconds: float = 10.0,
+    min_windows: int = 3,
+    seed: int = 0,
+    environment: dict[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> BenchResults:
+    """Time ``model`` on each device and batch size; one record per cell (see module doc).
+
+    Args:
+        model: the ``.onnx`` file.
+        devices: device strings as for :class:`Model` (an explicit device is strict and
+            raises :class:`~dlinfer.ProviderUnavailableError` where it cannot run), or a
+            comma-separated string.
+        batch_sizes: a list, or a comma-separated string.
+        threads: onnxruntime intra-op threads (None: every core).
+        warmup: untimed calls per cell first.
+        iters / duration: a fixed number of timed calls, or of seconds, per cell instead
+            of the stability rule.
+        io_binding: CPU: preallocated outputs through IOBinding; CUDA: device-resident
+            buffers, which also splits host-to-device, compute and device-to-host.
+        end_to_end: time preprocessing from uint8 pixels too (image models with a spec).
+        compare_keras: a ``.keras`` file of the same model: adds ``predict_on_batch`` and
+            ``tf.function`` rows and speedup columns (imports TensorFlow).
+        stability_pct, max_seconds, min_windows: the stability rule.
+        seed: for the random inputs.
+        environment: facts to record instead of running ``doctor.diagnose()``.
+        progress: called with each record as it is finished.
+    """
+    from .doctor import diagnose
+
+    if isinstance(devices, str):
+        devices = [d for d in devices.split(",") if d.strip()]
+    if isinstance(batch_sizes, str):
+        batch_sizes = parse_int_list(batch_sizes, "batch_sizes")
+    else:
+        batch_sizes = parse_int_list(",".join(map(str, batch_sizes)), "batch_sizes")
+    if not devices:
+        raise ValueError("devices must name at least one device")
+    if iters is not None and duration is not None:
+        raise ValueError("give iters or duration, not both")
+    if iters is not None and iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    if duration is not None and duration <= 0:
+        raise ValueError(f"duration must be > 0, got {duration}")
+    if warmup < 0 or stability_pct <= 0 or max_seconds <= 0 or min_windows < 2:
+        raise ValueError("warmup must be >= 0, stability_pct and max_seconds > 0, min_windows >= 2")
+    if compare_keras is not None and not os.path.exists(compare_keras):
+        raise FileNotFoundError(f"--compare-keras file not found: {compare_keras}")
+
+    settings = {
+        "model": os.fspath(model), "devices": list(devices), "batch_sizes": list(batch_sizes),
+        "threads": threads, "warmup": warmup, "iters": iters, "duration": duration,
+        "io_binding": io_binding, "end_to_end": end_to_end,
+        "compare_keras": None if compare_keras is None else os.fspath(compare_keras),
+        "stability_pct": stability_pct, "max_seconds": max_seconds,
+        "min_windows": min_windows, "window_seconds": WINDOW_SECONDS, "seed": seed,
+    }
+    env = environment if environment is not None else diagnose()
+    gpus = env.get("gpu", {}).get("devices") or []
+    common = {
+        "onnxruntime": env.get("onnxruntime", {}).get("version"),
+        "cpu": env.get("cpu", {}).get("model"),
+        "gpu": gpus[0]["name"] if gpus else None,
+    }
+    timing = dict(warmup=warmup, iters=iters, duration=duration, stability_pct=stability_pct,
+                  max_seconds=max_seconds, min_windows=min_windows)
+    records: list[dict[str, Any]] = []
+
+    def add(record: dict[str, Any]) -> None:
+        records.append(record)
+        if progress is not None:
+            progress(record)
+
+    # Open every device first: a device that cannot run fails before any timing.
+    models = [Model(model, device=d, threads=threads, io_binding=io_binding) for d in devices]
+    name = (models[0].spec.name if models[0].spec else
+            os.path.splitext(os.path.basename(os.fspath(model)))[0])
+    base = {"model": os.path.basename(os.fspath(model)), "model_name": name,
+            "stability_pct": stability_pct, "speedup_vs_keras_predict_on_batch": None,
+            "speedup_vs_keras_tf_function": None, **common}
+    baseline = None
+    if compare_keras is not None:
+        sample = _inputs(models[0], 1, False, np.random.default_rng(seed))
+        if isinstance(sample, dict):
+            raise InputError("--compare-keras handles single-input models")
+        baseline = _KerasBaseline(os.fspath(compare_keras), sample)
+
+    # Batch size is the outer loop, so that the contenders for one batch size are timed
+    # next to each other and share whatever else the machine is doing.
+    for batch in batch_sizes:
+        for requested, m in zip(devices, models):
+            x = _inputs(m, batch, end_to_end, np.random.default_rng(seed))
+            if m.providers[0] != "CPUExecutionProvider" and io_binding:
+                step = _staged_step(m, x, end_to_end)
+            else:
+                out = None
+                if io_binding:
+                    shapes = m.output_shape(batch)
+                    if all(s is not None for s in shapes):
+                        arrays = [np.empty(s, o.dtype) for s, o in zip(shapes, m.outputs)]
+                        out = arrays[0] if len(arrays) == 1 else dict(zip(m._output_names, arrays))
+                step = _dlinfer_step(m, x, end_to_end, out)
+            measured = _measure(step, **timing)
+            add({
+                **base, "method": "dlinfer", "device": parse_device(requested).label,
+                "provider": m.providers[0], "providers": ";".join(m.providers),
+                "batch_size": batch, "input_shape": _shape_str(x), "threads": m.threads,
+                "io_binding": io_binding, "end_to_end": end_to_end,
+                **{k: v for k, v in measured.items() if k != "samples"},
+                **_stats(measured["samples"], batch),
+            })
+        if baseline is not None:
+            x = _inputs(models[0], batch, False, np.random.default_rng(seed))
+            for method, step in baseline.steps(x).items():
+                measured = _measure(step, **timing)
+                add({
+                    **base, "method": method, "device": baseline.device,
+                    "provider": "tensorflow", "providers": "tensorflow", "batch_size": batch,
+                    "input_shape": _shape_str(x), "threads": 0,
+                    "io_binding": False, "end_to_end": False,
+                    **{k: v for k, v in measured.items() if k != "samples"},
+                    **_stats(measured["samples"], batch),
+                })
+
+    if baseline is not None:
+        keras_p50 = {(r["method"], r["batch_size"]): r["latency_ms_p50"]
+                     for r in records if r["method"] in KERAS_METHODS}
+        for r in records:
+            if r["method"] != "dlinfer":
+                continue
+            for method in KERAS_METHODS:
+                ref = keras_p50.get((method, r["batch_size"]))
+                key = "speedup_vs_" + method.replace(".", "_")
+                r[key] = ref / r["latency_ms_p50"] if ref else None
+    # Rows grouped by method and device, then batch size, whatever order they ran in.
+    methods = ["dlinfer", *KERAS_METHODS]
+    order = {d: i for i, d in enumerate(parse_device(d).label for d in devices)}
+    records.sort(key=lambda r: (methods.index(r["method"]), order.get(r["device"], 0),
+                                r["batch_size"]))
+
+    return BenchResults([{k: r[k] for k in FIELDS} for r in records], env, settings)

@@ -1,0 +1,474 @@
+"""``dlinfer doctor``: what this machine can really run, and why not.
+
+Every fact is measured rather than assumed: a provider counts as usable only after
+a one-node session was created on it, ran, gave the right answer, and
+``session.get_providers()`` still listed it first.  onnxruntime-gpu lists
+``CUDAExecutionProvider`` as *available* even where CUDA cannot load.
+
+The probe model is encoded here as raw protobuf bytes (a 1-node ``Relu``) rather
+than built with the ``onnx`` package or shipped as a data file: ``onnx`` is not a
+runtime dependency of dlinfer, and 40 bytes of protobuf written by 20 lines of code
+cannot drift from the file they describe.  ``tests/test_doctor.py`` checks the bytes
+with ``onnx.checker``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from . import providers as _providers
+
+__all__ = ["diagnose", "format_report", "probe_model_bytes", "probe_provider"]
+
+# -- the probe model -----------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, value: int | bytes | str) -> bytes:
+    """One protobuf field: varint (wire type 0) or length-delimited (wire type 2)."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _tensor_value_info(name: str, size: int) -> bytes:
+    # ValueInfoProto{name=1, type=2: TypeProto{tensor_type=1: {elem_type=1 (FLOAT),
+    # shape=2: TensorShapeProto{dim=1: Dimension{dim_value=1}}}}}
+    shape = _field(1, _field(1, size))
+    tensor_type = _field(1, 1) + _field(2, shape)
+    return _field(1, name) + _field(2, _field(1, tensor_type))
+
+
+def probe_model_bytes(size: int = 4) -> bytes:
+    """A valid ONNX model, ``y = Relu(x)`` on ``float32[size]``, opset 13, IR 7."""
+    node = _field(1, "x") + _field(2, "y") + _field(3, "relu") + _field(4, "Relu")
+    graph = (
+        _field(1, node)
+        + _field(2, "dlinfer_probe")
+        + _field(11, _tensor_value_info("x", size))
+        + _field(12, _tensor_value_info("y", size))
+    )
+    opset = _field(1, "") + _field(2, 13)
+    return _field(1, 7) + _field(2, "dlinfer.doctor") + _field(7, graph) + _field(8, opset)
+
+
+def probe_provider(provider: str, device_id: int = 0) -> dict[str, Any]:
+    """Create and run a 1-node session on ``provider``; report whether it really ran there.
+
+    Returns ``{"provider", "usable", "active", "reason", "seconds"}``; ``active`` is what
+    ``session.get_providers()`` reported, ``reason`` is None when usable.
+    """
+    started = time.perf_counter()
+    result: dict[str, Any] = {"provider": provider, "usable": False, "active": [], "reason": None}
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the fallback warning is what we are measuring
+    wanted: list[Any] = [provider]
+    if provider not in (_providers.CPU,):
+        wanted = [(provider, {"device_id": device_id}), _providers.CPU]
+    if provider != _providers.CPU:
+        load_error = _providers.provider_load_error(provider)
+        if load_error:
+            # Do not ask onnxruntime to try: it would log errors and fall back anyway.
+            result["reason"] = load_error
+            result["seconds"] = round(time.perf_counter() - started, 4)
+            return result
+    try:
+        session = ort.InferenceSession(probe_model_bytes(), options, providers=wanted)
+        result["active"] = list(session.get_providers())
+        if result["active"][0] != provider:
+            result["reason"] = _providers.cuda_unavailable_reason(provider)
+        else:
+            x = np.array([-1.0, 0.0, 1.5, 2.0], np.float32)
+            (y,) = session.run(None, {"x": x})
+            if np.array_equal(y, np.maximum(x, 0)):
+                result["usable"] = True
+            else:
+                result["reason"] = f"the probe session ran but computed {y.tolist()}"
+    except Exception as exc:  # noqa: BLE001 - any failure makes the provider unusable
+        last = str(exc).strip().splitlines()[-1:] or [""]
+        result["reason"] = f"{type(exc).__name__}: {last[0]}"
+    result["seconds"] = round(time.perf_counter() - started, 4)
+    return result
+
+
+# -- CUDA libraries --------------------------------------------------------------------------
+
+
+def _elf_needed(path: str) -> list[str]:
+    """DT_NEEDED entries of a 64-bit little-endian ELF file (what ``readelf -d`` lists)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [
+        struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)
+    ]
+    needed = []
+    for sh in sections:
+        if sh[1] != 6:  # SHT_DYNAMIC
+            continue
+        strtab = sections[sh[6]]  # sh_link -> its string table
+        for off in range(sh[4], sh[4] + sh[5], 16):
+            tag, val = struct.unpack_from("<qQ", data, off)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                start = strtab[4] + val
+                needed.append(data[start : data.index(b"\0", start)].decode())
+    return needed
+
+
+def _loaded_path(soname: str) -> str | None:
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1]
+                if os.path.basename(path) == soname:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def _version_call(lib: ctypes.CDLL, name: str) -> int | None:
+    """Call ``int name(int*)`` (cudaRuntimeGetVersion, cuDriverGetVersion) safely."""
+    fn = getattr(lib, name, None)
+    if fn is None:
+        return None
+    value = ctypes.c_int(0)
+    fn.argtypes = [ctypes.POINTER(ctypes.c_int)]
+    fn.restype = ctypes.c_int
+    return value.value if fn(ctypes.byref(value)) == 0 else None
+
+
+def _cuda_version_str(v: int | None) -> str | None:
+    return None if not v else f"{v // 1000}.{v % 1000 // 10}"
+
+
+def required_versions() -> dict[str, Any]:
+    """What this onnxruntime build needs: CUDA and cuDNN versions, and its pip extras."""
+    out: dict[str, Any] = {"cuda": None, "cudnn": None, "wheels": {}}
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+
+        out["cuda"] = getattr(info, "cuda_version", None)
+        out["cudnn"] = getattr(info, "cudnn_version", None)
+    except ImportError:
+        pass
+    try:
+        from importlib import metadata
+
+        for req in metadata.requires("onnxruntime-gpu") or []:
+            m = re.match(r"(nvidia-[\w-]+)\s*([~=<>!].*?)\s*;\s*extra\s*==", req)
+            if m:
+                out["wheels"][m.group(1)] = m.group(2)
+    except Exception:  # noqa: BLE001 - a CPU-only onnxruntime has no such distribution
+        pass
+    if out["cudnn"] is None:
+        spec = out["wheels"].get("nvidia-cudnn-cu13") or next(
+            (v for k, v in out["wheels"].items() if k.startswith("nvidia-cudnn")), None
+        )
+        if spec:
+            out["cudnn"] = re.sub(r"[^\d.]", "", spec).split(".")[0]
+    return out
+
+
+def cuda_libraries() -> dict[str, Any]:
+    """The libraries onnxruntime's CUDA provider needs, whether each loads, and versions."""
+    _providers.preload_cuda_libraries()
+    required = required_versions()
+    provider_lib = _providers._provider_library("cuda")
+    needed = [n for n in _elf_needed(provider_lib) if re.match(r"lib(cu|nv)", n)]
+    # cuDNN and cuFFT are opened lazily (dlopen), so they are not in DT_NEEDED.
+    if required["cudnn"]:
+        needed.append(f"libcudnn.so.{required['cudnn']}")
+    wheel_cufft = required["wheels"].get("nvidia-cufft")
+    if wheel_cufft:
+        needed.append(f"libcufft.so.{re.sub(r'[^0-9.]', '', wheel_cufft).split('.')[0]}")
+    libraries = []
+    versions: dict[str, str | None] = {"cuda_runtime": None, "cuda_driver": None, "cudnn": None}
+    for soname in dict.fromkeys(needed):
+        entry: dict[str, Any] = {"name": soname, "found": False, "path": None, "error": None}
+        try:
+            lib = ctypes.CDLL(soname, mode=ctypes.RTLD_LOCAL)
+        except OSError as exc:
+            entry["error"] = str(exc)
+        else:
+            entry["found"] = True
+            entry["path"] = _loaded_path(soname)
+            if soname.startswith("libcudart"):
+                v = _version_call(lib, "cudaRuntimeGetVersion")
+                versions["cuda_runtime"] = _cuda_version_str(v)
+            elif soname.startswith("libcuda.so"):
+                v = _version_call(lib, "cuDriverGetVersion")
+                versions["cuda_driver"] = _cuda_version_str(v)
+            elif soname.startswith("libcudnn.so"):
+                fn = getattr(lib, "cudnnGetVersion", None)
+                if fn is not None:
+                    fn.restype = ctypes.c_size_t
+                    v = int(fn())
+                    versions["cudnn"] = f"{v // 10000}.{v % 10000 // 100}.{v % 100}"
+        libraries.append(entry)
+    try:
+        import importlib.util
+
+        wheels = importlib.util.find_spec("nvidia") is not None
+    except (ImportError, ValueError):
+        wheels = False
+    return {
+        "required": required,
+        "provider_library": provider_lib if os.path.exists(provider_lib) else None,
+        "libraries": libraries,
+        "missing": [e["name"] for e in libraries if not e["found"]],
+        "versions": versions,
+        "nvidia_wheels_installed": wheels,
+    }
+
+
+# -- GPU -----------------------------------------------------------------------------------
+
+
+def _gpus_from_nvidia_smi() -> list[dict[str, Any]] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        text = subprocess.run(
+            [exe, "--query-gpu=index,name,driver_version,memory.total,compute_cap",
+             "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=15, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    gpus = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 4:
+            gpus.append({
+                "index": int(parts[0]) if parts[0].isdigit() else parts[0],
+                "name": parts[1],
+                "driver": parts[2],
+                "memory_mib": int(float(parts[3])) if parts[3].replace(".", "").isdigit() else None,
+                "compute_capability": parts[4] if len(parts) > 4 else None,
+            })
+    return gpus
+
+
+def _gpus_from_nvml() -> list[dict[str, Any]] | None:
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        buf = ctypes.create_string_buffer(96)
+        driver = buf.value.decode() if nvml.nvmlSystemGetDriverVersion(buf, 96) == 0 else None
+        count = ctypes.c_uint(0)
+        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return []
+        gpus = []
+        for i in range(count.value):
+            handle = ctypes.c_void_p()
+            if nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle)) != 0:
+                continue
+            name = ctypes.create_string_buffer(96)
+            nvml.nvmlDeviceGetName(handle, name, 96)
+            mem = (ctypes.c_ulonglong * 3)()  # total, free, used
+            total = mem[0] // 2**20 if nvml.nvmlDeviceGetMemoryInfo(handle, mem) == 0 else None
+            gpus.append({"index": i, "name": name.value.decode(), "driver": driver,
+                         "memory_mib": total, "compute_capability": None})
+        return gpus
+    finally:
+        nvml.nvmlShutdown()
+
+
+def gpu_info() -> dict[str, Any]:
+    """NVIDIA GPUs and driver, from nvidia-smi or else the driver's libnvidia-ml."""
+    gpus = _gpus_from_nvidia_smi()
+    if gpus is not None:
+        return {"source": "nvidia-smi", "devices": gpus}
+    gpus = _gpus_from_nvml()
+    if gpus is not None:
+        return {"source": "libnvidia-ml.so.1", "devices": gpus}
+    return {"source": None, "devices": [],
+            "reason": "no nvidia-smi on PATH and no loadable libnvidia-ml.so.1 (no NVIDIA driver)"}
+
+
+# -- CPU -----------------------------------------------------------------------------------
+
+_SIMD = re.compile(
+    r"^(sse\d?(_\d)?|ssse3|avx\w*|fma4?|f16c|amx\w*|neon|asimd\w*|sve\d?|vsx|altivec)$"
+)
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, core counts and SIMD extensions (from /proc/cpuinfo where it exists)."""
+    model = platform.processor() or platform.machine()
+    flags: list[str] = []
+    physical: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            block: dict[str, str] = {}
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key in ("model name", "Model", "cpu model") and value:
+                    model = value
+                elif key in ("flags", "Features") and not flags:
+                    flags = value.split()
+                elif key in ("physical id", "core id"):
+                    block[key] = value
+                elif not key and block:
+                    physical.add((block.get("physical id", ""), block.get("core id", "")))
+                    block = {}
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {
+        "model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": len(physical) or None,
+        "usable_cores": usable,
+        "simd": sorted(f for f in flags if _SIMD.match(f)),
+    }
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def diagnose(probe: bool = True) -> dict[str, Any]:
+    """Everything ``dlinfer doctor`` reports, as a JSON-ready dict.
+
+    ``probe=False`` skips the per-provider sessions (the only slow part on a GPU
+    machine, where TensorRT may take seconds to build its probe engine).
+    """
+    from . import __version__
+
+    try:
+        build = ort.get_build_info() if hasattr(ort, "get_build_info") else None
+    except Exception:  # noqa: BLE001
+        build = None
+    required = required_versions()
+    available = list(ort.get_available_providers())
+    probes = {p: probe_provider(p) for p in available} if probe else {}
+    return {
+        "dlinfer": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "onnxruntime": {
+            "version": ort.__version__,
+            "package": _ort_package(),
+            "build": build,
+            "cuda_version": required["cuda"],
+            "device_reported": ort.get_device(),  # often "GPU" on any machine; see probes
+        },
+        "providers": {
+            "available": available,
+            "usable": [p for p, r in probes.items() if r["usable"]],
+            "probes": probes,
+        },
+        "cuda": cuda_libraries(),
+        "gpu": gpu_info(),
+        "cpu": cpu_info(),
+    }
+
+
+def _ort_package() -> str | None:
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+
+        return getattr(info, "package_name", None)
+    except ImportError:
+        return "onnxruntime"
+
+
+def format_report(facts: dict[str, Any]) -> str:
+    """The human-readable ``dlinfer doctor`` text for ``diagnose()``'s facts."""
+    lines = []
+    o = facts["onnxruntime"]
+    lines.append(f"dlinfer {facts['dlinfer']}, Python {facts['python']}, numpy {facts['numpy']}")
+    lines.append(f"platform:     {facts['platform']}")
+    lines.append(
+        f"onnxruntime:  {o['version']} ({o['package']}), built for CUDA {o['cuda_version']}"
+    )
+    if o["build"]:
+        lines.append(f"build:        {o['build']}")
+    lines.append(f"get_device(): {o['device_reported']}  (not evidence of a usable GPU)")
+    lines.append("")
+    lines.append("providers (available -> usable, each tested with a 1-node session):")
+    for name in facts["providers"]["available"]:
+        r = facts["providers"]["probes"].get(name)
+        if r is None:
+            lines.append(f"  {name:<28} not probed")
+        elif r["usable"]:
+            lines.append(f"  {name:<28} usable")
+        else:
+            lines.append(f"  {name:<28} NOT usable: {r['reason']}")
+    c = facts["cuda"]
+    req = c["required"]
+    lines.append("")
+    lines.append(
+        f"CUDA libraries (onnxruntime needs CUDA {req['cuda']}.x, cuDNN {req['cudnn']}.x):"
+    )
+    for lib in c["libraries"]:
+        where = lib["path"] or ("loads" if lib["found"] else lib["error"])
+        lines.append(f"  {lib['name']:<22} {'found' if lib['found'] else 'MISSING'}  {where}")
+    v = c["versions"]
+    found = ", ".join(f"{k} {val}" for k, val in v.items() if val) or "none found"
+    lines.append(f"  versions found: {found}")
+    if req["wheels"]:
+        wheels = ", ".join(f"{k}{s}" for k, s in req["wheels"].items())
+        state = "installed" if c["nvidia_wheels_installed"] else "not installed"
+        lines.append(f"  pip wheels ({state}; "
+                     f"pip install 'dlinfer[cuda]'): {wheels}")
+    g = facts["gpu"]
+    lines.append("")
+    if g["devices"]:
+        for d in g["devices"]:
+            lines.append(f"GPU {d['index']}: {d['name']}, driver {d['driver']}, "
+                         f"{d['memory_mib']} MiB (from {g['source']})")
+    else:
+        why = g.get("reason") or f"no devices reported by {g['source']}"
+        lines.append(f"GPU: none ({why})")
+    cpu = facts["cpu"]
+    lines.append(f"CPU: {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical / "
+                 f"{cpu['physical_cores'] or '?'} physical cores, {cpu['usable_cores']} usable")
+    lines.append(f"SIMD: {' '.join(cpu['simd']) or 'unknown'}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""`dlinfer bench`: documented JSON/CSV schema, a valid PNG, honest device labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import dlinfer
+import numpy as np
+import onnxruntime as ort
+import pytest
+from dlinfer import bench, cli
+from dlinfer.doctor import probe_provider
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CUDA_USABLE = "CUDAExecutionProvider" in ort.get_available_providers() and probe_provider(
+    "CUDAExecutionProvider")["usable"]
+TINY = dict(warmup=1, iters=3)
+
+
+@pytest.fixture(scope="module")
+def environment():
+    return dlinfer.diagnose()
+
+
+@pytest.fixture(scope="module")
+def cli_run(mnist_onnx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    paths = {k: out / f"bench.{k}" for k in ("json", "csv", "png")}
+    code = cli.main([
+        "bench", mnist_onnx, "--batch-sizes", "1,4", "--iters", "3", "--warmup", "1",
+        "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--plot", str(paths["png"]),
+    ])
+    assert code == 0
+    return paths
+
+
+def test_every_field_is_documented():
+    doc = bench.__doc__
+    for field in bench.FIELDS:
+        assert f"\n``{field}``" in doc, f"{field} is missing from dlinfer.bench's field table"
+
+
+def test_json_schema(cli_run):
+    data = json.loads(cli_run["json"].read_text())
+    assert data["schema"] == "dlinfer.bench/1"
+    assert set(data) == {"schema", "created", "settings", "environment", "providers_ran",
+                         "crossover", "records"}
+    assert data["providers_ran"] == ["CPUExecutionProvider"]
+    assert data["environment"]["providers"]["probes"]["CPUExecutionProvider"]["usable"]
+    assert data["crossover"] == {}  # CPU only: nothing to cross
+    records = data["records"]
+    assert [(r["device"], r["batch_size"]) for r in records] == [("cpu", 1), ("cpu", 4)]
+    for r in records:
+        assert list(r) == bench.FIELDS
+        assert r["provider"] == "CPUExecutionProvider" and r["method"] == "dlinfer"
+        assert r["iters"] == 3 and r["stop"] == "iters"
+        assert r["input_shape"] == f"{r['batch_size']}x28x28x1"
+        assert 0 < r["latency_ms_min"] <= r["latency_ms_p50"] <= r["latency_ms_p90"] \
+            <= r["latency_ms_p95"] <= r["latency_ms_p99"] <= r["latency_ms_max"]
+        assert r["items_per_s"] == pytest.approx(r["batch_size"] / r["latency_ms_p50"] * 1000)
+        assert r["compute_ms_p50"] == pytest.approx(r["latency_ms_p50"])
+        assert r["h2d_ms_p50"] is None and r["d2h_ms_p50"] is None
+        assert r["preprocess_ms_p50"] is None
+        assert r["onnxruntime"] == ort.__version__
+
+
+def test_csv_schema(cli_run):
+    with open(cli_run["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(cli_run["csv"], newline="") as f:
+        assert next(csv.reader(f)) == bench.FIELDS
+    assert len(rows) == 2
+    assert [int(r["batch_size"]) for r in rows] == [1, 4]
+    assert all(float(r["latency_ms_p99"]) > 0 and r["h2d_ms_p50"] == "" for r in rows)
+
+
+def test_plot_is_a_valid_png(cli_run):
+    from PIL import Image
+
+    data = cli_run["png"].read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    with Image.open(cli_run["png"]) as img:
+        img.verify()
+    with Image.open(cli_run["png"]) as img:
+        assert img.format == "PNG" and img.width > 400 and img.height > 200
+
+
+@pytest.mark.skipif(CUDA_USABLE, reason="CUDA works here")
+def test_bench_on_cuda_raises_with_onnxruntime_reason(mnist_onnx, environment):
+    with pytest.raises(dlinfer.ProviderUnavailableError, match="needs CUDA") as info:
+        dlinfer.benchmark(mnist_onnx, "cpu,cuda", [1], environment=environment, **TINY)
+    assert "device='cuda:0'" in str(info.value)
+
+
+def test_cli_bench_on_cuda_fails_with_reason(mnist_onnx, capsys):
+    if CUDA_USABLE:
+        pytest.skip("CUDA works here")
+    assert cli.main(["bench", mnist_onnx, "--device", "cuda", "--iters", "1"]) == 2
+    assert "needs CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(CUDA_USABLE, reason="CUDA works here")
+def test_auto_runs_on_cpu_and_says_so(mnist_onnx, environment):
+    results = dlinfer.benchmark(mnist_onnx, ["auto"], [2], environment=environment, **TINY)
+    (r,) = results
+    assert r["device"] == "auto" and r["provider"] == "CPUExecutionProvider"
+    assert results.providers_ran == ["CPUExecutionProvider"]
+
+
+def test_stability_rule_and_time_cap(mnist_onnx, environment):
+    (capped,) = dlinfer.benchmark(mnist_onnx, "cpu", [1], warmup=1, stability_pct=1e-9,
+                                  max_seconds=0.3, environment=environment)
+    assert capped["stop"] == "time_cap" and capped["seconds"] < 1.5
+    assert capped["stability_pct"] == 1e-9
+    (stable,) = dlinfer.benchmark(mnist_onnx, "cpu", [1], warmup=1, stability_pct=1000,
+                                  max_seconds=5, environment=environment)
+    assert stable["stop"] == "stable" and stable["windows"] == 3
+    assert stable["median_change_pct"] < 1000
+
+
+def test_io_binding_and_end_to_end_split(mnist_onnx, environment):
+    results = dlinfer.benchmark(mnist_onnx, "cpu", [2], io_binding=True, end_to_end=True,
+                                environment=environment, **TINY)
+    (r,) = results
+    assert r["io_binding"] and r["end_to_end"] and r["input_shape"] == "2x28x28x1"
+    assert r["preprocess_ms_p50"] > 0 and r["compute_ms_p50"] > 0
+    assert r["h2d_ms_p50"] is None  # no device copies on CPU
+
+
+def test_staged_io_binding_path_on_cpu_buffers(mnist_onnx):
+    """The CUDA split's code path (device OrtValues, bound outputs, copy back) on CPU."""
+    model = dlinfer.Model(mnist_onnx)
+    x = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    step = bench._staged_step(model, x, True, device_type="cpu")
+    stages = step()
+    assert len(stages) == 4 and all(s is not None and s >= 0 for s in stages)
+
+
+def test_compare_keras_adds_baselines_and_ratios(mnist_trained, environment):
+    results = dlinfer.benchmark(mnist_trained.onnx_path, "cpu", [1],
+                                compare_keras=mnist_trained.keras_path,
+                                environment=environment, **TINY)
+    methods = [r["method"] for r in results]
+    assert methods == ["dlinfer", "keras.predict_on_batch", "keras.tf_function"]
+    mine, predict, function = results
+    assert predict["provider"] == "tensorflow" and predict["device"] in ("cpu", "gpu")
+    assert mine["speedup_vs_keras_predict_on_batch"] == pytest.approx(
+        predict["latency_ms_p50"] / mine["latency_ms_p50"])
+    assert mine["speedup_vs_keras_tf_function"] == pytest.approx(
+        function["latency_ms_p50"] / mine["latency_ms_p50"])
+
+
+def _fake(device: str, provider: str, batch: int, p50: float) -> dict:
+    r = dict.fromkeys(bench.FIELDS)
+    r.update(model="m.onnx", model_name="m", method="dlinfer", device=device, provider=provider,
+             providers=provider, batch_size=batch, io_binding=False, latency_ms_p50=p50,
+             latency_ms_p90=p50 * 1.1, latency_ms_p99=p50 * 1.3, items_per_s=batch / p50 * 1e3,
+             stop="stable", onnxruntime=ort.__version__, cpu="cpu", gpu="Fake GPU")
+    return r
+
+
+def test_crossover_and_its_plot(tmp_path):
+    rows = [_fake("cpu", "CPUExecutionProvider", b, 0.1 * b) for b in (1, 8, 32)]
+    rows += [_fake("cuda:0", "CUDAExecutionProvider", b, 0.5 + 0.01 * b) for b in (1, 8, 32)]
+    results = bench.BenchResults(rows, {}, {})
+    assert results.crossover() == {"dlinfer": {
+        "batch_size": 8, "gpu_provider": "CUDAExecutionProvider",
+        "compared_batch_sizes": [1, 8, 32],
+    }}
+    assert "CUDA beats CPU from batch 8" in results.table()
+    path = tmp_path / "cross.png"
+    results.plot(path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    slow_gpu = [_fake("cuda:0", "CUDAExecutionProvider", 1, 5.0)]
+    never = bench.BenchResults(rows[:3] + slow_gpu, {}, {})
+    assert never.crossover()["dlinfer"]["batch_size"] is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(batch_sizes="1,0"), "batch_sizes"),
+        (dict(iters=3, duration=1.0), "not both"),
+        (dict(devices="gpu"), "device must be"),
+        (dict(compare_keras="/nonexistent.keras"), "not found"),
+    ],
+    ids=["zero-batch", "iters-and-duration", "bad-device", "missing-keras"],
+)
+def test_bad_arguments(mnist_onnx, environment, kwargs, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        dlinfer.benchmark(mnist_onnx, environment=environment, **kwargs)
+
+
+def test_end_to_end_needs_an_image_spec(tmp_path, environment):
+    from dlinfer.doctor import probe_model_bytes
+
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(probe_model_bytes())
+    with pytest.raises(dlinfer.SpecError, match="end-to-end"):
+        dlinfer.benchmark(path, "cpu", [1], end_to_end=True, environment=environment, **TINY)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA_USABLE, reason="no usable CUDA execution provider here")
+def test_cuda_split_and_crossover(mnist_onnx, environment, tmp_path):
+    results = dlinfer.benchmark(mnist_onnx, "cpu,cuda", [1, 64], io_binding=True,
+                                environment=environment, **TINY)
+    gpu_rows = [r for r in results if r["device"] == "cuda:0"]
+    assert [r["provider"] for r in gpu_rows] == ["CUDAExecutionProvider"] * 2
+    for r in gpu_rows:
+        assert r["h2d_ms_p50"] > 0 and r["compute_ms_p50"] > 0 and r["d2h_ms_p50"] > 0
+    assert "dlinfer" in results.crossover()
+    results.plot(tmp_path / "gpu.png")
+    assert (tmp_path / "gpu.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_fixed_batch_model_refuses_other_batch_sizes(tmp_path, environment):
+    from dlinfer.doctor import probe_model_bytes
+
+    path = tmp_path / "relu4.onnx"
+    path.write_bytes(probe_model_bytes(4))  # input float32[4]: no batch axis to vary
+    with pytest.raises(dlinfer.InputShapeError, match="fixed first dimension of 4"):
+        dlinfer.benchmark(path, "cpu", [1], environment=environment, **TINY)
+    (r,) = dlinfer.benchmark(path, "cpu", [4], environment=environment, **TINY)
+    assert r["input_shape"] == "4" and r["model_name"] == "relu4"
