@@ -11,8 +11,10 @@ Quick start::
 from __future__ import annotations
 
 from ._native_loader import native as _native  # fail early, with build instructions
+from .batcher import Batcher, BatcherStats
 from .classifier import Candidate, Classifier, Prediction
 from .errors import (
+    BatcherClosedError,
     ChannelError,
     DlinferError,
     EmptyBatchError,
@@ -25,6 +27,8 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     ProviderUnavailableError,
+    QueueFullError,
+    RequestTimeoutError,
     SpecError,
 )
 from .model import Model, TensorInfo
@@ -34,6 +38,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METADATA_KEY",
+    "Batcher",
+    "BatcherClosedError",
+    "BatcherStats",
     "Candidate",
     "ChannelError",
     "Classifier",
@@ -53,6 +60,8 @@ __all__ = [
     "OutputSpec",
     "Prediction",
     "ProviderUnavailableError",
+    "QueueFullError",
+    "RequestTimeoutError",
     "SpecError",
     "TensorInfo",
     "__version__",
