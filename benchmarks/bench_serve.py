@@ -1,0 +1,322 @@
+"""Load test: the in-process Batcher and `dlinfer serve`, batching on and off.
+
+    python benchmarks/bench_serve.py [artifacts/mnist_cnn.onnx] [--requests N] [--seconds S]
+
+Load goes only to 127.0.0.1, and every cell is bounded by a request count and a
+time limit.  Contenders run side by side in one process run, so ratios compare
+like with like on a shared machine:
+
+- bare onnxruntime ``session.run`` on ready float32 batches of 1, 16 and 64 (the
+  ceiling: the model's own batched speed);
+- C concurrent clients (threads) calling ``Classifier.predict`` on one image each,
+  with no batcher;
+- C concurrent clients submitting to a ``Batcher``, batching on (max batch 64,
+  ``--max-delay-ms``) and off (max batch 1);
+- C concurrent HTTP clients (keep-alive connections, raw PNG bodies) against a
+  ``dlinfer serve`` subprocess, batching on and off.
+
+Every response is checked against a direct ``Classifier.predict`` of the same
+input: same label and top index, probability within 1e-5.  Lost or mismatched
+responses are counted and make the run fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import dlinfer
+
+CLIENTS = (1, 4, 16, 64)
+FULL_BATCH = 64
+
+
+def load_pool(n: int) -> np.ndarray:
+    """Held-out MNIST digits as uint8 (n, 28, 28); random pixels if the data is missing."""
+    try:
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+        from training.data import load_mnist
+
+        return load_mnist().x_test[:n]
+    except Exception as exc:  # the benchmark still verifies mapping on random inputs
+        print(f"(MNIST test digits unavailable: {exc}; using random pixels)")
+        return np.random.default_rng(0).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+
+
+def pct(lat: list[float]) -> tuple[float, float]:
+    if not lat:
+        return float("nan"), float("nan")
+    p50, p99 = np.percentile(np.array(lat) * 1000.0, [50, 99])
+    return float(p50), float(p99)
+
+
+class Checker:
+    """Compares answers with direct predictions of the same pool item."""
+
+    def __init__(self, expected: list[dlinfer.Prediction]) -> None:
+        self.expected = expected
+        self.bad = 0
+
+    def check(self, i: int, label: str, index: int, probability: float) -> None:
+        want = self.expected[i % len(self.expected)]
+        if (label != want.label or index != want.index
+                or abs(probability - want.probability) > 1e-5 * max(1.0, abs(want.probability))):
+            self.bad += 1
+
+
+# -- closed-loop clients -----------------------------------------------------------------------
+
+def run_threads(n_clients: int, n_requests: int, seconds: float,
+                request: Callable[[int], Any], checker: Checker) -> dict[str, Any]:
+    counter = itertools.count()
+    stop_at = time.perf_counter() + seconds
+    lat: list[list[float]] = [[] for _ in range(n_clients)]
+    done = [0] * n_clients
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_clients + 1)
+
+    def client(c: int) -> None:
+        start.wait()
+        while time.perf_counter() < stop_at:
+            i = next(counter)
+            if i >= n_requests:
+                return
+            t0 = time.perf_counter()
+            try:
+                pred = request(i)
+            except BaseException as exc:  # counted as lost
+                errors.append(exc)
+                continue
+            lat[c].append(time.perf_counter() - t0)
+            checker.check(i, pred.label, pred.index, pred.probability)
+            done[c] += 1
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(n_clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    all_lat = [x for per in lat for x in per]
+    return {"n": sum(done), "sent": sum(done) + len(errors), "errors": errors,
+            "rps": sum(done) / elapsed, "lat": all_lat}
+
+
+async def _http_client(port: int, bodies: list[bytes], name: str, counter: Any, n_requests: int,
+                       stop_at: float, lat: list[float], checker: Checker,
+                       errors: list[BaseException]) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    done = 0
+    try:
+        while time.perf_counter() < stop_at:
+            i = next(counter)
+            if i >= n_requests:
+                break
+            body = bodies[i % len(bodies)]
+            head = (f"POST /v1/models/{name}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            t0 = time.perf_counter()
+            writer.write(head + body)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                key, _, value = line.decode().partition(":")
+                if key.lower() == "content-length":
+                    length = int(value)
+            data = await reader.readexactly(length)
+            lat.append(time.perf_counter() - t0)
+            if b" 200 " not in status_line:
+                errors.append(RuntimeError(f"{status_line!r} {data[:200]!r}"))
+                continue
+            p = json.loads(data)["predictions"][0]
+            checker.check(i, p["label"], p["index"], p["probability"])
+            done += 1
+    finally:
+        writer.close()
+    return done
+
+
+def run_http(port: int, name: str, bodies: list[bytes], n_clients: int, n_requests: int,
+             seconds: float, checker: Checker) -> dict[str, Any]:
+    counter = itertools.count()
+    lat: list[float] = []
+    errors: list[BaseException] = []
+
+    async def main() -> tuple[int, float]:
+        stop_at = time.perf_counter() + seconds
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(*(
+            _http_client(port, bodies, name, counter, n_requests, stop_at, lat, checker, errors)
+            for _ in range(n_clients)))
+        return sum(counts), time.perf_counter() - t0
+
+    n, elapsed = asyncio.run(main())
+    return {"n": n, "sent": n + len(errors), "errors": errors, "rps": n / elapsed, "lat": lat}
+
+
+# -- the server --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, model: str, max_batch: int, max_delay_ms: float) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dlinfer", "serve", f"bench={model}", "--port", str(self.port),
+             "--max-batch-size", str(max_batch), "--max-delay-ms", str(max_delay_ms),
+             "--max-queue", "4096", "--log-level", "warning"],
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("dlinfer serve did not start") from None
+                time.sleep(0.2)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+# -- main --------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", default="artifacts/mnist_cnn.onnx")
+    ap.add_argument("--requests", type=int, default=6000, help="per cell, at most")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per cell, at most")
+    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-http", action="store_true")
+    args = ap.parse_args()
+
+    clf = dlinfer.Classifier(args.model, device=args.device)
+    pool = load_pool(1000)
+    # Expected answers from direct Classifier.predict calls on each single input.
+    expected = [clf.predict(img)[0] for img in pool]
+    print(f"model {args.model} on {clf.model.device} ({clf.model.providers[0]}), "
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}")
+    print(f"cells: at most {args.requests} requests or {args.seconds:g} s each; "
+          f"batching on = max batch {FULL_BATCH}, max delay {args.max_delay_ms:g} ms")
+
+    # The ceiling: onnxruntime alone on ready float32 batches.
+    bare: dict[int, float] = {}
+    sess, name = clf.model.session, clf.model.inputs[0].name
+    for b in (1, 16, FULL_BATCH):
+        x = clf.preprocess(pool[:b])
+        for _ in range(3):
+            sess.run(None, {name: x})
+        times = []
+        for _ in range(max(5, 2000 // b)):
+            t0 = time.perf_counter()
+            sess.run(None, {name: x})
+            times.append(time.perf_counter() - t0)
+        bare[b] = float(np.median(times))
+        print(f"bare onnxruntime, batch {b:>3}: {bare[b] / b * 1e6:7.1f} us/image "
+              f"({b / bare[b]:8.0f} images/s)")
+
+    rows: list[tuple[str, int, dict[str, Any]]] = []
+    lost = mismatched = 0
+
+    def record(label: str, clients: int, res: dict[str, Any], checker: Checker) -> None:
+        nonlocal lost, mismatched
+        lost += len(res["errors"])
+        mismatched += checker.bad
+        rows.append((label, clients, res | {"bad": checker.bad}))
+        p50, p99 = pct(res["lat"])
+        print(f"{label:<28} {clients:>3} clients: {res['rps']:8.0f} req/s  p50 {p50:6.2f} ms  "
+              f"p99 {p99:6.2f} ms  ({res['n']} ok, {len(res['errors'])} lost, {checker.bad} bad)",
+              flush=True)
+        if res["errors"]:
+            print(f"    first error: {res['errors'][0]!r}")
+
+    for clients in CLIENTS:
+        chk = Checker(expected)
+        record("direct Classifier.predict", clients,
+               run_threads(clients, args.requests, args.seconds,
+                           lambda i: clf.predict(pool[i % len(pool)])[0], chk), chk)
+        for label, mb in (("Batcher, batching on", FULL_BATCH), ("Batcher, batching off", 1)):
+            with dlinfer.Batcher(clf, max_batch_size=mb, max_delay_ms=args.max_delay_ms,
+                                 max_queue=4096) as batcher:
+                chk = Checker(expected)
+                res = run_threads(clients, args.requests, args.seconds,
+                                  lambda i, b=batcher: b.submit(pool[i % len(pool)]).result(), chk)
+                res["mean_batch"] = batcher.stats().mean_batch_size
+            record(label, clients, res, chk)
+
+    if not args.no_http:
+        from PIL import Image
+
+        bodies = []
+        for img in pool:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            bodies.append(buf.getvalue())
+        for label, mb in (("HTTP serve, batching on", FULL_BATCH), ("HTTP serve, batching off", 1)):
+            server = ServerProcess(args.model, mb, args.max_delay_ms)
+            try:
+                for clients in CLIENTS:
+                    chk = Checker(expected)
+                    record(label, clients, run_http(server.port, "bench", bodies, clients,
+                                                    args.requests, args.seconds, chk), chk)
+            finally:
+                code = server.stop()
+            if code != 0:
+                print(f"server exited with {code} after SIGTERM")
+                lost += 1
+
+    # -- the targets ---------------------------------------------------------------------------
+    by = {(label, c): r for label, c, r in rows}
+    print()
+    on64 = by[("Batcher, batching on", 64)]
+    ceiling = FULL_BATCH / bare[FULL_BATCH]
+    ratio64 = on64["rps"] / ceiling
+    on16, direct16 = by[("Batcher, batching on", 16)], by[("direct Classifier.predict", 16)]
+    gain16 = on16["rps"] / direct16["rps"]
+    p99_64 = pct(on64["lat"])[1]
+    bound = args.max_delay_ms + 2 * bare[FULL_BATCH] * 1000.0
+    print(f"64 clients: Batcher {on64['rps']:.0f} req/s = {ratio64:.0%} of bare onnxruntime at batch "
+          f"{FULL_BATCH} ({ceiling:.0f} images/s); target >= 70%: {'met' if ratio64 >= 0.7 else 'MISSED'}")
+    print(f"16 clients: Batcher {on16['rps']:.0f} req/s = {gain16:.2f}x unbatched Classifier.predict "
+          f"({direct16['rps']:.0f} req/s); target >= 2x: {'met' if gain16 >= 2 else 'MISSED'}")
+    for c in CLIENTS:
+        r = by[("Batcher, batching on", c)]
+        p99 = pct(r["lat"])[1]
+        print(f"{c:>2} clients: p99 {p99:.2f} ms vs max_delay + 2 x batch-{FULL_BATCH} compute = "
+              f"{bound:.2f} ms: {'met' if p99 < bound else 'MISSED'} (mean batch {r['mean_batch']:.1f})")
+    del p99_64
+    print(f"lost responses: {lost}, mismatched: {mismatched} "
+          f"over {sum(r['sent'] for _, _, r in rows)} requests")
+    print(f"load average after the run: {os.getloadavg()[0]:.2f}")
+    return 0 if lost == 0 and mismatched == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
