@@ -259,3 +259,17 @@ def test_sigterm_finishes_queued_requests_and_exits_0(mnist_onnx, clf, digit_png
     assert status == 200
     check_matches(body["predictions"], clf.predict(paths[5]))
     assert "Application shutdown complete" in srv.output()
+
+
+@pytest.mark.slow
+def test_two_worker_processes_serve_and_stop_cleanly(mnist_onnx, clf, digit_pngs, tmp_path):
+    paths, _ = digit_pngs
+    srv = Server(tmp_path, f"mnist={mnist_onnx}", "--workers", "2", "--threads", "1")
+    try:
+        for path in paths[:6]:
+            with open(path, "rb") as f:
+                status, body = call(srv, "POST", "/v1/models/mnist/predict", f.read())
+            assert status == 200
+            check_matches(body["predictions"], clf.predict(path))
+    finally:
+        assert srv.stop() == 0, srv.output()

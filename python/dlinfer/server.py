@@ -51,6 +51,8 @@ __all__ = ["ServeConfig", "create_app", "model_name", "serve"]
 _CONFIG_ENV = "DLINFER_SERVE_CONFIG"
 # Bodies this big are decoded off the event loop; smaller ones cost less than the hop.
 _DECODE_INLINE_BYTES = 256 * 1024
+# How much of a body over the size limit is read and dropped before answering 413.
+_DRAIN_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -153,15 +155,24 @@ def _json_images(payload: Any) -> list[np.ndarray]:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    too_big = declared is not None and declared.isdigit() and int(declared) > limit
+    if too_big and int(declared) > limit + _DRAIN_BYTES:
         raise _HTTPError(413, "payload_too_large",
                          f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():  # chunked bodies have no length to check up front
+    # Chunked bodies have no length to check up front, so the count happens here.  A
+    # body over the limit is still read (up to a bound) and dropped: closing a socket
+    # with unread data resets it, and the client would never see the 413.
+    async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise _HTTPError(413, "payload_too_large", f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > limit + _DRAIN_BYTES:
+            break
+    if size > limit:
+        raise _HTTPError(413, "payload_too_large",
+                         f"body of {declared or 'at least ' + str(size)} bytes is over the "
+                         f"limit of {limit} bytes")
     return b"".join(chunks)
 
 
