@@ -38,9 +38,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 import dlinfer
+import numpy as np
 
 CLIENTS = (1, 4, 16, 64)
 FULL_BATCH = 64
@@ -117,6 +116,40 @@ def run_threads(n_clients: int, n_requests: int, seconds: float,
     all_lat = [x for per in lat for x in per]
     return {"n": sum(done), "sent": sum(done) + len(errors), "errors": errors,
             "rps": sum(done) / elapsed, "lat": all_lat}
+
+
+def run_async(n_clients: int, n_requests: int, seconds: float, batcher: dlinfer.Batcher,
+              pool: np.ndarray, checker: Checker) -> dict[str, Any]:
+    """C coroutines on one event loop, each awaiting ``batcher.predict`` in a loop."""
+    counter = itertools.count()
+    lat: list[float] = []
+    errors: list[BaseException] = []
+
+    async def client(stop_at: float) -> int:
+        done = 0
+        while time.perf_counter() < stop_at:
+            i = next(counter)
+            if i >= n_requests:
+                break
+            t0 = time.perf_counter()
+            try:
+                pred = await batcher.predict(pool[i % len(pool)])
+            except Exception as exc:  # counted as lost
+                errors.append(exc)
+                continue
+            lat.append(time.perf_counter() - t0)
+            checker.check(i, pred.label, pred.index, pred.probability)
+            done += 1
+        return done
+
+    async def main() -> tuple[int, float]:
+        stop_at = time.perf_counter() + seconds
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(*(client(stop_at) for _ in range(n_clients)))
+        return sum(counts), time.perf_counter() - t0
+
+    n, elapsed = asyncio.run(main())
+    return {"n": n, "sent": n + len(errors), "errors": errors, "rps": n / elapsed, "lat": lat}
 
 
 async def _http_client(port: int, bodies: list[bytes], name: str, counter: Any, n_requests: int,
@@ -251,9 +284,10 @@ def main() -> int:
         mismatched += checker.bad
         rows.append((label, clients, res | {"bad": checker.bad}))
         p50, p99 = pct(res["lat"])
+        mean = f", mean batch {res['mean_batch']:.1f}" if "mean_batch" in res else ""
         print(f"{label:<28} {clients:>3} clients: {res['rps']:8.0f} req/s  p50 {p50:6.2f} ms  "
-              f"p99 {p99:6.2f} ms  ({res['n']} ok, {len(res['errors'])} lost, {checker.bad} bad)",
-              flush=True)
+              f"p99 {p99:6.2f} ms  ({res['n']} ok, {len(res['errors'])} lost, {checker.bad} bad"
+              f"{mean})", flush=True)
         if res["errors"]:
             print(f"    first error: {res['errors'][0]!r}")
 
@@ -262,12 +296,18 @@ def main() -> int:
         record("direct Classifier.predict", clients,
                run_threads(clients, args.requests, args.seconds,
                            lambda i: clf.predict(pool[i % len(pool)])[0], chk), chk)
-        for label, mb in (("Batcher, batching on", FULL_BATCH), ("Batcher, batching off", 1)):
+        for label, mb, kind in (("Batcher, batching on", FULL_BATCH, "threads"),
+                                ("Batcher, batching off", 1, "threads"),
+                                ("Batcher on, asyncio clients", FULL_BATCH, "asyncio")):
             with dlinfer.Batcher(clf, max_batch_size=mb, max_delay_ms=args.max_delay_ms,
                                  max_queue=4096) as batcher:
                 chk = Checker(expected)
-                res = run_threads(clients, args.requests, args.seconds,
-                                  lambda i, b=batcher: b.submit(pool[i % len(pool)]).result(), chk)
+                if kind == "threads":
+                    res = run_threads(clients, args.requests, args.seconds,
+                                      lambda i, b=batcher: b.submit(pool[i % len(pool)]).result(),
+                                      chk)
+                else:
+                    res = run_async(clients, args.requests, args.seconds, batcher, pool, chk)
                 res["mean_batch"] = batcher.stats().mean_batch_size
             record(label, clients, res, chk)
 
@@ -294,24 +334,31 @@ def main() -> int:
 
     # -- the targets ---------------------------------------------------------------------------
     by = {(label, c): r for label, c, r in rows}
-    print()
-    on64 = by[("Batcher, batching on", 64)]
     ceiling = FULL_BATCH / bare[FULL_BATCH]
-    ratio64 = on64["rps"] / ceiling
-    on16, direct16 = by[("Batcher, batching on", 16)], by[("direct Classifier.predict", 16)]
-    gain16 = on16["rps"] / direct16["rps"]
-    p99_64 = pct(on64["lat"])[1]
     bound = args.max_delay_ms + 2 * bare[FULL_BATCH] * 1000.0
-    print(f"64 clients: Batcher {on64['rps']:.0f} req/s = {ratio64:.0%} of bare onnxruntime at batch "
-          f"{FULL_BATCH} ({ceiling:.0f} images/s); target >= 70%: {'met' if ratio64 >= 0.7 else 'MISSED'}")
-    print(f"16 clients: Batcher {on16['rps']:.0f} req/s = {gain16:.2f}x unbatched Classifier.predict "
-          f"({direct16['rps']:.0f} req/s); target >= 2x: {'met' if gain16 >= 2 else 'MISSED'}")
-    for c in CLIENTS:
-        r = by[("Batcher, batching on", c)]
-        p99 = pct(r["lat"])[1]
-        print(f"{c:>2} clients: p99 {p99:.2f} ms vs max_delay + 2 x batch-{FULL_BATCH} compute = "
-              f"{bound:.2f} ms: {'met' if p99 < bound else 'MISSED'} (mean batch {r['mean_batch']:.1f})")
-    del p99_64
+    direct16 = by[("direct Classifier.predict", 16)]
+    print("\n| contender | clients | req/s | p50 ms | p99 ms | mean batch | lost | mismatched |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, c, r in rows:
+        p50, p99 = pct(r["lat"])
+        mb = f"{r['mean_batch']:.1f}" if "mean_batch" in r else ""
+        print(f"| {label} | {c} | {r['rps']:.0f} | {p50:.2f} | {p99:.2f} | {mb} | "
+              f"{len(r['errors'])} | {r['bad']} |")
+    print()
+    for label in ("Batcher, batching on", "Batcher on, asyncio clients"):
+        on64, on16 = by[(label, 64)], by[(label, 16)]
+        ratio64, gain16 = on64["rps"] / ceiling, on16["rps"] / direct16["rps"]
+        print(f"[{label}] 64 clients: {on64['rps']:.0f} req/s = {ratio64:.0%} of bare onnxruntime "
+              f"at batch {FULL_BATCH} ({ceiling:.0f} images/s); target >= 70%: "
+              f"{'met' if ratio64 >= 0.7 else 'MISSED'}")
+        print(f"[{label}] 16 clients: {on16['rps']:.0f} req/s = {gain16:.2f}x unbatched "
+              f"Classifier.predict ({direct16['rps']:.0f} req/s); target >= 2x: "
+              f"{'met' if gain16 >= 2 else 'MISSED'}")
+        for c in CLIENTS:
+            p99 = pct(by[(label, c)]["lat"])[1]
+            print(f"[{label}] {c:>2} clients: p99 {p99:.2f} ms vs max_delay + "
+                  f"2 x batch-{FULL_BATCH} compute = {bound:.2f} ms: "
+                  f"{'met' if p99 < bound else 'MISSED'}")
     print(f"lost responses: {lost}, mismatched: {mismatched} "
           f"over {sum(r['sent'] for _, _, r in rows)} requests")
     print(f"load average after the run: {os.getloadavg()[0]:.2f}")

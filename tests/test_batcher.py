@@ -12,10 +12,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dlinfer
 import numpy as np
 import pytest
-
-import dlinfer
 
 # Long enough that no scheduler hiccup can fill it, short of a hung test.
 FOREVER_MS = 60_000
@@ -125,7 +124,8 @@ def test_32_threads_x_200_requests_map_exactly(clf, digits):
     assert len(answers) == n_threads * per_thread
     for i, pred in answers:
         want = expected[i]
-        assert pred.label == want.label and [c.index for c in pred.top] == [c.index for c in want.top]
+        assert pred.label == want.label
+        assert [c.index for c in pred.top] == [c.index for c in want.top]
         np.testing.assert_allclose([c.probability for c in pred.top],
                                    [c.probability for c in want.top], rtol=1e-5, atol=1e-6)
     assert stats.completed == n_threads * per_thread and stats.failed == 0
@@ -148,7 +148,7 @@ def test_mixed_request_kinds_and_top_k(clf, digits, digit_pngs):
     items = [paths[0], Image.open(paths[1]), digits[2], digits[3][:, :, None]]
     with dlinfer.Batcher(clf, max_batch_size=8, max_delay_ms=5) as b:
         got = [f.result(10) for f in [b.submit(x, top_k=k + 1) for k, x in enumerate(items)]]
-    for k, (pred, item) in enumerate(zip(got, items)):
+    for k, (pred, item) in enumerate(zip(got, items, strict=True)):
         want = clf.predict(item, top_k=k + 1)[0]
         assert len(pred.top) == k + 1 and pred.label == want.label
 

@@ -19,10 +19,9 @@ import urllib.error
 import urllib.request
 import uuid
 
+import dlinfer
 import numpy as np
 import pytest
-
-import dlinfer
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -76,7 +75,8 @@ class Server:
 
 
 def call(server, method, path, body=None, headers=None):
-    req = urllib.request.Request(server.base + path, data=body, method=method, headers=headers or {})
+    req = urllib.request.Request(server.base + path, data=body, method=method,
+                                 headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             status, ctype, data = resp.status, resp.headers.get("content-type", ""), resp.read()
@@ -117,7 +117,7 @@ def clf(mnist_onnx):
 
 def check_matches(preds, direct):
     assert len(preds) == len(direct)
-    for got, want in zip(preds, direct):
+    for got, want in zip(preds, direct, strict=True):
         assert got["label"] == want.label and got["index"] == want.index
         assert got["probability"] == pytest.approx(want.probability, rel=1e-5, abs=1e-6)
         assert [c["index"] for c in got["top"]] == [c.index for c in want.top]

@@ -111,7 +111,8 @@ class _ClassifierRunner:
         # One request is one image: an array holding several would shift every
         # result after it.  Rank 3 without a channel-like last axis is (N, H, W),
         # the same reading as dlinfer.images.
-        n = arr.shape[0] if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)) else 1
+        batched = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4))
+        n = arr.shape[0] if batched else 1
         if n != 1:
             raise InputShapeError(
                 f"a Batcher request is one image, got an array of {n} images (shape {arr.shape}); "
@@ -158,7 +159,7 @@ class _ClassifierRunner:
             batch = np.concatenate(rows)
         preds = self.clf.postprocess(self.clf.run_batch(batch), [top_ks[i] for i in good])
         results: list[Any] = [None] * len(items)
-        for i, pred in zip(good, preds):
+        for i, pred in zip(good, preds, strict=True):
             results[i] = pred
         return results, errors
 
@@ -178,12 +179,15 @@ class _ModelRunner:
         arr = np.asarray(item)
         info = self.info
         if arr.dtype != info.dtype:
-            raise InputDtypeError(f"input {info.name!r} needs dtype {info.dtype.name}, got {arr.dtype.name}")
+            raise InputDtypeError(
+                f"input {info.name!r} needs dtype {info.dtype.name}, got {arr.dtype.name}")
         want = info.shape[1:]
-        if arr.ndim != len(want) or any(w is not None and w != g for w, g in zip(want, arr.shape)):
+        if arr.ndim != len(want) or any(
+                w is not None and w != g for w, g in zip(want, arr.shape, strict=True)):
             cls = InputRankError if arr.ndim != len(want) else InputShapeError
             dims = ", ".join("N" if d is None else str(d) for d in want)
-            raise cls(f"a request for {info.name!r} is one sample of shape ({dims}), got {arr.shape}")
+            raise cls(
+                f"a request for {info.name!r} is one sample of shape ({dims}), got {arr.shape}")
         return arr
 
     def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
@@ -195,7 +199,8 @@ class _ModelRunner:
         for idx in groups.values():
             out = self.model.run(np.stack([items[i] for i in idx]))
             for row, i in enumerate(idx):
-                results[i] = {k: v[row] for k, v in out.items()} if isinstance(out, dict) else out[row]
+                results[i] = (
+                    {k: v[row] for k, v in out.items()} if isinstance(out, dict) else out[row])
         return results, {}
 
 
@@ -213,7 +218,8 @@ class _CallableRunner:
     def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
         results = list(self.fn(items))
         if len(results) != len(items):
-            raise InferenceError(f"batch function returned {len(results)} results for {len(items)} items")
+            raise InferenceError(
+                f"batch function returned {len(results)} results for {len(items)} items")
         return results, {}
 
 
@@ -292,7 +298,8 @@ class Batcher:
 
     # -- submitting ----------------------------------------------------------------------------
 
-    def submit(self, x: Any, *, top_k: int | None = None, timeout_ms: float | None = None) -> Future:
+    def submit(self, x: Any, *, top_k: int | None = None,
+               timeout_ms: float | None = None) -> Future:
         """Queue one request; its :class:`~concurrent.futures.Future` gets the result.
 
         Raises :class:`~dlinfer.QueueFullError` at once when the queue is full, and
@@ -305,7 +312,8 @@ class Batcher:
         """Queue several requests, all or none: a queue without room for all rejects all."""
         return self._enqueue(list(xs), top_k, timeout_ms, None)
 
-    async def predict(self, x: Any, *, top_k: int | None = None, timeout_ms: float | None = None) -> Any:
+    async def predict(self, x: Any, *, top_k: int | None = None,
+                      timeout_ms: float | None = None) -> Any:
         """Await the result of one request from asyncio (same rules as :meth:`submit`)."""
         (fut,) = self._enqueue([x], top_k, timeout_ms, asyncio.get_running_loop())
         return await fut
@@ -340,7 +348,8 @@ class Batcher:
             now = time.monotonic()
             deadline = None if timeout is None else now + timeout / 1000.0
             reqs = [
-                _Request(item, top_k, loop.create_future() if loop else Future(), loop, now, deadline)
+                _Request(item, top_k, loop.create_future() if loop else Future(), loop, now,
+                         deadline)
                 for item in items
             ]
             self._queue.extend(reqs)

@@ -115,7 +115,7 @@ class Classifier:
             orders = np.argsort(-proba, axis=1, kind="stable")[:, :kmax].tolist()
         rows = proba.tolist()
         results = []
-        for row, order, k in zip(rows, orders, ks):
+        for row, order, k in zip(rows, orders, ks, strict=True):
             top = tuple(Candidate(self.labels[i], i, row[i]) for i in order[:k])
             results.append(Prediction(top[0].label, top[0].index, top[0].probability, top))
         return results

@@ -110,8 +110,10 @@ def _add_serve(sub: Any) -> None:
                    help="queued longer than this: answer 504 (0: no limit)")
     p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024,
                    help="larger request bodies get 413")
-    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own batchers")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes, each with its own batchers")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
     _add_device(p)
     p.set_defaults(func=_serve)
 

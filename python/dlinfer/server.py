@@ -75,7 +75,8 @@ class ServeConfig:
             raise ValueError(f"{len(names)} names for {len(self.models)} models")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"two models would both be served as {dupes[0]!r}; name them NAME=PATH")
+            raise ValueError(
+                f"two models would both be served as {dupes[0]!r}; name them NAME=PATH")
         return names
 
 
@@ -137,7 +138,8 @@ def _json_images(payload: Any) -> list[np.ndarray]:
         try:
             arr = np.asarray(item)
         except ValueError as exc:  # ragged nested lists
-            raise _HTTPError(422, "bad_input", f"image {i}: not a rectangular array ({exc})") from None
+            raise _HTTPError(422, "bad_input",
+                             f"image {i}: not a rectangular array ({exc})") from None
         if arr.dtype.kind in "iu":
             if arr.size and (arr.min() < 0 or arr.max() > 255):
                 raise _HTTPError(422, "bad_input",
@@ -146,7 +148,8 @@ def _json_images(payload: Any) -> list[np.ndarray]:
         elif arr.dtype.kind == "f":
             arr = arr.astype(np.float32)
         else:
-            raise _HTTPError(422, "bad_input", f"image {i}: pixels must be numbers, got {arr.dtype}")
+            raise _HTTPError(422, "bad_input",
+                             f"image {i}: pixels must be numbers, got {arr.dtype}")
         images.append(arr)
     if not images:
         raise _HTTPError(422, "bad_input", "no images in the request")
@@ -247,7 +250,8 @@ def _metrics_text(batchers: Mapping[str, Batcher]) -> str:
     stats = {name: b.stats() for name, b in batchers.items()}
     outcomes = ("completed", "failed", "rejected", "timed_out", "cancelled")
     family("dlinfer_requests_total", "counter", "Requests by outcome.",
-           [(f'model="{n}",outcome="{o}"', getattr(s, o)) for n, s in stats.items() for o in outcomes])
+           [(f'model="{n}",outcome="{o}"', getattr(s, o))
+            for n, s in stats.items() for o in outcomes])
     family("dlinfer_batches_total", "counter", "Batches run.",
            [(f'model="{n}"', s.batches) for n, s in stats.items()])
     family("dlinfer_batch_size_mean", "gauge", "Mean requests per batch since start.",
@@ -265,7 +269,7 @@ def create_app(config: ServeConfig) -> Starlette:
     names = config.resolved_names()
     classifiers = {
         name: Classifier(_model_path(arg), device=config.device, threads=config.threads)
-        for name, arg in zip(names, config.models)
+        for name, arg in zip(names, config.models, strict=True)
     }
     batchers: dict[str, Batcher] = {}
 
@@ -291,7 +295,8 @@ def create_app(config: ServeConfig) -> Starlette:
         return JSONResponse({"status": "ok", "models": sorted(batchers)})
 
     async def list_models(request: Request) -> JSONResponse:
-        return JSONResponse({"models": [_metadata(n, classifiers[n], b) for n, b in batchers.items()]})
+        return JSONResponse(
+            {"models": [_metadata(n, classifiers[n], b) for n, b in batchers.items()]})
 
     async def show_model(request: Request) -> JSONResponse:
         name = request.path_params["name"]
