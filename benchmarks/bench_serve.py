@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dlinfer
+from dlinfer.batcher import batching_session_options
 import numpy as np
 
 CLIENTS = (1, 4, 16, 64)
@@ -248,14 +249,19 @@ def main() -> int:
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--spin", action="store_true",
+                    help="leave onnxruntime's intra-op spinning on (dlinfer serve turns it off)")
     args = ap.parse_args()
 
-    clf = dlinfer.Classifier(args.model, device=args.device)
+    # Every contender shares this session, configured as `dlinfer serve` configures its own.
+    options = None if args.spin else batching_session_options()
+    clf = dlinfer.Classifier(args.model, device=args.device, session_options=options)
     pool = load_pool(1000)
     # Expected answers from direct Classifier.predict calls on each single input.
     expected = [clf.predict(img)[0] for img in pool]
     print(f"model {args.model} on {clf.model.device} ({clf.model.providers[0]}), "
-          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}")
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}, "
+          f"intra-op spinning {'on' if args.spin else 'off'}")
     print(f"cells: at most {args.requests} requests or {args.seconds:g} s each; "
           f"batching on = max batch {FULL_BATCH}, max delay {args.max_delay_ms:g} ms")
 

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from .batcher import Batcher
+from .batcher import Batcher, batching_session_options
 from .classifier import Classifier
 from .errors import (
     BatcherClosedError,
@@ -268,7 +268,8 @@ def create_app(config: ServeConfig) -> Starlette:
     """The Starlette app; models load now, batchers start and drain with the app's lifespan."""
     names = config.resolved_names()
     classifiers = {
-        name: Classifier(_model_path(arg), device=config.device, threads=config.threads)
+        name: Classifier(_model_path(arg), device=config.device, threads=config.threads,
+                         session_options=batching_session_options(config.threads))
         for name, arg in zip(names, config.models, strict=True)
     }
     batchers: dict[str, Batcher] = {}
