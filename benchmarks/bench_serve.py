@@ -39,8 +39,8 @@ from collections.abc import Callable
 from typing import Any
 
 import dlinfer
-from dlinfer.batcher import batching_session_options
 import numpy as np
+from dlinfer.batcher import batching_session_options
 
 CLIENTS = (1, 4, 16, 64)
 FULL_BATCH = 64
@@ -246,6 +246,7 @@ def main() -> int:
     ap.add_argument("model", nargs="?", default="artifacts/mnist_cnn.onnx")
     ap.add_argument("--requests", type=int, default=6000, help="per cell, at most")
     ap.add_argument("--seconds", type=float, default=3.0, help="per cell, at most")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell")
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-http", action="store_true")
@@ -262,61 +263,45 @@ def main() -> int:
     print(f"model {args.model} on {clf.model.device} ({clf.model.providers[0]}), "
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}, "
           f"intra-op spinning {'on' if args.spin else 'off'}")
-    print(f"cells: at most {args.requests} requests or {args.seconds:g} s each; "
+    print(f"cells: {args.rounds} interleaved rounds of at most {args.requests} requests or "
+          f"{args.seconds / args.rounds:g} s each; "
           f"batching on = max batch {FULL_BATCH}, max delay {args.max_delay_ms:g} ms")
 
-    # The ceiling: onnxruntime alone on ready float32 batches.
-    bare: dict[int, float] = {}
     sess, name = clf.model.session, clf.model.inputs[0].name
-    for b in (1, 16, FULL_BATCH):
-        x = clf.preprocess(pool[:b])
-        for _ in range(3):
-            sess.run(None, {name: x})
-        times = []
-        for _ in range(max(5, 2000 // b)):
+
+    def run_bare(batch: int, seconds: float) -> dict[str, Any]:
+        """The ceiling: onnxruntime alone, fed ready float32 batches back to back."""
+        x = clf.preprocess(pool[:batch])
+        sess.run(None, {name: x})
+        lat: list[float] = []
+        stop_at = time.perf_counter() + seconds
+        while time.perf_counter() < stop_at and len(lat) * batch < args.requests:
             t0 = time.perf_counter()
             sess.run(None, {name: x})
-            times.append(time.perf_counter() - t0)
-        bare[b] = float(np.median(times))
-        print(f"bare onnxruntime, batch {b:>3}: {bare[b] / b * 1e6:7.1f} us/image "
-              f"({b / bare[b]:8.0f} images/s)")
+            lat.append(time.perf_counter() - t0)
+        return {"n": len(lat) * batch, "sent": 0, "errors": [], "lat": lat,
+                "rps": batch / float(np.median(lat))}
 
-    rows: list[tuple[str, int, dict[str, Any]]] = []
-    lost = mismatched = 0
+    def run_batcher(clients: int, mb: int, kind: str, chk: Checker) -> dict[str, Any]:
+        with dlinfer.Batcher(clf, max_batch_size=mb, max_delay_ms=args.max_delay_ms,
+                             max_queue=4096) as batcher:
+            if kind == "threads":
+                res = run_threads(clients, args.requests, cell,
+                                  lambda i: batcher.submit(pool[i % len(pool)]).result(), chk)
+            else:
+                res = run_async(clients, args.requests, cell, batcher, pool, chk)
+            res["mean_batch"] = batcher.stats().mean_batch_size
+        return res
 
-    def record(label: str, clients: int, res: dict[str, Any], checker: Checker) -> None:
-        nonlocal lost, mismatched
-        lost += len(res["errors"])
-        mismatched += checker.bad
-        rows.append((label, clients, res | {"bad": checker.bad}))
-        p50, p99 = pct(res["lat"])
-        mean = f", mean batch {res['mean_batch']:.1f}" if "mean_batch" in res else ""
-        print(f"{label:<28} {clients:>3} clients: {res['rps']:8.0f} req/s  p50 {p50:6.2f} ms  "
-              f"p99 {p99:6.2f} ms  ({res['n']} ok, {len(res['errors'])} lost, {checker.bad} bad"
-              f"{mean})", flush=True)
-        if res["errors"]:
-            print(f"    first error: {res['errors'][0]!r}")
-
-    for clients in CLIENTS:
-        chk = Checker(expected)
-        record("direct Classifier.predict", clients,
-               run_threads(clients, args.requests, args.seconds,
-                           lambda i: clf.predict(pool[i % len(pool)])[0], chk), chk)
-        for label, mb, kind in (("Batcher, batching on", FULL_BATCH, "threads"),
-                                ("Batcher, batching off", 1, "threads"),
-                                ("Batcher on, asyncio clients", FULL_BATCH, "asyncio")):
-            with dlinfer.Batcher(clf, max_batch_size=mb, max_delay_ms=args.max_delay_ms,
-                                 max_queue=4096) as batcher:
-                chk = Checker(expected)
-                if kind == "threads":
-                    res = run_threads(clients, args.requests, args.seconds,
-                                      lambda i, b=batcher: b.submit(pool[i % len(pool)]).result(),
-                                      chk)
-                else:
-                    res = run_async(clients, args.requests, args.seconds, batcher, pool, chk)
-                res["mean_batch"] = batcher.stats().mean_batch_size
-            record(label, clients, res, chk)
-
+    cell = args.seconds / args.rounds
+    contenders: list[tuple[str, Callable[[int, Checker], dict[str, Any]]]] = [
+        ("direct Classifier.predict", lambda c, chk: run_threads(
+            c, args.requests, cell, lambda i: clf.predict(pool[i % len(pool)])[0], chk)),
+        ("Batcher, batching on", lambda c, chk: run_batcher(c, FULL_BATCH, "threads", chk)),
+        ("Batcher, batching off", lambda c, chk: run_batcher(c, 1, "threads", chk)),
+        ("Batcher on, asyncio clients", lambda c, chk: run_batcher(c, FULL_BATCH, "asyncio", chk)),
+    ]
+    servers: dict[str, ServerProcess] = {}
     if not args.no_http:
         from PIL import Image
 
@@ -326,29 +311,67 @@ def main() -> int:
             Image.fromarray(img).save(buf, format="PNG")
             bodies.append(buf.getvalue())
         for label, mb in (("HTTP serve, batching on", FULL_BATCH), ("HTTP serve, batching off", 1)):
-            server = ServerProcess(args.model, mb, args.max_delay_ms)
-            try:
-                for clients in CLIENTS:
-                    chk = Checker(expected)
-                    record(label, clients, run_http(server.port, "bench", bodies, clients,
-                                                    args.requests, args.seconds, chk), chk)
-            finally:
-                code = server.stop()
+            servers[label] = ServerProcess(args.model, mb, args.max_delay_ms)
+            contenders.append((label, lambda c, chk, srv=servers[label]: run_http(
+                srv.port, "bench", bodies, c, args.requests, cell, chk)))
+
+    rows: list[tuple[str, int, dict[str, Any]]] = []
+    lost = mismatched = 0
+
+    def record(label: str, clients: int, parts: list[dict[str, Any]], bad: int) -> None:
+        """Rounds merged: median throughput, latencies pooled, every error counted."""
+        nonlocal lost, mismatched
+        res = {"n": sum(p["n"] for p in parts), "sent": sum(p["sent"] for p in parts),
+               "errors": [e for p in parts for e in p["errors"]],
+               "rps": float(np.median([p["rps"] for p in parts])),
+               "lat": [x for p in parts for x in p["lat"]], "bad": bad}
+        if "mean_batch" in parts[0]:
+            res["mean_batch"] = float(np.mean([p["mean_batch"] for p in parts]))
+        lost += len(res["errors"])
+        mismatched += bad
+        rows.append((label, clients, res))
+        p50, p99 = pct(res["lat"])
+        mean = f", mean batch {res['mean_batch']:.1f}" if "mean_batch" in res else ""
+        print(f"{label:<28} {clients:>3} clients: {res['rps']:8.0f} req/s  p50 {p50:6.2f} ms  "
+              f"p99 {p99:6.2f} ms  ({res['n']} ok, {len(res['errors'])} lost, {bad} bad"
+              f"{mean})", flush=True)
+        if res["errors"]:
+            print(f"    first error: {res['errors'][0]!r}")
+
+    try:
+        for clients in CLIENTS:
+            # Rounds interleave the contenders, so a burst of load from elsewhere on
+            # the machine hits all of them rather than one.
+            parts: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in contenders}
+            checkers = {label: Checker(expected) for label, _ in contenders}
+            for _ in range(args.rounds):
+                if clients == FULL_BATCH:
+                    parts.setdefault("bare", []).append(run_bare(FULL_BATCH, cell))
+                for label, fn in contenders:
+                    parts[label].append(fn(clients, checkers[label]))
+            if clients == FULL_BATCH:
+                record(f"bare onnxruntime, batch {FULL_BATCH}", 0, parts.pop("bare"), 0)
+            for label, _ in contenders:
+                record(label, clients, parts[label], checkers[label].bad)
+    finally:
+        for label, server in servers.items():
+            code = server.stop()
             if code != 0:
-                print(f"server exited with {code} after SIGTERM")
+                print(f"{label}: server exited with {code} after SIGTERM")
                 lost += 1
 
     # -- the targets ---------------------------------------------------------------------------
     by = {(label, c): r for label, c, r in rows}
-    ceiling = FULL_BATCH / bare[FULL_BATCH]
-    bound = args.max_delay_ms + 2 * bare[FULL_BATCH] * 1000.0
+    bare64 = by[(f"bare onnxruntime, batch {FULL_BATCH}", 0)]
+    ceiling = bare64["rps"]
+    bound = args.max_delay_ms + 2 * float(np.median(bare64["lat"])) * 1000.0
     direct16 = by[("direct Classifier.predict", 16)]
     print("\n| contender | clients | req/s | p50 ms | p99 ms | mean batch | lost | mismatched |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, c, r in rows:
         p50, p99 = pct(r["lat"])
         mb = f"{r['mean_batch']:.1f}" if "mean_batch" in r else ""
-        print(f"| {label} | {c} | {r['rps']:.0f} | {p50:.2f} | {p99:.2f} | {mb} | "
+        print(f"| {label} | {c or '-'} | {r['rps']:.0f} | {p50:.2f} | {p99:.2f} | {mb} | "
               f"{len(r['errors'])} | {r['bad']} |")
     print()
     for label in ("Batcher, batching on", "Batcher on, asyncio clients"):

@@ -272,8 +272,10 @@ class Batcher:
         max_queue: most requests waiting; more are rejected with
             :class:`~dlinfer.QueueFullError` at once.
         timeout_ms: a request still queued this long after it was submitted fails
-            with :class:`~dlinfer.RequestTimeoutError` and is never computed.  None
-            waits forever.  ``submit(..., timeout_ms=)`` overrides it per request.
+            with :class:`~dlinfer.RequestTimeoutError` and is never computed.  The
+            check runs whenever the worker forms a batch, so the error arrives at most
+            one batch's compute time after the deadline.  None waits forever.
+            ``submit(..., timeout_ms=)`` overrides it per request.
 
     ``submit(x)`` returns a :class:`concurrent.futures.Future`; ``await predict(x)``
     serves asyncio.  ``close()`` (or leaving a ``with`` block) runs every queued
