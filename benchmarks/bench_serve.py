@@ -247,7 +247,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=6000, help="per cell, at most")
     ap.add_argument("--seconds", type=float, default=3.0, help="per cell, at most")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell")
-    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--max-delay-ms", type=float, default=1.0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--spin", action="store_true",

@@ -125,7 +125,7 @@ class _ClassifierRunner:
             isinstance(item, np.ndarray) or np.ndim(item) > 0
         ):
             return item  # paths and PIL images are one image by construction
-        arr = np.asarray(item)
+        arr = item if isinstance(item, np.ndarray) else np.asarray(item)
         # One request is one image: an array holding several would shift every
         # result after it.  Rank 3 without a channel-like last axis is (N, H, W),
         # the same reading as dlinfer.images.
