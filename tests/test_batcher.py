@@ -145,12 +145,26 @@ def test_mixed_request_kinds_and_top_k(clf, digits, digit_pngs):
     paths, _ = digit_pngs
     from PIL import Image
 
-    items = [paths[0], Image.open(paths[1]), digits[2], digits[3][:, :, None]]
+    items = [paths[0], Image.open(paths[1]), digits[2], digits[3][:, :, None], digits[4][None]]
     with dlinfer.Batcher(clf, max_batch_size=8, max_delay_ms=5) as b:
         got = [f.result(10) for f in [b.submit(x, top_k=k + 1) for k, x in enumerate(items)]]
     for k, (pred, item) in enumerate(zip(got, items, strict=True)):
         want = clf.predict(item, top_k=k + 1)[0]
         assert len(pred.top) == k + 1 and pred.label == want.label
+
+
+@pytest.mark.parametrize(
+    "form", [lambda d: d, lambda d: d[:, :, None], lambda d: d[None], lambda d: d[None, :, :, None],
+             lambda d: (d / 255.0).astype(np.float32)],
+    ids=["HW", "HWC", "1HW", "1HWC", "float-HW"])
+def test_same_shape_arrays_in_every_layout(clf, digits, form):
+    with dlinfer.Batcher(clf, max_batch_size=8, max_delay_ms=FOREVER_MS) as b:
+        futs = b.submit_many([form(d) for d in digits[:8]])  # one full batch, same shapes
+        got = [f.result(10) for f in futs]
+    want = clf.predict(digits[:8])
+    assert [p.label for p in got] == [p.label for p in want]
+    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want],
+                               rtol=1e-5, atol=1e-6)
 
 
 # -- failures ----------------------------------------------------------------------------------
