@@ -13,9 +13,11 @@ from __future__ import annotations
 from . import kernels, reference  # issue 5: NumPy + the native module only
 from ._native_loader import native as _native  # fail early, with build instructions
 from .bench import BenchResults, benchmark
+from .batcher import Batcher, BatcherStats
 from .classifier import Candidate, Classifier, Prediction
 from .doctor import diagnose
 from .errors import (
+    BatcherClosedError,
     ChannelError,
     DlinferError,
     EmptyBatchError,
@@ -28,6 +30,8 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     ProviderUnavailableError,
+    QueueFullError,
+    RequestTimeoutError,
     SpecError,
 )
 from .model import Model, TensorInfo
@@ -41,6 +45,9 @@ __all__ = [
     "BenchResults",
     "benchmark",
     "diagnose",
+    "Batcher",
+    "BatcherClosedError",
+    "BatcherStats",
     "Candidate",
     "ChannelError",
     "Classifier",
@@ -60,6 +67,8 @@ __all__ = [
     "OutputSpec",
     "Prediction",
     "ProviderUnavailableError",
+    "QueueFullError",
+    "RequestTimeoutError",
     "SpecError",
     "TensorInfo",
     "__version__",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,11 @@ class Classifier:
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """Class probabilities, shape (N, number of labels)."""
-        out = np.asarray(self.model.run(self.preprocess(images)), dtype=np.float32)
+        return self.run_batch(self.preprocess(images))
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch :meth:`preprocess` already built."""
+        out = np.asarray(self.model.run(batch), dtype=np.float32)
         if self.spec.task == "binary_classification":
             # A single sigmoid unit is P(labels[1]); expand to both classes.
             p = out.reshape(len(out), -1)[:, :1]
@@ -94,17 +99,24 @@ class Classifier:
         """One :class:`Prediction` per image, in input order."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        proba = self.predict_proba(images)
-        k = min(top_k, proba.shape[1])
+        return self.postprocess(self.predict_proba(images), top_k)
+
+    def postprocess(self, proba: np.ndarray, top_k: int | Sequence[int] = 1) -> list[Prediction]:
+        """Predictions from (N, labels) probabilities; ``top_k`` for all rows or one per row."""
+        ks = [int(top_k)] * len(proba) if np.ndim(top_k) == 0 else [int(k) for k in top_k]
+        if len(ks) != len(proba) or any(k < 1 for k in ks):
+            raise ValueError(f"top_k must be >= 1 for each of the {len(proba)} rows, got {top_k}")
+        kmax = min(max(ks, default=1), proba.shape[1])
+        if self.spec.task == "binary_classification":
+            first = (proba[:, 1] >= self.spec.threshold).astype(np.int64)
+            orders = np.stack([first, 1 - first], axis=1)[:, :kmax].tolist()
+        else:
+            # Stable sort: ties resolve to the lower class index, like argmax.
+            orders = np.argsort(-proba, axis=1, kind="stable")[:, :kmax].tolist()
+        rows = proba.tolist()
         results = []
-        for row in proba:
-            if self.spec.task == "binary_classification":
-                first = int(row[1] >= self.spec.threshold)
-                order = [first, 1 - first][:k]
-            else:
-                # Stable sort: ties resolve to the lower class index, like argmax.
-                order = np.argsort(-row, kind="stable")[:k].tolist()
-            top = tuple(Candidate(self.labels[i], int(i), float(row[i])) for i in order)
+        for row, order, k in zip(rows, orders, ks, strict=True):
+            top = tuple(Candidate(self.labels[i], i, row[i]) for i in order[:k])
             results.append(Prediction(top[0].label, top[0].index, top[0].probability, top))
         return results
 

@@ -1,4 +1,5 @@
-"""The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor`` and ``bench``."""
+"""The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor``, ``bench``
+and ``serve``."""
 
 from __future__ import annotations
 
@@ -126,6 +127,47 @@ def _bench(args: argparse.Namespace) -> int:
         ran = ", ".join(results.providers_ran)
         print(f"providers that actually ran: {ran}")
     return 0
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import ServeConfig, serve
+    except ImportError as exc:
+        print(f"dlinfer: error: `dlinfer serve` needs the serve extra ({exc}); "
+              "install it with: pip install 'dlinfer[serve]'", file=sys.stderr)
+        return 2
+    config = ServeConfig(
+        models=args.models, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
+        max_queue=args.max_queue, timeout_ms=args.timeout_ms or None,
+        max_body_bytes=args.max_body_bytes, device=args.device, threads=args.threads,
+    )
+    try:
+        config.resolved_names()
+    except ValueError as exc:
+        print(f"dlinfer: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(config, host=args.host, port=args.port, workers=args.workers,
+                 log_level=args.log_level)
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve classifiers over HTTP with dynamic batching")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="an .onnx file, or NAME=PATH (default name: the file stem)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-delay-ms", type=float, default=2.0,
+                   help="longest a request waits for its batch to fill")
+    p.add_argument("--max-queue", type=int, default=1024, help="beyond this, answer 429")
+    p.add_argument("--timeout-ms", type=float, default=10_000.0,
+                   help="queued longer than this: answer 504 (0: no limit)")
+    p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024,
+                   help="larger request bodies get 413")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes, each with its own batchers")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    _add_device(p)
+    p.set_defaults(func=_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=_verify)
+
     p = sub.add_parser("doctor", help="what this machine can really run: providers, CUDA, GPU, CPU")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_doctor)
@@ -199,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write CSV (- or no PATH: stdout)")
     p.add_argument("--plot", metavar="PNG", help="write latency/throughput plot (needs matplotlib)")
     p.set_defaults(func=_bench)
+
+    _add_serve(sub)
     return parser
 
 

@@ -12,6 +12,9 @@ NumPy conventions keeps working::
     ├── ProviderUnavailableError    requested device cannot actually run
     ├── InferenceError              onnxruntime failed while running
     ├── ImageDecodeError            image file corrupt, truncated or not an image
+    ├── QueueFullError              Batcher queue full: request rejected at once
+    ├── RequestTimeoutError         (also TimeoutError) waited past timeout_ms; never computed
+    ├── BatcherClosedError          (also RuntimeError) submitted to a closed Batcher
     └── InputError                  (also ValueError) bad input array
         ├── InputDtypeError         (also TypeError) wrong dtype or value range
         ├── InputRankError          wrong number of dimensions
@@ -23,6 +26,7 @@ NumPy conventions keeps working::
 from __future__ import annotations
 
 __all__ = [
+    "BatcherClosedError",
     "ChannelError",
     "DlinferError",
     "EmptyBatchError",
@@ -35,6 +39,8 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "ProviderUnavailableError",
+    "QueueFullError",
+    "RequestTimeoutError",
     "SpecError",
 ]
 
@@ -98,3 +104,18 @@ class ChannelError(InputShapeError):
 
 class EmptyBatchError(InputError):
     """A batch holds no items."""
+
+
+class QueueFullError(DlinferError):
+    """A :class:`~dlinfer.Batcher` queue is full; the request was rejected without waiting."""
+
+
+class RequestTimeoutError(DlinferError, TimeoutError):
+    """A request waited in a :class:`~dlinfer.Batcher` queue past its timeout.
+
+    It was dropped from the queue and never computed.
+    """
+
+
+class BatcherClosedError(DlinferError, RuntimeError):
+    """A request was submitted to a :class:`~dlinfer.Batcher` after ``close()``."""

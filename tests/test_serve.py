@@ -1,0 +1,275 @@
+"""`dlinfer serve` over real HTTP: a subprocess on a free loopback port, stopped by its pid.
+
+Every route, every error code, and a graceful SIGTERM shutdown that finishes the
+request it holds.  Nothing here asserts on wall time: readiness and shutdown are
+polled for, with generous limits that only a hung server reaches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import dlinfer
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+MAX_QUEUE = 4
+MAX_BODY = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, tmp_path, *args: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp_path / f"serve-{self.port}.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dlinfer", "serve", *args, "--port", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if call(self, "GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"server never became ready:\n{self.output()}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def call(server, method, path, body=None, headers=None):
+    req = urllib.request.Request(server.base + path, data=body, method=method,
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            status, ctype, data = resp.status, resp.headers.get("content-type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        status, ctype, data = err.code, err.headers.get("content-type", ""), err.read()
+    return status, json.loads(data) if "json" in ctype else data.decode()
+
+
+def post_json(server, path, payload):
+    return call(server, "POST", path, json.dumps(payload).encode(),
+                {"content-type": "application/json"})
+
+
+def multipart(files: dict[str, bytes]) -> tuple[bytes, dict[str, str]]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
+        for name, data in files.items()
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {
+        "content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def server(mnist_onnx, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("serve"), f"mnist={mnist_onnx}", f"again={mnist_onnx}",
+                 "--max-batch-size", "8", "--max-delay-ms", "2", "--max-queue", str(MAX_QUEUE),
+                 "--max-body-bytes", str(MAX_BODY), "--threads", "1", "--log-level", "warning")
+    yield srv
+    assert srv.stop() == 0, srv.output()
+
+
+@pytest.fixture(scope="module")
+def clf(mnist_onnx):
+    return dlinfer.Classifier(mnist_onnx, threads=1)
+
+
+def check_matches(preds, direct):
+    assert len(preds) == len(direct)
+    for got, want in zip(preds, direct, strict=True):
+        assert got["label"] == want.label and got["index"] == want.index
+        assert got["probability"] == pytest.approx(want.probability, rel=1e-5, abs=1e-6)
+        assert [c["index"] for c in got["top"]] == [c.index for c in want.top]
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+def test_healthz_and_models(server):
+    assert call(server, "GET", "/healthz") == (200, {"status": "ok", "models": ["again", "mnist"]})
+    status, body = call(server, "GET", "/v1/models")
+    assert status == 200 and [m["name"] for m in body["models"]] == ["mnist", "again"]
+    meta = body["models"][0]
+    assert meta["labels"] == [str(i) for i in range(10)] and meta["task"] == "classification"
+    assert meta["input"]["shape"] == [None, 28, 28, 1] and meta["max_queue"] == MAX_QUEUE
+    assert call(server, "GET", "/v1/models/again")[1]["name"] == "again"
+
+
+def test_predict_raw_body_matches_direct_prediction(server, clf, digit_pngs):
+    paths, _ = digit_pngs
+    for path in paths[:4]:
+        with open(path, "rb") as f:
+            status, body = call(server, "POST", "/v1/models/mnist/predict?top_k=3", f.read())
+        assert status == 200 and body["model"] == "mnist"
+        check_matches(body["predictions"], clf.predict(path, top_k=3))
+        assert len(body["predictions"][0]["top"]) == 3
+
+
+def test_predict_multipart_and_json(server, clf, digit_pngs, mnist_trained):
+    paths, _ = digit_pngs
+    data, headers = multipart({f"f{i}": open(p, "rb").read() for i, p in enumerate(paths[:3])})
+    status, body = call(server, "POST", "/v1/models/again/predict", data, headers)
+    assert status == 200
+    check_matches(body["predictions"], clf.predict(paths[:3]))
+
+    pixels = mnist_trained.split.x_test[20:23]
+    status, body = post_json(server, "/v1/models/mnist/predict?top_k=2",
+                             {"images": pixels.tolist()})
+    assert status == 200
+    check_matches(body["predictions"], clf.predict(pixels, top_k=2))
+    scaled = (pixels[0] / 255.0).astype(np.float32)
+    status, body = post_json(server, "/v1/models/mnist/predict", {"image": scaled.tolist()})
+    assert status == 200
+    check_matches(body["predictions"], clf.predict(scaled))
+
+
+def test_metrics(server):
+    call(server, "POST", "/v1/models/mnist/predict", b"not an image")
+    status, text = call(server, "GET", "/metrics")
+    assert status == 200
+    assert 'dlinfer_requests_total{model="mnist",outcome="completed"}' in text
+    assert 'dlinfer_queue_wait_seconds{model="mnist",quantile="0.99"}' in text
+    assert "# TYPE dlinfer_batches_total counter" in text
+
+
+# -- errors: JSON, 4xx, and the server stays up ------------------------------------------------
+
+@pytest.mark.parametrize(
+    "path, body, headers, status, code, detail",
+    [
+        ("/v1/models/mnist/predict", b"GIF89a nonsense", {}, 400, "not_an_image", "not an image"),
+        ("/v1/models/mnist/predict", b"", {}, 400, "not_an_image", "empty body"),
+        ("/v1/models/mnist/predict", json.dumps({"image": np.zeros((5, 7), int).tolist()}).encode(),
+         {"content-type": "application/json"}, 422, "bad_input", "28x28"),
+        ("/v1/models/mnist/predict", json.dumps({"image": [[0, 1], [2]]}).encode(),
+         {"content-type": "application/json"}, 422, "bad_input", "rectangular"),
+        ("/v1/models/mnist/predict", b"{oops", {"content-type": "application/json"}, 400,
+         "bad_json", "not valid JSON"),
+        ("/v1/models/mnist/predict", json.dumps({"pixels": []}).encode(),
+         {"content-type": "application/json"}, 400, "bad_json", '"images"'),
+        ("/v1/models/nope/predict", b"x", {}, 404, "unknown_model", "no model named 'nope'"),
+        ("/v1/models/mnist/predict", b"x" * (MAX_BODY + 1), {}, 413, "payload_too_large",
+         f"limit of {MAX_BODY} bytes"),
+        ("/v1/models/mnist/predict", json.dumps({"images": [[[0] * 28] * 28] * (MAX_QUEUE + 1)}
+                                                ).encode(),
+         {"content-type": "application/json"}, 429, "queue_full", "queue is full"),
+        ("/v1/models/mnist/predict?timeout_ms=0", json.dumps({"image": [[0] * 28] * 28}).encode(),
+         {"content-type": "application/json"}, 504, "timeout", "not computed"),
+        ("/v1/models/mnist/predict?top_k=0", b"x", {}, 400, "bad_parameter", "top_k must be >= 1"),
+        ("/v1/nowhere", None, {}, 404, "not_found", ""),
+    ],
+    ids=["not-image", "empty", "wrong-shape", "ragged", "bad-json", "json-keys", "unknown-model",
+         "too-large", "queue-full", "timeout", "bad-top-k", "no-route"],
+)
+def test_errors(server, path, body, headers, status, code, detail):
+    got_status, got = call(server, "POST" if body is not None else "GET", path, body, headers)
+    assert (got_status, got["error"]) == (status, code), got
+    assert detail in got["detail"]
+    assert call(server, "GET", "/healthz")[0] == 200
+
+
+def test_chunked_body_over_the_limit_gets_413(server):
+    def chunks():
+        for _ in range(MAX_BODY // 1024 + 2):
+            yield b"x" * 1024
+
+    req = urllib.request.Request(server.base + "/v1/models/mnist/predict", data=chunks(),
+                                 method="POST", headers={"transfer-encoding": "chunked"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=60)
+    assert info.value.code == 413
+    assert call(server, "GET", "/healthz")[0] == 200
+
+
+# -- graceful shutdown -------------------------------------------------------------------------
+
+def test_sigterm_finishes_queued_requests_and_exits_0(mnist_onnx, clf, digit_pngs, tmp_path):
+    paths, _ = digit_pngs
+    # A long batching delay keeps the request queued while the server is told to stop.
+    srv = Server(tmp_path, mnist_onnx, "--max-batch-size", "8", "--max-delay-ms", "3000",
+                 "--threads", "1")
+    name = os.path.splitext(os.path.basename(mnist_onnx))[0]
+    result = {}
+
+    def client():
+        with open(paths[5], "rb") as f:
+            result["answer"] = call(srv, "POST", f"/v1/models/{name}/predict", f.read())
+
+    try:
+        thread = threading.Thread(target=client)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while f'dlinfer_queue_depth{{model="{name}"}} 1' not in call(srv, "GET", "/metrics")[1]:
+            assert time.monotonic() < deadline and thread.is_alive(), "request never queued"
+            time.sleep(0.02)
+        srv.proc.send_signal(signal.SIGTERM)
+        # New connections are refused while the queued request is still being finished.
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", srv.port), timeout=5).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "server kept accepting after SIGTERM"
+            time.sleep(0.02)
+        thread.join(60)
+        assert srv.proc.wait(60) == 0, srv.output()
+    finally:
+        srv.stop()
+    status, body = result["answer"]
+    assert status == 200
+    check_matches(body["predictions"], clf.predict(paths[5]))
+    assert "Application shutdown complete" in srv.output()
+
+
+@pytest.mark.slow
+def test_two_worker_processes_serve_and_stop_cleanly(mnist_onnx, clf, digit_pngs, tmp_path):
+    paths, _ = digit_pngs
+    srv = Server(tmp_path, f"mnist={mnist_onnx}", "--workers", "2", "--threads", "1")
+    try:
+        for path in paths[:6]:
+            with open(path, "rb") as f:
+                status, body = call(srv, "POST", "/v1/models/mnist/predict", f.read())
+            assert status == 200
+            check_matches(body["predictions"], clf.predict(path))
+    finally:
+        assert srv.stop() == 0, srv.output()
