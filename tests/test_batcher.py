@@ -241,6 +241,9 @@ def test_onnxruntime_failure_keeps_the_batcher_serving(clf, digits, monkeypatch)
             return real_run(*args)
 
     monkeypatch.setattr(clf.model, "_session", FlakySession())
+    # Model.run calls onnxruntime's C-level run directly when it can; route it
+    # through the flaky session instead.
+    monkeypatch.setattr(clf.model, "_c_run", None)
     with dlinfer.Batcher(clf, max_batch_size=4, max_delay_ms=0) as b:
         with pytest.raises(dlinfer.InferenceError) as info:
             b.submit(digits[0]).result(10)
