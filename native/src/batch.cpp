@@ -276,6 +276,7 @@ struct Scratch {
   std::vector<float> hrow[4];            // horizontally resampled, one per source channel
   std::vector<float> mixed;              // gray mixed from colour
   std::vector<const std::uint8_t*> rowptr;
+  std::vector<std::uint8_t> packed;      // strided source rows, packed
 };
 
 // Hot loops get an AVX2+FMA clone next to the portable one, picked once at
@@ -363,23 +364,27 @@ void vertical(const ImageU8& im, const Plan& pl, std::int64_t y, Scratch& s) {
   const std::int64_t* idx = &pl.ytaps.index[(y - pl.y0) * K];
   const float* w = &pl.ytaps.weight[(y - pl.y0) * K];
   float* v = s.vrow.data();
+  const std::int64_t len = (pl.c1 - pl.c0) * cs;
+  s.rowptr.resize(K);
   if (pl.contiguous_rows) {
-    s.rowptr.resize(K);
     for (int t = 0; t < K; ++t) s.rowptr[t] = im.data + idx[t] * im.row_stride + pl.c0 * cs;
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (kHaveAvx2) return blend_rows_avx2(s.rowptr.data(), w, K, (pl.c1 - pl.c0) * cs, v);
-#endif
-    blend_rows_any(s.rowptr.data(), w, K, (pl.c1 - pl.c0) * cs, v);
-    return;
-  }
-  // Any strides: the same sums, addressing each element.
-  for (std::int64_t u = pl.c0; u < pl.c1; ++u)
-    for (int c = 0; c < cs; ++c) {
-      const std::uint8_t* base = im.data + u * im.col_stride + c * im.channel_stride;
-      float acc = w[0] * base[idx[0] * im.row_stride];
-      for (int t = 1; t < K; ++t) acc += w[t] * base[idx[t] * im.row_stride];
-      v[(u - pl.c0) * cs + c] = acc;
+  } else {
+    // Any strides: copy each tap's row segment into a packed buffer first, so
+    // the arithmetic below (and so the result) does not depend on the layout.
+    s.packed.resize(static_cast<std::size_t>(K * len));
+    for (int t = 0; t < K; ++t) {
+      std::uint8_t* dst = s.packed.data() + t * len;
+      const std::uint8_t* row = im.data + idx[t] * im.row_stride;
+      for (std::int64_t u = pl.c0; u < pl.c1; ++u)
+        for (int c = 0; c < cs; ++c)
+          *dst++ = row[u * im.col_stride + c * im.channel_stride];
+      s.rowptr[t] = s.packed.data() + t * len;
     }
+  }
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (kHaveAvx2) return blend_rows_avx2(s.rowptr.data(), w, K, len, v);
+#endif
+  blend_rows_any(s.rowptr.data(), w, K, len, v);
 }
 
 // Horizontal pass for every source channel at once, so each tap's offset and

@@ -14,6 +14,7 @@ from ._native_loader import native as _native  # fail early, with build instruct
 from .classifier import Candidate, Classifier, Prediction
 from .errors import (
     ChannelError,
+    DecompressionBombError,
     DlinferError,
     EmptyBatchError,
     ImageDecodeError,
@@ -28,6 +29,7 @@ from .errors import (
     SpecError,
 )
 from .model import Model, TensorInfo
+from .preprocess import Geometry, PreprocessSpec, preprocess
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 
 __version__ = "0.1.0"
@@ -37,8 +39,10 @@ __all__ = [
     "Candidate",
     "ChannelError",
     "Classifier",
+    "DecompressionBombError",
     "DlinferError",
     "EmptyBatchError",
+    "Geometry",
     "ImageDecodeError",
     "InferenceError",
     "InputDtypeError",
@@ -52,8 +56,10 @@ __all__ = [
     "ModelSpec",
     "OutputSpec",
     "Prediction",
+    "PreprocessSpec",
     "ProviderUnavailableError",
     "SpecError",
     "TensorInfo",
     "__version__",
+    "preprocess",
 ]

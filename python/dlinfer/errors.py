@@ -12,6 +12,7 @@ NumPy conventions keeps working::
     ├── ProviderUnavailableError    requested device cannot actually run
     ├── InferenceError              onnxruntime failed while running
     ├── ImageDecodeError            image file corrupt, truncated or not an image
+    │   └── DecompressionBombError  decoding would exceed the memory budget
     └── InputError                  (also ValueError) bad input array
         ├── InputDtypeError         (also TypeError) wrong dtype or value range
         ├── InputRankError          wrong number of dimensions
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChannelError",
+    "DecompressionBombError",
     "DlinferError",
     "EmptyBatchError",
     "ImageDecodeError",
@@ -74,6 +76,10 @@ class InferenceError(DlinferError, RuntimeError):
 
 class ImageDecodeError(DlinferError, ValueError):
     """An image file is corrupt, truncated or not an image at all."""
+
+
+class DecompressionBombError(ImageDecodeError):
+    """Decoding an image would need more memory than the configured budget."""
 
 
 class InputError(DlinferError, ValueError):
