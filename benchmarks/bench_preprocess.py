@@ -39,10 +39,9 @@ from collections.abc import Callable  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import cv2  # noqa: E402
+import dlinfer  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-
-import dlinfer  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -112,7 +111,8 @@ def bench_case(title, images, size, mean, std, gray, threads_list, repeat):
     for threads in threads_list:
         cv2.setNumThreads(threads)
         results = {
-            f"dlinfer (threads={threads})": timeit(lambda: spec.fill(pixels, out, threads), repeat),
+            f"dlinfer (threads={threads})": timeit(
+                lambda t=threads: spec.fill(pixels, out, t), repeat),
             "naive OpenCV per image": timeit(
                 lambda: naive_opencv(cv_images, size, mean, std, gray), repeat),
             "cv2.dnn.blobFromImagesWithParams": timeit(
@@ -160,9 +160,8 @@ def bandwidth_floor(nbytes_read: int, nbytes_written: int, threads: int, repeat:
 def build_classifier(path: str) -> None:
     """A small RGB ImageNet-normalized NCHW classifier with a dlinfer spec."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     from dlinfer.spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.1, (16, 3, 8, 8)).astype(np.float32), "w")
@@ -258,9 +257,10 @@ def bench_e2e(threads: int, count: int, batch: int) -> None:
                 t0 = time.perf_counter()
                 top1 = fn()
                 times.append(time.perf_counter() - t0)
+            assert len(top1) == count
             results[name] = (min(times), top1)
         base = results["Pillow + NumPy + onnxruntime"][0]
-        for name, (sec, top1) in results.items():
+        for name, (sec, _) in results.items():
             print(f"  {name:<40} {count / sec:8.1f} images/s  ({sec:.2f} s, best of 2)  "
                   f"{base / sec:5.2f}x baseline")
         a = np.array(results["dlinfer, JPEG draft mode off"][1])

@@ -10,13 +10,12 @@ from __future__ import annotations
 import io
 import os
 
+import dlinfer
 import numpy as np
 import pytest
-from PIL import Image
-
-import dlinfer
 import reference as ref
 from dlinfer import _native
+from PIL import Image
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 ATOL = 1e-4
@@ -30,7 +29,8 @@ def _image(shape, seed):
 
 def _expected(images, size, *, in_colors, **kw):
     """The reference batch: each image through reference.preprocess, stacked."""
-    return np.stack([ref.preprocess(im, size, in_color=c, **kw) for im, c in zip(images, in_colors)])
+    return np.stack([ref.preprocess(im, size, in_color=c, **kw)
+                     for im, c in zip(images, in_colors)])
 
 
 def _call(images, size, *, in_colors, threads=1, dtype="float32", fit="stretch", crop_ratio=1.0,

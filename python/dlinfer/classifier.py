@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from .errors import (
     InputDtypeError,
     InputRankError,
     InputShapeError,
+    SpecError,
 )
 from .images import split_items
 from .model import Model
@@ -91,7 +92,9 @@ class Classifier:
         if spec.task not in ("classification", "binary_classification"):
             raise SpecError(f"{self.model.path} is a {spec.task} model, not a classifier")
         if spec.input.kind != "image":
-            raise SpecError(f"{self.model.path} does not take images (input kind {spec.input.kind})")
+            raise SpecError(
+                f"{self.model.path} does not take images (input kind {spec.input.kind})"
+            )
         self.spec = spec
         self.labels = list(spec.labels)
         self.threads = threads

@@ -128,7 +128,9 @@ class PreprocessSpec:
                 f"input_color must be None, GRAY, RGB, BGR, RGBA or BGRA, got {self.input_color!r}"
             )
         if not isinstance(self.max_image_bytes, (int, np.integer)) or self.max_image_bytes < 1:
-            raise InputError(f"max_image_bytes must be a positive int, got {self.max_image_bytes!r}")
+            raise InputError(
+                f"max_image_bytes must be a positive int, got {self.max_image_bytes!r}"
+            )
         channels = self.channels
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, channels) or not np.all(np.isfinite(values)):
