@@ -166,7 +166,7 @@ def build_classifier(path: str) -> None:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.1, (16, 3, 8, 8)).astype(np.float32), "w")
     b = numpy_helper.from_array(np.zeros(16, np.float32), "b")
-    fc = numpy_helper.from_array(rng.normal(0, 0.3, (16, 10)).astype(np.float32), "fc")
+    fc = numpy_helper.from_array(rng.normal(0, 3.0, (16, 10)).astype(np.float32), "fc")
     fcb = numpy_helper.from_array(np.zeros(10, np.float32), "fcb")
     nodes = [
         helper.make_node("Conv", ["images", "w", "b"], ["c"], strides=[4, 4]),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -255,6 +256,8 @@ Plan make_plan(const ImageU8& im, const PreprocessParams& p) {
   const auto& xi = pl.xtaps.index;
   pl.c0 = xi.empty() ? 0 : *std::min_element(xi.begin(), xi.end());
   pl.c1 = xi.empty() ? 0 : *std::max_element(xi.begin(), xi.end()) + 1;
+  if ((pl.c1 - pl.c0) * pl.cm.src_channels > INT32_MAX)
+    throw std::invalid_argument("image is too wide (" + std::to_string(im.width) + " pixels)");
   pl.xoff.resize(xi.size());
   for (std::size_t i = 0; i < xi.size(); ++i)
     pl.xoff[i] = static_cast<std::int32_t>((xi[i] - pl.c0) * pl.cm.src_channels);
@@ -473,8 +476,28 @@ DLINFER_INLINE void affine_store(OutT* d, std::ptrdiff_t step, const float* __re
   else
     for (std::int64_t x = 0; x < n; ++x) store(d + x * step, h[x] * a + b);
 }
+#if defined(__GNUC__) && defined(__x86_64__)
+// Contiguous float32 rows go out with non-temporal stores: the batch is far
+// larger than the caches, and streaming skips reading every output line
+// before overwriting it (a third of the memory traffic).  Multiply then add,
+// never fused, so the values equal the portable loop's.
+__attribute__((target("avx2"))) void affine_stream_avx2(float* d, const float* h,
+                                                        std::int64_t n, float a, float b) {
+  std::int64_t x = 0;
+  for (; x < n && (reinterpret_cast<std::uintptr_t>(d + x) & 31) != 0; ++x) d[x] = h[x] * a + b;
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+  for (; x + 8 <= n; x += 8)
+    _mm256_stream_ps(d + x, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(h + x), va), vb));
+  for (; x < n; ++x) d[x] = h[x] * a + b;
+}
+#endif
+
 DLINFER_CLONES void affine_store_any(float* d, std::ptrdiff_t step, const float* h,
                                      std::int64_t n, float a, float b) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (kHaveAvx2 && step == 1 && (reinterpret_cast<std::uintptr_t>(d) & 3) == 0)
+    return affine_stream_avx2(d, h, n, a, b);
+#endif
   affine_store(d, step, h, n, a, b);
 }
 DLINFER_CLONES void affine_store_any(std::uint16_t* d, std::ptrdiff_t step, const float* h,
@@ -562,6 +585,9 @@ void batch(const ImageU8* images, std::size_t n, const PreprocessParams& p, OutT
                    const std::int64_t yb = std::min(p.out_height, ya + kRowBlock);
                    rows(images[i], plans[i], p, af, out + i * per_image, ya, yb, s);
                  }
+#if defined(__GNUC__) && defined(__x86_64__)
+                 _mm_sfence();  // make the streamed stores visible before the join
+#endif
                });
 }
 

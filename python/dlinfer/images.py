@@ -105,7 +105,8 @@ def decode_file(
     try:
         with Image.open(path) as img:
             orientation = img.getexif().get(0x0112, 1)
-            if target is not None and img.format == "JPEG":
+            # Draft only plain L/RGB JPEGs: CMYK and YCCK keep their own conversion.
+            if target is not None and img.format == "JPEG" and img.mode in ("L", "RGB"):
                 w, h = img.size
                 if orientation in _TRANSPOSED:
                     w, h = h, w
@@ -114,7 +115,7 @@ def decode_file(
                     request = (2 * tw, 2 * th)
                     if orientation in _TRANSPOSED:
                         request = request[::-1]
-                    img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", request)
+                    img.draft(img.mode, request)
             w, h = img.size
             bands = len(img.getbands()) + (1 if "transparency" in img.info else 0)
             needed = w * h * max(bands, 3) * (2 if img.mode in _SIXTEEN_BIT else 1)
