@@ -47,24 +47,32 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def timeit(fn: Callable[[], object], repeat: int) -> tuple[float, float, float]:
+def timeit(fn: Callable[[], object], repeat: int) -> tuple[float, float, float, float]:
+    """(median, p10, p90 of wall seconds, median CPU seconds of the whole process).
+
+    CPU time counts every thread the call runs (OpenCV may start its own even
+    after setNumThreads) and is less swayed than wall time by other processes on
+    a shared machine.
+    """
     fn()  # warm up: first-touch page faults, lazy initialisation
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     q = statistics.quantiles(times, n=10)
-    return statistics.median(times), q[0], q[-1]
+    return statistics.median(times), q[0], q[-1], statistics.median(cpu)
 
 
-def report(title: str, results: dict[str, tuple[float, float, float]], base: str) -> None:
+def report(title: str, results: dict[str, tuple[float, ...]], base: str) -> None:
     print(f"\n{title}")
-    ref = results[base][0]
-    for name, (med, p10, p90) in results.items():
-        ratio = f"{med / ref:6.1f}x dlinfer" if name != base else "      baseline"
-        print(f"  {name:<44} {med * 1e3:8.2f} ms  (p10 {p10 * 1e3:7.2f}, p90 {p90 * 1e3:7.2f})"
-              f"  {ratio}")
+    ref, ref_cpu = results[base][0], results[base][3]
+    for name, (med, p10, p90, cpu) in results.items():
+        ratio = (f"{med / ref:5.1f}x wall, {cpu / ref_cpu:5.1f}x cpu" if name != base
+                 else "         baseline")
+        print(f"  {name:<34} {med * 1e3:8.2f} ms (p10 {p10 * 1e3:7.2f}, p90 {p90 * 1e3:7.2f})"
+              f"  cpu {cpu * 1e3:8.2f} ms  {ratio}")
 
 
 # -- contenders ----------------------------------------------------------------------------
@@ -149,7 +157,7 @@ def bandwidth_floor(nbytes_read: int, nbytes_written: int, threads: int, repeat:
         with ThreadPoolExecutor(threads) as pool:  # np.copyto releases the GIL
             list(pool.map(lambda b: np.copyto(dst[b[0]:b[1]], src[b[0]:b[1]]), bounds))
 
-    med, _, _ = timeit(copy, repeat)
+    med = timeit(copy, repeat)[0]
     bandwidth = 2 * n / med  # bytes read + written per second
     print(f"  copy bandwidth, {threads} thread(s): {bandwidth / 1e9:.1f} GB/s (read + write)")
     return (nbytes_read + nbytes_written) / bandwidth
@@ -196,11 +204,15 @@ def build_classifier(path: str) -> None:
 def make_jpegs(folder: str, count: int, size=(1600, 1200)) -> None:
     from sklearn.datasets import load_sample_images
 
-    bases = [Image.fromarray(p).resize(size) for p in load_sample_images().images]
+    # 512 different pictures: random windows of the two sample photos, enlarged.
+    rng = np.random.default_rng(1)
+    bases = [Image.fromarray(p) for p in load_sample_images().images]
     for i in range(count):
-        img = bases[i % len(bases)]
-        if i % 3 == 1:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        base = bases[i % len(bases)]
+        w, h = base.size
+        cw, ch = int(w * rng.uniform(0.4, 1.0)), int(h * rng.uniform(0.4, 1.0))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        img = base.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.Resampling.BICUBIC)
         img.save(os.path.join(folder, f"photo_{i:04d}.jpg"), quality=90)
 
 
