@@ -256,7 +256,7 @@ def test_bad_input_fails_alone(clf, digits, tmp_path):
     bad_file.write_text("not an image")
     with dlinfer.Batcher(clf, max_batch_size=8, max_delay_ms=FOREVER_MS) as b:
         good = b.submit(digits[0])
-        bad_shape = b.submit(np.zeros((30, 30), np.uint8))
+        bad_shape = b.submit(np.zeros((30, 30), np.float32))  # uint8 would be resized
         bad_dtype = b.submit(digits[1].astype(np.int64))
         not_image = b.submit(str(bad_file))
         good2 = b.submit(digits[2])

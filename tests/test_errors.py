@@ -68,11 +68,21 @@ def test_missing_image_file(clf, tmp_path):
 
 # -- arrays --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(28, 28, 3), (2, 28, 28, 3), (2, 28, 28, 4)],
-                         ids=["rgb-image", "rgb-batch", "rgba-batch"])
-def test_wrong_channel_count(clf, shape):
-    with pytest.raises(dlinfer.ChannelError, match="1-channel"):
-        clf.predict(np.zeros(shape, np.uint8))
+# Issue 4: uint8 RGB and RGBA arrays are now converted to the model's gray by the
+# native pass; only channel counts no colour order has are refused (and floats,
+# which are not converted).
+@pytest.mark.parametrize(
+    ("shape", "dtype", "message"),
+    # (a bare (28, 28, 2) array would be 28 gray images of 28x2, so it goes in a list)
+    [([28, 28, 2], np.uint8, "1, 3 or 4 channels, got 2"),
+     ((2, 28, 28, 5), np.uint8, "1, 3 or 4 channels, got 5"),
+     ((28, 28, 3), np.float32, "1-channel")],
+    ids=["2-channels", "5-channel-batch", "float-rgb"],
+)
+def test_wrong_channel_count(clf, shape, dtype, message):
+    images = [np.zeros(shape, dtype)] if isinstance(shape, list) else np.zeros(shape, dtype)
+    with pytest.raises(dlinfer.ChannelError, match=message):
+        clf.predict(images)
 
 
 @pytest.mark.parametrize("shape", [(28,), (1, 1, 28, 28, 1)], ids=["rank1", "rank5"])
@@ -86,9 +96,10 @@ def test_wrong_rank_in_model_run(mnist_onnx):
         dlinfer.Model(mnist_onnx).run(np.zeros((28, 28, 1), np.float32))
 
 
-def test_wrong_size_array(clf):
+def test_wrong_size_float_array(clf):
+    # uint8 arrays of any size are resized (issue 4); scaled floats are not.
     with pytest.raises(dlinfer.InputShapeError, match="28x28"):
-        clf.predict(np.zeros((32, 32), np.uint8))
+        clf.predict(np.zeros((32, 32), np.float32))
 
 
 def test_float_pixels_in_0_255_are_refused(clf):

@@ -179,7 +179,7 @@ def test_metrics(server):
     [
         ("/v1/models/mnist/predict", b"GIF89a nonsense", {}, 400, "not_an_image", "not an image"),
         ("/v1/models/mnist/predict", b"", {}, 400, "not_an_image", "empty body"),
-        ("/v1/models/mnist/predict", json.dumps({"image": np.zeros((5, 7), int).tolist()}).encode(),
+        ("/v1/models/mnist/predict", json.dumps({"image": np.full((5, 7), 0.5).tolist()}).encode(),
          {"content-type": "application/json"}, 422, "bad_input", "28x28"),
         ("/v1/models/mnist/predict", json.dumps({"image": [[0, 1], [2]]}).encode(),
          {"content-type": "application/json"}, 422, "bad_input", "rectangular"),

@@ -7,10 +7,12 @@ namespace py = pybind11;
 namespace dlinfer::bindings {
 void register_preprocess(py::module_& m);
 void register_kernels(py::module_& m);
+void register_batch(py::module_& m);
 }
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "dlinfer's compiled kernels. Use the dlinfer package, not this module directly.";
   dlinfer::bindings::register_preprocess(m);
   dlinfer::bindings::register_kernels(m);
+  dlinfer::bindings::register_batch(m);
 }

@@ -19,6 +19,7 @@ from .doctor import diagnose
 from .errors import (
     BatcherClosedError,
     ChannelError,
+    DecompressionBombError,
     DlinferError,
     EmptyBatchError,
     ImageDecodeError,
@@ -35,6 +36,7 @@ from .errors import (
     SpecError,
 )
 from .model import Model, TensorInfo
+from .preprocess import Geometry, PreprocessSpec, preprocess
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 from .verify import verify  # issue 5: imports TensorFlow lazily, only for a Keras model
 
@@ -51,8 +53,10 @@ __all__ = [
     "Candidate",
     "ChannelError",
     "Classifier",
+    "DecompressionBombError",
     "DlinferError",
     "EmptyBatchError",
+    "Geometry",
     "ImageDecodeError",
     "InferenceError",
     "InputDtypeError",
@@ -66,6 +70,7 @@ __all__ = [
     "ModelSpec",
     "OutputSpec",
     "Prediction",
+    "PreprocessSpec",
     "ProviderUnavailableError",
     "QueueFullError",
     "RequestTimeoutError",
@@ -75,4 +80,5 @@ __all__ = [
     "kernels",
     "reference",
     "verify",
+    "preprocess",
 ]

@@ -144,3 +144,35 @@ def batch_norm_f32_scalar(
 ) -> npt.NDArray[np.float32]: ...
 def kernel_isa() -> str: ...
 def set_kernel_isa(isa: str) -> None: ...
+def preprocess_u8_batch(
+    images: list[npt.NDArray[np.uint8]],
+    out: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    colors: list[str],
+    resize: str,
+    fit: str,
+    crop_ratio: float,
+    pad: float,
+    scale: float,
+    mean: list[float],
+    std: list[float],
+    layout: str,
+    color: str,
+    threads: int = 0,
+) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
+def preprocess_u8_batch_scalar(
+    images: list[npt.NDArray[np.uint8]],
+    out: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    colors: list[str],
+    resize: str,
+    fit: str,
+    crop_ratio: float,
+    pad: float,
+    scale: float,
+    mean: list[float],
+    std: list[float],
+    layout: str,
+    color: str,
+) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
+def preprocess_geometry(
+    height: int, width: int, out_height: int, out_width: int, fit: str, crop_ratio: float = 1.0
+) -> tuple[int, int, int, int]: ...

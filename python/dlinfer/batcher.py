@@ -136,7 +136,8 @@ class _ClassifierRunner:
                 f"a Batcher request is one image, got an array of {n} images (shape {arr.shape}); "
                 "submit each image on its own"
             )
-        return arr
+        # Store the image itself, so a list of requests is a list of images.
+        return arr[0] if batched else arr
 
     def assemble(self, items: list[Any]) -> np.ndarray:
         first = items[0]

@@ -284,13 +284,13 @@ def _dlinfer_step(model: Model, x: Any, end_to_end: bool, out: Any) -> Step:
     pc = time.perf_counter_ns
     run = model.run
     if end_to_end:
-        from .images import as_batch
+        from .preprocess import PreprocessSpec
 
-        spec, threads = model.spec.input, model.threads  # type: ignore[union-attr]
+        prep, threads = PreprocessSpec.from_model(model.spec), model.threads
 
         def step() -> Stages:
             t0 = pc()
-            batch = as_batch(x, spec, threads)
+            batch = prep(x, threads=threads)
             t1 = pc()
             run(batch, out) if out is not None else run(batch)
             t2 = pc()
@@ -329,11 +329,12 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
         raise InputError("the CUDA io_binding split handles single-input models")
     info = model.inputs[0]
     host = x
-    spec, threads = (model.spec.input, model.threads) if end_to_end else (None, None)
+    prep, threads = None, model.threads
     if end_to_end:
-        from .images import as_batch
+        from .preprocess import PreprocessSpec
 
-        host = as_batch(x, spec, threads)  # type: ignore[arg-type]
+        prep = PreprocessSpec.from_model(model.spec)
+        host = prep(x, threads=threads)
     new_value = ort.OrtValue.ortvalue_from_shape_and_type
     device_in = new_value(host.shape, host.dtype, device_type, device_id)
     binding.bind_ortvalue_input(info.name, device_in)
@@ -347,7 +348,7 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
 
     def step() -> Stages:
         t0 = pc()
-        data = as_batch(x, spec, threads) if end_to_end else host  # type: ignore[arg-type]
+        data = prep(x, threads=threads) if prep is not None else host
         t1 = pc()
         device_in.update_inplace(data)  # CUDA: a synchronous cudaMemcpy from pageable memory
         t2 = pc()

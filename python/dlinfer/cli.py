@@ -64,8 +64,46 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
+    """Stream a folder through the classifier, one CSV/text row per file as it comes."""
+    import csv
+    import os
+
+    folder = args.images[0]
+    handle = open(args.csv, "w", newline="") if args.csv else None
+    try:
+        writer = csv.writer(handle) if handle else None
+        if writer:
+            writer.writerow(["file", "label", "index", "probability", "top"])
+        count = 0
+        for path, pred in clf.predict_folder(
+            folder, batch_size=args.batch_size, top_k=args.top_k,
+            progress=not args.no_progress and sys.stderr.isatty() or args.progress,
+            on_error="skip",
+        ):
+            count += 1
+            rel = os.path.relpath(path, folder)
+            top = ";".join(f"{c.label}:{c.probability:.6f}" for c in pred.top)
+            if writer:
+                writer.writerow([rel, pred.label, pred.index, f"{pred.probability:.6f}", top])
+            elif args.json:
+                print(json.dumps({"file": rel, **pred.to_dict()}))
+            else:
+                print(f"{rel}  {top.replace(';', '  ').replace(':', ' ')}")
+    finally:
+        if handle:
+            handle.close()
+    if args.csv:
+        print(f"{count} images -> {args.csv}", file=sys.stderr)
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
+    import os
+
     clf = Classifier(args.model, device=args.device, threads=args.threads)
+    if len(args.images) == 1 and os.path.isdir(args.images[0]):
+        return _predict_folder(clf, args)
     preds = clf.predict(args.images, top_k=args.top_k)
     if args.json:
         out = [{"file": path, **p.to_dict()} for path, p in zip(args.images, preds)]
@@ -182,11 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("predict", help="classify image files")
+    p = sub.add_parser("predict", help="classify image files, or every image in a folder")
     p.add_argument("model")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, or one folder to walk (streamed in batches)")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--batch-size", type=int, default=64, help="folder mode: images per batch")
+    p.add_argument("--csv", metavar="OUT", help="folder mode: write file,label,... rows here")
+    p.add_argument("--progress", action="store_true", help="folder mode: always show progress")
+    p.add_argument("--no-progress", action="store_true", help="folder mode: never show it")
     _add_device(p)
     p.set_defaults(func=_predict)
 

@@ -12,6 +12,7 @@ NumPy conventions keeps working::
     ├── ProviderUnavailableError    requested device cannot actually run
     ├── InferenceError              onnxruntime failed while running
     ├── ImageDecodeError            image file corrupt, truncated or not an image
+    │   └── DecompressionBombError  decoding would exceed the memory budget
     ├── QueueFullError              Batcher queue full: request rejected at once
     ├── RequestTimeoutError         (also TimeoutError) waited past timeout_ms; never computed
     ├── BatcherClosedError          (also RuntimeError) submitted to a closed Batcher
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "BatcherClosedError",
     "ChannelError",
+    "DecompressionBombError",
     "DlinferError",
     "EmptyBatchError",
     "ImageDecodeError",
@@ -80,6 +82,10 @@ class InferenceError(DlinferError, RuntimeError):
 
 class ImageDecodeError(DlinferError, ValueError):
     """An image file is corrupt, truncated or not an image at all."""
+
+
+class DecompressionBombError(ImageDecodeError):
+    """Decoding an image would need more memory than the configured budget."""
 
 
 class InputError(DlinferError, ValueError):

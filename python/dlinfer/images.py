@@ -1,15 +1,18 @@
-"""Turning what users pass (file paths, PIL images, arrays) into model input batches.
+"""Turning what users pass (file paths, PIL images, arrays) into uint8 pixel arrays.
 
-Everything ends as one C-contiguous float32 batch built by the native kernel:
-uint8 pixels go through ``normalize_u8_to_f32_nhwc`` in a single pass straight
-into the batch buffer.  Errors name the item (file path or batch index) and the
-problem.
+Files are decoded with Pillow: EXIF orientation is applied, palette and transparent
+images are composited onto black, 16-bit images are scaled to 8 bits, CMYK and the
+other colour spaces become RGB.  Large JPEGs are decoded in draft mode (DCT
+scaling) when the target is much smaller, and an image that would need more than
+a memory budget to decode is refused before it is decoded.  Errors name the item
+(file path or batch index) and the problem.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -18,62 +21,145 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ._native_loader import native
 from .errors import (
     ChannelError,
-    EmptyBatchError,
+    DecompressionBombError,
     ImageDecodeError,
     InputDtypeError,
+    InputError,
     InputRankError,
     InputShapeError,
 )
-from .spec import InputSpec
 
-__all__ = ["as_batch", "load_image", "normalize_pixels"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "Pixels",
+    "decode_file",
+    "from_pil",
+    "load_image",
+    "normalize_pixels",
+    "split_items",
+    "to_pixels",
+]
 
 PathLike = str | os.PathLike
 
+# 512 MiB of decoded pixels: a 12k x 15k RGB photo.  Pillow's own bomb limit
+# (about 179 M pixels) sits in the same range.
+DEFAULT_MAX_IMAGE_BYTES = 512 * 2**20
 
-def load_image(path: PathLike, color: str = "RGB") -> Image.Image:
-    """Decode an image file, honouring EXIF orientation, in mode "L" or "RGB"."""
-    path = os.fspath(path)
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so truncation fails here and names this file
-            img = ImageOps.exif_transpose(img)
-            return _to_mode(img, color)
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: file not found") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+# (uint8 (H, W, C) array, its colour order: GRAY, RGB, BGR, RGBA or BGRA)
+Pixels = tuple[np.ndarray, str]
+
+# EXIF orientations 5..8 swap width and height.
+_TRANSPOSED = (5, 6, 7, 8)
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def _to_mode(img: Image.Image, color: str) -> Image.Image:
-    mode = "L" if color == "GRAY" else "RGB"
-    if img.mode == mode:
-        return img
-    if img.mode in ("P", "PA", "LA", "RGBA") or "transparency" in img.info:
+def _pil_mode_pixels(img: Image.Image) -> Pixels:
+    """A decoded PIL image as uint8 pixels, in GRAY or RGB order."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT:
+        # 16-bit samples: scale 0..65535 to 0..255 with rounding, as a viewer would.
+        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        return ((wide * 255 + 32767) // 65535).astype(np.uint8)[:, :, None], "GRAY"
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0)
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)[:, :, None], "GRAY"
+    gray = mode in ("1", "L", "LA", "La") or (mode == "P" and _gray_palette(img))
+    if mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in img.info:
         # Composite transparent pixels onto black, the background MNIST-style models
         # were trained on, instead of exposing whatever colour the hidden pixels hold.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, rgba)
-    return img.convert(mode)
-
-
-def _pil_to_array(img: Image.Image, spec: InputSpec) -> np.ndarray:
-    img = _to_mode(img, spec.color or "RGB")
-    size = spec.image_size
-    if size is not None and (img.height, img.width) != size:
-        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    img = img.convert("L" if gray else "RGB")
     arr = np.asarray(img, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
+    return (arr[:, :, None], "GRAY") if arr.ndim == 2 else (arr, "RGB")
 
 
-def _items(images: Any) -> list[Any]:
-    """Split the user's argument into per-image items (arrays keep their batch axis)."""
+def _gray_palette(img: Image.Image) -> bool:
+    palette = img.getpalette() or []
+    triples = [palette[i : i + 3] for i in range(0, len(palette) - 2, 3)]
+    return bool(triples) and all(r == g == b for r, g, b in triples)
+
+
+def from_pil(img: Image.Image) -> Pixels:
+    """A PIL image (already opened by the caller) as uint8 pixels."""
+    img.load()
+    return _pil_mode_pixels(img)
+
+
+def decode_file(
+    path: PathLike,
+    target: Callable[[int, int], tuple[int, int]] | None = None,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> Pixels:
+    """Decode an image file to uint8 pixels, honouring EXIF orientation.
+
+    ``target(height, width)`` gives the size the image will be resized to; when a
+    JPEG is at least twice that in both directions, Pillow's draft mode decodes it
+    at 1/2, 1/4 or 1/8 scale (never below twice the target), which is both faster
+    and a better low-pass filter than a full decode.  Images needing more than
+    ``max_image_bytes`` decoded are refused with :class:`DecompressionBombError`.
+    """
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as img:
+            orientation = img.getexif().get(0x0112, 1)
+            # Draft only plain L/RGB JPEGs: CMYK and YCCK keep their own conversion.
+            if target is not None and img.format == "JPEG" and img.mode in ("L", "RGB"):
+                w, h = img.size
+                if orientation in _TRANSPOSED:
+                    w, h = h, w
+                th, tw = target(h, w)
+                if h >= 2 * th and w >= 2 * tw:
+                    request = (2 * tw, 2 * th)
+                    if orientation in _TRANSPOSED:
+                        request = request[::-1]
+                    img.draft(img.mode, request)
+            w, h = img.size
+            bands = len(img.getbands()) + (1 if "transparency" in img.info else 0)
+            needed = w * h * max(bands, 3) * (2 if img.mode in _SIXTEEN_BIT else 1)
+            if needed > max_image_bytes:
+                raise DecompressionBombError(
+                    f"{path}: a {w}x{h} {img.mode} image needs {needed:,} bytes decoded, over "
+                    f"the budget of {max_image_bytes:,} (max_image_bytes); refusing to decode it"
+                )
+            img.load()  # decode now, so truncation fails here and names this file
+            img = ImageOps.exif_transpose(img)
+            return _pil_mode_pixels(img)
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{path}: is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{path}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBombError(f"{path}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, ImageDecodeError):
+            raise
+        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def load_image(path: PathLike, color: str = "RGB") -> Image.Image:
+    """Decode an image file as a PIL image in mode "L" (``color="GRAY"``) or "RGB"."""
+    arr, order = decode_file(path)
+    img = Image.fromarray(arr[:, :, 0] if order == "GRAY" else arr)
+    return img.convert("L" if color == "GRAY" else "RGB")
+
+
+def split_items(images: Any) -> list[Any]:
+    """Split the user's argument into per-image items.
+
+    A path, PIL image or one image array is one item; a rank-4 array (N, H, W, C)
+    or a rank-3 array whose last axis is not a channel axis (N, H, W) is N items; a
+    list or tuple is its elements.
+    """
     if isinstance(images, (str, os.PathLike, Image.Image)):
         return [images]
     if isinstance(images, np.ndarray):
+        if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
+            return list(images)
         return [images]
     if isinstance(images, Sequence):
         return list(images)
@@ -83,91 +169,96 @@ def _items(images: Any) -> list[Any]:
     )
 
 
-def _array_to_batch(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    """An array holding one image or a batch, as an NHWC batch with the model's channels."""
-    channels = spec.channels or 1
-    if arr.ndim == 2:  # one grayscale image
-        arr = arr[None, :, :, None]
-    elif arr.ndim == 3:
-        # (H, W, C) with a channel-like last axis is one image; anything else is a
-        # batch of grayscale images (N, H, W).
-        arr = arr[None] if arr.shape[-1] in (1, 3, 4) else arr[..., None]
-    elif arr.ndim != 4:
+def array_pixels(arr: np.ndarray, where: str, input_color: str | None = None) -> Pixels:
+    """Check one image array and view it as (H, W, C) uint8 with its colour order."""
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    elif arr.ndim != 3:
         raise InputRankError(
-            f"{where}: an image array must have rank 2 (H, W), 3 (H, W, C) or (N, H, W), "
-            f"or 4 (N, H, W, C); got shape {arr.shape}"
+            f"{where}: an image array must have rank 2 (H, W) or 3 (H, W, C), or rank 4 "
+            f"for a batch; got shape {arr.shape}"
         )
-    if arr.shape[-1] != channels:
+    if arr.dtype != np.uint8:
+        raise InputDtypeError(
+            f"{where}: images must be uint8 pixels, got dtype {arr.dtype} (shape {arr.shape})"
+        )
+    channels = arr.shape[2]
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputShapeError(f"{where}: the image is empty (shape {arr.shape})")
+    default = {1: "GRAY", 3: "RGB", 4: "RGBA"}
+    if channels not in default:
         raise ChannelError(
-            f"{where}: the model takes {channels}-channel ({spec.color}) images, got "
-            f"{arr.shape[-1]} channels (shape {arr.shape})"
+            f"{where}: an image must have 1, 3 or 4 channels, got {channels} "
+            f"(shape {arr.shape}); they are read as GRAY, RGB/BGR or RGBA/BGRA"
         )
-    size = spec.image_size
-    if size is not None and tuple(arr.shape[1:3]) != size:
-        raise InputShapeError(
-            f"{where}: the model takes {size[0]}x{size[1]} images, got "
-            f"{arr.shape[1]}x{arr.shape[2]} (shape {arr.shape}); resize arrays first, "
-            "or pass files or PIL images, which are resized for you"
+    order = input_color or default[channels]
+    expected = {"GRAY": 1, "RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4}.get(order)
+    if expected is None:
+        raise InputError(f"input_color must be GRAY, RGB, BGR, RGBA or BGRA, got {order!r}")
+    if expected != channels:
+        raise ChannelError(
+            f"{where}: input_color {order} needs {expected} channel(s), got {channels} "
+            f"(shape {arr.shape})"
         )
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype.kind == "f":
-        lo, hi = spec.value_range
-        if arr.size and not np.isfinite(arr).all():
-            raise InputDtypeError(f"{where}: float image contains NaN or infinity")
-        if arr.size and (arr.min() < lo - 1e-6 or arr.max() > hi + 1e-6):
-            raise InputDtypeError(
-                f"{where}: float images must already be scaled to [{lo:g}, {hi:g}] "
-                f"(pixels * {spec.scale:g}), got values in [{arr.min():g}, {arr.max():g}]; "
-                "pass uint8 pixels instead, or scale the floats"
-            )
-        return arr.astype(np.float32, copy=False)
-    raise InputDtypeError(
-        f"{where}: images must be uint8 pixels or scaled floats, got dtype {arr.dtype}"
-    )
+    return arr, order
+
+
+def _where(item: Any, i: int, n: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return f"image {i}" if n > 1 else "image"
+
+
+def to_pixels(
+    items: Sequence[Any],
+    *,
+    input_color: str | None = None,
+    target: Callable[[int, int], tuple[int, int]] | None = None,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    threads: int | None = None,
+) -> list[Pixels]:
+    """uint8 pixels for every item; files are decoded in parallel threads.
+
+    Pillow releases the GIL while decoding, so threads decode files side by side.
+    """
+    out: list[Pixels | None] = [None] * len(items)
+    files: list[int] = []
+    for i, item in enumerate(items):
+        where = _where(item, i, len(items))
+        if isinstance(item, (str, os.PathLike)):
+            files.append(i)
+        elif isinstance(item, Image.Image):
+            out[i] = from_pil(item)
+        elif isinstance(item, np.ndarray) or (np.ndim(item) > 0 and not isinstance(item, str)):
+            out[i] = array_pixels(np.asarray(item), where, input_color)
+        else:
+            raise TypeError(f"{where}: unsupported image type {type(item).__name__}")
+
+    def decode(i: int) -> Pixels:
+        return decode_file(items[i], target, max_image_bytes)
+
+    workers = min(len(files), threads or os.cpu_count() or 1)
+    if workers <= 1:
+        for i in files:
+            out[i] = decode(i)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="dlinfer-decode") as pool:
+            # map() re-raises the first failure in input order, naming its file.
+            for i, px in zip(files, pool.map(decode, files)):
+                out[i] = px
+    return out  # type: ignore[return-value]
 
 
 def normalize_pixels(
-    pixels: np.ndarray, spec: InputSpec, threads: int | None = None, out: np.ndarray | None = None
+    pixels: np.ndarray, spec: Any, threads: int | None = None, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """uint8 NHWC pixels -> float32 model input, in one native pass."""
+    """uint8 NHWC pixels already at the model's size -> float32, in one native pass.
+
+    ``spec`` is an :class:`~dlinfer.InputSpec` (its scale, mean and std are used).
+    """
     if out is None:
         out = np.empty(pixels.shape, dtype=np.float32)
     return native.normalize_u8_to_f32_nhwc(
         np.ascontiguousarray(pixels), out, spec.scale, list(spec.mean), list(spec.std),
         threads or 0,
     )
-
-
-def as_batch(images: Any, spec: InputSpec, threads: int | None = None) -> np.ndarray:
-    """Build the float32 NHWC model-input batch for ``images``."""
-    if spec.kind != "image" or spec.layout != "NHWC":
-        raise InputShapeError(f"input {spec.name!r} is not an NHWC image input")
-    items = _items(images)
-    if not items:
-        raise EmptyBatchError("no images given: the batch is empty")
-    parts: list[np.ndarray] = []
-    for i, item in enumerate(items):
-        where = f"image {i}" if len(items) > 1 else "image"
-        if isinstance(item, (str, os.PathLike)):
-            where = os.fspath(item)
-            parts.append(_pil_to_array(load_image(item, spec.color or "RGB"), spec)[None])
-        elif isinstance(item, Image.Image):
-            parts.append(_pil_to_array(item, spec)[None])
-        elif isinstance(item, np.ndarray) or np.ndim(item) > 0:
-            parts.append(_array_to_batch(np.asarray(item), spec, where))
-        else:
-            raise TypeError(f"{where}: unsupported image type {type(item).__name__}")
-    total = sum(p.shape[0] for p in parts)
-    if total == 0:
-        raise EmptyBatchError("no images given: the batch is empty")
-    if all(p.dtype == np.uint8 for p in parts):
-        pixels = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return normalize_pixels(pixels, spec, threads)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    scaled = [
-        p.astype(np.float32) * np.float32(spec.scale) if p.dtype == np.uint8 else p for p in parts
-    ]
-    batch = np.concatenate(scaled) if len(scaled) > 1 else scaled[0]
-    return np.ascontiguousarray((batch - mean) / std, dtype=np.float32)

@@ -230,7 +230,7 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
     elif os.path.isdir(data):
         if spec is None or spec.kind != "image":
             raise InputError("--data DIR needs an image model with a dlinfer spec")
-        from .images import as_batch
+        from .preprocess import PreprocessSpec
 
         files = sorted(
             os.path.join(data, f)
@@ -239,7 +239,7 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
         )
         if not files:
             raise InputError(f"no image files in {data}")
-        return as_batch(files[:samples], spec), f"{min(len(files), samples)} images from {data}"
+        return PreprocessSpec.from_model(spec)(files[:samples]), f"{min(len(files), samples)} images from {data}"
     else:
         try:
             arr = np.load(data)
@@ -248,10 +248,10 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
         source = str(data)
     arr = arr[:samples]
     if arr.dtype == np.uint8 and spec is not None and spec.kind == "image":
-        from .images import as_batch
+        from .preprocess import PreprocessSpec
 
-        return as_batch(
-            arr, spec
+        return PreprocessSpec.from_model(spec)(
+            arr
         ), f"{len(arr)} uint8 samples from {source}, normalized per the spec"
     return np.ascontiguousarray(arr, dtype=info.dtype), f"{len(arr)} samples from {source}"
 

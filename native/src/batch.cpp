@@ -1,0 +1,669 @@
+#include "dlinfer/batch.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <stdexcept>
+#include <string>
+
+#include "dlinfer/parallel.hpp"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace dlinfer {
+
+int channels_of(PixelOrder order) {
+  switch (order) {
+    case PixelOrder::kGray: return 1;
+    case PixelOrder::kRGB:
+    case PixelOrder::kBGR: return 3;
+    default: return 4;
+  }
+}
+
+int channels_of(OutColor color) { return color == OutColor::kGray ? 1 : 3; }
+
+void check_params(const PreprocessParams& p) {
+  if (p.out_height < 1 || p.out_width < 1)
+    throw std::invalid_argument("output size must be at least 1x1, got " +
+                                std::to_string(p.out_height) + "x" + std::to_string(p.out_width));
+  if (p.fit == Fit::kCrop && !(p.crop_ratio > 0.0 && p.crop_ratio <= 1.0))
+    throw std::invalid_argument("crop ratio must be in (0, 1], got " +
+                                std::to_string(p.crop_ratio));
+  if (!std::isfinite(p.scale)) throw std::invalid_argument("scale must be finite");
+  if (!std::isfinite(p.pad)) throw std::invalid_argument("pad must be finite");
+  for (int c = 0; c < channels_of(p.color); ++c) {
+    if (!std::isfinite(p.mean[c]))
+      throw std::invalid_argument("mean[" + std::to_string(c) + "] must be finite");
+    if (!std::isfinite(p.std[c]) || p.std[c] == 0.0f)
+      throw std::invalid_argument("std[" + std::to_string(c) + "] must be finite and non-zero");
+  }
+}
+
+Geometry compute_geometry(std::int64_t height, std::int64_t width, const PreprocessParams& p) {
+  if (height < 1 || width < 1)
+    throw std::invalid_argument("image size must be at least 1x1, got " + std::to_string(height) +
+                                "x" + std::to_string(width));
+  Geometry g;
+  const std::int64_t oh = p.out_height, ow = p.out_width;
+  const double sy = static_cast<double>(oh) / height, sx = static_cast<double>(ow) / width;
+  switch (p.fit) {
+    case Fit::kStretch:
+      g.resized_height = oh;
+      g.resized_width = ow;
+      break;
+    case Fit::kCrop: {
+      // Cover the output, then enlarge by 1/ratio; never smaller than the crop.
+      const double s = std::max(sy, sx) / p.crop_ratio;
+      g.resized_height = std::max<std::int64_t>(oh, std::llround(height * s));
+      g.resized_width = std::max<std::int64_t>(ow, std::llround(width * s));
+      g.top = -((g.resized_height - oh) / 2);
+      g.left = -((g.resized_width - ow) / 2);
+      break;
+    }
+    case Fit::kLetterbox: {
+      const double s = std::min(sy, sx);
+      g.resized_height = std::clamp<std::int64_t>(std::llround(height * s), 1, oh);
+      g.resized_width = std::clamp<std::int64_t>(std::llround(width * s), 1, ow);
+      g.top = (oh - g.resized_height) / 2;
+      g.left = (ow - g.resized_width) / 2;
+      break;
+    }
+  }
+  return g;
+}
+
+AxisTaps axis_taps(ResizeMode mode, std::int64_t in, std::int64_t out, std::int64_t begin,
+                   std::int64_t end) {
+  AxisTaps t;
+  const std::int64_t n = std::max<std::int64_t>(end - begin, 0);
+  switch (mode) {
+    case ResizeMode::kNearest:
+      t.taps = 1;
+      t.index.resize(n);
+      t.weight.assign(n, 1.0f);
+      // Exact integer floor(r * in / out), as INTER_NEAREST intends.
+      for (std::int64_t i = 0; i < n; ++i)
+        t.index[i] = std::min((begin + i) * in / out, in - 1);
+      return t;
+    case ResizeMode::kBilinear: {
+      // Half-pixel centres, clamped: a coordinate outside [0, in-1] takes the
+      // edge pixel, as OpenCV INTER_LINEAR and tf.image.resize do.
+      const double ratio = static_cast<double>(in) / out;
+      std::vector<std::int64_t> i0(n);
+      std::vector<double> f(n);
+      bool any_fraction = false;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double c = (begin + i + 0.5) * ratio - 0.5;
+        double fl = std::floor(c);
+        double fr = c - fl;
+        std::int64_t lo = static_cast<std::int64_t>(fl);
+        if (lo < 0) lo = 0, fr = 0.0;
+        if (lo >= in - 1) lo = in - 1, fr = 0.0;
+        i0[i] = lo;
+        f[i] = fr;
+        any_fraction |= fr != 0.0;
+      }
+      t.taps = any_fraction ? 2 : 1;  // e.g. an unchanged size needs one tap
+      t.index.resize(n * t.taps);
+      t.weight.resize(n * t.taps);
+      for (std::int64_t i = 0; i < n; ++i) {
+        t.index[i * t.taps] = i0[i];
+        t.weight[i * t.taps] = static_cast<float>(1.0 - f[i]);
+        if (t.taps == 2) {
+          t.index[i * 2 + 1] = std::min(i0[i] + 1, in - 1);
+          t.weight[i * 2 + 1] = static_cast<float>(f[i]);
+        }
+      }
+      return t;
+    }
+    case ResizeMode::kArea: {
+      // Output pixel r covers source interval [r*in/out, (r+1)*in/out); each
+      // source pixel weighs by its overlap.  In units of 1/out the bounds are
+      // integers, so the overlaps are exact.
+      auto first = [&](std::int64_t r) { return r * in / out; };
+      auto last = [&](std::int64_t r) { return std::min(((r + 1) * in + out - 1) / out, in) - 1; };
+      int taps = 1;
+      for (std::int64_t i = 0; i < n; ++i)
+        taps = std::max<int>(taps, static_cast<int>(last(begin + i) - first(begin + i) + 1));
+      t.taps = taps;
+      t.index.assign(n * taps, 0);
+      t.weight.assign(n * taps, 0.0f);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t r = begin + i, lo = r * in, hi = (r + 1) * in;
+        const std::int64_t u0 = first(r), u1 = last(r);
+        for (int k = 0; k < taps; ++k) {
+          const std::int64_t u = std::min(u0 + k, u1);
+          t.index[i * taps + k] = u;
+          if (u0 + k > u1) continue;
+          const std::int64_t overlap = std::min((u + 1) * out, hi) - std::max(u * out, lo);
+          t.weight[i * taps + k] = static_cast<float>(static_cast<double>(overlap) / in);
+        }
+      }
+      return t;
+    }
+  }
+  return t;
+}
+
+std::uint16_t float_to_half(float value) {
+  // Round-to-nearest-even conversion after F. Giesen's float_to_half_fast3_rtne.
+  std::uint32_t f;
+  std::memcpy(&f, &value, 4);
+  const std::uint32_t sign = f & 0x80000000u;
+  f ^= sign;
+  std::uint16_t o;
+  if (f >= (127u + 16u) << 23) {  // overflow, Inf or NaN
+    o = f > (255u << 23) ? 0x7e00 : 0x7c00;
+  } else if (f < (113u << 23)) {  // half subnormal or zero
+    // Adding 0.5f aligns the 10 mantissa bits at the bottom; the FPU's
+    // round-to-nearest-even does the rounding.
+    float v;
+    std::memcpy(&v, &f, 4);
+    v += 0.5f;
+    std::uint32_t u;
+    std::memcpy(&u, &v, 4);
+    o = static_cast<std::uint16_t>(u - 0x3f000000u);
+  } else {
+    const std::uint32_t mant_odd = (f >> 13) & 1u;
+    f += (static_cast<std::uint32_t>(15 - 127) << 23) + 0xfffu;
+    f += mant_odd;
+    o = static_cast<std::uint16_t>(f >> 13);
+  }
+  return static_cast<std::uint16_t>(o | (sign >> 16));
+}
+
+namespace {
+
+constexpr double kGrayWeights[3] = {0.299, 0.587, 0.114};  // ITU-R BT.601, as PIL and OpenCV
+constexpr std::int64_t kRowBlock = 16;  // output rows per work item
+
+// Which source channels feed each output channel.
+struct ColorMap {
+  int src_channels = 1, out_channels = 1;
+  bool gray_mix = false;  // gray output from a colour source
+  int pick[3] = {0, 0, 0};
+  int rgb[3] = {0, 0, 0};  // source positions of R, G, B
+};
+
+ColorMap color_map(PixelOrder in, OutColor out) {
+  ColorMap m;
+  m.src_channels = channels_of(in);
+  m.out_channels = channels_of(out);
+  const bool bgr = in == PixelOrder::kBGR || in == PixelOrder::kBGRA;
+  if (in != PixelOrder::kGray) {
+    m.rgb[0] = bgr ? 2 : 0;
+    m.rgb[1] = 1;
+    m.rgb[2] = bgr ? 0 : 2;
+  }
+  switch (out) {
+    case OutColor::kGray: m.gray_mix = in != PixelOrder::kGray; break;
+    case OutColor::kRGB: std::copy(m.rgb, m.rgb + 3, m.pick); break;
+    case OutColor::kBGR:
+      m.pick[0] = m.rgb[2], m.pick[1] = m.rgb[1], m.pick[2] = m.rgb[0];
+      break;
+  }
+  return m;
+}
+
+// out = x * a[c] + b[c], with a and b from double so the only float rounding
+// is in the multiply-add.
+struct Affine {
+  float a[3], b[3], pad[3];
+};
+
+Affine affine(const PreprocessParams& p) {
+  Affine af;
+  for (int c = 0; c < 3; ++c) {
+    const double sd = p.std[c], mn = p.mean[c];
+    af.a[c] = static_cast<float>(p.scale / sd);
+    af.b[c] = static_cast<float>(-mn / sd);
+    af.pad[c] = static_cast<float>((static_cast<double>(p.pad) * p.scale - mn) / sd);
+  }
+  return af;
+}
+
+inline void store(float* d, float v) { *d = v; }
+inline void store(std::uint16_t* d, float v) { *d = float_to_half(v); }
+
+// Everything about one image that does not depend on the output row.
+struct Plan {
+  Geometry g;
+  std::int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;  // output window the image covers
+  AxisTaps ytaps, xtaps;                         // for output rows y0.. and cols x0..
+  std::int64_t c0 = 0, c1 = 0;                   // source columns read
+  std::vector<std::int32_t> xoff;                // (xtaps.index - c0) * src channels
+  std::vector<std::int32_t> oplanar;             // xoff and the x weights, tap-major
+  std::vector<float> wplanar;
+  ColorMap cm;
+  bool contiguous_rows = false;
+};
+
+Plan make_plan(const ImageU8& im, const PreprocessParams& p) {
+  Plan pl;
+  pl.g = compute_geometry(im.height, im.width, p);
+  const Geometry& g = pl.g;
+  pl.y0 = std::max<std::int64_t>(0, g.top);
+  pl.y1 = std::min(p.out_height, g.top + g.resized_height);
+  pl.x0 = std::max<std::int64_t>(0, g.left);
+  pl.x1 = std::min(p.out_width, g.left + g.resized_width);
+  pl.ytaps = axis_taps(p.resize, im.height, g.resized_height, pl.y0 - g.top, pl.y1 - g.top);
+  pl.xtaps = axis_taps(p.resize, im.width, g.resized_width, pl.x0 - g.left, pl.x1 - g.left);
+  pl.cm = color_map(im.order, p.color);
+  const auto& xi = pl.xtaps.index;
+  pl.c0 = xi.empty() ? 0 : *std::min_element(xi.begin(), xi.end());
+  pl.c1 = xi.empty() ? 0 : *std::max_element(xi.begin(), xi.end()) + 1;
+  if ((pl.c1 - pl.c0) * pl.cm.src_channels > INT32_MAX)
+    throw std::invalid_argument("image is too wide (" + std::to_string(im.width) + " pixels)");
+  pl.xoff.resize(xi.size());
+  for (std::size_t i = 0; i < xi.size(); ++i)
+    pl.xoff[i] = static_cast<std::int32_t>((xi[i] - pl.c0) * pl.cm.src_channels);
+  const std::int64_t n = pl.x1 - pl.x0;
+  const int K = pl.xtaps.taps;
+  pl.oplanar.resize(xi.size());
+  pl.wplanar.resize(xi.size());
+  for (std::int64_t x = 0; x < n; ++x)
+    for (int t = 0; t < K; ++t) {
+      pl.oplanar[t * n + x] = pl.xoff[x * K + t];
+      pl.wplanar[t * n + x] = pl.xtaps.weight[x * K + t];
+    }
+  pl.contiguous_rows = im.col_stride == pl.cm.src_channels && im.channel_stride == 1;
+  return pl;
+}
+
+struct Scratch {
+  std::vector<float> vrow;               // vertically blended source row, interleaved
+  std::vector<float> hrow[4];            // horizontally resampled, one per source channel
+  std::vector<float> mixed;              // gray mixed from colour
+  std::vector<const std::uint8_t*> rowptr;
+  std::vector<std::uint8_t> packed;      // strided source rows, packed
+};
+
+// Hot loops get an AVX2+FMA clone next to the portable one, picked once at
+// load time: wheels are built without -march=native.  The clone is chosen per
+// process, so every thread runs the same code and results stay bit-identical
+// across thread counts.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DLINFER_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DLINFER_CLONES
+#endif
+#define DLINFER_INLINE inline __attribute__((always_inline))
+
+#if defined(__GNUC__) && defined(__x86_64__)
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+const bool kHaveAvx2 = false;
+#endif
+
+// Vertical pass over contiguous rows: v[j] = sum_t w[t] * row_t[j].
+template <int K>
+DLINFER_INLINE void blend_rows(const std::uint8_t* const* r, const float* w, std::int64_t len,
+                               float* __restrict v) {
+  if constexpr (K == 1) {
+    const std::uint8_t* __restrict r0 = r[0];
+    for (std::int64_t j = 0; j < len; ++j) v[j] = w[0] * r0[j];
+  } else {
+    const std::uint8_t* __restrict r0 = r[0];
+    const std::uint8_t* __restrict r1 = r[1];
+    const float w0 = w[0], w1 = w[1];
+    for (std::int64_t j = 0; j < len; ++j) v[j] = w0 * r0[j] + w1 * r1[j];
+  }
+}
+
+DLINFER_CLONES void blend_rows_any(const std::uint8_t* const* r, const float* w, int K,
+                                   std::int64_t len, float* __restrict v) {
+  if (K == 1) return blend_rows<1>(r, w, len, v);
+  if (K == 2) return blend_rows<2>(r, w, len, v);
+  blend_rows<1>(r, w, len, v);
+  for (int t = 1; t < K; ++t) {
+    const std::uint8_t* __restrict rt = r[t];
+    const float wt = w[t];
+    for (std::int64_t j = 0; j < len; ++j) v[j] += wt * rt[j];
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// Eight bytes -> eight floats in two instructions (the auto-vectorizer goes
+// through 16-bit lanes and needs four).
+__attribute__((target("avx2,fma"))) inline __m256 load8_u8(const std::uint8_t* p) {
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+__attribute__((target("avx2,fma"))) void blend_rows_avx2(const std::uint8_t* const* r,
+                                                          const float* w, int K,
+                                                          std::int64_t len, float* v) {
+  std::int64_t j = 0;
+  const __m256 w0 = _mm256_set1_ps(w[0]);
+  if (K == 2) {
+    const __m256 w1 = _mm256_set1_ps(w[1]);
+    for (; j + 8 <= len; j += 8)
+      _mm256_storeu_ps(v + j, _mm256_fmadd_ps(w1, load8_u8(r[1] + j),
+                                              _mm256_mul_ps(w0, load8_u8(r[0] + j))));
+  } else {
+    for (; j + 8 <= len; j += 8) {
+      __m256 acc = _mm256_mul_ps(w0, load8_u8(r[0] + j));
+      for (int t = 1; t < K; ++t)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(w[t]), load8_u8(r[t] + j), acc);
+      _mm256_storeu_ps(v + j, acc);
+    }
+  }
+  for (; j < len; ++j) {
+    float acc = w[0] * r[0][j];
+    for (int t = 1; t < K; ++t) acc = std::fma(w[t], static_cast<float>(r[t][j]), acc);
+    v[j] = acc;
+  }
+}
+#endif
+
+// Vertical pass: blend the source rows of output row y into s.vrow.
+void vertical(const ImageU8& im, const Plan& pl, std::int64_t y, Scratch& s) {
+  const int cs = pl.cm.src_channels;
+  const int K = pl.ytaps.taps;
+  const std::int64_t* idx = &pl.ytaps.index[(y - pl.y0) * K];
+  const float* w = &pl.ytaps.weight[(y - pl.y0) * K];
+  float* v = s.vrow.data();
+  const std::int64_t len = (pl.c1 - pl.c0) * cs;
+  s.rowptr.resize(K);
+  if (pl.contiguous_rows) {
+    for (int t = 0; t < K; ++t) s.rowptr[t] = im.data + idx[t] * im.row_stride + pl.c0 * cs;
+  } else {
+    // Any strides: copy each tap's row segment into a packed buffer first, so
+    // the arithmetic below (and so the result) does not depend on the layout.
+    s.packed.resize(static_cast<std::size_t>(K * len));
+    for (int t = 0; t < K; ++t) {
+      std::uint8_t* dst = s.packed.data() + t * len;
+      const std::uint8_t* row = im.data + idx[t] * im.row_stride;
+      for (std::int64_t u = pl.c0; u < pl.c1; ++u)
+        for (int c = 0; c < cs; ++c)
+          *dst++ = row[u * im.col_stride + c * im.channel_stride];
+      s.rowptr[t] = s.packed.data() + t * len;
+    }
+  }
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (kHaveAvx2) return blend_rows_avx2(s.rowptr.data(), w, K, len, v);
+#endif
+  blend_rows_any(s.rowptr.data(), w, K, len, v);
+}
+
+// Horizontal pass for every source channel at once, so each tap's offset and
+// weight are loaded once per output pixel rather than once per channel.
+template <int CS, int K>
+DLINFER_INLINE void resample_row(const std::int32_t* off, const float* w, std::int64_t n,
+                                 const float* __restrict v, float* const* h) {
+  for (std::int64_t x = 0; x < n; ++x) {
+    float acc[CS];
+    for (int c = 0; c < CS; ++c) acc[c] = w[x * K] * v[off[x * K] + c];
+    for (int t = 1; t < K; ++t)
+      for (int c = 0; c < CS; ++c) acc[c] += w[x * K + t] * v[off[x * K + t] + c];
+    for (int c = 0; c < CS; ++c) h[c][x] = acc[c];
+  }
+}
+
+template <int CS>
+DLINFER_INLINE void resample_row_k(const std::int32_t* off, const float* w, int K, std::int64_t n,
+                                   const float* v, float* const* h) {
+  if (K == 1) return resample_row<CS, 1>(off, w, n, v, h);
+  if (K == 2) return resample_row<CS, 2>(off, w, n, v, h);
+  for (std::int64_t x = 0; x < n; ++x)
+    for (int c = 0; c < CS; ++c) {
+      float acc = w[x * K] * v[off[x * K] + c];
+      for (int t = 1; t < K; ++t) acc += w[x * K + t] * v[off[x * K + t] + c];
+      h[c][x] = acc;
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// AVX2 gathers: eight output pixels of one channel per step, reading each
+// tap's offsets and weights from planar copies of the tap table.
+__attribute__((target("avx2,fma"))) void horizontal_avx2(const Plan& pl, Scratch& s) {
+  const std::int64_t n = pl.x1 - pl.x0;
+  const int K = pl.xtaps.taps, CS = pl.cm.src_channels;
+  for (int c = 0; c < CS; ++c) {
+    const float* v = s.vrow.data() + c;
+    float* h = s.hrow[c].data();
+    std::int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+      __m256 acc = _mm256_mul_ps(
+          _mm256_loadu_ps(&pl.wplanar[x]),
+          _mm256_i32gather_ps(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&pl.oplanar[x])), 4));
+      for (int t = 1; t < K; ++t) {
+        const __m256i o = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&pl.oplanar[t * n + x]));
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(&pl.wplanar[t * n + x]), _mm256_i32gather_ps(v, o, 4), acc);
+      }
+      _mm256_storeu_ps(h + x, acc);
+    }
+    for (; x < n; ++x) {
+      float acc = pl.wplanar[x] * v[pl.oplanar[x]];
+      for (int t = 1; t < K; ++t) acc = std::fma(pl.wplanar[t * n + x], v[pl.oplanar[t * n + x]], acc);
+      h[x] = acc;
+    }
+  }
+}
+#else
+void horizontal_avx2(const Plan&, Scratch&) {}
+#endif
+
+DLINFER_CLONES void horizontal_portable(const Plan& pl, Scratch& s) {
+  const std::int64_t n = pl.x1 - pl.x0;
+  const int K = pl.xtaps.taps;
+  const std::int32_t* off = pl.xoff.data();
+  const float* w = pl.xtaps.weight.data();
+  float* h[4] = {s.hrow[0].data(), s.hrow[1].data(), s.hrow[2].data(), s.hrow[3].data()};
+  switch (pl.cm.src_channels) {
+    case 1: return resample_row_k<1>(off, w, K, n, s.vrow.data(), h);
+    case 3: return resample_row_k<3>(off, w, K, n, s.vrow.data(), h);
+    default: return resample_row_k<4>(off, w, K, n, s.vrow.data(), h);
+  }
+}
+
+void horizontal(const Plan& pl, Scratch& s) {
+  if (kHaveAvx2) return horizontal_avx2(pl, s);
+  horizontal_portable(pl, s);
+}
+
+// Normalize and store one output channel row; float32 and float16 get their
+// own clones so the affine loop vectorizes.
+template <typename OutT>
+DLINFER_INLINE void affine_store(OutT* d, std::ptrdiff_t step, const float* __restrict h,
+                                 std::int64_t n, float a, float b) {
+  if (step == 1)
+    for (std::int64_t x = 0; x < n; ++x) store(d + x, h[x] * a + b);
+  else
+    for (std::int64_t x = 0; x < n; ++x) store(d + x * step, h[x] * a + b);
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+// Contiguous float32 rows go out with non-temporal stores: the batch is far
+// larger than the caches, and streaming skips reading every output line
+// before overwriting it (a third of the memory traffic).  Multiply then add,
+// never fused, so the values equal the portable loop's.
+__attribute__((target("avx2"))) void affine_stream_avx2(float* d, const float* h,
+                                                        std::int64_t n, float a, float b) {
+  std::int64_t x = 0;
+  for (; x < n && (reinterpret_cast<std::uintptr_t>(d + x) & 31) != 0; ++x) d[x] = h[x] * a + b;
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+  for (; x + 8 <= n; x += 8)
+    _mm256_stream_ps(d + x, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(h + x), va), vb));
+  for (; x < n; ++x) d[x] = h[x] * a + b;
+}
+#endif
+
+DLINFER_CLONES void affine_store_any(float* d, std::ptrdiff_t step, const float* h,
+                                     std::int64_t n, float a, float b) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  // Only rows of whole cache lines: streaming a partial line (a 28-pixel MNIST
+  // row is 112 bytes) makes the write-combining buffer flush it half empty.
+  if (kHaveAvx2 && step == 1 && n >= 128 && (reinterpret_cast<std::uintptr_t>(d) & 3) == 0)
+    return affine_stream_avx2(d, h, n, a, b);
+#endif
+  affine_store(d, step, h, n, a, b);
+}
+DLINFER_CLONES void affine_store_any(std::uint16_t* d, std::ptrdiff_t step, const float* h,
+                                     std::int64_t n, float a, float b) {
+  affine_store(d, step, h, n, a, b);
+}
+
+template <typename OutT>
+void write_channel(OutT* dst, std::ptrdiff_t step, const float* h, const Plan& pl,
+                   const PreprocessParams& p, const Affine& af, int k) {
+  const float a = af.a[k], b = af.b[k], pad = af.pad[k];
+  for (std::int64_t x = 0; x < pl.x0; ++x) store(dst + x * step, pad);
+  affine_store_any(dst + pl.x0 * step, step, h, pl.x1 - pl.x0, a, b);
+  for (std::int64_t x = pl.x1; x < p.out_width; ++x) store(dst + x * step, pad);
+}
+
+template <typename OutT>
+void rows(const ImageU8& im, const Plan& pl, const PreprocessParams& p, const Affine& af,
+          OutT* img_out, std::int64_t ya, std::int64_t yb, Scratch& s) {
+  const std::int64_t H = p.out_height, W = p.out_width;
+  const int C = pl.cm.out_channels;
+  const bool nchw = p.layout == Layout::kNCHW;
+  const std::ptrdiff_t step = nchw ? 1 : C;
+  for (std::int64_t y = ya; y < yb; ++y) {
+    auto dst = [&](int k) { return nchw ? img_out + (k * H + y) * W : img_out + y * W * C + k; };
+    if (y < pl.y0 || y >= pl.y1) {
+      for (int k = 0; k < C; ++k)
+        for (std::int64_t x = 0; x < W; ++x) store(dst(k) + x * step, af.pad[k]);
+      continue;
+    }
+    vertical(im, pl, y, s);
+    if (pl.cm.gray_mix) {
+      horizontal(pl, s);
+      const float *r = s.hrow[pl.cm.rgb[0]].data(), *g = s.hrow[pl.cm.rgb[1]].data(),
+                  *b = s.hrow[pl.cm.rgb[2]].data();
+      const float wr = static_cast<float>(kGrayWeights[0]),
+                  wg = static_cast<float>(kGrayWeights[1]),
+                  wb = static_cast<float>(kGrayWeights[2]);
+      float* m = s.mixed.data();
+      for (std::int64_t x = 0; x < pl.x1 - pl.x0; ++x) m[x] = wr * r[x] + wg * g[x] + wb * b[x];
+      write_channel(dst(0), step, m, pl, p, af, 0);
+      continue;
+    }
+    horizontal(pl, s);
+    for (int k = 0; k < C; ++k)
+      write_channel(dst(k), step, s.hrow[pl.cm.pick[k]].data(), pl, p, af, k);
+  }
+}
+
+void check_image(const ImageU8& im, std::size_t i) {
+  if (im.height < 1 || im.width < 1)
+    throw std::invalid_argument("images[" + std::to_string(i) + "] is empty (" +
+                                std::to_string(im.height) + "x" + std::to_string(im.width) + ")");
+  if (im.data == nullptr)
+    throw std::invalid_argument("images[" + std::to_string(i) + "] has no data");
+}
+
+template <typename OutT>
+void batch(const ImageU8* images, std::size_t n, const PreprocessParams& p, OutT* out,
+           int threads) {
+  // A plan depends only on the image's size, colour order and whether its
+  // rows are packed, so a batch of same-sized images (the usual case) builds
+  // one plan, not one per image.
+  std::vector<Plan> plans;
+  std::vector<std::size_t> plan_of(n);
+  std::map<std::tuple<std::int64_t, std::int64_t, int, bool>, std::size_t> seen;
+  const std::int64_t blocks = (p.out_height + kRowBlock - 1) / kRowBlock;
+  std::int64_t widest = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const ImageU8& im = images[i];
+    check_image(im, i);
+    const bool packed = im.col_stride == channels_of(im.order) && im.channel_stride == 1;
+    const auto key = std::make_tuple(im.height, im.width, static_cast<int>(im.order), packed);
+    auto [it, fresh] = seen.emplace(key, plans.size());
+    if (fresh) {
+      plans.push_back(make_plan(im, p));
+      widest = std::max(widest, (plans.back().c1 - plans.back().c0) * plans.back().cm.src_channels);
+    }
+    plan_of[i] = it->second;
+  }
+  const Affine af = affine(p);
+  const std::int64_t per_image = p.out_height * p.out_width * channels_of(p.color);
+  // Work items are (image, block of kRowBlock output rows); which thread
+  // runs an item never changes what it computes.
+  parallel_for(n * static_cast<std::size_t>(blocks), threads, 1,
+               [&](std::size_t begin, std::size_t end) {
+                 Scratch s;
+                 s.vrow.resize(std::max<std::int64_t>(widest, 1));
+                 for (auto& h : s.hrow) h.resize(p.out_width);
+                 s.mixed.resize(p.out_width);
+                 for (std::size_t item = begin; item < end; ++item) {
+                   const std::size_t i = item / blocks;
+                   const std::int64_t b = static_cast<std::int64_t>(item % blocks);
+                   const std::int64_t ya = b * kRowBlock;
+                   const std::int64_t yb = std::min(p.out_height, ya + kRowBlock);
+                   rows(images[i], plans[plan_of[i]], p, af, out + i * per_image, ya, yb, s);
+                 }
+#if defined(__GNUC__) && defined(__x86_64__)
+                 _mm_sfence();  // make the streamed stores visible before the join
+#endif
+               });
+}
+
+template <typename OutT>
+void batch_scalar(const ImageU8* images, std::size_t n, const PreprocessParams& p, OutT* out) {
+  const std::int64_t H = p.out_height, W = p.out_width;
+  const int C = channels_of(p.color);
+  for (std::size_t i = 0; i < n; ++i) {
+    const ImageU8& im = images[i];
+    check_image(im, i);
+    const Geometry g = compute_geometry(im.height, im.width, p);
+    const ColorMap cm = color_map(im.order, p.color);
+    OutT* img_out = out + i * H * W * C;
+    for (std::int64_t y = 0; y < H; ++y)
+      for (std::int64_t x = 0; x < W; ++x) {
+        const std::int64_t ry = y - g.top, rx = x - g.left;
+        const bool inside = ry >= 0 && ry < g.resized_height && rx >= 0 && rx < g.resized_width;
+        double src[4] = {0, 0, 0, 0};
+        if (inside) {
+          const AxisTaps ty = axis_taps(p.resize, im.height, g.resized_height, ry, ry + 1);
+          const AxisTaps tx = axis_taps(p.resize, im.width, g.resized_width, rx, rx + 1);
+          for (int c = 0; c < cm.src_channels; ++c)
+            for (int a = 0; a < ty.taps; ++a)
+              for (int b = 0; b < tx.taps; ++b)
+                src[c] += static_cast<double>(ty.weight[a]) * tx.weight[b] *
+                          im.data[ty.index[a] * im.row_stride + tx.index[b] * im.col_stride +
+                                  c * im.channel_stride];
+        }
+        for (int k = 0; k < C; ++k) {
+          double v;
+          if (!inside) v = p.pad;
+          else if (cm.gray_mix)
+            v = kGrayWeights[0] * src[cm.rgb[0]] + kGrayWeights[1] * src[cm.rgb[1]] +
+                kGrayWeights[2] * src[cm.rgb[2]];
+          else v = src[cm.pick[k]];
+          const double norm = (v * p.scale - p.mean[k]) / p.std[k];
+          const std::int64_t at =
+              p.layout == Layout::kNCHW ? (k * H + y) * W + x : (y * W + x) * C + k;
+          store(img_out + at, static_cast<float>(norm));
+        }
+      }
+  }
+}
+
+}  // namespace
+
+void preprocess_batch_u8(const ImageU8* images, std::size_t n, const PreprocessParams& p,
+                         void* out, int threads) {
+  check_params(p);
+  if (p.dtype == OutDtype::kFloat32)
+    batch(images, n, p, static_cast<float*>(out), threads);
+  else
+    batch(images, n, p, static_cast<std::uint16_t*>(out), threads);
+}
+
+void preprocess_batch_u8_scalar(const ImageU8* images, std::size_t n, const PreprocessParams& p,
+                                void* out) {
+  check_params(p);
+  if (p.dtype == OutDtype::kFloat32)
+    batch_scalar(images, n, p, static_cast<float*>(out));
+  else
+    batch_scalar(images, n, p, static_cast<std::uint16_t*>(out));
+}
+
+}  // namespace dlinfer

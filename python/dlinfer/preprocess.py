@@ -1,0 +1,329 @@
+"""`preprocess` and `PreprocessSpec`: images of any size -> the model's batch tensor.
+
+One native pass per image (``dlinfer._native.preprocess_u8_batch``) resizes,
+crops or letterboxes, converts colour, normalizes and writes float32/float16 NHWC
+or NCHW straight into slot i of the batch, on ``threads`` threads with the GIL
+released.  The arithmetic is exactly specified (see ``tests/reference.py``):
+
+- ``resize="nearest"``: source = floor(dst * in / out), as OpenCV INTER_NEAREST;
+- ``resize="bilinear"``: half-pixel centres, clamped at the edges, as OpenCV
+  INTER_LINEAR and Keras ``Resizing``, without rounding to uint8 in between;
+- ``resize="area"``: overlap-weighted box average, as OpenCV INTER_AREA;
+- then ``out = (x * scale - mean[c]) / std[c]``.
+
+Gray from colour uses ITU-R BT.601 weights (0.299, 0.587, 0.114), as Pillow and
+OpenCV do; colour from gray repeats the channel; alpha is dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._native_loader import native
+from .errors import EmptyBatchError, InputError, InputShapeError, SpecError
+from .images import DEFAULT_MAX_IMAGE_BYTES, Pixels, array_pixels, split_items, to_pixels
+
+__all__ = ["Geometry", "PreprocessSpec", "preprocess"]
+
+RESIZE_MODES = ("nearest", "bilinear", "area")
+COLORS = ("GRAY", "RGB", "BGR")
+LAYOUTS = ("NHWC", "NCHW")
+DTYPES = ("float32", "float16")
+
+
+class Geometry(NamedTuple):
+    """Where one image landed in its output slot.
+
+    The image was resized to ``resized`` (height, width) and its top-left corner
+    placed at output pixel ``offset`` (top, left): positive for a letterbox's pad,
+    negative for the part a centre crop cut off.  ``scale`` (y, x) is resized /
+    original size, so an output point (y, x) came from original
+    ((y - top) / scale_y, (x - left) / scale_x).
+    """
+
+    resized: tuple[int, int]
+    offset: tuple[int, int]
+    scale: tuple[float, float]
+
+
+def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise InputError(f"size must be an int or (height, width) >= 1, got {size}")
+    return size  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How images become a model's input batch.
+
+    Args:
+        size: output (height, width), or an int for a square; ``None`` keeps the
+            images' own size (they must then all have the same size).
+        resize: ``"bilinear"``, ``"nearest"`` or ``"area"``.
+        crop: ``None`` stretches to ``size``; ``"center"`` resizes so the shorter
+            side fits and cuts the centre; a float ratio r in (0, 1] resizes the
+            shorter side to size / r first (ImageNet: 0.875, 256 -> 224);
+            ``"letterbox"`` fits the whole image inside and pads with ``pad``.
+        mean, std, scale: ``out = (x * scale - mean[c]) / std[c]``, one value or one
+            per output channel.
+        layout: ``"NHWC"`` or ``"NCHW"``.
+        color: output colour, ``"GRAY"``, ``"RGB"`` or ``"BGR"``.
+        dtype: ``"float32"`` or ``"float16"``.
+        pad: letterbox border, as a pixel value (0..255), normalized like pixels.
+        input_color: colour order of arrays passed in (``"GRAY"``, ``"RGB"``,
+            ``"BGR"``, ``"RGBA"``, ``"BGRA"``); ``None`` reads 1, 3, 4 channels as
+            GRAY, RGB, RGBA.  Files and PIL images always know their own.
+        max_image_bytes: decoded-size budget per file; larger files raise
+            :class:`~dlinfer.DecompressionBombError` before decoding.
+        draft: let Pillow decode large JPEGs at reduced scale (see ``images.decode_file``).
+    """
+
+    size: tuple[int, int] | None = None
+    resize: str = "bilinear"
+    crop: str | float | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    scale: float = 1.0 / 255.0
+    layout: str = "NHWC"
+    color: str = "RGB"
+    dtype: str = "float32"
+    pad: float = 0.0
+    input_color: str | None = None
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    draft: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        try:
+            set_(self, "size", _size(self.size))
+            set_(self, "mean", tuple(float(m) for m in np.atleast_1d(self.mean)))
+            set_(self, "std", tuple(float(s) for s in np.atleast_1d(self.std)))
+            set_(self, "scale", float(self.scale))
+            set_(self, "pad", float(self.pad))
+            set_(self, "dtype", np.dtype(self.dtype).name)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"invalid preprocessing parameter: {exc}") from exc
+        for name, value, allowed in (
+            ("resize", self.resize, RESIZE_MODES),
+            ("layout", self.layout, LAYOUTS),
+            ("color", self.color, COLORS),
+            ("dtype", self.dtype, DTYPES),
+        ):
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {allowed}, got {value!r}")
+        self._fit()  # validates crop
+        if self.input_color not in (None, "GRAY", "RGB", "BGR", "RGBA", "BGRA"):
+            raise InputError(
+                f"input_color must be None, GRAY, RGB, BGR, RGBA or BGRA, got {self.input_color!r}"
+            )
+        if not isinstance(self.max_image_bytes, (int, np.integer)) or self.max_image_bytes < 1:
+            raise InputError(
+                f"max_image_bytes must be a positive int, got {self.max_image_bytes!r}"
+            )
+        channels = self.channels
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels) or not np.all(np.isfinite(values)):
+                raise InputError(
+                    f"{name} needs 1 or {channels} finite values for {self.color}, got {values}"
+                )
+        if any(s == 0 for s in self.std):
+            raise InputError("std values must be non-zero")
+        if not np.isfinite(self.scale) or not np.isfinite(self.pad):
+            raise InputError("scale and pad must be finite")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "GRAY" else 3
+
+    def _fit(self) -> tuple[str, float]:
+        crop = self.crop
+        if crop is None:
+            return "stretch", 1.0
+        if crop == "letterbox":
+            return "letterbox", 1.0
+        if crop == "center":
+            return "crop", 1.0
+        if isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1:
+            return "crop", float(crop)
+        raise InputError(
+            f"crop must be None, 'center', 'letterbox' or a ratio in (0, 1], got {crop!r}"
+        )
+
+    @classmethod
+    def from_model(cls, model: Any, **overrides: Any) -> PreprocessSpec:
+        """The spec a dlinfer model declares in its ONNX metadata.
+
+        ``model`` is a :class:`~dlinfer.Model`, a path to one, a ``ModelSpec`` or an
+        ``InputSpec``.  Size, layout, colour, normalization and dtype come from the
+        input spec; ``resize``, ``crop`` and ``pad`` from ``extra["preprocess"]``
+        when the exporter set them.
+        """
+        from .model import Model
+        from .spec import InputSpec, ModelSpec
+
+        if isinstance(model, (str, os.PathLike)):
+            model = Model(model)
+        spec = model.spec if isinstance(model, Model) else model
+        extra: dict[str, Any] = {}
+        if isinstance(spec, ModelSpec):
+            extra = dict(spec.extra.get("preprocess", {}))
+            spec = spec.input
+        if not isinstance(spec, InputSpec):
+            raise SpecError("the model has no dlinfer spec, so its preprocessing is unknown")
+        if spec.kind != "image":
+            raise SpecError(f"input {spec.name!r} takes {spec.kind}, not images")
+        fields = {
+            "size": spec.image_size,
+            "mean": spec.mean,
+            "std": spec.std,
+            "scale": spec.scale,
+            "layout": spec.layout,
+            "color": spec.color or "RGB",
+            "dtype": spec.dtype,
+        }
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        fields.update({k: v for k, v in extra.items() if k in allowed})
+        fields.update(overrides)
+        try:
+            return cls(**fields)
+        except ValueError as exc:
+            raise SpecError(f"the model's preprocessing spec is invalid: {exc}") from exc
+
+    def replace(self, **changes: Any) -> PreprocessSpec:
+        return dataclasses.replace(self, **changes)
+
+    def batch_shape(self, n: int, size: tuple[int, int] | None = None) -> tuple[int, ...]:
+        h, w = size or self.size or (0, 0)
+        c = self.channels
+        return (n, h, w, c) if self.layout == "NHWC" else (n, c, h, w)
+
+    def geometry(self, height: int, width: int) -> Geometry:
+        """Where an image of this size lands in the output (see :class:`Geometry`)."""
+        if self.size is None:
+            return Geometry((height, width), (0, 0), (1.0, 1.0))
+        fit, ratio = self._fit()
+        rh, rw, top, left = native.preprocess_geometry(height, width, *self.size, fit, ratio)
+        return Geometry((rh, rw), (top, left), (rh / height, rw / width))
+
+    def _target(self, height: int, width: int) -> tuple[int, int]:
+        return self.geometry(height, width).resized
+
+    def pixels(self, images: Any, threads: int | None = None) -> list[Pixels]:
+        """Every item of ``images`` as checked uint8 (H, W, C) pixels and colour order."""
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and (
+            images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4))
+        ):
+            # One uint8 batch: check it once, not image by image (256 MNIST digits
+            # would otherwise spend longer in Python checks than in the kernel).
+            batch = images if images.ndim == 4 else images[..., None]
+            if batch.shape[0] and batch.shape[1] and batch.shape[2]:
+                _, order = array_pixels(batch[0], "image 0", self.input_color)
+                return [(a, order) for a in batch]
+        return to_pixels(
+            split_items(images),
+            input_color=self.input_color,
+            target=self._target if self.draft and self.size is not None else None,
+            max_image_bytes=self.max_image_bytes,
+            threads=threads,
+        )
+
+    def fill(
+        self, pixels: Sequence[Pixels], out: np.ndarray, threads: int | None = None
+    ) -> np.ndarray:
+        """Preprocess decoded pixels into the preallocated batch ``out`` (one slot each).
+
+        The building block for batchers: ``out`` may be a slice ``batch[i:j]`` of a
+        larger C-contiguous batch.
+        """
+        fit, ratio = self._fit()
+        arrays = [p[0] for p in pixels]
+        colors = [p[1] for p in pixels]
+        return native.preprocess_u8_batch(
+            arrays, out, colors, self.resize, fit, ratio, self.pad, self.scale,
+            list(self.mean), list(self.std), self.layout, self.color,
+            0 if threads is None else int(threads),
+        )
+
+    def __call__(
+        self,
+        images: Any,
+        out: np.ndarray | None = None,
+        threads: int | None = None,
+        return_geometry: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, list[Geometry]]:
+        """The batch for ``images``; see :func:`preprocess`."""
+        if threads is not None and threads < 0:
+            raise InputError(f"threads must be None or >= 0, got {threads}")
+        pixels = self.pixels(images, threads)
+        if not pixels:
+            raise EmptyBatchError("no images given: the batch is empty")
+        size = self.size
+        if size is None:
+            sizes = {p[0].shape[:2] for p in pixels}
+            if len(sizes) > 1:
+                raise InputShapeError(
+                    f"images have different sizes {sorted(sizes)}; pass size= to resize them"
+                )
+            size = next(iter(sizes))
+        shape = self.batch_shape(len(pixels), size)
+        if out is None:
+            out = np.empty(shape, dtype=self.dtype)
+        elif out.shape != shape or out.dtype != np.dtype(self.dtype):
+            raise InputShapeError(
+                f"out must be a {self.dtype} array of shape {shape}, got {out.dtype} {out.shape}"
+            )
+        spec = self if self.size is not None else self.replace(size=size)
+        spec.fill(pixels, out, threads)
+        if return_geometry:
+            return out, [spec.geometry(*p[0].shape[:2]) for p in pixels]
+        return out
+
+
+def preprocess(
+    images: Any,
+    size: int | Sequence[int] | None = None,
+    resize: str = "bilinear",
+    crop: str | float | None = None,
+    mean: float | Sequence[float] = (0.0,),
+    std: float | Sequence[float] = (1.0,),
+    scale: float = 1.0 / 255.0,
+    layout: str = "NHWC",
+    color: str = "RGB",
+    dtype: str = "float32",
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+    *,
+    pad: float = 0.0,
+    input_color: str | None = None,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    return_geometry: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[Geometry]]:
+    """Turn images of any size into one normalized batch, in one native pass each.
+
+    ``images`` is a path, PIL image or uint8 array (H, W), (H, W, C) or a batch
+    (N, H, W[, C]), or a list mixing those; sizes may differ.  Files are decoded in
+    parallel threads.  The arguments are those of :class:`PreprocessSpec`; ``out``
+    is an optional preallocated batch to fill, ``threads`` the worker threads
+    (``None`` or 0: every core; the result is the same for every count).  With
+    ``return_geometry`` the per-image :class:`Geometry` list comes back too, e.g.
+    to map letterboxed detections back to the original image.
+
+    Bad input raises a :class:`~dlinfer.DlinferError` naming the file or index.
+    """
+    spec = PreprocessSpec(
+        size=_size(size), resize=resize, crop=crop, mean=tuple(np.atleast_1d(mean)),
+        std=tuple(np.atleast_1d(std)), scale=scale, layout=layout, color=color, dtype=dtype,
+        pad=pad, input_color=input_color, max_image_bytes=max_image_bytes,
+    )
+    return spec(images, out=out, threads=threads, return_geometry=return_geometry)

@@ -1,0 +1,541 @@
+"""dlinfer.preprocess: the fused native pass against the float64 NumPy reference,
+against OpenCV and Keras on real photos, under hypothesis, and on bad input.
+
+Tolerance: 1e-4 absolute after normalization (the kernel computes in float32, the
+reference in float64), widened only where normalization magnifies pixel error.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import dlinfer
+import numpy as np
+import pytest
+import reference as ref
+from dlinfer import _native
+from PIL import Image
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+ATOL = 1e-4
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _image(shape, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _expected(images, size, *, in_colors, **kw):
+    """The reference batch: each image through reference.preprocess, stacked."""
+    return np.stack([ref.preprocess(im, size, in_color=c, **kw)
+                     for im, c in zip(images, in_colors)])
+
+
+def _call(images, size, *, in_colors, threads=1, dtype="float32", fit="stretch", crop_ratio=1.0,
+          **kw):
+    """dlinfer.preprocess with the reference's argument names."""
+    crop = {"stretch": None, "letterbox": "letterbox", "crop": crop_ratio}[fit]
+    assert len(set(in_colors)) == 1, "one input_color per call"
+    return dlinfer.preprocess(images, size=size, crop=crop, input_color=in_colors[0],
+                              threads=threads, dtype=dtype, **kw)
+
+
+# Sizes: (list of input (H, W), output (H, W)): down, up, odd, 1xN, Nx1, mixed sizes.
+SIZES = {
+    "down": ([(61, 83), (40, 40)], (17, 23)),
+    "up": ([(5, 7), (9, 4)], (19, 26)),
+    "odd-mixed": ([(33, 17), (8, 51)], (13, 29)),
+    "1xN-in": ([(1, 37)], (7, 9)),
+    "Nx1-out": ([(23, 31)], (11, 1)),
+    "1x1-out": ([(12, 9)], (1, 1)),
+    "same": ([(16, 20)], (16, 20)),
+}
+FITS = {"stretch": {"fit": "stretch"}, "center-crop": {"fit": "crop", "crop_ratio": 1.0},
+        "crop-0.875": {"fit": "crop", "crop_ratio": 0.875}, "letterbox": {"fit": "letterbox"}}
+FIT_CROP = {"stretch": None, "center-crop": "center", "crop-0.875": 0.875,
+            "letterbox": "letterbox"}
+# (input colour, output colour, layout): every input order and output colour, both layouts.
+COLOR_CASES = [("RGB", "RGB", "NCHW"), ("BGR", "RGB", "NHWC"), ("RGBA", "BGR", "NCHW"),
+               ("BGRA", "GRAY", "NHWC"), ("GRAY", "RGB", "NHWC"), ("GRAY", "GRAY", "NCHW"),
+               ("RGB", "GRAY", "NCHW")]
+
+
+@pytest.mark.parametrize("fit", list(FITS), ids=list(FITS))
+@pytest.mark.parametrize("sizes", list(SIZES), ids=list(SIZES))
+@pytest.mark.parametrize("resize", ["nearest", "bilinear", "area"])
+def test_matches_float64_reference(resize, sizes, fit):
+    shapes, size = SIZES[sizes]
+    for k, (in_color, color, layout) in enumerate(COLOR_CASES):
+        seed = hash((resize, sizes, fit, k)) % 2**32
+        c = ref.CHANNELS[in_color]
+        images = [_image((h, w, c), seed + i) for i, (h, w) in enumerate(shapes)]
+        norm = IMAGENET if color != "GRAY" else {"mean": (0.5,), "std": (0.25,)}
+        kw = dict(resize=resize, layout=layout, color=color, pad=114.0, **FITS[fit], **norm)
+        got = _call(images, size, in_colors=[in_color] * len(images), **kw)
+        want = _expected(images, size, in_colors=[in_color] * len(images), **kw)
+        ref.assert_close(got, want, atol=ATOL,
+                         context=f"seed={seed} {in_color}->{color} {layout}")
+
+
+@pytest.mark.parametrize("fit", list(FITS), ids=list(FITS))
+@pytest.mark.parametrize("resize", ["nearest", "bilinear", "area"])
+def test_bit_identical_for_threads_1_2_4_and_close_to_scalar_oracle(resize, fit):
+    # 9 images of different sizes into 40x48: enough row blocks that 4 threads split
+    # images in the middle.
+    images = [_image((30 + 7 * i, 90 - 5 * i, 3), i) for i in range(9)]
+    kw = dict(size=(40, 48), resize=resize, crop=FIT_CROP[fit], layout="NCHW", pad=7.0,
+              **IMAGENET)
+    outs = [dlinfer.preprocess(images, threads=t, **kw) for t in (1, 2, 4, 0)]
+    for t, o in zip((2, 4, 0), outs[1:]):
+        np.testing.assert_array_equal(o, outs[0], err_msg=f"threads={t} differs from threads=1")
+    spec = dlinfer.PreprocessSpec(**kw)
+    fit_name, ratio = spec._fit()
+    oracle = _native.preprocess_u8_batch_scalar(
+        images, np.empty_like(outs[0]), ["RGB"] * 9, resize, fit_name, ratio, 7.0, 1 / 255,
+        list(IMAGENET["mean"]), list(IMAGENET["std"]), "NCHW", "RGB")
+    ref.assert_close(outs[0], oracle, atol=ATOL, context="fast vs scalar oracle")
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_float16_is_the_float32_result_rounded(layout):
+    images = [_image((50, 70, 3), 1), _image((20, 10, 3), 2)]
+    kw = dict(size=(24, 32), layout=layout, **IMAGENET)
+    f32 = dlinfer.preprocess(images, **kw)
+    f16 = dlinfer.preprocess(images, dtype="float16", **kw)
+    assert f16.dtype == np.float16
+    np.testing.assert_array_equal(f16, f32.astype(np.float16))
+    # The half converter on its edge cases: pixel 1 * scale v gives exactly v.
+    # Subnormals, ties, the largest half, overflow to infinity, negatives.
+    probe = [0.0, -0.0, 1e-8, 2.98e-8, 5.96e-8, 1e-5, 6.1e-5, 0.1, 1 / 3, 2049.0, 65504.0,
+             65519.0, 65520.0, 1e6, -1e6, -0.1]
+    img = np.ones((1, 1, 1), np.uint8)
+    for v in probe:
+        kw = dict(scale=v, mean=0.0, std=1.0, color="GRAY")
+        got = dlinfer.preprocess(img, dtype="float16", **kw)
+        want = dlinfer.preprocess(img, **kw)
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(got, want.astype(np.float16), err_msg=f"value {v}")
+
+
+def test_non_contiguous_views_read_in_place():
+    base = _image((80, 90, 4), 5)
+    views = {
+        "strided": base[::2, 1::3, :3],
+        "flipped": base[::-1, ::-1, :3],
+        "channel-reversed": base[5:60, 10:70, 2::-1],  # BGR view of RGB
+        "transposed": base[:, :, :3].transpose(1, 0, 2),
+        "gray-column": base[:, 7:8, 1:2],
+    }
+    for name, view in views.items():
+        assert not view.flags.c_contiguous, name
+        for resize in ("nearest", "bilinear", "area"):
+            kw = dict(size=(21, 17), resize=resize, crop=0.875, **(IMAGENET if view.shape[2] == 3
+                                                                     else {}))
+            kw["color"] = "RGB" if view.shape[2] == 3 else "GRAY"
+            got = dlinfer.preprocess([view], threads=2, **kw)
+            want = dlinfer.preprocess([np.ascontiguousarray(view)], threads=1, **kw)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {resize}")
+
+
+def test_batch_array_list_and_out_buffer():
+    batch = _image((4, 30, 40, 3), 9)
+    out = np.full((6, 3, 16, 16), np.nan, np.float32)
+    result = dlinfer.preprocess(batch, size=16, layout="NCHW", out=out[1:5], **IMAGENET)
+    assert np.shares_memory(result, out) and np.isnan(out[0]).all() and np.isnan(out[5]).all()
+    np.testing.assert_array_equal(out[1:5], dlinfer.preprocess(list(batch), size=16,
+                                                               layout="NCHW", **IMAGENET))
+    # size=None keeps the images' own size
+    same = dlinfer.preprocess(batch, mean=0.5, std=0.5)
+    ref.assert_close(same, np.stack([ref.preprocess(b, (30, 40), in_color="RGB", color="RGB",
+                                                    mean=(0.5,), std=(0.5,)) for b in batch]),
+                     atol=ATOL)
+
+
+def test_letterbox_reports_scale_and_offset():
+    img = _image((100, 50, 3), 3)
+    out, (geo,) = dlinfer.preprocess(img, size=(64, 64), crop="letterbox", pad=114,
+                                     scale=1.0, return_geometry=True)
+    assert geo.resized == (64, 32) and geo.offset == (0, 16)
+    assert geo.scale == (0.64, 0.64)
+    assert (out[0, :, :16] == 114).all() and (out[0, :, 48:] == 114).all()
+    _, (crop,) = dlinfer.preprocess(img, size=(32, 32), crop=0.875, return_geometry=True)
+    assert crop == dlinfer.Geometry((73, 37), (-20, -2), (0.73, 0.74))
+    for h, w, fit, r in [(480, 640, "crop", 0.875), (7, 300, "letterbox", 1.0),
+                         (300, 7, "crop", 1.0), (1, 1, "letterbox", 1.0)]:
+        assert _native.preprocess_geometry(h, w, 224, 224, fit, r) == \
+            ref.geometry(h, w, 224, 224, fit, r)
+    # torchvision's Resize(256) + CenterCrop(224) on a 480x640 image
+    assert ref.geometry(480, 640, 224, 224, "crop", 0.875) == (256, 341, -16, -58)
+
+
+# -- against OpenCV and Keras on real photos -----------------------------------------------
+
+# Measured max |dlinfer - library| in pixel units (scale=1, mean=0, std=1) over the 5
+# photos below and output sizes 224x224, 97x131, 300x700 (and enlargements for area):
+# OpenCV returns uint8, so 0.5 is pure rounding; its INTER_LINEAR also uses 11-bit
+# fixed-point weights, worth another ~0.28; INTER_AREA is 0.5 (rounding only) when
+# shrinking and 0.771 when enlarging (its enlarging path has fixed-point weights too).
+OPENCV_MAX_DIFF = {"nearest": 0.0, "bilinear": 0.778, "area": 0.771}
+# OpenCV's INTER_NEAREST computes floor(dst * (1 / (out / in))) in floating point and
+# lands one pixel short where dst * in / out is an exact integer (e.g. 300 -> 224); the
+# differing pixels are whole source pixels apart, so those cases are compared by the
+# fraction of pixels that differ instead.
+OPENCV_NEAREST_MAX_FRACTION = 0.02
+# Keras Resizing(antialias=False) computes in float32 like us, but in another order.
+KERAS_MAX_DIFF = 0.008
+
+
+@pytest.fixture(scope="module")
+def photos():
+    skdata = pytest.importorskip("skimage.data")
+    datasets = pytest.importorskip("sklearn.datasets")
+    return {"china": datasets.load_sample_images().images[0],
+            "flower": datasets.load_sample_images().images[1],
+            "astronaut": skdata.astronaut(), "chelsea": skdata.chelsea(),
+            "coffee": skdata.coffee()}
+
+
+OUT_SIZES = [(224, 224), (97, 131), (300, 700)]
+
+
+@pytest.mark.parametrize("resize", ["nearest", "bilinear", "area"])
+def test_matches_opencv_on_photos(photos, resize):
+    cv2 = pytest.importorskip("cv2")
+    flag = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
+            "area": cv2.INTER_AREA}[resize]
+    worst = 0.0
+    for name, img in photos.items():
+        h, w = img.shape[:2]
+        sizes = OUT_SIZES + [(2 * h + 1, int(1.5 * w))]
+        for oh, ow in sizes:
+            if resize == "area" and (oh > h) != (ow > w):
+                # OpenCV switches both axes to its enlarging formula when either axis
+                # grows; dlinfer keeps the box average per axis.  Not comparable.
+                continue
+            theirs = cv2.resize(img, (ow, oh), interpolation=flag).astype(np.float64)
+            ours = dlinfer.preprocess(img, size=(oh, ow), resize=resize, scale=1.0)[0]
+            diff = np.abs(ours - theirs)
+            if resize == "nearest" and diff.max() > 0:
+                frac = (diff > 0).mean()
+                assert frac <= OPENCV_NEAREST_MAX_FRACTION, f"{name} {oh}x{ow}: {frac:.4f}"
+                continue
+            worst = max(worst, float(diff.max()))
+            assert diff.max() <= OPENCV_MAX_DIFF[resize] + 1e-3, f"{name} {oh}x{ow}"
+    print(f"max |dlinfer - OpenCV {resize}| = {worst:.4f}")
+
+
+def test_matches_keras_resizing_on_photos(photos):
+    keras = pytest.importorskip("keras")
+    worst = 0.0
+    for oh, ow in OUT_SIZES:
+        layer = keras.layers.Resizing(oh, ow, interpolation="bilinear", antialias=False)
+        for name, img in photos.items():
+            theirs = np.asarray(layer(img.astype(np.float32)))
+            ours = dlinfer.preprocess(img, size=(oh, ow), scale=1.0)[0]
+            diff = float(np.abs(ours - theirs).max())
+            worst = max(worst, diff)
+            assert diff <= KERAS_MAX_DIFF, f"{name} {oh}x{ow}: {diff}"
+    print(f"max |dlinfer - Keras Resizing| = {worst:.5f}")
+
+
+# -- hypothesis: random shapes, strides, dtypes, parameters --------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+FAST_EXAMPLES = 1_000
+FULL_EXAMPLES = 10_000
+
+
+@st.composite
+def random_calls(draw):
+    images, valid = [], True
+    for _ in range(draw(st.integers(1, 3))):
+        h, w = draw(st.integers(0, 14)), draw(st.integers(0, 14))
+        c = draw(st.sampled_from([1, 3, 4, 3, 1, 2, 5]))
+        dtype = draw(st.sampled_from([np.uint8] * 8 + [np.float32, np.int16, np.bool_]))
+        sy, sx = draw(st.sampled_from([1, 2, -1])), draw(st.sampled_from([1, 3, -2]))
+        base = np.random.default_rng(draw(st.integers(0, 2**16))).integers(
+            0, 256, size=(max(h * abs(sy), 1), max(w * abs(sx), 1), c)).astype(dtype)
+        arr = base[: h * abs(sy)][::sy][:, : w * abs(sx)][:, ::sx]
+        rank = draw(st.sampled_from([3] * 6 + [2, 1, 4]))
+        arr = {3: arr, 2: arr[..., 0], 1: arr.ravel(), 4: arr[None]}[rank]
+        images.append(arr)
+        valid &= dtype == np.uint8 and rank in (2, 3) and h > 0 and w > 0
+        valid &= (1 if rank == 2 else c) in (1, 3, 4)
+    kw = {
+        "size": draw(st.tuples(st.integers(1, 12), st.integers(1, 12)) | st.sampled_from(
+            [None, 0, (3, -1)])),
+        "resize": draw(st.sampled_from(["nearest", "bilinear", "area", "bicubic"])),
+        "crop": draw(st.sampled_from([None, "center", "letterbox", 0.5, 0.875, 1.0, 0.0, 1.5])),
+        "color": draw(st.sampled_from(["GRAY", "RGB", "BGR", "XYZ"])),
+        "layout": draw(st.sampled_from(["NHWC", "NCHW", "CHW"])),
+        "dtype": draw(st.sampled_from(["float32", "float16", "int8"])),
+        "scale": draw(st.sampled_from([1 / 255, 1.0, -2 / 255, float("nan")])),
+        "mean": draw(st.sampled_from([(0.0,), (0.5,), (0.485, 0.456, 0.406), (1.0, 2.0)])),
+        "std": draw(st.sampled_from([(1.0,), (0.25,), (0.229, 0.224, 0.225), (0.0,), (-0.5,)])),
+        "pad": draw(st.sampled_from([0.0, 114.0])),
+        "input_color": draw(st.sampled_from([None, None, "GRAY", "RGB", "BGR", "RGBA", "BGRA"])),
+        "threads": draw(st.sampled_from([None, 0, 1, 2, 3, -1])),
+    }
+    return images, kw, valid
+
+
+def _params_valid(images, kw):
+    c_out = 1 if kw["color"] == "GRAY" else 3
+    sizes = {np.asarray(i).shape[:2] for i in images}
+    ok = (kw["size"] is not None or len(sizes) == 1)
+    ok &= kw["size"] is None or (isinstance(kw["size"], tuple) and min(kw["size"]) >= 1)
+    ok &= kw["resize"] != "bicubic" and kw["crop"] not in (0.0, 1.5)
+    ok &= kw["color"] != "XYZ" and kw["layout"] != "CHW" and kw["dtype"] != "int8"
+    ok &= np.isfinite(kw["scale"]) and all(s != 0 for s in kw["std"])
+    ok &= len(kw["mean"]) in (1, c_out) and len(kw["std"]) in (1, c_out)
+    ok &= kw["threads"] is None or kw["threads"] >= 0
+    if kw["input_color"] is not None:
+        want = ref.CHANNELS[kw["input_color"]]
+        ok &= all((i.shape[2] if i.ndim == 3 else 1) == want for i in images)
+    return ok
+
+
+def _check_random_call(images, kw, valid):
+    try:
+        out = dlinfer.preprocess(images, **kw)
+    except dlinfer.DlinferError:
+        assert not (valid and _params_valid(images, kw)), "refused a valid call"
+        return
+    assert valid and _params_valid(images, kw), "accepted an invalid call"
+    crop = kw["crop"]
+    fit = {None: "stretch", "letterbox": "letterbox"}.get(crop, "crop")
+    ratio = 1.0 if crop in (None, "letterbox", "center") else crop
+    size = kw["size"] or images[0].shape[:2]
+    for i, img in enumerate(images):
+        img3 = img if img.ndim == 3 else img[:, :, None]
+        in_color = kw["input_color"] or {1: "GRAY", 3: "RGB", 4: "RGBA"}[img3.shape[2]]
+        want = ref.preprocess(img3, size, in_color=in_color, color=kw["color"],
+                              resize=kw["resize"], fit=fit, crop_ratio=ratio, pad=kw["pad"],
+                              scale=kw["scale"], mean=kw["mean"], std=kw["std"],
+                              layout=kw["layout"])
+        # float32 arithmetic on pixel values up to 255, magnified by scale / std
+        gain = abs(kw["scale"]) / min(abs(s) for s in kw["std"])
+        if kw["dtype"] == "float16":
+            tol = 1e-3 * np.abs(want) + 1e-4 + 1e-4 * gain
+            got = out[i].astype(np.float32)
+        else:
+            tol, got = ATOL + 3e-5 * gain, out[i]
+        assert out.dtype == np.dtype(kw["dtype"])
+        err = np.abs(got.astype(np.float64) - want)
+        assert (err <= tol).all(), f"image {i}: max error {err.max()} {kw}"
+
+
+@hypothesis.settings(max_examples=FAST_EXAMPLES, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(random_calls())
+def test_random_calls_are_right_or_raise_dlinfer_errors(call):
+    _check_random_call(*call)
+
+
+@pytest.mark.slow
+@hypothesis.settings(max_examples=FULL_EXAMPLES, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(random_calls())
+def test_random_calls_full_10000(call):
+    _check_random_call(*call)
+
+
+# -- bad input: each a dlinfer exception naming the index or file --------------------------
+
+@pytest.mark.parametrize(
+    ("images", "error", "message"),
+    [
+        ([np.zeros((4, 4, 3), np.uint8), np.zeros((0, 5, 3), np.uint8)], dlinfer.InputShapeError,
+         "image 1: the image is empty"),
+        ([np.zeros((4, 4, 2), np.uint8)], dlinfer.ChannelError, "1, 3 or 4 channels, got 2"),
+        ([np.zeros((4, 4, 3), np.float32)], dlinfer.InputDtypeError, "must be uint8"),
+        ([np.zeros((4, 4, 3), np.uint16)], dlinfer.InputDtypeError, "got dtype uint16"),
+        ([np.zeros((2, 4, 4, 3), np.uint8)], dlinfer.InputRankError, "rank 2"),
+        ([np.zeros((4,), np.uint8)], dlinfer.InputRankError, "got shape (4,)"),
+        ([], dlinfer.EmptyBatchError, "empty"),
+    ],
+    ids=["zero-size", "2-channels", "float32", "uint16", "rank4-in-list", "rank1", "empty"],
+)
+def test_bad_arrays(images, error, message):
+    import re
+
+    with pytest.raises(error, match=re.escape(message)):
+        dlinfer.preprocess(images, size=8)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [({"resize": "cubic"}, "resize must be one of"), ({"crop": 2.0}, "crop must be"),
+     ({"std": (0.0,)}, "non-zero"), ({"mean": (1, 2)}, "mean needs 1 or 3"),
+     ({"layout": "CHW"}, "layout"), ({"dtype": "int8"}, "dtype"), ({"size": 0}, "size"),
+     ({"input_color": "RGB"}, "input_color RGB needs 3 channel"), ({"threads": -1}, "threads")],
+    ids=lambda v: str(v) if isinstance(v, dict) else "",
+)
+def test_bad_parameters(kw, message):
+    with pytest.raises(dlinfer.InputError, match=message):
+        dlinfer.preprocess(np.zeros((4, 4, 1), np.uint8), size=kw.pop("size", 8), **kw)
+
+
+def test_out_buffer_must_fit():
+    with pytest.raises(dlinfer.InputShapeError, match="out must be a float32 array of shape"):
+        dlinfer.preprocess(np.zeros((4, 4, 3), np.uint8), size=8, out=np.empty((1, 8, 8, 1)))
+
+
+def _png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_bad_files_name_the_file(tmp_path):
+    good = tmp_path / "good.png"
+    good.write_bytes(_png_bytes(Image.fromarray(_image((40, 40, 3), 1))))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:300])
+    corrupt = tmp_path / "corrupt.jpg"
+    data = bytearray(_png_bytes(Image.fromarray(_image((64, 64, 3), 2)), "JPEG"))
+    data[200:] = b"\x00" * (len(data) - 200)
+    corrupt.write_bytes(bytes(data[:400]))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    cases = [(truncated, "truncated.png: corrupt or truncated"),
+             (corrupt, "corrupt.jpg: corrupt or truncated"),
+             (text, "notes.png: not an image"), (tmp_path / "gone.png", "gone.png: file not found")]
+    for path, message in cases:
+        with pytest.raises(dlinfer.ImageDecodeError, match=message):
+            dlinfer.preprocess([str(good), str(path)], size=8, threads=2)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (3000, 2000)).save(path)  # 6 MB of pixels in a tiny file
+    assert os.path.getsize(path) < 50_000
+    with pytest.raises(dlinfer.DecompressionBombError, match=r"bomb.png: a 3000x2000 .*budget"):
+        dlinfer.preprocess(str(path), size=8, max_image_bytes=10_000_000)
+    assert dlinfer.preprocess(str(path), size=8, max_image_bytes=20_000_000).shape == (1, 8, 8, 3)
+    assert issubclass(dlinfer.DecompressionBombError, dlinfer.ImageDecodeError)
+
+
+# -- decoding with Pillow ------------------------------------------------------------------
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.fromarray(_image((20, 40, 3), 4))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif, quality=95)
+    out = dlinfer.preprocess(str(path), scale=1.0)
+    assert out.shape == (1, 40, 20, 3)
+    upright = np.asarray(Image.open(path).transpose(Image.Transpose.ROTATE_270), np.float32)
+    np.testing.assert_array_equal(out[0], upright)
+
+
+def test_modes_are_converted(tmp_path):
+    rgb = _image((12, 10, 3), 6)
+    cases = {}
+    cases["palette"] = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE)
+    rgba = np.dstack([rgb, np.where(np.arange(10) < 5, 0, 255).astype(np.uint8)[None, :]
+                      .repeat(12, 0)])
+    cases["rgba"] = Image.fromarray(rgba, "RGBA")
+    cases["cmyk"] = Image.fromarray(rgb).convert("CMYK")
+    sixteen = (np.arange(120, dtype=np.uint16).reshape(12, 10) * 500)
+    cases["16bit"] = Image.fromarray(sixteen)  # mode I;16
+    for name, img in cases.items():
+        path = tmp_path / f"{name}.{'jpg' if name == 'cmyk' else 'png'}"
+        img.save(path, **({"quality": 100} if name == "cmyk" else {}))
+        out = dlinfer.preprocess(str(path), scale=1.0, color="RGB")[0]
+        assert out.shape == (12, 10, 3), name
+        if name == "rgba":  # transparent half composited onto black
+            assert (out[:, :5] == 0).all() and (out[:, 5:] == rgb[:, 5:]).all()
+        if name == "16bit":  # 0..65535 scaled to 0..255, rounded
+            want = np.round(sixteen.astype(np.float64) * 255 / 65535)
+            np.testing.assert_array_equal(out[..., 0], want)
+        if name == "palette":
+            np.testing.assert_array_equal(out, np.asarray(img.convert("RGB"), np.float32))
+        if name == "cmyk":
+            assert np.abs(out - rgb).mean() < 8
+
+
+def test_jpeg_draft_mode_for_large_photos(tmp_path, photos):
+    big = Image.fromarray(photos["china"]).resize((2560, 1708))
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=90)
+    from dlinfer.images import decode_file
+
+    arr, _ = decode_file(path, target=lambda h, w: (224, 224))
+    assert arr.shape[0] < 1708 and arr.shape[0] >= 448  # decoded at 1/2 or 1/4 scale
+    full, _ = decode_file(path)
+    assert full.shape == (1708, 2560, 3)
+    spec = dlinfer.PreprocessSpec(size=224, **IMAGENET)
+    drafted = spec(str(path))
+    exact = spec.replace(draft=False)(str(path))
+    assert np.abs(drafted - exact).mean() < 0.1  # mostly smoother, never a different picture
+
+
+# -- PreprocessSpec from a model, Classifier, folders, CLI ---------------------------------
+
+def test_spec_from_model_reads_the_metadata(mnist_onnx):
+    spec = dlinfer.PreprocessSpec.from_model(mnist_onnx)
+    assert (spec.size, spec.color, spec.layout, spec.dtype) == ((28, 28), "GRAY", "NHWC",
+                                                                "float32")
+    assert spec == dlinfer.PreprocessSpec.from_model(dlinfer.Model(mnist_onnx))
+    clf = dlinfer.Classifier(mnist_onnx)
+    assert clf.preprocessing == spec
+    with pytest.raises(dlinfer.SpecError):
+        dlinfer.PreprocessSpec.from_model(None)
+
+
+def test_classifier_resizes_and_converts_arrays(mnist_onnx, mnist_trained):
+    clf = dlinfer.Classifier(mnist_onnx)
+    digits = mnist_trained.split.x_test[:8]
+    base = clf.predict(digits)
+    big_rgb = [np.repeat(np.kron(d, np.ones((2, 2), np.uint8))[:, :, None], 3, axis=2)
+               for d in digits]  # 56x56 RGB: resized by the area-exact 2x and gray-mixed
+    assert [p.index for p in clf.predict(big_rgb)] == [p.index for p in base]
+    x = clf.preprocess(big_rgb)
+    ref.assert_close(x, _expected(big_rgb, (28, 28), in_colors=["RGB"] * 8, color="GRAY"),
+                     atol=ATOL)
+
+
+def test_predict_folder_streams_batches(tmp_path, mnist_onnx, mnist_trained):
+    clf = dlinfer.Classifier(mnist_onnx, threads=2)
+    digits = mnist_trained.split.x_test[:11]
+    (tmp_path / "sub").mkdir()
+    paths = []
+    for i, d in enumerate(digits):
+        path = tmp_path / ("sub" if i % 3 == 0 else "") / f"d{i:02d}.png"
+        Image.fromarray(d).save(path)
+        paths.append(str(path))
+    (tmp_path / "readme.txt").write_text("skipped: not an image extension")
+    got = list(clf.predict_folder(tmp_path, batch_size=4, progress=False))
+    assert sorted(p for p, _ in got) == sorted(paths)
+    want = dict(zip(paths, clf.predict(paths)))
+    for path, pred in got:
+        assert pred.index == want[path].index
+        assert pred.probability == pytest.approx(want[path].probability, abs=1e-6)
+    bad = tmp_path / "zz_bad.png"
+    bad.write_text("broken")
+    with pytest.raises(dlinfer.ImageDecodeError, match="zz_bad.png"):
+        list(clf.predict_folder(tmp_path, batch_size=4, progress=False))
+    skipped = list(clf.predict_folder(tmp_path, batch_size=4, progress=False, on_error="skip"))
+    assert len(skipped) == 11
+
+
+def test_cli_predict_folder_to_csv(tmp_path, mnist_onnx, digit_pngs):
+    import csv
+
+    from test_cli import dlinfer_cli
+
+    folder = os.path.dirname(digit_pngs[0][0])
+    out = tmp_path / "out.csv"
+    proc = dlinfer_cli("predict", mnist_onnx, folder, "--batch-size", "4", "--csv", str(out),
+                       "--top-k", "2")
+    rows = list(csv.DictReader(out.open()))
+    assert [r["file"] for r in rows] == sorted(os.path.basename(p) for p in digit_pngs[0])
+    assert sum(int(r["index"]) == y for r, y in zip(rows, digit_pngs[1])) >= 8
+    assert all(len(r["top"].split(";")) == 2 for r in rows)
+    assert "10 images" in proc.stderr
