@@ -27,6 +27,7 @@ from .errors import (
     ProviderUnavailableError,
     SpecError,
 )
+from .generator import Generator, image_grid
 from .model import Model, TensorInfo
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 
@@ -39,6 +40,7 @@ __all__ = [
     "Classifier",
     "DlinferError",
     "EmptyBatchError",
+    "Generator",
     "ImageDecodeError",
     "InferenceError",
     "InputDtypeError",
@@ -56,4 +58,5 @@ __all__ = [
     "SpecError",
     "TensorInfo",
     "__version__",
+    "image_grid",
 ]
