@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 
 # Small enough for the default run (VGG16 at 150x150 is a slow test); VGG16's
 # convolutions are the same at any size, only the Flatten width changes.
@@ -29,6 +30,18 @@ class Exported:
     onnx_path: str
     x: np.ndarray  # BATCH model inputs
     spec: dict[str, Any]  # the to_onnx keyword arguments used
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails, as on an offline machine."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @functools.cache

@@ -265,7 +265,9 @@ def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
             return _evaluate_dcgan(keras_model, onnx_model, discriminator, real_test)
 
         report = {"epochs_over_images": o["epochs"], "steps": o["epochs"] * steps_per_epoch}
-    x_test = _latents(EVAL_SAMPLES, latent, EVAL_SEED)
+    # As many fakes as real test digits (1,000 with the default data) for the DCGAN.
+    n_eval = EVAL_SAMPLES if entry.name == "gan_1d" else min(EVAL_SAMPLES, len(split.x_test))
+    x_test = _latents(n_eval, latent, EVAL_SEED)
     return _Fitted(generator, split, x_test, None, dict(entry.spec), report,
                    {"discriminator": discriminator}, evaluate)
 
