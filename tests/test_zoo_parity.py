@@ -73,7 +73,8 @@ def test_exported_graph_contract(name):
                         "tokens": "tokens", "gan": "latent"}[entry.kind]
     assert out.name == {"classification": "probabilities",
                         "binary_classification": "probabilities", "regression": "value",
-                        "generation": "images" if name == "dcgan_mnist" else "value"}[e.spec["task"]]
+                        "generation": "images" if name == "dcgan_mnist" else "value",
+                        }[e.spec["task"]]
     batch_dim = inp.type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.HasField("dim_value"), "batch must be dynamic"
     spec = _runtime(name).spec
@@ -122,8 +123,9 @@ def test_classifier_runs_every_image_classifier_with_labels_from_metadata(name):
         keras_out = np.concatenate([1 - keras_out, keras_out], axis=1)
     assert np.abs(proba - keras_out).max() <= ATOL
     assert clf.labels == list(e.spec["labels"])
-    for p, row in zip(clf.predict(pixels), keras_out):
-        want = int(row[1] >= 0.5) if e.spec["task"] == "binary_classification" else int(row.argmax())
+    binary = e.spec["task"] == "binary_classification"
+    for p, row in zip(clf.predict(pixels), keras_out, strict=True):
+        want = int(row[1] >= 0.5) if binary else int(row.argmax())
         assert p.index == want and p.label == e.spec["labels"][want]
 
 

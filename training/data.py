@@ -191,8 +191,7 @@ def make_images(
         idx = np.flatnonzero(y == FASHION_LABELS.index(name))
         for k, i in enumerate(rng.choice(idx, size=min(per_class, len(idx)), replace=False)):
             img = Image.fromarray(x[i]).resize((size, size), Image.Resampling.BICUBIC)
-            img.convert("RGB").save(os.path.join(folder, f"{name[:8].replace(' ', '_')}_{k:05d}.jpg"),
-                                    quality=92)
+            img.convert("RGB").save(os.path.join(folder, f"{k:05d}.jpg"), quality=92)
     return out
 
 
@@ -288,7 +287,8 @@ def synthetic_tokens(n: int = 4000, maxlen: int = IMDB_MAXLEN, vocab: int = IMDB
         seq[rng.choice(length, size=k, replace=False)] = rng.integers(base, base + 10, size=k)
         x[i, maxlen - length:] = seq
     cut = int(n * 0.8)
-    return Split(x[:cut], y[:cut], x[cut:], y[cut:], f"generated token task, {n} sequences (offline)")
+    return Split(x[:cut], y[:cut], x[cut:], y[cut:],
+                 f"generated token task, {n} sequences (offline)")
 
 
 def load_imdb(data: str = "synthetic", maxlen: int = IMDB_MAXLEN) -> Split:

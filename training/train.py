@@ -109,7 +109,7 @@ def _folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> str:
 
 
 def _materialize(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds])
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds], strict=True)
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
 
 
@@ -155,7 +155,8 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
             for layer in base.layers:
                 layer.trainable = layer.name.startswith("block5")
             model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=loss, metrics=["accuracy"])
-            o["log"](f"[{entry.name}] stage 2: fine-tuning block5 for {o['fine_tune_epochs']} epochs")
+            o["log"](f"[{entry.name}] stage 2: fine-tuning block5 for "
+                     f"{o['fine_tune_epochs']} epochs")
             model.fit(train_ds, epochs=o["fine_tune_epochs"], verbose=o["verbose"], shuffle=False)
         report["fine_tune_epochs"] = o["fine_tune_epochs"]
     split = datasets.Split(np.empty((0,)), np.empty((0,)), x_test + mean, y_test,
@@ -205,12 +206,12 @@ def _gan_step(generator: Any, discriminator: Any, lr: float) -> Callable[..., An
             d_loss = (bce(tf.ones((n, 1)), discriminator(real, training=True))
                       + bce(tf.zeros((n, 1)), discriminator(fake, training=True)))
         grads = tape.gradient(d_loss, discriminator.trainable_variables)
-        d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
+        d_opt.apply_gradients(zip(grads, discriminator.trainable_variables, strict=True))
         with tf.GradientTape() as tape:
             fooled = discriminator(generator(z_g, training=True), training=True)
             g_loss = bce(tf.ones((tf.shape(z_g)[0], 1)), fooled)
         grads = tape.gradient(g_loss, generator.trainable_variables)
-        g_opt.apply_gradients(zip(grads, generator.trainable_variables))
+        g_opt.apply_gradients(zip(grads, generator.trainable_variables, strict=True))
         return d_loss, g_loss
 
     return step

