@@ -154,3 +154,14 @@ def test_vgg16_at_150x150_agrees(tmp_path):
     for batch in (1, 3, 8):
         _check_parity("vgg16_transfer@150", model, dlinfer.Model(path), x[:batch], spec)
     assert VGG_TEST_SIZE < 150
+
+
+def test_small_convnet_with_three_classes_ends_in_softmax(tmp_path):
+    model = build("small_convnet", n_classes=3, image_size=48)
+    assert model.layers[-1].units == 3
+    path = str(tmp_path / "three.onnx")
+    spec = dict(zoo.ZOO["small_convnet"].spec, task="classification", labels=("a", "b", "c"))
+    to_onnx(model, path, name="small_convnet", **spec)
+    x = rgb_digits(48, 3)
+    _check_parity("small_convnet/3", model, dlinfer.Model(path), x, spec)
+    assert dlinfer.Classifier(path).labels == ["a", "b", "c"]
