@@ -132,6 +132,18 @@ def test_train_cli_runs_offline(tmp_path, capsys):
     assert "gan_1d.report.json" in capsys.readouterr().out
 
 
+def test_train_cli_reports_missing_data_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from training.cli import main
+    from training._tf import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setattr(keras.datasets.imdb, "load_data", offline)
+    assert main(["train", "imdb_lstm", "--data", "imdb", "--out", str(tmp_path)]) == 1
+    assert "error: could not load IMDB" in capsys.readouterr().err
+
+
 def test_list_shows_all_twelve_with_workshop_counts(capsys):
     from training.cli import main
 

@@ -105,12 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         return _list()
     if args.command == "train":
+        from .data import DataUnavailableError
         from .train import train
+        from .zoo import WeightsUnavailableError
 
-        result = train(args.name, epochs=args.epochs, data=args.data, out=args.out,
-                       batch_size=args.batch_size, weights=args.weights,
-                       image_size=args.image_size, samples=args.samples, n_steps=args.n_steps,
-                       fine_tune_epochs=args.fine_tune_epochs)
+        try:
+            result = train(args.name, epochs=args.epochs, data=args.data, out=args.out,
+                           batch_size=args.batch_size, weights=args.weights,
+                           image_size=args.image_size, samples=args.samples,
+                           n_steps=args.n_steps, fine_tune_epochs=args.fine_tune_epochs)
+        except (DataUnavailableError, WeightsUnavailableError) as exc:
+            # Missing data or weights is the user's to fix, not a bug: no traceback.
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"wrote {result.keras_path}, {result.onnx_path}, {result.report_path}")
         return 0
     if args.command == "export":
