@@ -49,6 +49,18 @@ def test_fashion_offline_links_debian_files_into_the_keras_cache(keras_home):
     assert len(data.FASHION_LABELS) == 10
 
 
+@needs_fashion
+@pytest.mark.usefixtures("no_network")
+def test_fashion_offline_with_a_read_only_keras_cache_reads_debian_files(monkeypatch):
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(data, "link_debian_fashion", read_only)
+    split = data.load_fashion()
+    assert split.x_train.shape == (60000, 28, 28) and split.y_test.shape == (10000,)
+    assert "Debian" in split.source
+
+
 def test_fashion_without_debian_files_or_network_says_what_to_install(
         monkeypatch, tmp_path, keras_home):
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", str(tmp_path / "missing"))

@@ -139,6 +139,20 @@ def link_debian_fashion(debian_dir: str | None = None) -> bool:
     return True
 
 
+def _read_fashion_idx(folder: str) -> Split:
+    """The four IDX .gz files read directly, as keras.datasets.fashion_mnist does."""
+    import gzip
+
+    def read(name: str, offset: int) -> np.ndarray:
+        with gzip.open(os.path.join(folder, name), "rb") as f:
+            return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+    y_train, y_test = read(FASHION_FILES[0], 8), read(FASHION_FILES[2], 8)
+    return Split(read(FASHION_FILES[1], 16).reshape(-1, 28, 28), y_train.astype(np.int64),
+                 read(FASHION_FILES[3], 16).reshape(-1, 28, 28), y_test.astype(np.int64),
+                 "Fashion-MNIST 60k/10k (Debian dataset-fashion-mnist, offline)")
+
+
 def load_fashion(data: str = "fashion") -> Split:
     """The full Fashion-MNIST, 60k/10k, uint8 (N, 28, 28).
 
@@ -147,7 +161,10 @@ def load_fashion(data: str = "fashion") -> Split:
     """
     if data not in ("fashion", "keras"):
         raise ValueError(f"unknown Fashion-MNIST data source {data!r}; choose fashion or keras")
-    debian = data == "fashion" and link_debian_fashion()
+    try:
+        debian = data == "fashion" and link_debian_fashion()
+    except OSError:  # Keras's cache is not writable: read Debian's files in place
+        return _read_fashion_idx(DEBIAN_FASHION_DIR)
     source = ("Fashion-MNIST 60k/10k (Debian dataset-fashion-mnist, offline)" if debian
               else "Fashion-MNIST 60k/10k (Keras download)")
     return _keras_dataset(
