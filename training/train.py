@@ -119,7 +119,7 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     train_ds, test_ds, classes = datasets.load_image_folder(root, (size, size), o["batch_size"])
     spec = dict(entry.spec, labels=classes)
     mean = np.asarray(spec.get("mean", (0.0,)), np.float32)
-    binary = len(classes) == 2 and entry.name == "small_convnet"
+    binary = len(classes) == 2 and entry.binary_head
     if binary:
         spec.update(task="binary_classification", threshold=0.5)
     else:
@@ -133,7 +133,7 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     x_test, y_test = _materialize(test_ds)
     x_test = x_test - mean
     kwargs: dict[str, Any] = {"n_classes": len(classes), "image_size": size}
-    if entry.name == "vgg16_transfer":
+    if entry.pretrained:
         kwargs["weights"] = o["weights"]
     model = entry.build(**kwargs)
     loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
@@ -145,7 +145,7 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     # Keras's warning that it cannot shuffle a tf.data.Dataset.
     model.fit(train_ds, epochs=o["epochs"], verbose=o["verbose"], shuffle=False)
     report: dict[str, Any] = {"classes": list(classes), "image_size": size}
-    if entry.name == "vgg16_transfer":
+    if entry.pretrained:
         report["weights"] = o["weights"] or "none"
         if o["fine_tune_epochs"]:
             # Stage 2: unfreeze block5 only, with a small learning rate so the
@@ -232,7 +232,7 @@ def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     rng = np.random.default_rng(SEED)
     half = o["batch_size"] // 2
     _log_start(entry, generator, o)
-    if entry.name == "gan_1d":
+    if entry.load is None:  # points generated on the fly
         # Brownlee's recipe: Adam, 64 real + 64 fake points per step; "epochs" are steps.
         step = _gan_step(generator, discriminator, lr=1e-3)
         split = datasets.Split(np.empty((0, 2)), np.empty((0,)),
@@ -267,7 +267,7 @@ def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
 
         report = {"epochs_over_images": o["epochs"], "steps": o["epochs"] * steps_per_epoch}
     # As many fakes as real test digits (1,000 with the default data) for the DCGAN.
-    n_eval = EVAL_SAMPLES if entry.name == "gan_1d" else min(EVAL_SAMPLES, len(split.x_test))
+    n_eval = EVAL_SAMPLES if entry.load is None else min(EVAL_SAMPLES, len(split.x_test))
     x_test = _latents(n_eval, latent, EVAL_SEED)
     return _Fitted(generator, split, x_test, None, dict(entry.spec), report,
                    {"discriminator": discriminator}, evaluate)
@@ -308,7 +308,7 @@ _FIT = {"pixels": _fit_pixels, "folder": _fit_folder, "series": _fit_series,
 
 def _log_start(entry: zoo.ZooEntry, model: Any, o: dict[str, Any]) -> None:
     o["log"](f"[{entry.name}] training {model.count_params():,} parameters for {o['epochs']} "
-             f"{'steps' if entry.name == 'gan_1d' else 'epochs'}, batch {o['batch_size']}")
+             f"{'steps' if entry.epochs_are_steps else 'epochs'}, batch {o['batch_size']}")
 
 
 def train(

@@ -52,6 +52,11 @@ class ZooEntry:
     fit_options: dict[str, Any] = field(default_factory=dict)
     build_discriminator: Callable[..., Any] | None = None
     notes: str = ""
+    # Recipe switches: two classes end in one sigmoid unit (binary task); build()
+    # takes `weights` and training has a fine-tuning stage; `epochs` count steps.
+    binary_head: bool = False
+    pretrained: bool = False
+    epochs_are_steps: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -362,6 +367,7 @@ ZOO: dict[str, ZooEntry] = {
                       output_kind="probabilities", color="RGB", scale=1.0),
             epochs=10, batch_size=32, loss="binary_crossentropy",
             notes="2 classes: Dense(1, sigmoid); N classes: Dense(N, softmax)",
+            binary_head=True,
         ),
         ZooEntry(
             name="vgg16_transfer", build=vgg16_transfer,
@@ -373,6 +379,7 @@ ZOO: dict[str, ZooEntry] = {
                       std=(1.0, 1.0, 1.0)),
             epochs=3, batch_size=16, loss="sparse_categorical_crossentropy",
             notes=f"base {VGG16_BASE_PARAMS:,} (frozen); stage 2 fine-tunes block5",
+            pretrained=True,
         ),
         ZooEntry(
             name="timeseries_mlp", build=timeseries_mlp, params=501, kind="series",
@@ -405,6 +412,7 @@ ZOO: dict[str, ZooEntry] = {
                       extra={"latent_size": 5, "latent_distribution": "normal"}),
             epochs=6000, batch_size=128, loss="binary_crossentropy",
             notes="generator 122 params, discriminator 101; epochs = training steps",
+            epochs_are_steps=True,
         ),
         ZooEntry(
             name="dcgan_mnist", build=dcgan_generator, params=1_164_289, kind="gan",
