@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 SOURCES := pyproject.toml CMakeLists.txt $(shell find native python -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null)
 
-.PHONY: demo test test-all lint clean asan
+.PHONY: demo test test-all lint clean asan fashion-mnist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ $(VENV)/.installed-test: $(PY) $(SOURCES)
 
 demo: $(VENV)/.installed-train
 	$(PY) -m training demo
+
+# Debian's copy of Fashion-MNIST, the offline data of fashion_mlp/fashion_cnn; the
+# training code links it into Keras's cache.  Needs root (apt-get).
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@if [ ! -f $(FASHION_DIR)/t10k-images-idx3-ubyte.gz ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo ">> Fashion-MNIST already in $(FASHION_DIR)"; fi
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest

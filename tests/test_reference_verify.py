@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import zoo_models
+import zoo_export_models
 from dlinfer import reference
 from dlinfer.cli import main
 from onnx import TensorProto, helper, numpy_helper
@@ -35,7 +35,7 @@ def exported(tmp_path_factory):
         if name not in cache:
             onnx_path = os.path.join(folder, f"{name}.onnx")
             keras_path = os.path.join(folder, f"{name}.keras")
-            model = zoo_models.export(name, onnx_path)
+            model = zoo_export_models.export(name, onnx_path)
             model.save(keras_path)
             cache[name] = (keras_path, onnx_path, model)
         return cache[name]
@@ -50,7 +50,7 @@ def _sample(onnx_path: str, n: int = 5) -> tuple[str, np.ndarray]:
     return inp.name, np.random.default_rng(3).uniform(0, 1, shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", zoo_models.NAMES)
+@pytest.mark.parametrize("name", zoo_export_models.NAMES)
 def test_reference_executor_reproduces_onnxruntime(name, exported):
     _, onnx_path, _ = exported(name)
     input_name, x = _sample(onnx_path)
@@ -64,7 +64,7 @@ def test_reference_executor_reproduces_onnxruntime(name, exported):
         assert err <= 1e-4, f"{name}: {out_name} differs from onnxruntime by {err:.3g}"
 
 
-@pytest.mark.parametrize("name", zoo_models.NAMES)
+@pytest.mark.parametrize("name", zoo_export_models.NAMES)
 def test_verify_per_layer_passes(name, exported):
     keras_path, onnx_path, model = exported(name)
     report = dlinfer.verify(model, onnx_path, per_layer=True, samples=4)
@@ -82,7 +82,7 @@ def test_verify_per_layer_passes(name, exported):
 def test_full_size_models_reference_and_verify(name, tmp_path):
     """The zoo's own 150x150 input (the default run uses a small one)."""
     onnx_path = str(tmp_path / f"{name}.onnx")
-    model = zoo_models.export(name, onnx_path, small=False)
+    model = zoo_export_models.export(name, onnx_path, small=False)
     report = dlinfer.verify(model, onnx_path, per_layer=True, samples=2)
     assert report.ok, report.format()
 

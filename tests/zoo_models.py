@@ -1,190 +1,126 @@
-"""The zoo's dense, conv and GAN models for the reference-executor and verify tests.
+"""Zoo models with seeded random weights, exported once per test session.
 
-# TEMPORARY FALLBACK (issue 5): `training.zoo.ZOO` on this branch has only
-# mnist_cnn; issue 3 adds the rest in parallel.  For names the zoo lacks,
-# FALLBACK_BUILDERS rebuilds the architecture from the issue-3 table.  After
-# the merge, delete FALLBACK_BUILDERS and let `build` use the zoo only.
-
-`build(name, small=True)` returns ``(keras_model, export_kwargs)``.  small=True
-gives vgg16_transfer a 32x32 input and small_convnet a 64x64 one, so the default
-test run stays fast; the slow tests use the zoo's own input sizes.
+Building and converting the 12 models is most of what the zoo tests cost, so every
+test file shares this cache instead of exporting again.  Inputs are real data
+(MNIST digits, sunspots windows) or representative data (digits upscaled to RGB
+for the 150x150 convnets, the generated token task, normal latent vectors).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import tempfile
+from dataclasses import dataclass
 from typing import Any
 
-from training._tf import keras
+import numpy as np
+import pytest
 
-DIGITS = tuple(str(i) for i in range(10))
-
-# (name, export keyword arguments for training.export.to_onnx)
-EXPORT_KWARGS: dict[str, dict[str, Any]] = {
-    "mnist_mlp": dict(labels=DIGITS, input_kind="features"),
-    "mnist_mlp_dropout": dict(labels=DIGITS, input_kind="features"),
-    "mnist_cnn": dict(labels=DIGITS),
-    "fashion_mlp": dict(labels=tuple(f"c{i}" for i in range(10)), input_kind="features"),
-    "fashion_cnn": dict(labels=tuple(f"c{i}" for i in range(10))),
-    "small_convnet": dict(
-        task="binary_classification",
-        labels=("cat", "dog"),
-        threshold=0.5,
-        output_kind="probabilities",
-        scale=1.0,
-    ),
-    "vgg16_transfer": dict(labels=("a", "b", "c")),
-    "gan_1d": dict(
-        task="generation",
-        input_kind="latent",
-        input_name="latent",
-        output_name="points",
-        output_kind="value",
-    ),
-    "dcgan_mnist": dict(
-        task="generation",
-        input_kind="latent",
-        input_name="latent",
-        output_name="images",
-        output_kind="images",
-    ),
-}
-NAMES = tuple(EXPORT_KWARGS)
+# Small enough for the default run (VGG16 at 150x150 is a slow test); VGG16's
+# convolutions are the same at any size, only the Flatten width changes.
+VGG_TEST_SIZE = 32
+BATCH = 64
 
 
-def _mlp(name: str) -> Any:
-    L = keras.layers
-    return keras.Sequential(
-        [keras.Input((784,)), L.Dense(512, activation="relu"), L.Dense(10, activation="softmax")],
-        name=name,
-    )
+@dataclass(frozen=True)
+class Exported:
+    name: str
+    keras_model: Any
+    onnx_path: str
+    x: np.ndarray  # BATCH model inputs
+    spec: dict[str, Any]  # the to_onnx keyword arguments used
 
 
-def _mlp_dropout(name: str) -> Any:
-    L = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input((784,)),
-            L.Dense(256, activation="relu"),
-            L.Dropout(0.4),
-            L.Dense(128, activation="relu"),
-            L.Dropout(0.3),
-            L.Dense(10, activation="softmax"),
-        ],
-        name=name,
-    )
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails, as on an offline machine."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def _cnn(name: str) -> Any:
-    from training.zoo import mnist_cnn
-
-    model = mnist_cnn()
-    model.name = name
-    return model
+@functools.cache
+def _folder() -> str:
+    return tempfile.mkdtemp(prefix="dlinfer-zoo-")
 
 
-def _small_convnet(size: int) -> Any:
-    # The zoo's augmentation layers (RandomFlip/Rotation/Zoom) are left out: the
-    # exporter of issue 3 strips them, this branch's exporter does not yet.
-    L = keras.layers
-    layers = [keras.Input((size, size, 3)), L.Rescaling(1.0 / 255)]
-    for filters in (32, 64, 128, 128):
-        layers += [L.Conv2D(filters, 3, activation="relu"), L.MaxPooling2D(2)]
-    layers += [
-        L.Flatten(),
-        L.Dropout(0.5),
-        L.Dense(512, activation="relu"),
-        L.Dense(1, activation="sigmoid"),
-    ]
-    return keras.Sequential(layers, name="small_convnet")
+@functools.cache
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,000 held-out offline MNIST digits, uint8 (N, 28, 28), and labels."""
+    from training.data import load_mnist
+
+    split = load_mnist("mnist5k")
+    return split.x_test, split.y_test
 
 
-def _vgg16_transfer(size: int) -> Any:
-    L = keras.layers
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(size, size, 3))
-    base.trainable = False
-    return keras.Sequential(
-        [
-            keras.Input((size, size, 3)),
-            base,
-            L.Flatten(),
-            L.Dense(256, activation="relu"),
-            L.Dropout(0.5),
-            L.Dense(3, activation="softmax"),
-        ],
-        name="vgg16_transfer",
-    )
+def rgb_digits(size: int, n: int = BATCH) -> np.ndarray:
+    """Real digits upscaled to size x size RGB, float32 pixels in [0, 255]."""
+    from PIL import Image
+
+    out = np.empty((n, size, size, 3), np.float32)
+    for i, d in enumerate(digits()[0][:n]):
+        out[i] = np.asarray(Image.fromarray(d).resize((size, size)).convert("RGB"), np.float32)
+    return out
 
 
-def _gan_1d() -> Any:
-    L = keras.layers
-    return keras.Sequential(
-        [keras.Input((5,)), L.Dense(15, activation="relu"), L.Dense(2)], name="gan_1d"
-    )
+def _inputs(name: str, model: Any) -> np.ndarray:
+    from training import data as datasets
+    from training import zoo
+
+    entry = zoo.ZOO[name]
+    if entry.kind == "pixels":
+        return (digits()[0][:BATCH, :, :, None] / np.float32(255)).astype(np.float32)
+    if entry.kind == "folder":
+        size = int(model.inputs[0].shape[1])
+        mean = np.asarray(entry.spec.get("mean", (0.0,)), np.float32)
+        return rgb_digits(size) - mean
+    if entry.kind == "series":
+        split = datasets.series_split("sunspots", 3)
+        x = np.concatenate([split.x_train, split.x_test])[-BATCH:]
+        return x.reshape((-1, *model.inputs[0].shape[1:]))
+    if entry.kind == "tokens":
+        return datasets.synthetic_tokens(n=BATCH * 2).x_train[:BATCH]
+    latent = int(model.inputs[0].shape[1])
+    return np.random.default_rng(7).standard_normal((BATCH, latent), dtype=np.float32)
 
 
-def _dcgan_generator() -> Any:
-    L = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input((100,)),
-            L.Dense(128 * 7 * 7),
-            L.LeakyReLU(0.2),
-            L.Reshape((7, 7, 128)),
-            L.Conv2DTranspose(128, 4, strides=2, padding="same"),
-            L.LeakyReLU(0.2),
-            L.Conv2DTranspose(128, 4, strides=2, padding="same"),
-            L.LeakyReLU(0.2),
-            L.Conv2D(1, 7, activation="sigmoid", padding="same"),
-        ],
-        name="dcgan_mnist",
-    )
+def build(name: str, **kwargs: Any) -> Any:
+    from training import zoo
+    from training._tf import keras
+
+    keras.utils.set_random_seed(0)
+    if name == "vgg16_transfer":
+        kwargs.setdefault("image_size", VGG_TEST_SIZE)
+    return zoo.ZOO[name].build(**kwargs)
 
 
-FALLBACK_BUILDERS = {
-    "mnist_mlp": lambda small: _mlp("mnist_mlp"),
-    "mnist_mlp_dropout": lambda small: _mlp_dropout("mnist_mlp_dropout"),
-    "fashion_mlp": lambda small: _mlp("fashion_mlp"),
-    "fashion_cnn": lambda small: _cnn("fashion_cnn"),
-    "small_convnet": lambda small: _small_convnet(64 if small else 150),
-    "vgg16_transfer": lambda small: _vgg16_transfer(32 if small else 150),
-    "gan_1d": lambda small: _gan_1d(),
-    "dcgan_mnist": lambda small: _dcgan_generator(),
-}
+def spec_for(name: str) -> dict[str, Any]:
+    """The export arguments train() would use with the default data."""
+    from training import zoo
+
+    entry = zoo.ZOO[name]
+    spec = dict(entry.spec)
+    if entry.kind == "folder":
+        spec["labels"] = ("ankle_boot", "sneaker")
+        if name == "small_convnet":
+            spec.update(task="binary_classification", threshold=0.5)
+        else:
+            spec["task"] = "classification"
+    return spec
 
 
-# Zoo entries used as they are.  The image-size-dependent ones stay on the
-# fallback for the default run (the zoo builds them at 150x150), and so do the
-# GANs until it is clear that their zoo builder returns the generator alone.
-# After the merge, extend this with every name whose zoo builder fits.
-USE_ZOO_BUILDER = ("mnist_cnn", "mnist_mlp", "mnist_mlp_dropout", "fashion_mlp", "fashion_cnn")
-
-
-def build(name: str, small: bool = True) -> tuple[Any, dict[str, Any]]:
-    from training.zoo import ZOO
-
-    if name in ZOO and name in USE_ZOO_BUILDER:
-        model = ZOO[name].build()
-    else:
-        model = FALLBACK_BUILDERS[name](small)
-    return model, dict(EXPORT_KWARGS[name])
-
-
-def randomize_biases(model: Any, seed: int = 0) -> None:
-    """Fresh models have zero biases, which tf2onnx drops; non-zero ones keep
-    the bias paths (Conv's third input, MatMul + Add) in the exported graph."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if w.path.endswith("bias"):
-            w.assign(rng.uniform(-0.1, 0.1, size=tuple(w.shape)).astype("float32"))
-
-
-def export(name: str, path: str, small: bool = True) -> Any:
-    """Builds `name` with random weights, exports it to `path`; returns the Keras model."""
+@functools.cache
+def exported(name: str) -> Exported:
+    """Zoo model ``name`` with seeded random weights, exported to ONNX (cached)."""
     from training.export import to_onnx
 
-    model, kwargs = build(name, small)
-    randomize_biases(model)
-    to_onnx(model, path, name=name, **kwargs)
-    return model
+    model = build(name)
+    spec = spec_for(name)
+    path = os.path.join(_folder(), f"{name}.onnx")
+    to_onnx(model, path, name=name, **spec)
+    return Exported(name, model, path, _inputs(name, model), spec)

@@ -1,4 +1,4 @@
-"""python -m training {list,train,export,demo}."""
+"""python -m training {list,train,export,make-images,demo}."""
 
 from __future__ import annotations
 
@@ -15,15 +15,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a zoo model, export it to ONNX, check parity")
     p.add_argument("name")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (training steps for gan_1d); default: the model's")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--data", default=None, help="data source (see `list`); default: offline")
+    p.add_argument("--data", default=None,
+                   help="data source (see `list`), or an image folder root/<class>/*.jpg for "
+                        "small_convnet and vgg16_transfer; default: the offline one")
     p.add_argument("--out", default="artifacts")
+    p.add_argument("--weights", default=None,
+                   help="vgg16_transfer base weights: imagenet (online), none, or a file")
+    p.add_argument("--image-size", type=int, default=150, help="folder models' input size")
+    p.add_argument("--samples", type=int, default=None,
+                   help="images per class in the generated default folder (500)")
+    p.add_argument("--n-steps", type=int, default=3, help="time-series window length")
+    p.add_argument("--fine-tune-epochs", type=int, default=1,
+                   help="vgg16_transfer stage 2 (block5 unfrozen); 0 skips it")
 
     p = sub.add_parser("export", help="export a saved .keras model to ONNX")
     p.add_argument("keras_file")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--labels", default=None, help="comma-separated class labels")
+    p.add_argument("--task", default=None,
+                   choices=["classification", "binary_classification", "regression",
+                            "generation"],
+                   help="default: classification with --labels (binary for a single sigmoid "
+                        "output), else regression")
+    p.add_argument("--scale", type=float, default=None,
+                   help="pixel scale the model expects (default 1/255 for images)")
+
+    p = sub.add_parser("make-images",
+                       help="write an image folder OUT/<class>/*.jpg from Fashion-MNIST classes")
+    p.add_argument("out")
+    p.add_argument("--classes", default="sneaker,ankle_boot",
+                   help="comma-separated Fashion-MNIST class names (spaces as _)")
+    p.add_argument("--per-class", type=int, default=500)
+    p.add_argument("--size", type=int, default=150)
 
     p = sub.add_parser("demo", help="the `make demo` job: train, export, check, classify, time")
     p.add_argument("--epochs", type=int, default=5)
@@ -31,31 +57,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _list() -> int:
+    from . import zoo
+
+    print(f"{'name':<18} {'params':>11}  {'metric':<22} data")
+    for e in zoo.ZOO.values():
+        print(f"{e.name:<18} {e.params:>11,}  {e.metric:<22} {e.data_help}")
+        if e.notes:
+            print(f"{'':<18} {'':>11}  {'':<22} ({e.notes})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import export
+    from ._tf import keras
+
+    model = keras.models.load_model(args.keras_file)
+    labels = tuple(args.labels.split(",")) if args.labels else ()
+    out_units = int(model.outputs[0].shape[-1])
+    task = args.task or (("binary_classification" if out_units == 1 and len(labels) == 2
+                          else "classification") if labels else "regression")
+    dtype = str(model.inputs[0].dtype)
+    rank = len(model.inputs[0].shape)
+    if rank == 4:
+        kind, name = "image", "images"
+    elif "int" in dtype:
+        kind, name = "tokens", "tokens"
+    elif task == "generation":
+        kind, name = "latent", "latent"
+    else:
+        kind, name = "series", "series"
+    output_name = {"classification": "probabilities", "binary_classification": "probabilities",
+                   "regression": "value"}.get(task, "images" if len(model.outputs[0].shape) == 4
+                                               else "value")
+    scale = args.scale if args.scale is not None else (1 / 255 if kind == "image" else 1.0)
+    export.to_onnx(
+        model, args.out, task=task, labels=labels, input_name=name, input_kind=kind,
+        output_name=output_name, output_kind="probabilities" if "class" in task else output_name,
+        scale=scale, threshold=0.5 if task == "binary_classification" else None,
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list":
-        from . import zoo
-
-        print(f"{'name':<20} {'params':>12}  data")
-        for e in zoo.ZOO.values():
-            print(f"{e.name:<20} {e.params:>12,}  {e.data_help}")
-        return 0
+        return _list()
     if args.command == "train":
+        from .data import DataUnavailableError
         from .train import train
+        from .zoo import WeightsUnavailableError
 
-        result = train(args.name, epochs=args.epochs, data=args.data, out=args.out,
-                       batch_size=args.batch_size)
+        try:
+            result = train(args.name, epochs=args.epochs, data=args.data, out=args.out,
+                           batch_size=args.batch_size, weights=args.weights,
+                           image_size=args.image_size, samples=args.samples,
+                           n_steps=args.n_steps, fine_tune_epochs=args.fine_tune_epochs)
+        except (DataUnavailableError, WeightsUnavailableError) as exc:
+            # Missing data or weights is the user's to fix, not a bug: no traceback.
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"wrote {result.keras_path}, {result.onnx_path}, {result.report_path}")
         return 0
     if args.command == "export":
-        from . import export
-        from ._tf import keras
+        return _export(args)
+    if args.command == "make-images":
+        from .data import make_images
 
-        model = keras.models.load_model(args.keras_file)
-        labels = tuple(args.labels.split(",")) if args.labels else ()
-        task = "classification" if labels else "regression"
-        export.to_onnx(model, args.out, task=task, labels=labels)
-        print(f"wrote {args.out}")
+        classes = tuple(c for c in args.classes.split(",") if c)
+        make_images(args.out, classes, per_class=args.per_class, size=args.size)
+        print(f"wrote {args.per_class} images per class for {', '.join(classes)} under {args.out}")
         return 0
     if args.command == "demo":
         from .demo import run

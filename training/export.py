@@ -4,6 +4,16 @@
 so the model is traced as a ``tf.function`` with a named ``TensorSpec`` and
 converted with ``from_function``.  The function returns a dict, which names the
 ONNX output; otherwise it would come out as ``Identity:0``.
+
+The path works for any single-input Sequential or Functional Keras 3 model built
+from standard layers:
+
+- augmentation layers (``RandomFlip``, ``RandomRotation``, ``GaussianNoise``, ...)
+  are identities at inference, so they are swapped for ``Identity`` before tracing,
+  nested models included, and the exported graph is then checked to hold no random
+  op at all;
+- a layer whose ops ONNX cannot express fails with :class:`ExportError` naming the
+  layer and what to do about it, instead of a checker error about a TF op.
 """
 
 from __future__ import annotations
@@ -18,7 +28,19 @@ from dlinfer.spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 
 from ._tf import keras, tf
 
-__all__ = ["IR_VERSION", "OPSET", "set_spec", "to_onnx", "versions"]
+__all__ = [
+    "IR_VERSION",
+    "OPSET",
+    "RANDOM_OPS",
+    "ExportError",
+    "inference_model",
+    "is_augmentation",
+    "random_nodes",
+    "read_spec",
+    "set_spec",
+    "to_onnx",
+    "versions",
+]
 
 # Opset 17 covers every op the zoo needs (LayerNormalization-free, so no need for
 # 18+), and IR version 8 is what opset 17 implies; onnxruntime 1.31 loads IR <= 11.
@@ -41,9 +63,119 @@ def versions() -> dict[str, str]:
     }
 
 
+# ONNX ops that draw random numbers: none may reach an inference graph.
+RANDOM_OPS = frozenset(
+    {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial",
+     "Bernoulli"}
+)
+# Layers that only act in training and are the identity at inference.  RandomCrop is
+# not among them: at inference it centre-crops, which changes the output.
+_NOISE_LAYERS = frozenset(
+    {"GaussianNoise", "GaussianDropout", "AlphaDropout", "AugMix", "CutMix", "MixUp",
+     "RandAugment", "Solarization"}
+)
+
+
+class ExportError(ValueError):
+    """A Keras model cannot be exported faithfully; the message names the layer."""
+
+
+def is_augmentation(layer: Any) -> bool:
+    """True for a training-only augmentation/noise layer (the identity at inference)."""
+    cls = type(layer).__name__
+    return (cls.startswith("Random") and cls != "RandomCrop") or cls in _NOISE_LAYERS
+
+
+def _has_augmentation(model: Any) -> bool:
+    return any(
+        is_augmentation(layer) or (hasattr(layer, "layers") and _has_augmentation(layer))
+        for layer in getattr(model, "layers", ())
+    )
+
+
+def inference_model(model: Any) -> Any:
+    """``model`` with every augmentation layer replaced by ``Identity``, weights shared.
+
+    Returns ``model`` itself when it has none.  Nested models are handled.
+    """
+    if not _has_augmentation(model):
+        return model
+
+    def clone(layer: Any) -> Any:
+        if is_augmentation(layer):
+            return keras.layers.Identity(name=f"{layer.name}_removed")
+        if hasattr(layer, "layers") and _has_augmentation(layer):
+            return inference_model(layer)
+        return layer  # the same object: its weights are shared, not copied
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def _subgraph_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _subgraph_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _subgraph_nodes(g)
+
+
+def random_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes of a graph (subgraphs included) that draw random numbers."""
+    return [n for n in _subgraph_nodes(proto.graph)
+            if n.op_type in RANDOM_OPS or "Random" in n.op_type]
+
+
+def _layer_of(node_name: str, model: Any) -> Any | None:
+    """The (innermost) Keras layer whose name scope produced a TF/ONNX node."""
+    found = None
+    candidates = _all_layers(model)
+    for part in node_name.split("/"):
+        for layer in candidates:
+            # tf.function adds "_1", "_2" ... to scope names
+            if part == layer.name or (part.startswith(layer.name + "_")
+                                      and part[len(layer.name) + 1:].isdigit()):
+                found = layer
+    return found
+
+
+def _all_layers(model: Any) -> list[Any]:
+    out = []
+    for layer in getattr(model, "layers", ()):
+        out.append(layer)
+        out.extend(_all_layers(layer))
+    return out
+
+
+def _unsupported_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in _subgraph_nodes(proto.graph)
+            if not onnx.defs.has(n.op_type, n.domain or "")]
+
+
+def _explain(model: Any, nodes: list[Any], problem: str) -> ExportError:
+    names = []
+    for node in nodes:
+        node_name = node if isinstance(node, str) else node.name
+        op = "" if isinstance(node, str) else f" (op {node.op_type})"
+        layer = _layer_of(node_name, model)
+        where = (f"layer {layer.name!r} ({type(layer).__name__})" if layer is not None
+                 else f"node {node_name!r}")
+        names.append(where + op)
+    return ExportError(
+        f"cannot export {model.name}: {problem}: {'; '.join(dict.fromkeys(names))}. "
+        "Rebuild that part from standard Keras layers (Dense, Conv2D, pooling, "
+        "normalization, recurrent, activations), or move it out of the model into "
+        "preprocessing or postprocessing, then export again."
+    )
+
+
 def _input_signature(model: Any, input_name: str) -> tf.TensorSpec:
     if len(model.inputs) != 1:
-        raise ValueError(f"to_onnx handles single-input models; {model.name} has {len(model.inputs)}")
+        raise ExportError(
+            f"to_onnx handles single-input models; {model.name} has {len(model.inputs)} inputs. "
+            "Export each part separately, or concatenate the inputs in front of the model."
+        )
     shape = list(model.inputs[0].shape)
     shape[0] = None  # a dynamic batch dimension, whatever the model was built with
     dtype = tf.as_dtype(model.inputs[0].dtype)
@@ -79,23 +211,53 @@ def to_onnx(
 ) -> onnx.ModelProto:
     """Convert a Keras 3 model to ONNX with named input/output and dlinfer metadata.
 
+    ``input_kind`` is ``image`` (NHWC), ``tokens``, ``series``, ``latent`` or
+    ``features``; ``task`` one of ``classification``, ``binary_classification``
+    (give ``threshold``), ``regression`` or ``generation``.  A series input records
+    its window length as ``extra["n_steps"]``, a latent input its size as
+    ``extra["latent_size"]``.  Augmentation layers are left out of the graph.
+
     Returns the ModelProto and, when ``path`` is given, saves it there.
+
+    Raises:
+        ExportError: a layer that ONNX cannot express (named in the message), a
+            random op left in the graph, or a model with several inputs.
     """
     import tf2onnx
 
     signature = _input_signature(model, input_name)
+    runnable = inference_model(model)
 
     @tf.function(input_signature=[signature])
     def inference(x):  # noqa: ANN001 - traced by TensorFlow
-        return {output_name: model(x, training=False)}
+        return {output_name: runnable(x, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(inference, input_signature=[signature], opset=OPSET)
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            inference, input_signature=[signature], opset=OPSET
+        )
+    except Exception as exc:  # tf2onnx raises untyped errors; name the layer if we can
+        layers = [lay for lay in _all_layers(model) if lay.name in str(exc)]
+        raise _explain(model, [lay.name for lay in layers] or [model.name],
+                       f"tf2onnx failed ({type(exc).__name__}: {exc})") from exc
+    unsupported = _unsupported_nodes(proto)
+    if unsupported:
+        raise _explain(runnable, unsupported, "ONNX has no equivalent for the TensorFlow ops of")
+    randoms = random_nodes(proto)
+    if randoms:
+        raise _explain(runnable, randoms, "the inference graph holds random ops from")
     proto.ir_version = IR_VERSION
     proto.producer_name = "dlinfer.training"
 
     shape = tuple(None if d is None else int(d) for d in signature.shape)
     if input_kind == "image" and color is None:
         color = "GRAY" if shape[-1] == 1 else "RGB"
+    extra = dict(extra or {})
+    if input_kind == "series":
+        extra.setdefault("n_steps", shape[1])
+    if input_kind == "latent":
+        extra.setdefault("latent_size", shape[1])
+    layout = "NHWC" if input_kind == "image" else ("NTC" if len(shape) == 3 else "NC")
     spec = ModelSpec(
         name=name or model.name,
         task=task,
@@ -104,7 +266,7 @@ def to_onnx(
             shape=shape,
             dtype=np.dtype(signature.dtype.as_numpy_dtype).name,
             kind=input_kind,
-            layout="NHWC" if input_kind == "image" else "NC",
+            layout=layout,
             color=color if input_kind == "image" else None,
             scale=float(scale),
             mean=tuple(float(m) for m in mean),
@@ -115,7 +277,7 @@ def to_onnx(
         threshold=threshold,
         versions=versions(),
         parity=dict(parity or {}),
-        extra=dict(extra or {}),
+        extra=extra,
     )
     set_spec(proto, spec)
     onnx.checker.check_model(proto)
@@ -125,6 +287,7 @@ def to_onnx(
 
 
 def read_spec(path: str) -> dict[str, Any]:
+    """The raw dlinfer spec JSON of an exported file, as a dict."""
     proto = onnx.load(path, load_external_data=False)
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:

@@ -1,4 +1,10 @@
-"""Train a zoo model, export it to ONNX, check parity, write a report."""
+"""Train a zoo model, export it to ONNX, check parity, write a report.
+
+One entry point, :func:`train`, for every model in the zoo.  What differs between
+models lives in their :class:`~training.zoo.ZooEntry` (data loader, spec, metric)
+and in one ``_fit_<kind>`` function per kind of training below; saving, export,
+parity and the report are shared.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,11 +24,14 @@ from dlinfer.images import normalize_pixels
 
 from . import data as datasets
 from . import export, parity, zoo
-from ._tf import keras
+from ._tf import keras, tf
 
 __all__ = ["TrainResult", "train"]
 
 SEED = 0
+# Latent vectors for evaluating generators: fixed, so reports are comparable.
+EVAL_SEED = 1234
+EVAL_SAMPLES = 1000
 
 
 @dataclass
@@ -32,18 +42,273 @@ class TrainResult:
     report_path: str
     report: dict[str, Any]
     split: datasets.Split
-    x_test: np.ndarray  # the float model input of the test set
+    x_test: np.ndarray  # the model input of the test set (floats, token ids or latents)
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the GAN's discriminator
 
 
-def _input_spec_for(entry: zoo.ZooEntry) -> dlinfer.InputSpec:
-    """The preprocessing spec the model is trained with, and exported with."""
-    return dlinfer.InputSpec(name="images", shape=(None, 28, 28, 1), color="GRAY", scale=1 / 255)
+@dataclass
+class _Fitted:
+    """What a ``_fit_<kind>`` function hands back to the shared export/report code."""
+
+    model: Any
+    split: datasets.Split
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    spec: dict[str, Any]  # to_onnx keyword arguments
+    report: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    evaluate: Callable[[Any, dlinfer.Model], dict[str, Any]] | None = None
+
+
+def _input_spec(spec: dict[str, Any]) -> dlinfer.InputSpec:
+    return dlinfer.InputSpec(
+        name=spec.get("input_name", "images"), shape=(None, 28, 28, 1),
+        color=spec.get("color", "GRAY"), scale=spec.get("scale", 1 / 255),
+        mean=tuple(spec.get("mean", (0.0,))), std=tuple(spec.get("std", (1.0,))),
+    )
 
 
 def _to_input(pixels: np.ndarray, spec: dlinfer.InputSpec) -> np.ndarray:
     # Training uses dlinfer's own native kernel, so the arithmetic a deployed model
     # sees is bit-for-bit the arithmetic it was trained and checked with.
     return normalize_pixels(pixels.reshape(len(pixels), 28, 28, 1), spec)
+
+
+def _checked_build(entry: zoo.ZooEntry, **kwargs: Any) -> Any:
+    model = entry.build(**kwargs)
+    if not kwargs and model.count_params() != entry.params:
+        raise AssertionError(
+            f"{entry.name}: built {model.count_params():,} parameters, "
+            f"the workshop has {entry.params:,}"
+        )
+    return model
+
+
+def _fit_pixels(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
+    split = entry.load(data)
+    o["log"](f"[{entry.name}] data: {split.describe()}")
+    spec = _input_spec(entry.spec)
+    x_train, x_test = _to_input(split.x_train, spec), _to_input(split.x_test, spec)
+    y_train = keras.utils.to_categorical(split.y_train, len(entry.labels))
+    model = _checked_build(entry)
+    model.compile(optimizer=entry.optimizer, loss=entry.loss, metrics=["accuracy"])
+    _log_start(entry, model, o)
+    model.fit(x_train, y_train, epochs=o["epochs"], batch_size=o["batch_size"],
+              verbose=o["verbose"], **entry.fit_options)
+    return _Fitted(model, split, x_test, split.y_test, dict(entry.spec))
+
+
+def _folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> str:
+    if data != "fashion-images":
+        return data
+    root = os.path.join(o["out"], f"fashion-images-{o['image_size']}")
+    if not os.path.isdir(root):
+        o["log"](f"[{entry.name}] writing Fashion-MNIST sneaker/ankle-boot JPEGs to {root}")
+        datasets.make_images(root, per_class=o["samples"] or 500, size=o["image_size"])
+    return root
+
+
+def _materialize(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds], strict=True)
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
+
+
+def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
+    size = o["image_size"]
+    root = _folder(entry, data, o)
+    train_ds, test_ds, classes = datasets.load_image_folder(root, (size, size), o["batch_size"])
+    spec = dict(entry.spec, labels=classes)
+    mean = np.asarray(spec.get("mean", (0.0,)), np.float32)
+    binary = len(classes) == 2 and entry.binary_head
+    if binary:
+        spec.update(task="binary_classification", threshold=0.5)
+    else:
+        spec.setdefault("task", "classification")
+
+    def prepare(x: Any, y: Any) -> tuple[Any, Any]:
+        x = x - mean  # the spec's mean: zero except for VGG16
+        return (x, tf.cast(tf.reshape(y, (-1, 1)), tf.float32)) if binary else (x, y)
+
+    train_ds = train_ds.map(prepare).prefetch(2)
+    x_test, y_test = _materialize(test_ds)
+    x_test = x_test - mean
+    kwargs: dict[str, Any] = {"n_classes": len(classes), "image_size": size}
+    if entry.pretrained:
+        kwargs["weights"] = o["weights"]
+    model = entry.build(**kwargs)
+    loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(1e-4 if binary else 1e-3), loss=loss,
+                  metrics=["accuracy"])
+    _log_start(entry, model, o)
+    o["log"](f"[{entry.name}] data: {len(classes)} classes {classes} from {root}")
+    # The folder dataset reshuffles itself each epoch; shuffle=False only silences
+    # Keras's warning that it cannot shuffle a tf.data.Dataset.
+    model.fit(train_ds, epochs=o["epochs"], verbose=o["verbose"], shuffle=False)
+    report: dict[str, Any] = {"classes": list(classes), "image_size": size}
+    if entry.pretrained:
+        report["weights"] = o["weights"] or "none"
+        if o["fine_tune_epochs"]:
+            # Stage 2: unfreeze block5 only, with a small learning rate so the
+            # pretrained filters are adjusted rather than destroyed.
+            base = model.layers[0]
+            base.trainable = True
+            for layer in base.layers:
+                layer.trainable = layer.name.startswith("block5")
+            model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=loss, metrics=["accuracy"])
+            o["log"](f"[{entry.name}] stage 2: fine-tuning block5 for "
+                     f"{o['fine_tune_epochs']} epochs")
+            model.fit(train_ds, epochs=o["fine_tune_epochs"], verbose=o["verbose"], shuffle=False)
+        report["fine_tune_epochs"] = o["fine_tune_epochs"]
+    split = datasets.Split(np.empty((0,)), np.empty((0,)), x_test + mean, y_test,
+                           f"image folder {root}")
+    return _Fitted(model, split, x_test, y_test, spec, report)
+
+
+def _fit_series(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
+    split = entry.load(data, o["n_steps"])
+    o["log"](f"[{entry.name}] data: {split.describe()}")
+    mean, std = float(split.y_train.mean()), float(split.y_train.std())
+    model = entry.build(n_steps=o["n_steps"], mean=mean, std=std)
+    shape = (-1, *model.inputs[0].shape[1:])
+    x_train, x_test = split.x_train.reshape(shape), split.x_test.reshape(shape)
+    model.compile(optimizer=entry.optimizer, loss=entry.loss)
+    _log_start(entry, model, o)
+    model.fit(x_train, split.y_train, epochs=o["epochs"], batch_size=o["batch_size"],
+              verbose=o["verbose"], shuffle=True)
+    persistence = float(np.sqrt(np.mean((split.x_test[:, -1] - split.y_test) ** 2)))
+    return _Fitted(model, split, x_test, split.y_test, dict(entry.spec, extra={"series": data}),
+                   {"persistence_rmse": persistence, "n_steps": o["n_steps"]})
+
+
+def _fit_tokens(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
+    split = entry.load(data)
+    o["log"](f"[{entry.name}] data: {split.describe()}")
+    model = _checked_build(entry) if split.x_train.shape[1] == datasets.IMDB_MAXLEN else (
+        entry.build(maxlen=split.x_train.shape[1]))
+    model.compile(optimizer=entry.optimizer, loss=entry.loss, metrics=["accuracy"])
+    _log_start(entry, model, o)
+    model.fit(split.x_train, split.y_train.astype(np.float32), epochs=o["epochs"],
+              batch_size=o["batch_size"], verbose=o["verbose"])
+    return _Fitted(model, split, split.x_test, split.y_test, dict(entry.spec))
+
+
+def _gan_step(generator: Any, discriminator: Any, lr: float) -> Callable[..., Any]:
+    """One compiled GAN step: the discriminator on real+fake, then the generator."""
+    d_opt = keras.optimizers.Adam(lr, beta_1=0.5)
+    g_opt = keras.optimizers.Adam(lr, beta_1=0.5)
+    bce = keras.losses.BinaryCrossentropy()
+
+    @tf.function
+    def step(real: Any, z_d: Any, z_g: Any) -> tuple[Any, Any]:
+        n = tf.shape(real)[0]
+        with tf.GradientTape() as tape:
+            fake = generator(z_d, training=True)
+            d_loss = (bce(tf.ones((n, 1)), discriminator(real, training=True))
+                      + bce(tf.zeros((n, 1)), discriminator(fake, training=True)))
+        grads = tape.gradient(d_loss, discriminator.trainable_variables)
+        d_opt.apply_gradients(zip(grads, discriminator.trainable_variables, strict=True))
+        with tf.GradientTape() as tape:
+            fooled = discriminator(generator(z_g, training=True), training=True)
+            g_loss = bce(tf.ones((tf.shape(z_g)[0], 1)), fooled)
+        grads = tape.gradient(g_loss, generator.trainable_variables)
+        g_opt.apply_gradients(zip(grads, generator.trainable_variables, strict=True))
+        return d_loss, g_loss
+
+    return step
+
+
+def _normal(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    return rng.standard_normal((n, size), dtype=np.float32)
+
+
+def _latents(n: int, size: int, seed: int) -> np.ndarray:
+    return _normal(np.random.default_rng(seed), n, size)
+
+
+def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
+    generator = _checked_build(entry)
+    discriminator = entry.build_discriminator()
+    latent = int(generator.inputs[0].shape[1])
+    rng = np.random.default_rng(SEED)
+    half = o["batch_size"] // 2
+    _log_start(entry, generator, o)
+    if entry.load is None:  # points generated on the fly
+        # Brownlee's recipe: Adam, 64 real + 64 fake points per step; "epochs" are steps.
+        step = _gan_step(generator, discriminator, lr=1e-3)
+        split = datasets.Split(np.empty((0, 2)), np.empty((0,)),
+                               datasets.parabola_points(EVAL_SAMPLES, rng), np.empty((0,)),
+                               "points (x, x^2), x ~ U[-0.5, 0.5], generated")
+        for i in range(o["epochs"]):
+            real = datasets.parabola_points(half, rng)
+            d_loss, g_loss = step(real, _normal(rng, half, latent), _normal(rng, 2 * half, latent))
+            if o["verbose"] and (i + 1) % 1000 == 0:
+                o["log"](f"[{entry.name}] step {i + 1}: d_loss {float(d_loss):.3f} "
+                         f"g_loss {float(g_loss):.3f}")
+        evaluate = _evaluate_parabola
+        report: dict[str, Any] = {"steps": o["epochs"]}
+    else:
+        split = entry.load(data)
+        o["log"](f"[{entry.name}] data: {split.describe()}")
+        images = (split.x_train.astype(np.float32) / 255.0)[..., None]
+        step = _gan_step(generator, discriminator, lr=2e-4)
+        steps_per_epoch = len(images) // half
+        for epoch in range(o["epochs"]):
+            order = rng.permutation(len(images))
+            for j in range(steps_per_epoch):
+                real = images[order[j * half:(j + 1) * half]]
+                d_loss, g_loss = step(real, _normal(rng, half, latent),
+                                      _normal(rng, 2 * half, latent))
+            o["log"](f"[{entry.name}] epoch {epoch + 1}: d_loss {float(d_loss):.3f} "
+                     f"g_loss {float(g_loss):.3f}")
+        real_test = (split.x_test.astype(np.float32) / 255.0)[..., None]
+
+        def evaluate(keras_model: Any, onnx_model: dlinfer.Model) -> dict[str, Any]:
+            return _evaluate_dcgan(keras_model, onnx_model, discriminator, real_test)
+
+        report = {"epochs_over_images": o["epochs"], "steps": o["epochs"] * steps_per_epoch}
+    # As many fakes as real test digits (1,000 with the default data) for the DCGAN.
+    n_eval = EVAL_SAMPLES if entry.load is None else min(EVAL_SAMPLES, len(split.x_test))
+    x_test = _latents(n_eval, latent, EVAL_SEED)
+    return _Fitted(generator, split, x_test, None, dict(entry.spec), report,
+                   {"discriminator": discriminator}, evaluate)
+
+
+def _evaluate_parabola(keras_model: Any, onnx_model: dlinfer.Model) -> dict[str, Any]:
+    """Mean |y - x^2| of 1,000 generated points, for both Keras and ONNX."""
+    z = _latents(EVAL_SAMPLES, int(keras_model.inputs[0].shape[1]), EVAL_SEED)
+    k, o = parity.run_both(keras_model, onnx_model, z)
+    return {
+        "keras_mean_abs_error": float(np.mean(np.abs(k[:, 1] - k[:, 0] ** 2))),
+        "onnx_mean_abs_error": float(np.mean(np.abs(o[:, 1] - o[:, 0] ** 2))),
+        "generated_x_range": [float(k[:, 0].min()), float(k[:, 0].max())],
+    }
+
+
+def _evaluate_dcgan(keras_model: Any, onnx_model: dlinfer.Model, discriminator: Any,
+                    real: np.ndarray) -> dict[str, Any]:
+    """How often the discriminator tells 1,000 real test digits from 1,000 fakes.
+
+    0.5 means the generator fools it completely; 1.0 that its fakes are obvious.
+    """
+    z = _latents(len(real), int(keras_model.inputs[0].shape[1]), EVAL_SEED)
+    k, o = parity.run_both(keras_model, onnx_model, z)
+    d_real = parity._keras_predict(discriminator, real).reshape(-1) >= 0.5
+
+    def accuracy(fakes: np.ndarray) -> float:
+        d_fake = parity._keras_predict(discriminator, fakes).reshape(-1) >= 0.5
+        return float((d_real.sum() + (~d_fake).sum()) / (len(d_real) + len(d_fake)))
+
+    return {"keras_discriminator_accuracy": accuracy(k), "onnx_discriminator_accuracy": accuracy(o),
+            "psnr_db": parity.psnr(k, o)}
+
+
+_FIT = {"pixels": _fit_pixels, "folder": _fit_folder, "series": _fit_series,
+        "tokens": _fit_tokens, "gan": _fit_gan}
+
+
+def _log_start(entry: zoo.ZooEntry, model: Any, o: dict[str, Any]) -> None:
+    o["log"](f"[{entry.name}] training {model.count_params():,} parameters for {o['epochs']} "
+             f"{'steps' if entry.epochs_are_steps else 'epochs'}, batch {o['batch_size']}")
 
 
 def train(
@@ -54,77 +319,92 @@ def train(
     out: str = "artifacts",
     batch_size: int | None = None,
     verbose: int = 2,
-    log=print,
+    log: Callable[..., Any] = print,
+    weights: str | None = None,
+    image_size: int = 150,
+    samples: int | None = None,
+    n_steps: int = 3,
+    fine_tune_epochs: int = 1,
 ) -> TrainResult:
+    """Train zoo model ``name`` on its data, export it to ONNX, check parity, report.
+
+    Args:
+        epochs: training epochs (steps for ``gan_1d``); default: the entry's.
+        data: a ``--data`` choice of the entry (``list`` shows them) or, for the image
+            folder models, a folder ``root/<class>/*.jpg``; default: offline data.
+        out: folder for ``NAME.keras``, ``NAME.onnx`` and ``NAME.report.json``.
+        weights: VGG16 base weights: None/``"none"``, ``"imagenet"`` or a file.
+        image_size: input size of the folder models; ``samples`` images per class when
+            the default folder is generated.
+        n_steps: window length of the time-series models.
+        fine_tune_epochs: VGG16's second stage (block5 unfrozen); 0 skips it.
+    """
     entry = zoo.get(name)
     data = data or entry.default_data
-    if data not in entry.data_choices:
+    if data not in entry.data_choices and entry.kind != "folder":
         raise SystemExit(f"{name}: --data must be one of {', '.join(entry.data_choices)}")
-    epochs = entry.epochs if epochs is None else epochs
-    batch_size = batch_size or entry.batch_size
+    options = {
+        "epochs": entry.epochs if epochs is None else epochs,
+        "batch_size": batch_size or entry.batch_size,
+        "verbose": verbose, "log": log, "out": out, "weights": weights,
+        "image_size": image_size, "samples": samples, "n_steps": n_steps,
+        "fine_tune_epochs": fine_tune_epochs,
+    }
     os.makedirs(out, exist_ok=True)
-
-    split = datasets.load_mnist(data)
-    log(f"[{name}] data: {split.describe()}")
-    spec = _input_spec_for(entry)
-    x_train, x_test = _to_input(split.x_train, spec), _to_input(split.x_test, spec)
-    n_classes = len(entry.labels)
-    y_train = keras.utils.to_categorical(split.y_train, n_classes)
-
     keras.utils.set_random_seed(SEED)
-    model = entry.build()
-    params = int(model.count_params())
-    if params != entry.params:
-        raise AssertionError(f"{name}: built {params:,} parameters, the workshop has {entry.params:,}")
-    model.compile(optimizer=entry.optimizer, loss=entry.loss, metrics=["accuracy"])
-    log(f"[{name}] training {params:,} parameters for {epochs} epochs, batch {batch_size}")
     started = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
-              **entry.fit_options)
+    fitted = _FIT[entry.kind](entry, data, options)
     train_seconds = time.perf_counter() - started
+    model = fitted.model
 
     keras_path = os.path.join(out, f"{name}.keras")
     onnx_path = os.path.join(out, f"{name}.onnx")
     report_path = os.path.join(out, f"{name}.report.json")
     model.save(keras_path)
-
-    export_kwargs = dict(
-        name=name, task="classification", labels=entry.labels, color=spec.color,
-        scale=spec.scale, mean=spec.mean, std=spec.std,
-    )
-    proto = export.to_onnx(model, onnx_path, **export_kwargs)
+    spec = fitted.spec
+    proto = export.to_onnx(model, onnx_path, name=name, **spec)
     onnx_model = dlinfer.Model(onnx_path)
-    figures = parity.compare(model, onnx_model, x_test, split.y_test)
+    task = spec.get("task", "classification")
+    figures = parity.compare(model, onnx_model, fitted.x_test, fitted.y_test, task=task,
+                             threshold=spec.get("threshold") or 0.5)
+    if fitted.evaluate is not None:
+        figures.update(fitted.evaluate(model, onnx_model))
     figures["batch_max_abs_diff"] = {
-        str(b): d for b, d in parity.compare_batches(model, onnx_model, x_test).items()
+        str(b): d for b, d in parity.compare_batches(model, onnx_model, fitted.x_test).items()
     }
     # Record the measured parity inside the model itself, then save it again: the
     # metadata does not touch the graph, so the figures describe the saved file.
     export.set_spec(proto, dataclasses.replace(onnx_model.spec, parity=figures))
     onnx.save(proto, onnx_path)
 
+    metric = entry.metric
     report = {
         "model": name,
         "data": data,
-        "data_source": split.source,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "params": params,
+        "data_source": fitted.split.source,
+        "epochs": options["epochs"],
+        "batch_size": options["batch_size"],
+        "params": int(model.count_params()),
         "train_seconds": round(train_seconds, 2),
-        "keras_test_accuracy": figures["keras_accuracy"],
-        "onnx_test_accuracy": figures["onnx_accuracy"],
-        "max_abs_diff": figures["max_abs_diff"],
-        "argmax_agreement": figures["argmax_agreement"],
+        "metric": metric,
+        "keras_test_metric": figures.get(f"keras_{metric}"),
+        "onnx_test_metric": figures.get(f"onnx_{metric}"),
+        **fitted.report,
+        **{k: v for k, v in figures.items() if k != "batch_max_abs_diff"},
         "batch_max_abs_diff": figures["batch_max_abs_diff"],
         "test_samples": figures["samples"],
         "versions": export.versions(),
         "files": {"keras": keras_path, "onnx": onnx_path},
     }
+    if "keras_accuracy" in figures:
+        report["keras_test_accuracy"] = figures["keras_accuracy"]
+        report["onnx_test_accuracy"] = figures["onnx_accuracy"]
     with open(report_path, "w") as f:
         json.dump(report, f, indent=2)
-    log(
-        f"[{name}] test accuracy: Keras {report['keras_test_accuracy']:.4f}, "
-        f"ONNX {report['onnx_test_accuracy']:.4f}; max abs diff {report['max_abs_diff']:.2e}; "
-        f"argmax agreement {report['argmax_agreement']:.4f} ({train_seconds:.1f} s training)"
-    )
-    return TrainResult(model, keras_path, onnx_path, report_path, report, split, x_test)
+    log(f"[{name}] test {metric}: Keras {report['keras_test_metric']:.4f}, ONNX "
+        f"{report['onnx_test_metric']:.4f}; max abs diff {report['max_abs_diff']:.2e} "
+        f"({train_seconds:.1f} s training)"
+        + (f"; persistence RMSE {report['persistence_rmse']:.4f}"
+           if "persistence_rmse" in report else ""))
+    return TrainResult(model, keras_path, onnx_path, report_path, report, fitted.split,
+                       fitted.x_test, fitted.extras)

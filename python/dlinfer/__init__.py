@@ -35,6 +35,7 @@ from .errors import (
     RequestTimeoutError,
     SpecError,
 )
+from .generator import Generator, image_grid
 from .model import Model, TensorInfo
 from .preprocess import Geometry, PreprocessSpec, preprocess
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
@@ -57,6 +58,7 @@ __all__ = [
     "DlinferError",
     "EmptyBatchError",
     "Geometry",
+    "Generator",
     "ImageDecodeError",
     "InferenceError",
     "InputDtypeError",
@@ -81,4 +83,5 @@ __all__ = [
     "reference",
     "verify",
     "preprocess",
+    "image_grid",
 ]

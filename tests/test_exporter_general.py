@@ -1,0 +1,150 @@
+"""training.export.to_onnx on models the zoo does not contain: the exporter is general.
+
+Tolerance 1e-5 absolute on softmax outputs, as for the zoo (measured ~1e-7 here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import dlinfer
+
+pytest.importorskip("tensorflow")
+from training._tf import keras, tf  # noqa: E402
+from training.export import ExportError, inference_model, random_nodes, to_onnx  # noqa: E402
+
+ATOL = 1e-5
+L = keras.layers
+
+
+def _randomize_batchnorm(model) -> None:
+    """Give BatchNormalization non-trivial statistics, so that getting it wrong shows."""
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
+                rng.normal(0, 0.3, beta.shape).astype(np.float32),
+                rng.normal(0, 0.3, mean.shape).astype(np.float32),
+                rng.uniform(0.5, 2.0, var.shape).astype(np.float32),
+            ])
+
+
+@pytest.fixture(scope="module")
+def general(tmp_path_factory):
+    """A Functional model: Rescaling + RandomFlip front, BN, depthwise, average pooling."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = L.RandomFlip("horizontal")(x)
+    x = L.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    x = L.DepthwiseConv2D(3, padding="same")(x)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu6")(x)
+    x = L.AveragePooling2D(2)(x)
+    x = L.Conv2D(16, 1)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(5, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="general")
+    _randomize_batchnorm(model)
+    path = str(tmp_path_factory.mktemp("general") / "general.onnx")
+    to_onnx(model, path, labels=tuple("abcde"), color="RGB", scale=1.0)
+    x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
+    return model, path, x
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_general_model_agrees(general, batch):
+    model, path, x = general
+    k = np.asarray(model.predict_on_batch(x[:batch]))
+    o = dlinfer.Model(path).run(x[:batch])
+    assert o.shape == k.shape == (batch, 5)
+    assert np.abs(o - k).max() <= ATOL
+    assert (o.argmax(1) == k.argmax(1)).all()
+
+
+def test_general_model_graph_has_its_layers_and_no_augmentation(general):
+    _, path, _ = general
+    proto = onnx.load(path)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"Conv", "GlobalAveragePool", "AveragePool"} <= ops, ops
+    assert not random_nodes(proto)
+    assert not any("random_flip" in n.name for n in proto.graph.node)
+    assert dlinfer.Model(path).spec.labels == tuple("abcde")
+
+
+def test_nested_augmentation_model_is_stripped_and_weights_are_shared():
+    augment = keras.Sequential([L.RandomFlip(), L.RandomRotation(0.2), L.GaussianNoise(0.1)],
+                               name="augment")
+    inputs = keras.Input((8, 8, 1))
+    dense = L.Dense(3)
+    outputs = dense(L.Flatten()(augment(inputs)))
+    model = keras.Model(inputs, outputs)
+    clean = inference_model(model)
+    assert clean is not model
+
+    def classes(m):
+        out = []
+        for layer in m.layers:
+            out.append(type(layer).__name__)
+            out.extend(classes(layer) if hasattr(layer, "layers") else [])
+        return out
+
+    assert not any(c.startswith("Random") or c == "GaussianNoise" for c in classes(clean))
+    assert dense in clean.layers  # the same layer object: weights shared, not copied
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_array_equal(model.predict_on_batch(x), clean.predict_on_batch(x))
+
+
+def test_model_without_augmentation_is_used_as_is():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(2)])
+    assert inference_model(model) is model
+
+
+class Igamma(L.Layer):
+    """A layer whose TensorFlow op has no ONNX counterpart."""
+
+    def call(self, x):
+        return tf.math.igamma(x * x + 1.0, x * x + 2.0)
+
+
+def test_unsupported_layer_is_named_with_a_way_out(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3), Igamma(name="odd_layer")])
+    with pytest.raises(ExportError) as info:
+        to_onnx(model, str(tmp_path / "x.onnx"), task="regression", input_kind="features",
+                input_name="series", output_name="value", output_kind="value")
+    message = str(info.value)
+    assert "'odd_layer' (Igamma)" in message and "Igamma" in message
+    assert "standard Keras layers" in message
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_multi_input_model_is_refused_clearly():
+    a, b = keras.Input((2,)), keras.Input((2,))
+    model = keras.Model([a, b], L.Add()([a, b]))
+    with pytest.raises(ExportError, match="single-input"):
+        to_onnx(model, task="regression", input_kind="features")
+
+
+def test_export_cli_round_trip(tmp_path):
+    """python -m training export KERAS_FILE --out ONNX_FILE, for a binary classifier."""
+    from training.cli import main
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((6, 6, 3)), L.RandomFlip(), L.Rescaling(1 / 255),
+                              L.Flatten(), L.Dense(1, activation="sigmoid")])
+    keras_file = tmp_path / "m.keras"
+    model.save(keras_file)
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(keras_file), "--out", str(onnx_file), "--labels", "cat,dog",
+                 "--scale", "1"]) == 0
+    clf = dlinfer.Classifier(str(onnx_file))
+    assert clf.spec.task == "binary_classification" and clf.labels == ["cat", "dog"]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 6, 6, 3), dtype=np.uint8)
+    keras_p = np.asarray(model.predict_on_batch(pixels.astype(np.float32)))[:, 0]
+    assert np.abs(clf.predict_proba(pixels)[:, 1] - keras_p).max() <= ATOL
