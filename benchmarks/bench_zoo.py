@@ -49,6 +49,24 @@ def _guess_export_kwargs(name: str, keras_model: Any, labels: tuple[str, ...]) -
     return kwargs
 
 
+def _export_kwargs(name: str, keras_model: Any, entry: Any) -> dict[str, Any]:
+    """The zoo entry's own export spec; a guess only for a model outside the zoo."""
+    spec = dict(getattr(entry, "spec", None) or {})
+    if not spec:
+        labels = tuple(str(i) for i in range(10))
+        return _guess_export_kwargs(name, keras_model, labels)
+    spec["name"] = name
+    if getattr(entry, "kind", "") == "folder":
+        # Image-folder models take their labels from the folder at training time;
+        # latency does not depend on them, so two placeholders stand in.
+        spec.setdefault("labels", ("class_0", "class_1"))
+        if getattr(entry, "binary_head", False):
+            spec.update(task="binary_classification", threshold=0.5)
+        else:
+            spec.setdefault("task", "classification")
+    return spec
+
+
 def _inference_model(built: Any) -> Any:
     """The part that is deployed: the generator of a (generator, discriminator) pair."""
     if isinstance(built, dict):
@@ -68,18 +86,16 @@ def prepare(folder: str, only: list[str] | None) -> tuple[Prepared, dict[str, st
     from training.export import to_onnx
 
     os.makedirs(folder, exist_ok=True)
-    entries: dict[str, tuple[Any, tuple[str, ...]]] = {
-        name: (e.build, tuple(e.labels)) for name, e in zoo.ZOO.items()
-    }
+    entries: dict[str, tuple[Any, Any]] = {name: (e.build, e) for name, e in zoo.ZOO.items()}
     if "mnist_mlp" not in entries:
         def mlp() -> Any:  # the workshop MLP, until the zoo has it: 407,050 parameters
             return keras.Sequential(
                 [keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
                  keras.layers.Dense(10, activation="softmax")], name="mnist_mlp")
 
-        entries["mnist_mlp"] = (mlp, tuple(str(i) for i in range(10)))
+        entries["mnist_mlp"] = (mlp, None)
     ready, skipped = {}, {}
-    for name, (build, labels) in entries.items():
+    for name, (build, entry) in entries.items():
         if only and name not in only:
             continue
         onnx_path = os.path.join(folder, f"{name}.onnx")
@@ -88,7 +104,7 @@ def prepare(folder: str, only: list[str] | None) -> tuple[Prepared, dict[str, st
             try:
                 keras.utils.set_random_seed(0)
                 model = _inference_model(build())
-                kwargs = _guess_export_kwargs(name, model, labels)
+                kwargs = _export_kwargs(name, model, entry)
                 try:
                     to_onnx(model, onnx_path, **kwargs)
                 except TypeError:  # an exporter with a narrower signature
