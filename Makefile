@@ -45,7 +45,7 @@ test-all: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(PIP) install -q ruff
-	$(PY) -m ruff check python training tests
+	$(PY) -m ruff check python training tests benchmarks
 
 clean:
 	rm -rf build artifacts $(VENV) .pytest_cache

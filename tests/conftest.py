@@ -5,8 +5,6 @@ import os
 import numpy as np
 import pytest
 
-import dlinfer
-
 
 @pytest.fixture(scope="session")
 def mnist_trained(tmp_path_factory):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import dlinfer
 import numpy as np
 import pytest
 from PIL import Image
-
-import dlinfer
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import dlinfer
 import numpy as np
 import pytest
-
-import dlinfer
 from dlinfer import errors
 
 

@@ -5,11 +5,10 @@ Tolerance 1e-5 absolute on softmax outputs, as for the zoo (measured ~1e-7 here)
 
 from __future__ import annotations
 
+import dlinfer
 import numpy as np
 import onnx
 import pytest
-
-import dlinfer
 
 pytest.importorskip("tensorflow")
 from training._tf import keras, tf  # noqa: E402

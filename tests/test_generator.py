@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import dlinfer
 import numpy as np
 import pytest
 from zoo_models import exported
-
-import dlinfer
 
 pytest.importorskip("tensorflow")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from dlinfer import _native
 from reference import assert_close, normalize_u8_to_f32_nhwc
 

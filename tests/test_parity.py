@@ -8,10 +8,9 @@ CPU without hiding a real mismatch (a wrong padding or kernel layout gives > 1e-
 
 from __future__ import annotations
 
+import dlinfer
 import numpy as np
 import pytest
-
-import dlinfer
 
 ATOL = 1e-5
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import functools
 
+import dlinfer
 import numpy as np
 import onnx
 import pytest
 from zoo_models import BATCH, VGG_TEST_SIZE, build, digits, exported, rgb_digits
-
-import dlinfer
 
 pytest.importorskip("tensorflow")
 from training import zoo  # noqa: E402

@@ -10,11 +10,10 @@ import dataclasses
 import json
 import os
 
+import dlinfer
 import numpy as np
 import pytest
 from zoo_models import no_network  # noqa: F401 - a fixture
-
-import dlinfer
 
 pytest.importorskip("tensorflow")
 from training import data as datasets  # noqa: E402
@@ -133,8 +132,8 @@ def test_train_cli_runs_offline(tmp_path, capsys):
 
 
 def test_train_cli_reports_missing_data_without_a_traceback(tmp_path, capsys, monkeypatch):
-    from training.cli import main
     from training._tf import keras
+    from training.cli import main
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure")

@@ -113,8 +113,9 @@ FASHION_FILES = (
 
 def _keras_cache_dir(subdir: str) -> str:
     """Where ``keras.utils.get_file`` looks for a dataset (it honours $KERAS_HOME)."""
-    from ._tf import keras  # noqa: F401 - quiet TensorFlow before Keras loads it
     from keras.src.backend import config  # the function get_file itself asks
+
+    from ._tf import keras  # noqa: F401 - quiet TensorFlow before Keras loads it
 
     return os.path.join(config.keras_home(), "datasets", subdir)
 

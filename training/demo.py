@@ -14,10 +14,8 @@ import statistics
 import sys
 import time
 
-import numpy as np
-from PIL import Image
-
 import dlinfer
+from PIL import Image
 
 from .train import train
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-
 from dlinfer.spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 
 from ._tf import keras, tf
@@ -49,9 +48,8 @@ IR_VERSION = 8
 
 
 def versions() -> dict[str, str]:
-    import tf2onnx
-
     import dlinfer
+    import tf2onnx
 
     return {
         "keras": keras.__version__,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 import dlinfer
+import numpy as np
 
 __all__ = ["compare", "compare_batches", "psnr", "run_both"]
 

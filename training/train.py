@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import dlinfer
 import numpy as np
 import onnx
-
-import dlinfer
 from dlinfer.images import normalize_pixels
 
 from . import data as datasets

@@ -11,9 +11,9 @@ Quick start::
 from __future__ import annotations
 
 from . import kernels, reference  # issue 5: NumPy + the native module only
-from ._native_loader import native as _native  # fail early, with build instructions
-from .bench import BenchResults, benchmark
+from ._native_loader import native as _native  # noqa: F401 - fail early, with build instructions
 from .batcher import Batcher, BatcherStats
+from .bench import BenchResults, benchmark
 from .classifier import Candidate, Classifier, Prediction
 from .doctor import diagnose
 from .errors import (

@@ -239,7 +239,10 @@ class Classifier:
             return list(pool.map(one, paths))
 
     def __repr__(self) -> str:
-        return f"Classifier({self.model.path!r}, labels={len(self.labels)}, device={self.model.device!r})"
+        return (
+            f"Classifier({self.model.path!r}, labels={len(self.labels)}, "
+            f"device={self.model.device!r})"
+        )
 
 
 IMAGE_EXTENSIONS = frozenset(

@@ -19,6 +19,10 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all)")
 
 
+def _tensor_json(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype.name}
+
+
 def _info(args: argparse.Namespace) -> int:
     model = Model(args.model, device=args.device, threads=args.threads)
     spec = model.spec
@@ -26,8 +30,8 @@ def _info(args: argparse.Namespace) -> int:
         "path": model.path,
         "device": model.device,
         "providers": model.providers,
-        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.name} for t in model.inputs],
-        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.name} for t in model.outputs],
+        "inputs": [_tensor_json(t) for t in model.inputs],
+        "outputs": [_tensor_json(t) for t in model.outputs],
         "spec": json.loads(spec.to_json()) if spec else None,
         "metadata_keys": sorted(model.metadata),
     }

@@ -239,7 +239,8 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
         )
         if not files:
             raise InputError(f"no image files in {data}")
-        return PreprocessSpec.from_model(spec)(files[:samples]), f"{min(len(files), samples)} images from {data}"
+        batch = PreprocessSpec.from_model(spec)(files[:samples])
+        return batch, f"{min(len(files), samples)} images from {data}"
     else:
         try:
             arr = np.load(data)
