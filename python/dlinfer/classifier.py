@@ -24,7 +24,7 @@ from .errors import (
     SpecError,
 )
 from .images import split_items
-from .model import Model
+from .model import Model, open_for_task
 from .preprocess import PreprocessSpec
 from .spec import InputSpec
 
@@ -80,17 +80,11 @@ class Classifier:
         max_image_bytes: int | None = None,
         **model_options: Any,
     ) -> None:
-        self.model = (
-            model if isinstance(model, Model) else Model(model, device, threads, **model_options)
+        self.model, spec = open_for_task(
+            model, device, threads, model_options,
+            tasks=("classification", "binary_classification"), role="classifier",
+            export_hint="python -m training export",
         )
-        spec = self.model.spec
-        if spec is None:
-            raise SpecError(
-                f"{self.model.path} has no dlinfer metadata; export it with "
-                "`python -m training export`, or use dlinfer.Model directly"
-            )
-        if spec.task not in ("classification", "binary_classification"):
-            raise SpecError(f"{self.model.path} is a {spec.task} model, not a classifier")
         if spec.input.kind != "image":
             raise SpecError(
                 f"{self.model.path} does not take images (input kind {spec.input.kind})"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputShapeError, SpecError
-from .model import Model
+from .model import Model, open_for_task
 
 __all__ = ["Generator", "image_grid"]
 
@@ -67,17 +67,10 @@ class Generator:
         threads: int | None = None,
         **model_options: Any,
     ) -> None:
-        self.model = (
-            model if isinstance(model, Model) else Model(model, device, threads, **model_options)
+        self.model, spec = open_for_task(
+            model, device, threads, model_options, tasks=("generation",), role="generator",
+            export_hint="python -m training export --task generation",
         )
-        spec = self.model.spec
-        if spec is None:
-            raise SpecError(
-                f"{self.model.path} has no dlinfer metadata; export it with "
-                "`python -m training export --task generation`, or use dlinfer.Model directly"
-            )
-        if spec.task != "generation":
-            raise SpecError(f"{self.model.path} is a {spec.task} model, not a generator")
         size = spec.extra.get("latent_size", self.model.input.shape[-1])
         if not isinstance(size, int) or size < 1:
             raise SpecError(f"{self.model.path}: latent size {size!r} is not a positive integer")
