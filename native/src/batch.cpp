@@ -182,6 +182,7 @@ namespace {
 
 constexpr double kGrayWeights[3] = {0.299, 0.587, 0.114};  // ITU-R BT.601, as PIL and OpenCV
 constexpr std::int64_t kRowBlock = 16;  // output rows per work item
+constexpr std::int64_t kMinChunkValues = 1 << 17;  // outputs per thread, at least
 
 // Which source channels feed each output channel.
 struct ColorMap {
@@ -585,8 +586,13 @@ void batch(const ImageU8* images, std::size_t n, const PreprocessParams& p, OutT
   const Affine af = affine(p);
   const std::int64_t per_image = p.out_height * p.out_width * channels_of(p.color);
   // Work items are (image, block of kRowBlock output rows); which thread
-  // runs an item never changes what it computes.
-  parallel_for(n * static_cast<std::size_t>(blocks), threads, 1,
+  // runs an item never changes what it computes.  A thread is spawned per
+  // call, which costs tens of microseconds (far more on a busy machine), so a
+  // chunk must carry at least kMinChunkValues outputs to be worth one: 64 MNIST
+  // digits (50k values) then run on the calling thread.
+  const std::int64_t item_values = kRowBlock * p.out_width * channels_of(p.color);
+  const auto grain = static_cast<std::size_t>((kMinChunkValues + item_values - 1) / item_values);
+  parallel_for(n * static_cast<std::size_t>(blocks), threads, grain,
                [&](std::size_t begin, std::size_t end) {
                  Scratch s;
                  s.vrow.resize(std::max<std::int64_t>(widest, 1));
