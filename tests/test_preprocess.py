@@ -153,6 +153,46 @@ def test_batch_array_list_and_out_buffer():
                      atol=ATOL)
 
 
+def test_batch_array_views_match_the_list_path():
+    # One uint8 batch array goes to the kernel whole (no Python object per image);
+    # any strides must give exactly what the same images give one by one.
+    base = _image((6, 40, 50, 4), 11)
+    views = {
+        "every-other-image": base[::2, :, :, :3],
+        "flipped-bgr": base[:, ::-1, ::2, 2::-1],
+        "gray-3d": base[:, 5:35, :, 1],
+        "gray-4d-column": base[:, :, 3:4, 0:1],
+    }
+    for name, view in views.items():
+        for resize in ("nearest", "bilinear", "area"):
+            kw = dict(size=(17, 23), resize=resize, layout="NCHW", crop=0.875)
+            if view.ndim == 4 and view.shape[-1] == 3:
+                kw.update(IMAGENET, input_color="BGR")
+            images = list(view[..., None] if view.ndim == 3 else view)
+            for threads in (1, 2):
+                np.testing.assert_array_equal(
+                    dlinfer.preprocess(view, threads=threads, **kw),
+                    dlinfer.preprocess(images, threads=1, **kw), err_msg=f"{name} {resize}")
+    out, geos = dlinfer.preprocess(base[:, :, :, :3], size=16, crop="letterbox",
+                                   return_geometry=True)
+    assert out.shape == (6, 16, 16, 3) and len(geos) == 6 and geos[0].resized == (13, 16)
+
+
+def test_native_stack_checks_its_arguments():
+    args = ("bilinear", "stretch", 1.0, 0.0, 1.0, [0.0], [1.0], "NHWC", "GRAY")
+    out = np.empty((2, 4, 4, 1), np.float32)
+    for images, order, message in [
+        (np.zeros((2, 4, 4, 1), np.float32), "GRAY", "dtype uint8"),
+        (np.zeros((2, 4, 4), np.uint8), "GRAY", "rank 4"),
+        (np.zeros((2, 4, 4, 3), np.uint8), "GRAY", "3 channels but their colour is GRAY"),
+        (np.zeros((3, 4, 4, 1), np.uint8), "GRAY", "N = 3 images"),
+        (np.zeros((2, 4, 4, 1), np.uint8), "CMYK", "input colour must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _native.preprocess_u8_stack(images, out if len(images) == 2 else
+                                        np.empty((2, 4, 4, 1), np.float32), order, *args)
+
+
 def test_letterbox_reports_scale_and_offset():
     img = _image((100, 50, 3), 3)
     out, (geo,) = dlinfer.preprocess(img, size=(64, 64), crop="letterbox", pad=114,

@@ -52,10 +52,11 @@ struct Call {
   void* out_data = nullptr;
 };
 
-Call prepare(const py::list& images, const py::handle& out_obj, const std::vector<std::string>& colors,
-             const std::string& resize, const std::string& fit, double crop_ratio, float pad,
-             float scale, const std::vector<float>& mean, const std::vector<float>& std,
-             const std::string& layout, const std::string& color) {
+// Parses the parameters and checks `out` for a batch of n images.
+Call prepare_params(std::size_t n, const py::handle& out_obj, const std::string& resize,
+                    const std::string& fit, double crop_ratio, float pad, float scale,
+                    const std::vector<float>& mean, const std::vector<float>& std,
+                    const std::string& layout, const std::string& color) {
   Call call;
   PreprocessParams& p = call.params;
   p.resize = parse<ResizeMode>(resize, "resize", {{"nearest", ResizeMode::kNearest},
@@ -93,7 +94,6 @@ Call prepare(const py::list& images, const py::handle& out_obj, const std::vecto
   if (!(out.flags() & py::array::c_style))
     throw std::invalid_argument("out must be C-contiguous");
   if (!out.writeable()) throw std::invalid_argument("out must be writeable");
-  const std::size_t n = images.size();
   const bool nchw = p.layout == Layout::kNCHW;
   if (out.ndim() != 4 || out.shape(0) != static_cast<py::ssize_t>(n) ||
       out.shape(nchw ? 1 : 3) != C)
@@ -105,7 +105,16 @@ Call prepare(const py::list& images, const py::handle& out_obj, const std::vecto
   p.out_width = out.shape(nchw ? 3 : 2);
   check_params(p);
   call.out_data = call.out.mutable_data();
+  return call;
+}
 
+Call prepare(const py::list& images, const py::handle& out_obj, const std::vector<std::string>& colors,
+             const std::string& resize, const std::string& fit, double crop_ratio, float pad,
+             float scale, const std::vector<float>& mean, const std::vector<float>& std,
+             const std::string& layout, const std::string& color) {
+  const std::size_t n = images.size();
+  Call call = prepare_params(n, out_obj, resize, fit, crop_ratio, pad, scale, mean, std, layout,
+                             color);
   if (colors.size() != n)
     throw std::invalid_argument("colors has " + std::to_string(colors.size()) +
                                 " entries for " + std::to_string(n) + " images");
@@ -141,6 +150,47 @@ Call prepare(const py::list& images, const py::handle& out_obj, const std::vecto
   return call;
 }
 
+// One (N, H, W, C) uint8 array of same-sized images in one colour order: the
+// images are views into it, so a batch costs no Python object per image.
+Call prepare_stack(const py::handle& batch_obj, const py::handle& out_obj,
+                   const std::string& order, const std::string& resize, const std::string& fit,
+                   double crop_ratio, float pad, float scale, const std::vector<float>& mean,
+                   const std::vector<float>& std, const std::string& layout,
+                   const std::string& color) {
+  if (!py::isinstance<py::array>(batch_obj))
+    throw std::invalid_argument("images must be a numpy array");
+  auto batch = py::reinterpret_borrow<py::array>(batch_obj);
+  if (!batch.dtype().is(py::dtype::of<std::uint8_t>()))
+    throw std::invalid_argument("images must have dtype uint8, got " +
+                                std::string(py::str(batch.dtype())));
+  if (batch.ndim() != 4)
+    throw std::invalid_argument("images must have rank 4 (N, H, W, C), got shape " +
+                                shape_str(batch));
+  const auto n = static_cast<std::size_t>(batch.shape(0));
+  Call call = prepare_params(n, out_obj, resize, fit, crop_ratio, pad, scale, mean, std, layout,
+                             color);
+  ImageU8 im;
+  im.order = parse_order(order);
+  if (batch.shape(3) != channels_of(im.order))
+    throw std::invalid_argument("images have " + std::to_string(batch.shape(3)) +
+                                " channels but their colour is " + order);
+  if (n > 0 && (batch.shape(1) < 1 || batch.shape(2) < 1))
+    throw std::invalid_argument("images are empty, shape " + shape_str(batch));
+  im.height = batch.shape(1);
+  im.width = batch.shape(2);
+  im.row_stride = batch.strides(1);
+  im.col_stride = batch.strides(2);
+  im.channel_stride = batch.strides(3);
+  const auto* base = static_cast<const std::uint8_t*>(batch.data());
+  call.images.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    im.data = base + static_cast<py::ssize_t>(i) * batch.strides(0);
+    call.images.push_back(im);
+  }
+  call.keep.push_back(std::move(batch));
+  return call;
+}
+
 }  // namespace
 
 void register_batch(py::module_& m) {
@@ -165,6 +215,25 @@ void register_batch(py::module_& m) {
       py::arg("images"), py::arg("out"), py::arg("colors"), py::arg("resize"), py::arg("fit"),
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
       py::arg("layout"), py::arg("color"), py::arg("threads") = 0, doc);
+  m.def(
+      "preprocess_u8_stack",
+      [](const py::handle& images, const py::handle& out, const std::string& order,
+         const std::string& resize, const std::string& fit, double crop_ratio, float pad,
+         float scale, const std::vector<float>& mean, const std::vector<float>& std,
+         const std::string& layout, const std::string& color, int threads) {
+        Call c = prepare_stack(images, out, order, resize, fit, crop_ratio, pad, scale, mean,
+                               std, layout, color);
+        {
+          py::gil_scoped_release release;
+          preprocess_batch_u8(c.images.data(), c.images.size(), c.params, c.out_data, threads);
+        }
+        return c.out;
+      },
+      py::arg("images"), py::arg("out"), py::arg("order"), py::arg("resize"), py::arg("fit"),
+      py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
+      py::arg("layout"), py::arg("color"), py::arg("threads") = 0,
+      "preprocess_u8_batch for one uint8 (N, H, W, C) array of images in colour `order`\n"
+      "(any strides), without a Python object per image.  Returns out.");
   m.def(
       "preprocess_u8_batch_scalar",
       [](const py::list& images, const py::handle& out, const std::vector<std::string>& colors,

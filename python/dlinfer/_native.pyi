@@ -159,6 +159,21 @@ def preprocess_u8_batch(
     color: str,
     threads: int = 0,
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
+def preprocess_u8_stack(
+    images: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    order: str,
+    resize: str,
+    fit: str,
+    crop_ratio: float,
+    pad: float,
+    scale: float,
+    mean: list[float],
+    std: list[float],
+    layout: str,
+    color: str,
+    threads: int = 0,
+) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
 def preprocess_u8_batch_scalar(
     images: list[npt.NDArray[np.uint8]],
     out: npt.NDArray[np.float32] | npt.NDArray[np.float16],

@@ -97,8 +97,12 @@ class Classifier:
 
     def preprocess(self, images: Any) -> np.ndarray:
         """The batch the model will see for ``images``."""
-        if isinstance(images, np.ndarray) and images.dtype.kind == "f":
-            return _float_batch(images, self.spec.input, "image")
+        if isinstance(images, np.ndarray):
+            if images.dtype.kind == "f":
+                return _float_batch(images, self.spec.input, "image")
+            if images.dtype == np.uint8:
+                # One image or one batch: the native kernel reads the array whole.
+                return self.preprocessing(images, threads=self.threads)
         items = split_items(images)
         if not items:
             raise EmptyBatchError("no images given: the batch is empty")

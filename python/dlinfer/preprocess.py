@@ -219,17 +219,28 @@ class PreprocessSpec:
     def _target(self, height: int, width: int) -> tuple[int, int]:
         return self.geometry(height, width).resized
 
+    def _stacked(self, images: Any) -> tuple[np.ndarray, str] | None:
+        """A uint8 batch array as (N, H, W, C) and its colour order; None for anything else.
+
+        One batch is checked once, not image by image: 256 MNIST digits would
+        otherwise spend longer in Python checks than in the kernel.
+        """
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and (
+            images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4))
+        )):
+            return None
+        batch = images if images.ndim == 4 else images[..., None]
+        if not (batch.shape[0] and batch.shape[1] and batch.shape[2]):
+            return None  # the per-image path names the empty image
+        _, order = array_pixels(batch[0], "image 0", self.input_color)
+        return batch, order
+
     def pixels(self, images: Any, threads: int | None = None) -> list[Pixels]:
         """Every item of ``images`` as checked uint8 (H, W, C) pixels and colour order."""
-        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and (
-            images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4))
-        ):
-            # One uint8 batch: check it once, not image by image (256 MNIST digits
-            # would otherwise spend longer in Python checks than in the kernel).
-            batch = images if images.ndim == 4 else images[..., None]
-            if batch.shape[0] and batch.shape[1] and batch.shape[2]:
-                _, order = array_pixels(batch[0], "image 0", self.input_color)
-                return [(a, order) for a in batch]
+        stacked = self._stacked(images)
+        if stacked is not None:
+            batch, order = stacked
+            return [(a, order) for a in batch]
         return to_pixels(
             split_items(images),
             input_color=self.input_color,
@@ -255,6 +266,15 @@ class PreprocessSpec:
             0 if threads is None else int(threads),
         )
 
+    def _fill_stack(self, batch: np.ndarray, order: str, out: np.ndarray,
+                    threads: int | None) -> np.ndarray:
+        fit, ratio = self._fit()
+        return native.preprocess_u8_stack(
+            batch, out, order, self.resize, fit, ratio, self.pad, self.scale,
+            list(self.mean), list(self.std), self.layout, self.color,
+            0 if threads is None else int(threads),
+        )
+
     def __call__(
         self,
         images: Any,
@@ -265,18 +285,24 @@ class PreprocessSpec:
         """The batch for ``images``; see :func:`preprocess`."""
         if threads is not None and threads < 0:
             raise InputError(f"threads must be None or >= 0, got {threads}")
-        pixels = self.pixels(images, threads)
-        if not pixels:
-            raise EmptyBatchError("no images given: the batch is empty")
+        stacked = self._stacked(images)
+        if stacked is not None:
+            batch, order = stacked
+            sizes = {batch.shape[1:3]}
+        else:
+            pixels = self.pixels(images, threads)
+            if not pixels:
+                raise EmptyBatchError("no images given: the batch is empty")
+            sizes = {p[0].shape[:2] for p in pixels}
         size = self.size
         if size is None:
-            sizes = {p[0].shape[:2] for p in pixels}
             if len(sizes) > 1:
                 raise InputShapeError(
                     f"images have different sizes {sorted(sizes)}; pass size= to resize them"
                 )
             size = next(iter(sizes))
-        shape = self.batch_shape(len(pixels), size)
+        n = len(batch) if stacked is not None else len(pixels)
+        shape = self.batch_shape(n, size)
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
         elif out.shape != shape or out.dtype != np.dtype(self.dtype):
@@ -284,6 +310,11 @@ class PreprocessSpec:
                 f"out must be a {self.dtype} array of shape {shape}, got {out.dtype} {out.shape}"
             )
         spec = self if self.size is not None else self.replace(size=size)
+        if stacked is not None:
+            spec._fill_stack(batch, order, out, threads)
+            if return_geometry:
+                return out, [spec.geometry(*batch.shape[1:3])] * n
+            return out
         spec.fill(pixels, out, threads)
         if return_geometry:
             return out, [spec.geometry(*p[0].shape[:2]) for p in pixels]
