@@ -121,11 +121,12 @@ class _ClassifierRunner:
         self.clf = clf
 
     def check(self, item: Any) -> Any:
-        if isinstance(item, (str, os.PathLike, Image.Image)) or not (
-            isinstance(item, np.ndarray) or np.ndim(item) > 0
-        ):
+        if isinstance(item, np.ndarray):  # first: the common case skips the ABC checks
+            arr = item
+        elif isinstance(item, (str, os.PathLike, Image.Image)) or np.ndim(item) == 0:
             return item  # paths and PIL images are one image by construction
-        arr = item if isinstance(item, np.ndarray) else np.asarray(item)
+        else:
+            arr = np.asarray(item)
         # One request is one image: an array holding several would shift every
         # result after it.  Rank 3 without a channel-like last axis is (N, H, W),
         # the same reading as dlinfer.images.
@@ -355,36 +356,41 @@ class Batcher:
             raise TypeError("top_k applies only to a Batcher over a Classifier")
         elif not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
-        _check_timeout(timeout_ms)
-        timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        if timeout_ms is None:
+            timeout = self.timeout_ms
+        else:
+            _check_timeout(timeout_ms)
+            timeout = timeout_ms
         # Checked in the caller's thread, so a malformed input fails its own call.
-        items = [self._runner.check(x) for x in xs]
+        check = self._runner.check
+        items = [check(x) for x in xs]
+        # This runs once per request from every client, so it stays lean: the
+        # futures are made before taking the lock, which is held only to queue.
+        make_future = Future if loop is None else loop.create_future
+        futures = [make_future() for _ in items]
+        queue = self._queue
         with self._cond:
             if self._closing:
                 raise BatcherClosedError(f"Batcher {self.name!r} is closed")
-            if len(self._queue) + len(items) > self.max_queue:
+            if len(queue) + len(items) > self.max_queue:
                 self._counts["rejected"] += len(items)
                 raise QueueFullError(
-                    f"Batcher {self.name!r} queue is full ({len(self._queue)} of {self.max_queue} "
+                    f"Batcher {self.name!r} queue is full ({len(queue)} of {self.max_queue} "
                     f"waiting; {len(items)} more asked)"
                 )
             now = time.monotonic()
             deadline = None if timeout is None else now + timeout / 1000.0
-            reqs = [
-                _Request(item, top_k, loop.create_future() if loop else Future(), loop, now,
-                         deadline)
-                for item in items
-            ]
-            self._queue.extend(reqs)
-            self._counts["submitted"] += len(reqs)
+            queue.extend(_Request(item, top_k, fut, loop, now, deadline)
+                         for item, fut in zip(items, futures))
+            self._counts["submitted"] += len(items)
             # Wake the worker only when it has something to decide: the first request
             # (it sleeps untimed on an empty queue) or a full batch.  While a partial
             # batch waits out its delay the worker sleeps on a timer, and waking it
             # for every arrival would cost a thread switch per request.
-            n = len(self._queue)
-            if n == len(reqs) or (n >= self.max_batch_size > n - len(reqs)):
+            n = len(queue)
+            if n == len(items) or (n >= self.max_batch_size > n - len(items)):
                 self._cond.notify()
-        return [r.future for r in reqs]
+        return futures
 
     # -- the worker ----------------------------------------------------------------------------
 

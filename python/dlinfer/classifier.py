@@ -148,10 +148,15 @@ class Classifier:
             # Stable sort: ties resolve to the lower class index, like argmax.
             orders = np.argsort(-proba, axis=1, kind="stable")[:, :kmax].tolist()
         rows = proba.tolist()
+        labels = self.labels
         results = []
+        # The hot path of a Batcher: one loop, no generator per row.
         for row, order, k in zip(rows, orders, ks, strict=True):
-            top = tuple(Candidate(self.labels[i], i, row[i]) for i in order[:k])
-            results.append(Prediction(top[0].label, top[0].index, top[0].probability, top))
+            i = order[0]
+            first = Candidate(labels[i], i, row[i])
+            top = (first,) if k == 1 else (first, *(Candidate(labels[j], j, row[j])
+                                                    for j in order[1:k]))
+            results.append(Prediction(first.label, i, first.probability, top))
         return results
 
     __call__ = predict
