@@ -90,11 +90,28 @@ def _fit_pixels(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     x_train, x_test = _to_input(split.x_train, spec), _to_input(split.x_test, spec)
     y_train = keras.utils.to_categorical(split.y_train, len(entry.labels))
     model = _checked_build(entry)
-    model.compile(optimizer=entry.optimizer, loss=entry.loss, metrics=["accuracy"])
+    trainer = model
+    if entry.train_augment is not None:
+        # The model shares its layers with the trainer, so it learns while only the
+        # trainer holds the random layers: nothing random is saved or exported.
+        trainer = keras.Sequential([keras.Input(model.input_shape[1:]),
+                                    *entry.train_augment(), model], name=f"{entry.name}_train")
+    trainer.compile(optimizer=_optimizer(entry, len(x_train), o), loss=entry.loss,
+                    metrics=["accuracy"])
     _log_start(entry, model, o)
-    model.fit(x_train, y_train, epochs=o["epochs"], batch_size=o["batch_size"],
-              verbose=o["verbose"], **entry.fit_options)
+    trainer.fit(x_train, y_train, epochs=o["epochs"], batch_size=o["batch_size"],
+                verbose=o["verbose"], **entry.fit_options)
     return _Fitted(model, split, x_test, split.y_test, dict(entry.spec))
+
+
+def _optimizer(entry: zoo.ZooEntry, n_train: int, o: dict[str, Any]) -> Any:
+    if entry.cosine_lr is None:
+        return entry.optimizer
+    fraction = 1.0 - entry.fit_options.get("validation_split", 0.0)
+    steps = max(1, o["epochs"] * int(np.ceil(n_train * fraction / o["batch_size"])))
+    schedule = keras.optimizers.schedules.CosineDecay(entry.cosine_lr, steps)
+    return keras.optimizers.get({"class_name": entry.optimizer,
+                                 "config": {"learning_rate": schedule}})
 
 
 def _folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> str:
