@@ -77,6 +77,27 @@ def test_imdb_lstm_learns_the_generated_token_task(tmp_path, monkeypatch):
     spec = dlinfer.Model(r.onnx_path).spec
     assert spec.task == "binary_classification" and spec.labels == ("negative", "positive")
 
+    # dlinfer.Classifier takes the id sequences themselves, unpadded and ragged,
+    # and pads them as the training data was (zeros in front, last ids kept).
+    clf = dlinfer.Classifier(r.onnx_path)
+    x = r.x_test[:32]
+    keras_p = r.keras_model.predict(x, verbose=0)[:, 0]
+    ragged = [row[np.argmax(row != 0):].tolist() for row in x]
+    ragged[0] = [7, 99, 123] * 20 + x[0].tolist()  # too long: only its last 40 ids count
+    preds = clf.predict(ragged)
+    assert [p.index for p in preds] == [int(p >= 0.5) for p in keras_p]
+    assert {p.label for p in preds} <= {"negative", "positive"}
+    np.testing.assert_allclose([p.top[0].probability if p.index else 1 - p.probability
+                                for p in preds], keras_p, atol=1e-5)
+    np.testing.assert_array_equal(clf.preprocess(ragged), x)
+    assert clf.predict(ragged[3])[0] == preds[3]  # one sequence on its own
+    with pytest.raises(dlinfer.InputDtypeError, match="must be integers"):
+        clf.predict([[1.5, 2.0]])
+    with pytest.raises(dlinfer.InputError, match=">= 0"):
+        clf.predict([[5, -1]])
+    with pytest.raises(dlinfer.InputError, match="takes token ids"):
+        list(clf.predict_folder(tmp_path))
+
 
 def test_gan_1d_trains_and_reports_its_error(tmp_path):
     r = _quiet("gan_1d", tmp_path, epochs=100)

@@ -19,6 +19,7 @@ from .errors import (
     EmptyBatchError,
     ImageDecodeError,
     InputDtypeError,
+    InputError,
     InputRankError,
     InputShapeError,
     SpecError,
@@ -85,18 +86,24 @@ class Classifier:
             tasks=("classification", "binary_classification"), role="classifier",
             export_hint="python -m training export",
         )
-        if spec.input.kind != "image":
+        if spec.input.kind not in ("image", "tokens"):
             raise SpecError(
-                f"{self.model.path} does not take images (input kind {spec.input.kind})"
+                f"{self.model.path} takes {spec.input.kind}, not images or token ids; "
+                "use dlinfer.Model for it"
             )
         self.spec = spec
         self.labels = list(spec.labels)
         self.threads = threads
         overrides = {} if max_image_bytes is None else {"max_image_bytes": max_image_bytes}
-        self.preprocessing = PreprocessSpec.from_model(spec, **overrides)
+        # Token models (the IMDB LSTM) take id sequences, padded like Keras's
+        # pad_sequences; they have no image preprocessing.
+        self.preprocessing = (PreprocessSpec.from_model(spec, **overrides)
+                              if spec.input.kind == "image" else None)
 
     def preprocess(self, images: Any) -> np.ndarray:
-        """The batch the model will see for ``images``."""
+        """The batch the model will see for ``images`` (token sequences for a token model)."""
+        if self.preprocessing is None:
+            return token_batch(images, self.spec.input)
         if isinstance(images, np.ndarray):
             if images.dtype.kind == "f":
                 return _float_batch(images, self.spec.input, "image")
@@ -180,6 +187,9 @@ class Classifier:
         leaves out files that fail to decode (reported on the progress bar's stream)
         instead of raising.
         """
+        if self.preprocessing is None:
+            raise InputError(f"predict_folder classifies image files; {self.model.path} takes "
+                             "token ids")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if on_error not in ("raise", "skip"):
@@ -271,6 +281,48 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
+
+
+def token_batch(sequences: Any, spec: InputSpec) -> np.ndarray:
+    """Token id sequences as the model's (N, length) batch, padded like the training data.
+
+    One sequence (a list or 1-D array of ids) or several (a list of them, or a 2-D
+    integer array).  Shorter sequences are padded with 0 in front and longer ones
+    keep their last ``length`` ids, as ``keras.utils.pad_sequences`` does by default.
+    """
+    length = spec.shape[1] if len(spec.shape) > 1 else None
+    if isinstance(sequences, np.ndarray):
+        rows = [sequences] if sequences.ndim == 1 else list(sequences)
+        if sequences.ndim not in (1, 2):
+            raise InputRankError(
+                f"token ids must be one sequence (rank 1) or a batch (rank 2), got shape "
+                f"{sequences.shape}")
+    elif isinstance(sequences, Sequence) and not isinstance(sequences, str):
+        flat = all(np.ndim(x) == 0 for x in sequences)
+        rows = [sequences] if flat and len(sequences) else list(sequences)
+    else:
+        raise TypeError(f"token ids must be a sequence of ints or a list of sequences, got "
+                        f"{type(sequences).__name__}")
+    if not rows:
+        raise EmptyBatchError("no sequences given: the batch is empty")
+    width = length or max(len(r) for r in rows)
+    batch = np.zeros((len(rows), width), dtype=spec.dtype if spec.dtype else np.int32)
+    for i, row in enumerate(rows):
+        ids = np.asarray(row)
+        if ids.ndim != 1:
+            raise InputRankError(f"sequence {i}: token ids must be a flat sequence, got shape "
+                                 f"{ids.shape}")
+        if ids.size and ids.dtype.kind not in "iu":
+            raise InputDtypeError(f"sequence {i}: token ids must be integers, got dtype "
+                                  f"{ids.dtype}")
+        if ids.size and ids.min() < 0:
+            raise InputError(f"sequence {i}: token ids must be >= 0, got {int(ids.min())}")
+        if ids.size and ids.max() > np.iinfo(batch.dtype).max:
+            raise InputError(f"sequence {i}: token id {int(ids.max())} does not fit "
+                             f"{batch.dtype}")
+        ids = ids[-width:]
+        batch[i, width - len(ids):] = ids
+    return batch
 
 
 def _float_batch(arr: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
