@@ -559,6 +559,19 @@ __attribute__((target("avx2"))) inline __m256 load_pair(const float* lo, const f
   return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(lo)), _mm_loadu_ps(hi), 1);
 }
 
+// Pixels [xa, xb) of fused_row_avx2 one at a time, with the same roundings.
+template <int CS, int K>
+__attribute__((target("avx2,fma"))) inline void fused_pixels_scalar(
+    const float* v, const std::int32_t* off, std::int64_t n, const FusedRows& o, std::int64_t xa,
+    std::int64_t xb) {
+  for (std::int64_t x = xa; x < xb; ++x)
+    for (int c = 0; c < 3; ++c) {
+      float acc = std::fma(o.w[c][x], v[off[x] + c], o.bias[c]);
+      if constexpr (K == 2) acc = std::fma(o.w[c][n + x], v[off[x] + CS + c], acc);
+      o.row[c][x] = acc;
+    }
+}
+
 // The horizontal pass for 3- and 4-channel rows with one tap, or with two
 // taps on neighbouring pixels (bilinear), normalization folded into the
 // weights: out = bias + w0 * v[o + c] + w1 * v[o + CS + c], o = xoff of tap 0.
@@ -571,10 +584,15 @@ __attribute__((target("avx2"))) inline __m256 load_pair(const float* lo, const f
 // transpose per lane gives element j of all 8 pixels in vector j, in order.
 //
 // Reads up to 8 floats past the last tap's pixel: the caller pads v.
+// With `stream` the rows must start on a cache line; only whole lines are
+// streamed, since a line written partly by non-temporal stores leaves the
+// write-combining buffer half full.  (Rows that start mid-line were measured
+// slower streamed, even peeled to the next line, than with ordinary stores.)
 template <int CS, int K>
 __attribute__((target("avx2,fma"))) void fused_row_avx2(const float* v, const std::int32_t* off,
                                                          std::int64_t n, const FusedRows& o,
                                                          bool stream) {
+  const std::int64_t stream_end = stream ? n / 16 * 16 : 0;
   std::int64_t x = 0;
   for (; x + 8 <= n; x += 8) {
     const float* p[8];
@@ -589,16 +607,11 @@ __attribute__((target("avx2,fma"))) void fused_row_avx2(const float* v, const st
     for (int c = 0; c < 3; ++c) {
       __m256 acc = _mm256_fmadd_ps(_mm256_loadu_ps(o.w[c] + x), e[c], _mm256_set1_ps(o.bias[c]));
       if constexpr (K == 2) acc = _mm256_fmadd_ps(_mm256_loadu_ps(o.w[c] + n + x), e[CS + c], acc);
-      if (stream) _mm256_stream_ps(o.row[c] + x, acc);
+      if (x < stream_end) _mm256_stream_ps(o.row[c] + x, acc);
       else _mm256_storeu_ps(o.row[c] + x, acc);
     }
   }
-  for (; x < n; ++x)
-    for (int c = 0; c < 3; ++c) {
-      float acc = std::fma(o.w[c][x], v[off[x] + c], o.bias[c]);
-      if constexpr (K == 2) acc = std::fma(o.w[c][n + x], v[off[x] + CS + c], acc);
-      o.row[c][x] = acc;
-    }
+  fused_pixels_scalar<CS, K>(v, off, n, o, x, n);
 }
 
 void fused_row(const Plan& pl, const float* v, const FusedRows& o, bool stream) {
@@ -700,13 +713,13 @@ void write_fused(OutT* const* dst, std::ptrdiff_t step, const Plan& pl, const Pr
     o.row[c] = direct ? reinterpret_cast<float*>(dst[k] + pl.x0) : s.hrow[k].data();
     o.bias[c] = af.b[k];
     o.w[c] = pl.wfused.data() + k * K * n;
-    aligned &= (reinterpret_cast<std::uintptr_t>(o.row[c]) & 31) == 0;
   }
+  for (int c = 0; c < 3; ++c) aligned &= (reinterpret_cast<std::uintptr_t>(o.row[c]) & 63) == 0;
   // Whatever lies past the row is read only under weight 0; zeros keep even
   // the sign of a zero result independent of what the buffer held before.
   const std::int64_t len = (pl.c1 - pl.c0) * pl.cm.src_channels;
   std::fill(s.vrow.begin() + len, s.vrow.begin() + len + kRowPad, 0.0f);
-  // Streaming only whole cache lines: see affine_store_any.
+  // Streaming pays only for rows of many whole cache lines; see affine_store_any.
   fused_row(pl, s.vrow.data(), o, direct && aligned && n >= 128);
   for (int k = 0; k < 3; ++k) {
     for (std::int64_t x = 0; x < pl.x0; ++x) store(dst[k] + x * step, af.pad[k]);
