@@ -424,10 +424,12 @@ __attribute__((target("avx512f,avx2,fma"))) void blend_rows_avx512(
   if (K != 2) return blend_rows_avx2(r, w, K, len, v, next);
   std::int64_t j = 0;
   const __m512 w0 = _mm512_set1_ps(w[0]), w1 = _mm512_set1_ps(w[1]);
+  const std::uint8_t* const r0 = r[0];  // not reloaded after each store to v
+  const std::uint8_t* const r1 = r[1];
   for (; j + 16 <= len; j += 16) {
     prefetch_next_rows(next, 2, j);
-    _mm512_storeu_ps(v + j, _mm512_fmadd_ps(w1, load16_u8(r[1] + j),
-                                            _mm512_mul_ps(w0, load16_u8(r[0] + j))));
+    _mm512_storeu_ps(v + j, _mm512_fmadd_ps(w1, load16_u8(r1 + j),
+                                            _mm512_mul_ps(w0, load16_u8(r0 + j))));
   }
   const std::uint8_t* rest[2] = {r[0] + j, r[1] + j};
   blend_rows_avx2(rest, w, K, len - j, v + j, nullptr);
@@ -595,6 +597,12 @@ __attribute__((target("avx2,fma"))) void fused_row_avx2(const float* v, const st
                                                          std::int64_t n, const FusedRows& o,
                                                          bool stream) {
   const std::int64_t stream_end = stream ? n / 16 * 16 : 0;
+  // In locals: the stores through row[] could otherwise alias o, and the
+  // compiler would reload every pointer and bias per group.
+  float* const row[3] = {o.row[0], o.row[1], o.row[2]};
+  const float* const w[3] = {o.w[0], o.w[1], o.w[2]};
+  const __m256 bias[3] = {_mm256_set1_ps(o.bias[0]), _mm256_set1_ps(o.bias[1]),
+                          _mm256_set1_ps(o.bias[2])};
   std::int64_t x = 0;
   for (; x + 8 <= n; x += 8) {
     const float* p[8];
@@ -607,10 +615,10 @@ __attribute__((target("avx2,fma"))) void fused_row_avx2(const float* v, const st
       transpose4_in_lanes(e[4], e[5], e[6], e[7]);
     }
     for (int c = 0; c < 3; ++c) {
-      __m256 acc = _mm256_fmadd_ps(_mm256_loadu_ps(o.w[c] + x), e[c], _mm256_set1_ps(o.bias[c]));
-      if constexpr (K == 2) acc = _mm256_fmadd_ps(_mm256_loadu_ps(o.w[c] + n + x), e[CS + c], acc);
-      if (x < stream_end) _mm256_stream_ps(o.row[c] + x, acc);
-      else _mm256_storeu_ps(o.row[c] + x, acc);
+      __m256 acc = _mm256_fmadd_ps(_mm256_loadu_ps(w[c] + x), e[c], bias[c]);
+      if constexpr (K == 2) acc = _mm256_fmadd_ps(_mm256_loadu_ps(w[c] + n + x), e[CS + c], acc);
+      if (x < stream_end) _mm256_stream_ps(row[c] + x, acc);
+      else _mm256_storeu_ps(row[c] + x, acc);
     }
   }
   fused_pixels_scalar<CS, K>(v, off, n, o, x, n);
