@@ -26,7 +26,7 @@ from .errors import (
 )
 from .images import split_items
 from .model import Model, open_for_task
-from .preprocess import PreprocessSpec
+from .preprocess import PreprocessSpec, empty_batch
 from .spec import InputSpec
 
 __all__ = ["Candidate", "Classifier", "Prediction"]
@@ -202,7 +202,7 @@ class Classifier:
         spec = self.preprocessing
         if spec.size is None:
             raise InputShapeError("predict_folder needs a model with a fixed input size")
-        buffers = [np.empty(spec.batch_shape(batch_size), spec.dtype) for _ in range(2)]
+        buffers = [empty_batch(spec.batch_shape(batch_size), spec.dtype) for _ in range(2)]
         chunks = _chunks(iter_image_files(root, recursive), batch_size)
         bar = tqdm(desc=os.path.basename(root.rstrip(os.sep)) or root, unit="img",
                    disable=not progress, dynamic_ncols=True)
