@@ -248,6 +248,10 @@ struct Plan {
   // k, the x weights already multiplied by the channel's gain, tap-major.
   bool fused = false;
   std::vector<float> wfused;  // [k][t][x]
+  // Output pixels are source pixels (same size, every weight 1; e.g. MNIST
+  // digits into an MNIST model) and no gray mixing: rows skip the blend and
+  // the gathers, whose arithmetic would only multiply by 1.
+  bool copy = false;
 };
 
 bool fused_horizontal_supported();
@@ -306,6 +310,13 @@ Plan make_plan(const ImageU8& im, const PreprocessParams& p) {
     }
   pl.contiguous_rows = im.col_stride == pl.cm.src_channels && im.channel_stride == 1;
   plan_fused(pl, p);
+  auto ones = [](const std::vector<float>& w) {
+    return std::all_of(w.begin(), w.end(), [](float v) { return v == 1.0f; });
+  };
+  bool consecutive = true;
+  for (std::size_t i = 1; i < xi.size(); ++i) consecutive &= xi[i] == xi[i - 1] + 1;
+  pl.copy = !pl.fused && !pl.cm.gray_mix && pl.ytaps.taps == 1 && pl.xtaps.taps == 1 &&
+            ones(pl.ytaps.weight) && ones(pl.xtaps.weight) && consecutive;
   return pl;
 }
 
@@ -752,6 +763,16 @@ void write_fused(OutT* const* dst, std::ptrdiff_t step, const Plan& pl, const Pr
   }
 }
 
+// One source channel of a row segment as floats, for Plan::copy rows: the
+// values the blend and the resampling would give with weights of exactly 1.
+DLINFER_CLONES void u8_to_float(const std::uint8_t* src, std::ptrdiff_t stride, std::int64_t n,
+                                float* __restrict dst) {
+  if (stride == 1)
+    for (std::int64_t x = 0; x < n; ++x) dst[x] = src[x];
+  else
+    for (std::int64_t x = 0; x < n; ++x) dst[x] = src[x * stride];
+}
+
 template <typename OutT>
 void rows(const ImageU8& im, const Plan& pl, const PreprocessParams& p, const Affine& af,
           OutT* img_out, std::int64_t ya, std::int64_t yb, Scratch& s) {
@@ -764,6 +785,16 @@ void rows(const ImageU8& im, const Plan& pl, const PreprocessParams& p, const Af
     if (y < pl.y0 || y >= pl.y1) {
       for (int k = 0; k < C; ++k)
         for (std::int64_t x = 0; x < W; ++x) store(dst(k) + x * step, af.pad[k]);
+      continue;
+    }
+    if (pl.copy) {
+      const std::uint8_t* row = im.data + pl.ytaps.index[y - pl.y0] * im.row_stride +
+                                pl.xtaps.index[0] * im.col_stride;
+      float* h = s.hrow[0].data();
+      for (int k = 0; k < C; ++k) {
+        u8_to_float(row + pl.cm.pick[k] * im.channel_stride, im.col_stride, pl.x1 - pl.x0, h);
+        write_channel(dst(k), step, h, pl, p, af, k);
+      }
       continue;
     }
     vertical(im, pl, y, s);
