@@ -159,6 +159,7 @@ def test_batch_array_views_match_the_list_path():
     base = _image((6, 40, 50, 4), 11)
     views = {
         "every-other-image": base[::2, :, :, :3],
+        "images-reversed": base[::-1, :, :, :3],
         "flipped-bgr": base[:, ::-1, ::2, 2::-1],
         "gray-3d": base[:, 5:35, :, 1],
         "gray-4d-column": base[:, :, 3:4, 0:1],
