@@ -62,4 +62,5 @@ asan: $(VENV)/.installed-test
 	cmake --build build/asan -j 2
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD="$(ASAN_LIBS)" DLINFER_NATIVE_PATH=$$(ls $(CURDIR)/build/asan/_native*.so) \
-	  PYTHONPATH=tests $(PY) -m pytest -p asan_plugin -q tests/test_kernels.py tests/test_native_normalize.py
+	  PYTHONPATH=tests $(PY) -m pytest -p asan_plugin -q tests/test_kernels.py tests/test_native_normalize.py \
+	  tests/test_preprocess.py
