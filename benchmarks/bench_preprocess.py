@@ -6,8 +6,9 @@ Cases (each contender reuses its output buffer where the library allows):
 
 1. 64 RGB 480x640 uint8 -> 64x3x224x224 float32, ImageNet mean/std, NCHW, bilinear,
    at 1 and 2 threads: dlinfer (into a batch on a cache line, as dlinfer allocates
-   it, and into one 16 bytes off, as np.empty may give); naive per-image OpenCV (cv2.resize -> astype ->
-   normalize -> transpose -> np.stack); cv2.dnn.blobFromImagesWithParams with
+   it, and into one 16 bytes off, as np.empty may give); naive per-image OpenCV
+   (cv2.resize -> astype -> normalize -> transpose -> np.stack);
+   cv2.dnn.blobFromImagesWithParams with
    per-channel mean and scale; Pillow resize + NumPy.
 2. 256 gray 28x28 -> 256x28x28x1 float32 (MNIST), the same contenders.
 3. The memory-bandwidth floor for case 1's bytes (uint8 read + float32 written),
