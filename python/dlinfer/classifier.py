@@ -107,9 +107,9 @@ class Classifier:
         if isinstance(images, np.ndarray):
             if images.dtype.kind == "f":
                 return _float_batch(images, self.spec.input, "image")
-            if images.dtype == np.uint8:
-                # One image or one batch: the native kernel reads the array whole.
-                return self.preprocessing(images, threads=self.threads)
+            # One dtype for all its images: preprocessing takes (and checks) the array
+            # whole, so a uint8 batch reaches the native kernel in one piece.
+            return self.preprocessing(images, threads=self.threads)
         items = split_items(images)
         if not items:
             raise EmptyBatchError("no images given: the batch is empty")
@@ -306,7 +306,7 @@ def token_batch(sequences: Any, spec: InputSpec) -> np.ndarray:
     if not rows:
         raise EmptyBatchError("no sequences given: the batch is empty")
     width = length or max(len(r) for r in rows)
-    batch = np.zeros((len(rows), width), dtype=spec.dtype if spec.dtype else np.int32)
+    batch = np.zeros((len(rows), width), dtype=spec.dtype)
     for i, row in enumerate(rows):
         ids = np.asarray(row)
         if ids.ndim != 1:

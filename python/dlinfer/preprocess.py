@@ -255,6 +255,10 @@ class PreprocessSpec:
         if stacked is not None:
             batch, order = stacked
             return [(a, order) for a in batch]
+        return self._item_pixels(images, threads)
+
+    def _item_pixels(self, images: Any, threads: int | None) -> list[Pixels]:
+        """Pixels item by item: files decoded, arrays and PIL images checked one by one."""
         return to_pixels(
             split_items(images),
             input_color=self.input_color,
@@ -304,7 +308,7 @@ class PreprocessSpec:
             batch, order = stacked
             sizes = {batch.shape[1:3]}
         else:
-            pixels = self.pixels(images, threads)
+            pixels = self._item_pixels(images, threads)
             if not pixels:
                 raise EmptyBatchError("no images given: the batch is empty")
             sizes = {p[0].shape[:2] for p in pixels}
