@@ -212,6 +212,26 @@ def test_timed_out_request_fails_and_is_never_computed():
     assert not any(42 in batch for batch in rec.batches)
 
 
+def test_the_default_timeout_applies_to_plain_submits_and_may_change():
+    rec = Recorder()
+    with dlinfer.Batcher(rec, max_batch_size=4, max_delay_ms=0, timeout_ms=20) as b:
+        hold_worker(b, rec)
+        late = b.submit(42)  # no per-call options: the single-request fast path
+        b.timeout_ms = None
+        patient = b.submit(43)
+        time.sleep(0.2)
+        rec.gate.set()
+        with pytest.raises(dlinfer.RequestTimeoutError, match="past its timeout of 20 ms"):
+            late.result(10)
+        assert patient.result(10) == 430
+        assert b.timeout_ms is None
+        with pytest.raises(ValueError, match="timeout_ms"):
+            b.timeout_ms = -1
+        stats = b.stats()
+        assert (stats.submitted, stats.timed_out, stats.completed) == (3, 1, 2)
+    assert not any(42 in batch for batch in rec.batches)
+
+
 def test_failing_batch_fails_only_its_requests():
     rec = Recorder(fail_when=lambda items: 13 in items)
     with dlinfer.Batcher(rec, max_batch_size=3, max_delay_ms=0) as b:

@@ -67,6 +67,25 @@ def test_top_k_is_sorted_and_labelled(clf, mnist_trained):
     assert pred.probability == pytest.approx(float(proba[0].max()))
 
 
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_postprocess_orders_ties_and_nan_like_a_stable_sort(clf, top_k):
+    proba = np.full((4, 10), 0.05, np.float32)
+    proba[0, [3, 7]] = 0.3  # a tie: the lower index wins, as with argmax
+    proba[1, :] = 0.1  # all tied
+    proba[2, [0, 4]] = np.nan, 0.4  # NaN sorts last: the best real class wins
+    proba[3, 9] = 0.6
+    preds = clf.postprocess(proba, top_k)
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
+    assert [p.index for p in preds] == [3, 0, 4, 9] == order[:, 0].tolist()
+    for pred, row, want in zip(preds, proba, order, strict=True):
+        # Built exactly as the dataclasses' own constructors would build them.
+        top = tuple(dlinfer.Candidate(clf.labels[j], int(j), float(row[j])) for j in want)
+        expected = dlinfer.Prediction(top[0].label, top[0].index, top[0].probability, top)
+        assert pred == expected and hash(pred) == hash(expected) and repr(pred) == repr(expected)
+    with pytest.raises(AttributeError):
+        preds[0].label = "x"  # still frozen
+
+
 def test_larger_rgb_file_is_converted_and_resized(clf, tmp_path, mnist_trained):
     digit = mnist_trained.split.x_test[0]
     big = Image.fromarray(digit).resize((112, 112), Image.Resampling.NEAREST).convert("RGB")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import onnxruntime as ort
@@ -308,6 +308,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_delay_ms = float(max_delay_ms)
         self.max_queue = max_queue
+        self._timeout_ms: float | None = None
+        self._timeout_s: float | None = None
         self.timeout_ms = timeout_ms
         self.name = name or type(model).__name__
 
@@ -315,6 +317,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False
         self._counts = collections.Counter()  # guarded by _cond
+        self._submitted = 0  # guarded by _cond; apart from _counts as the hot path bumps it
         self._waits: collections.deque[float] = collections.deque(maxlen=_WAIT_WINDOW)
         self._thread = threading.Thread(target=self._work, name=f"dlinfer-batcher-{self.name}",
                                         daemon=True)
@@ -329,6 +332,8 @@ class Batcher:
         Raises :class:`~dlinfer.QueueFullError` at once when the queue is full, and
         :class:`~dlinfer.BatcherClosedError` after ``close()``.
         """
+        if top_k is None and timeout_ms is None:
+            return self._enqueue_one(x, None)
         return self._enqueue([x], top_k, timeout_ms, None)[0]
 
     def submit_many(self, xs: Iterable[Any], *, top_k: int | None = None,
@@ -339,7 +344,10 @@ class Batcher:
     async def predict(self, x: Any, *, top_k: int | None = None,
                       timeout_ms: float | None = None) -> Any:
         """Await the result of one request from asyncio (same rules as :meth:`submit`)."""
-        (fut,) = self._enqueue([x], top_k, timeout_ms, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if top_k is None and timeout_ms is None:
+            return await self._enqueue_one(x, loop)
+        (fut,) = self._enqueue([x], top_k, timeout_ms, loop)
         return await fut
 
     async def predict_many(self, xs: Iterable[Any], *, top_k: int | None = None,
@@ -347,6 +355,40 @@ class Batcher:
         """Await several requests admitted all or none; the first failure is raised."""
         futs = self._enqueue(list(xs), top_k, timeout_ms, asyncio.get_running_loop())
         return list(await asyncio.gather(*futs))
+
+    def _enqueue_one(self, x: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
+        """`_enqueue` for one request with the Batcher's defaults: the serving hot path.
+
+        It runs once per request from every client, so it does the least it can:
+        no lists, one lock hold, and a wake-up only when the worker has something
+        to decide.
+        """
+        item = self._runner.check(x)  # in the caller's thread: a bad input fails its own call
+        fut = Future() if loop is None else loop.create_future()
+        req = _Request(item, 1, fut, loop, 0.0, None)
+        with self._cond:
+            queue = self._queue
+            n = len(queue)
+            if self._closing or n >= self.max_queue:
+                self._refuse(n, 1)
+            req.enqueued = now = time.monotonic()
+            if self._timeout_s is not None:
+                req.deadline = now + self._timeout_s
+            queue.append(req)
+            self._submitted += 1
+            if n == 0 or n + 1 == self.max_batch_size:
+                self._cond.notify()
+        return fut
+
+    def _refuse(self, waiting: int, asked: int) -> NoReturn:
+        """Raise the error for a request the queue can't take (called holding the lock)."""
+        if self._closing:
+            raise BatcherClosedError(f"Batcher {self.name!r} is closed")
+        self._counts["rejected"] += asked
+        raise QueueFullError(
+            f"Batcher {self.name!r} queue is full ({waiting} of {self.max_queue} "
+            f"waiting; {asked} more asked)"
+        )
 
     def _enqueue(self, xs: list[Any], top_k: int | None, timeout_ms: float | None,
                  loop: asyncio.AbstractEventLoop | None) -> list[Any]:
@@ -357,10 +399,10 @@ class Batcher:
         elif not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
         if timeout_ms is None:
-            timeout = self.timeout_ms
+            timeout_s = self._timeout_s
         else:
             _check_timeout(timeout_ms)
-            timeout = timeout_ms
+            timeout_s = timeout_ms / 1000.0
         # Checked in the caller's thread, so a malformed input fails its own call.
         check = self._runner.check
         items = [check(x) for x in xs]
@@ -370,19 +412,13 @@ class Batcher:
         futures = [make_future() for _ in items]
         queue = self._queue
         with self._cond:
-            if self._closing:
-                raise BatcherClosedError(f"Batcher {self.name!r} is closed")
-            if len(queue) + len(items) > self.max_queue:
-                self._counts["rejected"] += len(items)
-                raise QueueFullError(
-                    f"Batcher {self.name!r} queue is full ({len(queue)} of {self.max_queue} "
-                    f"waiting; {len(items)} more asked)"
-                )
+            if self._closing or len(queue) + len(items) > self.max_queue:
+                self._refuse(len(queue), len(items))
             now = time.monotonic()
-            deadline = None if timeout is None else now + timeout / 1000.0
+            deadline = None if timeout_s is None else now + timeout_s
             queue.extend(_Request(item, top_k, fut, loop, now, deadline)
                          for item, fut in zip(items, futures))
-            self._counts["submitted"] += len(items)
+            self._submitted += len(items)
             # Wake the worker only when it has something to decide: the first request
             # (it sleeps untimed on an empty queue) or a full batch.  While a partial
             # batch waits out its delay the worker sleeps on a timer, and waking it
@@ -391,6 +427,17 @@ class Batcher:
             if n == len(items) or (n >= self.max_batch_size > n - len(items)):
                 self._cond.notify()
         return futures
+
+    @property
+    def timeout_ms(self) -> float | None:
+        """The default request timeout (None: wait forever); may be changed at any time."""
+        return self._timeout_ms
+
+    @timeout_ms.setter
+    def timeout_ms(self, value: float | None) -> None:
+        _check_timeout(value)
+        # Kept in seconds too, for the hot path's deadline arithmetic.
+        self._timeout_ms, self._timeout_s = value, None if value is None else value / 1000.0
 
     # -- the worker ----------------------------------------------------------------------------
 
@@ -512,6 +559,7 @@ class Batcher:
         """Counters since start, and queue-wait percentiles over recent requests."""
         with self._cond:
             c = dict(self._counts)
+            submitted = self._submitted
             waits = np.array(self._waits, dtype=np.float64) * 1000.0
             depth = len(self._queue)
         if waits.size:
@@ -521,7 +569,7 @@ class Batcher:
             wait = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
         batches = c.get("batches", 0)
         return BatcherStats(
-            submitted=c.get("submitted", 0),
+            submitted=submitted,
             completed=c.get("completed", 0),
             failed=c.get("failed", 0),
             rejected=c.get("rejected", 0),
