@@ -332,9 +332,7 @@ class Batcher:
         Raises :class:`~dlinfer.QueueFullError` at once when the queue is full, and
         :class:`~dlinfer.BatcherClosedError` after ``close()``.
         """
-        if top_k is None and timeout_ms is None:
-            return self._enqueue_one(x, None)
-        return self._enqueue([x], top_k, timeout_ms, None)[0]
+        return self._enqueue_one(x, *self._options(top_k, timeout_ms), None)
 
     def submit_many(self, xs: Iterable[Any], *, top_k: int | None = None,
                     timeout_ms: float | None = None) -> list[Future]:
@@ -344,11 +342,8 @@ class Batcher:
     async def predict(self, x: Any, *, top_k: int | None = None,
                       timeout_ms: float | None = None) -> Any:
         """Await the result of one request from asyncio (same rules as :meth:`submit`)."""
-        loop = asyncio.get_running_loop()
-        if top_k is None and timeout_ms is None:
-            return await self._enqueue_one(x, loop)
-        (fut,) = self._enqueue([x], top_k, timeout_ms, loop)
-        return await fut
+        return await self._enqueue_one(x, *self._options(top_k, timeout_ms),
+                                       asyncio.get_running_loop())
 
     async def predict_many(self, xs: Iterable[Any], *, top_k: int | None = None,
                            timeout_ms: float | None = None) -> list[Any]:
@@ -356,8 +351,24 @@ class Batcher:
         futs = self._enqueue(list(xs), top_k, timeout_ms, asyncio.get_running_loop())
         return list(await asyncio.gather(*futs))
 
-    def _enqueue_one(self, x: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
-        """`_enqueue` for one request with the Batcher's defaults: the serving hot path.
+    def _options(self, top_k: int | None, timeout_ms: float | None) -> tuple[int, float | None]:
+        """A request's top_k and timeout in seconds, the Batcher's defaults for None."""
+        if top_k is None and timeout_ms is None:  # the usual request: nothing to check
+            return 1, self._timeout_s
+        if top_k is None:
+            top_k = 1
+        elif self._runner.kind != "classifier":
+            raise TypeError("top_k applies only to a Batcher over a Classifier")
+        elif not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        if timeout_ms is None:
+            return top_k, self._timeout_s
+        _check_timeout(timeout_ms)
+        return top_k, timeout_ms / 1000.0
+
+    def _enqueue_one(self, x: Any, top_k: int, timeout_s: float | None,
+                     loop: asyncio.AbstractEventLoop | None) -> Any:
+        """`_enqueue` for one request: the serving hot path.
 
         It runs once per request from every client, so it does the least it can:
         no lists, one lock hold, and a wake-up only when the worker has something
@@ -365,15 +376,15 @@ class Batcher:
         """
         item = self._runner.check(x)  # in the caller's thread: a bad input fails its own call
         fut = Future() if loop is None else loop.create_future()
-        req = _Request(item, 1, fut, loop, 0.0, None)
+        req = _Request(item, top_k, fut, loop, 0.0, None)
         with self._cond:
             queue = self._queue
             n = len(queue)
             if self._closing or n >= self.max_queue:
                 self._refuse(n, 1)
             req.enqueued = now = time.monotonic()
-            if self._timeout_s is not None:
-                req.deadline = now + self._timeout_s
+            if timeout_s is not None:
+                req.deadline = now + timeout_s
             queue.append(req)
             self._submitted += 1
             if n == 0 or n + 1 == self.max_batch_size:
@@ -392,17 +403,7 @@ class Batcher:
 
     def _enqueue(self, xs: list[Any], top_k: int | None, timeout_ms: float | None,
                  loop: asyncio.AbstractEventLoop | None) -> list[Any]:
-        if top_k is None:
-            top_k = 1
-        elif self._runner.kind != "classifier":
-            raise TypeError("top_k applies only to a Batcher over a Classifier")
-        elif not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
-        if timeout_ms is None:
-            timeout_s = self._timeout_s
-        else:
-            _check_timeout(timeout_ms)
-            timeout_s = timeout_ms / 1000.0
+        top_k, timeout_s = self._options(top_k, timeout_ms)
         # Checked in the caller's thread, so a malformed input fails its own call.
         check = self._runner.check
         items = [check(x) for x in xs]
