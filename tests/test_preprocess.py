@@ -98,6 +98,73 @@ def test_bit_identical_for_threads_1_2_4_and_close_to_scalar_oracle(resize, fit)
     ref.assert_close(outs[0], oracle, atol=ATOL, context="fast vs scalar oracle")
 
 
+# The gathered bilinear pass (AVX-512 VBMI CPUs) reads each group of 8 output
+# columns from one 128-byte window per source row.  Cases around its limits:
+# rows just over and under 128 bytes, windows slid back from the row's end,
+# column counts that are not a multiple of 8 or 16, a downscale too steep for
+# one window (6.7x, which takes the blend-first pass), crops and letterboxes
+# (output columns that start past 0), 4-channel sources, reordered colour,
+# NHWC and float16 (through the staging row), and a strided source.
+GATHERED_CASES = {
+    # name: (input (H, W), output (H, W), input colour, output colour, crop, layout, dtype)
+    "imagenet-down": ((120, 160), (56, 56), "RGB", "RGB", None, "NCHW", "float32"),
+    "row-129-bytes": ((30, 43), (20, 21), "RGB", "RGB", None, "NCHW", "float32"),
+    "row-126-bytes": ((30, 42), (20, 21), "RGB", "RGB", None, "NCHW", "float32"),
+    "row-128-bytes": ((30, 32), (20, 21), "BGRA", "RGB", None, "NCHW", "float32"),
+    "tail-of-5": ((48, 200), (37, 77), "BGR", "RGB", None, "NCHW", "float32"),
+    "upscale": ((17, 50), (40, 133), "RGBA", "BGR", None, "NCHW", "float32"),
+    "too-steep": ((60, 800), (30, 120), "RGB", "RGB", None, "NCHW", "float32"),
+    "crop": ((90, 130), (48, 48), "RGB", "BGR", 0.875, "NCHW", "float32"),
+    "letterbox": ((90, 200), (64, 64), "BGRA", "RGB", "letterbox", "NCHW", "float32"),
+    "nhwc": ((75, 100), (33, 45), "RGB", "RGB", None, "NHWC", "float32"),
+    "float16": ((75, 100), (33, 45), "BGR", "RGB", 0.875, "NCHW", "float16"),
+    "strided": ((64, 96), (30, 40), "RGB", "RGB", None, "NCHW", "float32"),
+}
+
+
+@pytest.mark.parametrize("case", list(GATHERED_CASES))
+def test_gathered_bilinear_matches_reference_and_blend_first_pass(case):
+    (h, w), size, in_color, color, crop, layout, dtype = GATHERED_CASES[case]
+    c = ref.CHANNELS[in_color]
+    image = _image((h, w, c), 77)
+    if case == "strided":
+        image = _image((h, 2 * w, c + 1), 77)[:, ::2, :c]
+    kw = dict(size=size, resize="bilinear", crop=crop, input_color=in_color, color=color,
+              layout=layout, dtype=dtype, pad=3.0, **IMAGENET)
+    fit = {None: "stretch", "letterbox": "letterbox"}.get(crop, "crop")
+    want = ref.preprocess(image, size, in_color=in_color, color=color, fit=fit,
+                          crop_ratio=crop if fit == "crop" else 1.0, pad=3.0, layout=layout,
+                          **IMAGENET)[None]
+    try:
+        on = _native.set_gathered_bilinear(True)
+        gathered = [dlinfer.preprocess([image], threads=t, **kw) for t in (1, 2, 4)]
+        assert _native.set_gathered_bilinear(False) is False
+        blend_first = dlinfer.preprocess([image], **kw)
+    finally:
+        _native.set_gathered_bilinear(True)
+    for t, got in zip((2, 4), gathered[1:]):
+        np.testing.assert_array_equal(got, gathered[0], err_msg=f"threads={t}")
+    if dtype == "float16":
+        # Both passes round their float32 values once; compare those instead.
+        ref.assert_close(gathered[0], want.astype(np.float16), atol=4e-3, context="gathered")
+        f32 = dlinfer.preprocess([image], **dict(kw, dtype="float32"))
+        np.testing.assert_array_equal(gathered[0], f32.astype(np.float16))
+        return
+    ref.assert_close(gathered[0], want, atol=ATOL, context=f"gathered={on}", layout=layout)
+    ref.assert_close(blend_first, want, atol=ATOL, context="blend-first", layout=layout)
+
+
+def test_gathered_bilinear_is_used_where_the_cpu_has_vbmi():
+    # The cases above compare the gathered pass with the blend-first one only if
+    # it ran: on a CPU with AVX-512 VBMI it must be on by default.
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("reads the CPU flags from /proc/cpuinfo")
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split())
+    has_vbmi = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vbmi"} <= flags
+    assert _native.gathered_bilinear() is has_vbmi
+
+
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_float16_is_the_float32_result_rounded(layout):
     images = [_image((50, 70, 3), 1), _image((20, 10, 3), 2)]
@@ -294,7 +361,8 @@ FULL_EXAMPLES = 10_000
 def random_calls(draw):
     images, valid = [], True
     for _ in range(draw(st.integers(1, 3))):
-        h, w = draw(st.integers(0, 14)), draw(st.integers(0, 14))
+        # Rows of 43+ colour pixels (129+ bytes) reach the gathered bilinear pass.
+        h, w = draw(st.integers(0, 14)), draw(st.integers(0, 14) | st.integers(43, 64))
         c = draw(st.sampled_from([1, 3, 4, 3, 1, 2, 5]))
         dtype = draw(st.sampled_from([np.uint8] * 8 + [np.float32, np.int16, np.bool_]))
         sy, sx = draw(st.sampled_from([1, 2, -1])), draw(st.sampled_from([1, 3, -2]))
@@ -307,8 +375,8 @@ def random_calls(draw):
         valid &= dtype == np.uint8 and rank in (2, 3) and h > 0 and w > 0
         valid &= (1 if rank == 2 else c) in (1, 3, 4)
     kw = {
-        "size": draw(st.tuples(st.integers(1, 12), st.integers(1, 12)) | st.sampled_from(
-            [None, 0, (3, -1)])),
+        "size": draw(st.tuples(st.integers(1, 12), st.integers(1, 12) | st.integers(20, 40))
+                     | st.sampled_from([None, 0, (3, -1)])),
         "resize": draw(st.sampled_from(["nearest", "bilinear", "area", "bicubic"])),
         "crop": draw(st.sampled_from([None, "center", "letterbox", 0.5, 0.875, 1.0, 0.0, 1.5])),
         "color": draw(st.sampled_from(["GRAY", "RGB", "BGR", "XYZ"])),

@@ -252,6 +252,11 @@ void register_batch(py::module_& m) {
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
       py::arg("layout"), py::arg("color"),
       "Single-threaded per-pixel version of preprocess_u8_batch, kept as its oracle.");
+  m.def("set_gathered_bilinear", &set_gathered_bilinear, py::arg("enabled"),
+        "Allow (default) or forbid the gathered bilinear pass, for tests and benchmarks.\n"
+        "Returns whether it is in use now: never on a CPU without AVX-512 VBMI.");
+  m.def("gathered_bilinear", &gathered_bilinear,
+        "Whether bilinear colour batches take the gathered (AVX-512 VBMI) pass.");
   m.def(
       "preprocess_geometry",
       [](std::int64_t height, std::int64_t width, std::int64_t out_height, std::int64_t out_width,

@@ -1,6 +1,7 @@
 #include "dlinfer/batch.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -252,6 +253,15 @@ struct Plan {
   // digits into an MNIST model) and no gray mixing: rows skip the blend and
   // the gathers, whose arithmetic would only multiply by 1.
   bool copy = false;
+  // The gathered bilinear pass (see gathered_row): groups of 8 output
+  // columns, each read from a 128-byte window of each source row.
+  bool gathered = false;
+  struct {
+    std::int64_t groups = 0;
+    std::vector<std::int32_t> base;   // [g] window start, in bytes from column c0
+    std::vector<std::uint8_t> index;  // [g][3][64] byte permutes (see plan_gathered)
+    std::vector<float> weight;        // [g][3][16] x weights times the channel gain
+  } gather;
 };
 
 bool fused_horizontal_supported();
@@ -278,6 +288,66 @@ void plan_fused(Plan& pl, const PreprocessParams& p) {
       for (std::int64_t x = 0; x < n; ++x)
         pl.wfused[(k * K + t) * n + x] = static_cast<float>(pl.wplanar[t * n + x] * gain);
   }
+}
+
+bool gathered_supported();
+
+// Decides whether this image takes the gathered pass: bilinear in
+// both directions from 3 or 4 interleaved channels to 3, on a CPU with
+// AVX-512 VBMI, with every group of 8 output columns reading inside one
+// 128-byte window of the source row (downscales up to about 5.7x from 3
+// channels, 4.3x from 4).  Like
+// plan_fused, the choice depends only on the CPU, the parameters and the
+// image's shape.
+//
+// Group g is computed from three byte permutes of each row's window, each giving
+// sixteen zero-extended bytes: P0 = [tap 0 of channel 0 | tap 0 of channel 1]
+// for its 8 pixels, P1 = the same for tap 1, P2 = [channel 2 tap 0 | tap 1].
+// gather.weight holds the matching weights, x weight times the channel's gain.
+void plan_gathered(Plan& pl, const PreprocessParams& p) {
+  const std::int64_t n = pl.x1 - pl.x0;
+  const int CS = pl.cm.src_channels;
+  const std::int64_t len = (pl.c1 - pl.c0) * CS;
+  if (!gathered_supported() || pl.cm.gray_mix || pl.cm.out_channels != 3 || (CS != 3 && CS != 4) ||
+      pl.xtaps.taps != 2 || pl.ytaps.taps != 2 || n < 1 || len < 128)
+    return;
+  const std::int64_t groups = (n + 7) / 8;
+  std::vector<std::int32_t> base(groups);
+  for (std::int64_t g = 0; g < groups; ++g) {
+    std::int64_t lo = INT64_MAX, hi = 0;
+    for (std::int64_t x = 8 * g; x < std::min(n, 8 * g + 8); ++x)
+      for (int t = 0; t < 2; ++t) {
+        lo = std::min<std::int64_t>(lo, pl.xoff[x * 2 + t]);
+        hi = std::max<std::int64_t>(hi, pl.xoff[x * 2 + t] + CS - 1);
+      }
+    // Slide the window back from the row's end, so it never reads past it.
+    const std::int64_t b = std::min(lo, len - 128);
+    if (hi >= b + 128) return;
+    base[g] = static_cast<std::int32_t>(b);
+  }
+  pl.gathered = true;
+  pl.gather.groups = groups;
+  pl.gather.base = std::move(base);
+  pl.gather.index.assign(static_cast<std::size_t>(groups * 3 * 64), 0);
+  pl.gather.weight.assign(static_cast<std::size_t>(groups * 3 * 16), 0.0f);
+  double gain[3];
+  for (int k = 0; k < 3; ++k) gain[k] = static_cast<double>(p.scale) / p.std[k];
+  for (std::int64_t g = 0; g < groups; ++g)
+    for (int i = 0; i < 8; ++i) {
+      // Columns past the end repeat the last one with weight 0.
+      const std::int64_t x = std::min(n - 1, 8 * g + i);
+      const bool real = 8 * g + i < n;
+      // (permute, lane, channel, tap) for each of the six values of pixel i.
+      const int slots[6][4] = {{0, i, 0, 0}, {0, 8 + i, 1, 0}, {1, i, 0, 1},
+                               {1, 8 + i, 1, 1}, {2, i, 2, 0}, {2, 8 + i, 2, 1}};
+      for (const auto& sl : slots) {
+        const int perm = sl[0], lane = sl[1], k = sl[2], t = sl[3];
+        const std::int64_t byte = pl.xoff[x * 2 + t] + pl.cm.pick[k] - pl.gather.base[g];
+        pl.gather.index[(g * 3 + perm) * 64 + lane * 4] = static_cast<std::uint8_t>(byte);
+        pl.gather.weight[(g * 3 + perm) * 16 + lane] =
+            real ? static_cast<float>(pl.xtaps.weight[x * 2 + t] * gain[k]) : 0.0f;
+      }
+    }
 }
 
 Plan make_plan(const ImageU8& im, const PreprocessParams& p) {
@@ -309,7 +379,8 @@ Plan make_plan(const ImageU8& im, const PreprocessParams& p) {
       pl.wplanar[t * n + x] = pl.xtaps.weight[x * K + t];
     }
   pl.contiguous_rows = im.col_stride == pl.cm.src_channels && im.channel_stride == 1;
-  plan_fused(pl, p);
+  plan_gathered(pl, p);
+  if (!pl.gathered) plan_fused(pl, p);
   auto ones = [](const std::vector<float>& w) {
     return std::all_of(w.begin(), w.end(), [](float v) { return v == 1.0f; });
   };
@@ -326,6 +397,7 @@ struct Scratch {
   std::vector<float> mixed;              // gray mixed from colour
   std::vector<const std::uint8_t*> rowptr;
   std::vector<std::uint8_t> packed;      // strided source rows, packed
+  std::vector<std::uint8_t> packed_b;    // the second source row, packed
 };
 
 // Hot loops get an AVX2+FMA clone next to the portable one, picked once at
@@ -656,9 +728,148 @@ void fused_row(const Plan& pl, const float* v, const FusedRows& o, bool stream) 
   return four ? fused_row_avx2<4, 2>(v, off, n, o, stream)
               : fused_row_avx2<3, 2>(v, off, n, o, stream);
 }
+
+// Sixteen source bytes picked from a 128-byte window (lo, hi) by the byte
+// indices at ix, zero-extended into 32-bit lanes and converted: one permute
+// and one conversion.
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) inline __m512 pick16(
+    __m512i lo, __m512i hi, const std::uint8_t* ix) {
+  const __mmask64 low_bytes = 0x1111111111111111ULL;  // byte 0 of each 32-bit lane
+  return _mm512_cvtepi32_ps(
+      _mm512_maskz_permutex2var_epi8(low_bytes, lo, _mm512_loadu_si512(ix), hi));
+}
+
+// One output row of the gathered bilinear pass (see plan_gathered) from its
+// two source rows ra and rb, weights wy0 and wy1: for each group of 8 output
+// pixels, three permutes per source row pick the taps' bytes, a vertical
+// blend and a horizontal one (x weights times the gains, plus the bias) give
+// the three channels, stored to out[k] + 8g.  Only the bytes the taps read
+// are converted, against every source byte in the blend-first pass, and no
+// intermediate row goes through memory: 64 RGB 480x640 -> 224x224 NCHW took
+// 9.7 ms instead of 15.2 on one core.
+// With `stream` the rows start on a cache line and whole lines go out with
+// non-temporal stores, one full line per store (two groups): streaming half
+// lines measured slower than ordinary stores.  next[0..1], when set, are the
+// rows the next output row reads: their lines are prefetched at the pace
+// these are read (without, the batch above took 15 ms again).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx2,fma"))) void
+gathered_row(const Plan& pl, const std::uint8_t* ra, const std::uint8_t* rb, float wy0, float wy1,
+             const float* bias, float* const* out, bool stream, const std::uint8_t* const* next) {
+  const std::int64_t n = pl.x1 - pl.x0, groups = pl.gather.groups;
+  const std::int64_t len = (pl.c1 - pl.c0) * pl.cm.src_channels;
+  const std::int64_t stream_groups = stream ? n / 16 * 2 : 0;
+  const std::int32_t* base = pl.gather.base.data();
+  const std::uint8_t* idx = pl.gather.index.data();
+  const float* wx = pl.gather.weight.data();
+  float* const o0 = out[0];
+  float* const o1 = out[1];
+  float* const o2 = out[2];
+  const __m512 vy0 = _mm512_set1_ps(wy0), vy1 = _mm512_set1_ps(wy1);
+  const __m512 bias01 = _mm512_insertf32x8(_mm512_set1_ps(bias[0]), _mm256_set1_ps(bias[1]), 1);
+  const __m512 bias2 = _mm512_insertf32x8(_mm512_set1_ps(bias[2]), _mm256_setzero_ps(), 1);
+  std::int64_t ahead = 0;
+  __m256 held[3];
+  for (std::int64_t g = 0; g < groups; ++g) {
+    if (next != nullptr)
+      for (; ahead < len && ahead < base[g] + 128; ahead += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(next[0] + ahead), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(next[1] + ahead), _MM_HINT_T0);
+      }
+    const __m512i alo = _mm512_loadu_si512(ra + base[g]), ahi = _mm512_loadu_si512(ra + base[g] + 64);
+    const __m512i blo = _mm512_loadu_si512(rb + base[g]), bhi = _mm512_loadu_si512(rb + base[g] + 64);
+    const std::uint8_t* ix = idx + g * 192;
+    const float* w = wx + g * 48;
+    __m512 p[3];
+    for (int k = 0; k < 3; ++k)
+      p[k] = _mm512_fmadd_ps(vy1, pick16(blo, bhi, ix + 64 * k),
+                             _mm512_mul_ps(vy0, pick16(alo, ahi, ix + 64 * k)));
+    const __m512 ch01 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), p[1],
+                                        _mm512_fmadd_ps(_mm512_loadu_ps(w), p[0], bias01));
+    const __m512 ch2x = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), p[2], bias2);
+    const __m256 c0 = _mm512_castps512_ps256(ch01), c1 = _mm512_extractf32x8_ps(ch01, 1);
+    const __m256 c2 = _mm256_add_ps(_mm512_castps512_ps256(ch2x), _mm512_extractf32x8_ps(ch2x, 1));
+    const std::int64_t x = 8 * g;
+    if (g < stream_groups) {
+      if ((g & 1) == 0) {
+        held[0] = c0, held[1] = c1, held[2] = c2;
+      } else {
+        _mm512_stream_ps(o0 + x - 8, _mm512_insertf32x8(_mm512_castps256_ps512(held[0]), c0, 1));
+        _mm512_stream_ps(o1 + x - 8, _mm512_insertf32x8(_mm512_castps256_ps512(held[1]), c1, 1));
+        _mm512_stream_ps(o2 + x - 8, _mm512_insertf32x8(_mm512_castps256_ps512(held[2]), c2, 1));
+      }
+    } else {
+      const __mmask8 m = static_cast<__mmask8>(n - x >= 8 ? 0xff : (1u << (n - x)) - 1);
+      _mm256_mask_storeu_ps(o0 + x, m, c0);
+      _mm256_mask_storeu_ps(o1 + x, m, c1);
+      _mm256_mask_storeu_ps(o2 + x, m, c2);
+    }
+  }
+}
 #else
 void fused_row(const Plan&, const float*, const FusedRows&, bool) {}
+void gathered_row(const Plan&, const std::uint8_t*, const std::uint8_t*, float, float,
+                  const float*, float* const*, bool, const std::uint8_t* const*) {}
 #endif
+
+#if defined(__GNUC__) && defined(__x86_64__)
+const bool kHaveVbmi = kHaveAvx512 && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512vl") &&
+                       __builtin_cpu_supports("avx512vbmi");
+#else
+const bool kHaveVbmi = false;
+#endif
+std::atomic<bool> gathered_on{true};
+bool gathered_supported() { return kHaveVbmi && gathered_on.load(std::memory_order_relaxed); }
+
+// Source row r of the image, columns c0.. packed: in place when the rows are
+// contiguous, else copied into buf.
+const std::uint8_t* packed_source_row(const ImageU8& im, const Plan& pl, std::int64_t r,
+                                      std::vector<std::uint8_t>& buf) {
+  const int cs = pl.cm.src_channels;
+  const std::uint8_t* row = im.data + r * im.row_stride;
+  if (pl.contiguous_rows) return row + pl.c0 * cs;
+  buf.resize(static_cast<std::size_t>((pl.c1 - pl.c0) * cs));
+  std::uint8_t* dst = buf.data();
+  for (std::int64_t u = pl.c0; u < pl.c1; ++u)
+    for (int c = 0; c < cs; ++c) *dst++ = row[u * im.col_stride + c * im.channel_stride];
+  return buf.data();
+}
+
+// One output row through the gathered pass.  float32 NCHW rows are written in
+// place; other layouts and float16 go through s.hrow and are stored from the
+// same float values.
+template <typename OutT>
+void write_gathered(OutT* const* dst, std::ptrdiff_t step, const ImageU8& im, const Plan& pl,
+                    std::int64_t y, const PreprocessParams& p, const Affine& af, Scratch& s) {
+  const std::int64_t n = pl.x1 - pl.x0;
+  const std::int64_t* idx = &pl.ytaps.index[(y - pl.y0) * 2];
+  const float* wy = &pl.ytaps.weight[(y - pl.y0) * 2];
+  const std::uint8_t* ra = packed_source_row(im, pl, idx[0], s.packed);
+  const std::uint8_t* rb = packed_source_row(im, pl, idx[1], s.packed_b);
+  const std::uint8_t* next_rows[2];
+  const std::uint8_t* const* next = nullptr;
+  if (pl.contiguous_rows && y + 1 < pl.y1) {
+    for (int t = 0; t < 2; ++t)
+      next_rows[t] = im.data + pl.ytaps.index[(y + 1 - pl.y0) * 2 + t] * im.row_stride +
+                     pl.c0 * pl.cm.src_channels;
+    next = next_rows;
+  }
+  const bool direct = std::is_same_v<OutT, float> && step == 1;
+  float* rows[3];
+  bool aligned = true;
+  for (int k = 0; k < 3; ++k) {
+    rows[k] = direct ? reinterpret_cast<float*>(dst[k] + pl.x0) : s.hrow[k].data();
+    aligned &= (reinterpret_cast<std::uintptr_t>(rows[k]) & 63) == 0;
+  }
+  gathered_row(pl, ra, rb, wy[0], wy[1], af.b, rows, direct && aligned && n >= 128, next);
+  for (int k = 0; k < 3; ++k) {
+    for (std::int64_t x = 0; x < pl.x0; ++x) store(dst[k] + x * step, af.pad[k]);
+    if (!direct)
+      for (std::int64_t x = 0; x < n; ++x) store(dst[k] + (pl.x0 + x) * step, rows[k][x]);
+    for (std::int64_t x = pl.x1; x < p.out_width; ++x) store(dst[k] + x * step, af.pad[k]);
+  }
+}
 
 DLINFER_CLONES void horizontal_portable(const Plan& pl, Scratch& s) {
   const std::int64_t n = pl.x1 - pl.x0;
@@ -797,6 +1008,11 @@ void rows(const ImageU8& im, const Plan& pl, const PreprocessParams& p, const Af
       }
       continue;
     }
+    if (pl.gathered) {
+      OutT* const rows3[3] = {dst(0), dst(1), dst(2)};
+      write_gathered(rows3, step, im, pl, y, p, af, s);
+      continue;
+    }
     vertical(im, pl, y, s);
     if (pl.fused) {
       OutT* const rows3[3] = {dst(0), dst(1), dst(2)};
@@ -922,6 +1138,13 @@ void batch_scalar(const ImageU8* images, std::size_t n, const PreprocessParams& 
 }
 
 }  // namespace
+
+bool set_gathered_bilinear(bool enabled) {
+  gathered_on.store(enabled, std::memory_order_relaxed);
+  return gathered_supported();
+}
+
+bool gathered_bilinear() { return gathered_supported(); }
 
 void preprocess_batch_u8(const ImageU8* images, std::size_t n, const PreprocessParams& p,
                          void* out, int threads) {

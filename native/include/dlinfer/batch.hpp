@@ -94,6 +94,13 @@ void preprocess_batch_u8(const ImageU8* images, std::size_t n, const PreprocessP
 void preprocess_batch_u8_scalar(const ImageU8* images, std::size_t n, const PreprocessParams& p,
                                 void* out);
 
+// Whether bilinear colour batches may take the gathered pass (AVX-512 VBMI,
+// see batch.cpp) instead of the blend-first one.  Tests and benchmarks turn it
+// off to compare the two.  Returns whether it is on afterwards: never on a CPU
+// without VBMI.
+bool set_gathered_bilinear(bool enabled);
+bool gathered_bilinear();
+
 // IEEE half from float, rounding to nearest even (as NumPy's astype does).
 std::uint16_t float_to_half(float f);
 
