@@ -6,7 +6,8 @@ Cases (each contender reuses its output buffer where the library allows):
 
 1. 64 RGB 480x640 uint8 -> 64x3x224x224 float32, ImageNet mean/std, NCHW, bilinear,
    at 1 and 2 threads: dlinfer (into a batch on a cache line, as dlinfer allocates
-   it, and into one 16 bytes off, as np.empty may give); naive per-image OpenCV
+   it, and into one 16 bytes off, as np.empty may give; on a CPU with AVX-512 VBMI
+   also the blend-first pass other CPUs run); naive per-image OpenCV
    (cv2.resize -> astype -> normalize -> transpose -> np.stack);
    cv2.dnn.blobFromImagesWithParams with
    per-channel mean and scale; Pillow resize + NumPy.
@@ -43,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 import cv2  # noqa: E402
 import dlinfer  # noqa: E402
 import numpy as np  # noqa: E402
+from dlinfer import _native  # noqa: E402
 from dlinfer.preprocess import empty_batch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -130,6 +132,14 @@ def bench_case(title, images, size, mean, std, gray, threads_list, repeat):
                 lambda t=threads: spec.fill(pixels, out, t), repeat),
             "dlinfer, out 16 B off a cache line": timeit(
                 lambda t=threads: spec.fill(pixels, out_off, t), repeat),
+        }
+        if _native.gathered_bilinear() and not gray:
+            # What a CPU without AVX-512 VBMI runs (see native/src/batch.cpp).
+            _native.set_gathered_bilinear(False)
+            results["dlinfer, blend-first pass"] = timeit(
+                lambda t=threads: spec.fill(pixels, out, t), repeat)
+            _native.set_gathered_bilinear(True)
+        results |= {
             "naive OpenCV per image": timeit(
                 lambda: naive_opencv(cv_images, size, mean, std, gray), repeat),
             "cv2.dnn.blobFromImagesWithParams": timeit(
