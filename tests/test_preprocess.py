@@ -104,7 +104,8 @@ def test_bit_identical_for_threads_1_2_4_and_close_to_scalar_oracle(resize, fit)
 # column counts that are not a multiple of 8 or 16, a downscale too steep for
 # one window (6.7x, which takes the blend-first pass), crops and letterboxes
 # (output columns that start past 0), 4-channel sources, reordered colour,
-# NHWC and float16 (through the staging row), and a strided source.
+# NHWC (interleaved in registers), float16 (converted in registers) and a
+# strided source.
 GATHERED_CASES = {
     # name: (input (H, W), output (H, W), input colour, output colour, crop, layout, dtype)
     "imagenet-down": ((120, 160), (56, 56), "RGB", "RGB", None, "NCHW", "float32"),
@@ -118,6 +119,7 @@ GATHERED_CASES = {
     "letterbox": ((90, 200), (64, 64), "BGRA", "RGB", "letterbox", "NCHW", "float32"),
     "nhwc": ((75, 100), (33, 45), "RGB", "RGB", None, "NHWC", "float32"),
     "float16": ((75, 100), (33, 45), "BGR", "RGB", 0.875, "NCHW", "float16"),
+    "nhwc-float16": ((75, 100), (33, 45), "RGBA", "BGR", "letterbox", "NHWC", "float16"),
     "strided": ((64, 96), (30, 40), "RGB", "RGB", None, "NCHW", "float32"),
 }
 

@@ -739,34 +739,61 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) inline __m512 pick16(
       _mm512_maskz_permutex2var_epi8(low_bytes, lo, _mm512_loadu_si512(ix), hi));
 }
 
+// Where gathered_row writes: NCHW, the three channel rows at column x0;
+// NHWC, row[0] at pixel x0's first channel.  float32 or float16.
+struct GatheredOut {
+  void* row[3];
+  bool nhwc = false, half = false;
+  bool stream = false;  // NCHW float32 only: rows start on a cache line
+};
+
+// Stores 8 float32 or float16 values (the first `m` of them).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) inline void store8(
+    void* d, __m256 v, __mmask8 m, bool half) {
+  if (half)
+    _mm_mask_storeu_epi16(d, m, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  else
+    _mm256_mask_storeu_ps(d, m, v);
+}
+
 // One output row of the gathered bilinear pass (see plan_gathered) from its
 // two source rows ra and rb, weights wy0 and wy1: for each group of 8 output
 // pixels, three permutes per source row pick the taps' bytes, a vertical
 // blend and a horizontal one (x weights times the gains, plus the bias) give
-// the three channels, stored to out[k] + 8g.  Only the bytes the taps read
+// the three channels, stored at column 8g.  Only the bytes the taps read
 // are converted, against every source byte in the blend-first pass, and no
 // intermediate row goes through memory: 64 RGB 480x640 -> 224x224 NCHW took
 // 9.7 ms instead of 15.2 on one core.
-// With `stream` the rows start on a cache line and whole lines go out with
-// non-temporal stores, one full line per store (two groups): streaming half
-// lines measured slower than ordinary stores.  next[0..1], when set, are the
-// rows the next output row reads: their lines are prefetched at the pace
-// these are read (without, the batch above took 15 ms again).
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx2,fma"))) void
+// NHWC interleaves the channels with two more permutes; float16 converts in
+// registers, rounding to nearest even as float_to_half does.
+// With o.stream whole lines go out with non-temporal stores, one full line
+// per store (two groups): streaming half lines measured slower than ordinary
+// stores.  next[0..1], when set, are the rows the next output row reads: their
+// lines are prefetched at the pace these are read (without, the batch above
+// took 15 ms again).
+template <bool kNHWC, bool kHalf>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx2,fma,f16c"))) void
 gathered_row(const Plan& pl, const std::uint8_t* ra, const std::uint8_t* rb, float wy0, float wy1,
-             const float* bias, float* const* out, bool stream, const std::uint8_t* const* next) {
+             const float* bias, const GatheredOut& o, const std::uint8_t* const* next) {
   const std::int64_t n = pl.x1 - pl.x0, groups = pl.gather.groups;
   const std::int64_t len = (pl.c1 - pl.c0) * pl.cm.src_channels;
-  const std::int64_t stream_groups = stream ? n / 16 * 2 : 0;
+  const std::int64_t stream_groups = !kNHWC && !kHalf && o.stream ? n / 16 * 2 : 0;
   const std::int32_t* base = pl.gather.base.data();
   const std::uint8_t* idx = pl.gather.index.data();
   const float* wx = pl.gather.weight.data();
-  float* const o0 = out[0];
-  float* const o1 = out[1];
-  float* const o2 = out[2];
+  constexpr std::size_t kSize = kHalf ? 2 : 4;
+  char* const o0 = static_cast<char*>(o.row[0]);
+  char* const o1 = static_cast<char*>(o.row[1]);
+  char* const o2 = static_cast<char*>(o.row[2]);
   const __m512 vy0 = _mm512_set1_ps(wy0), vy1 = _mm512_set1_ps(wy1);
   const __m512 bias01 = _mm512_insertf32x8(_mm512_set1_ps(bias[0]), _mm256_set1_ps(bias[1]), 1);
   const __m512 bias2 = _mm512_insertf32x8(_mm512_set1_ps(bias[2]), _mm256_setzero_ps(), 1);
+  // NHWC: value j of the group's 24 is pixel j / 3, channel j % 3, taken from
+  // [channel 0 | channel 1] (lanes 0-15) or channel 2 (lanes 16-23).
+  alignas(64) static constexpr std::int32_t kInterleave[32] = {
+      0, 8, 16, 1, 9, 17, 2, 10, 18, 3, 11, 19, 4, 12, 20, 5,
+      13, 21, 6, 14, 22, 7, 15, 23, 0, 0, 0, 0, 0, 0, 0, 0};
+  const __m512i il0 = _mm512_load_si512(kInterleave), il1 = _mm512_load_si512(kInterleave + 16);
   std::int64_t ahead = 0;
   __m256 held[3];
   for (std::int64_t g = 0; g < groups; ++g) {
@@ -786,29 +813,64 @@ gathered_row(const Plan& pl, const std::uint8_t* ra, const std::uint8_t* rb, flo
     const __m512 ch01 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), p[1],
                                         _mm512_fmadd_ps(_mm512_loadu_ps(w), p[0], bias01));
     const __m512 ch2x = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), p[2], bias2);
-    const __m256 c0 = _mm512_castps512_ps256(ch01), c1 = _mm512_extractf32x8_ps(ch01, 1);
     const __m256 c2 = _mm256_add_ps(_mm512_castps512_ps256(ch2x), _mm512_extractf32x8_ps(ch2x, 1));
     const std::int64_t x = 8 * g;
-    if (g < stream_groups) {
-      if ((g & 1) == 0) {
-        held[0] = c0, held[1] = c1, held[2] = c2;
+    const std::int64_t left = std::min<std::int64_t>(8, n - x);  // pixels in this group
+    if constexpr (kNHWC) {
+      const __m512 c2z = _mm512_castps256_ps512(c2);
+      const __m512 v0 = _mm512_permutex2var_ps(ch01, il0, c2z);
+      const __m256 v1 = _mm512_castps512_ps256(_mm512_permutex2var_ps(ch01, il1, c2z));
+      const int values = static_cast<int>(3 * left);
+      const __mmask16 m0 = static_cast<__mmask16>(values >= 16 ? 0xffff : (1u << values) - 1);
+      const __mmask8 m1 = static_cast<__mmask8>(values > 16 ? (1u << (values - 16)) - 1 : 0);
+      char* d = o0 + 3 * x * kSize;
+      if constexpr (kHalf) {
+        _mm256_mask_storeu_epi16(d, m0, _mm512_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       } else {
-        _mm512_stream_ps(o0 + x - 8, _mm512_insertf32x8(_mm512_castps256_ps512(held[0]), c0, 1));
-        _mm512_stream_ps(o1 + x - 8, _mm512_insertf32x8(_mm512_castps256_ps512(held[1]), c1, 1));
-        _mm512_stream_ps(o2 + x - 8, _mm512_insertf32x8(_mm512_castps256_ps512(held[2]), c2, 1));
+        _mm512_mask_storeu_ps(d, m0, v0);
       }
+      store8(d + 16 * kSize, v1, m1, kHalf);
     } else {
-      const __mmask8 m = static_cast<__mmask8>(n - x >= 8 ? 0xff : (1u << (n - x)) - 1);
-      _mm256_mask_storeu_ps(o0 + x, m, c0);
-      _mm256_mask_storeu_ps(o1 + x, m, c1);
-      _mm256_mask_storeu_ps(o2 + x, m, c2);
+      const __m256 c0 = _mm512_castps512_ps256(ch01), c1 = _mm512_extractf32x8_ps(ch01, 1);
+      if (g < stream_groups) {
+        if ((g & 1) == 0) {
+          held[0] = c0, held[1] = c1, held[2] = c2;
+        } else {
+          const std::size_t at = (x - 8) * kSize;
+          _mm512_stream_ps(reinterpret_cast<float*>(o0 + at),
+                           _mm512_insertf32x8(_mm512_castps256_ps512(held[0]), c0, 1));
+          _mm512_stream_ps(reinterpret_cast<float*>(o1 + at),
+                           _mm512_insertf32x8(_mm512_castps256_ps512(held[1]), c1, 1));
+          _mm512_stream_ps(reinterpret_cast<float*>(o2 + at),
+                           _mm512_insertf32x8(_mm512_castps256_ps512(held[2]), c2, 1));
+        }
+      } else {
+        const __mmask8 m = static_cast<__mmask8>((1u << left) - 1);
+        store8(o0 + x * kSize, c0, m, kHalf);
+        store8(o1 + x * kSize, c1, m, kHalf);
+        store8(o2 + x * kSize, c2, m, kHalf);
+      }
     }
   }
 }
+
+void gathered_row_any(const Plan& pl, const std::uint8_t* ra, const std::uint8_t* rb, float wy0,
+                      float wy1, const float* bias, const GatheredOut& o,
+                      const std::uint8_t* const* next) {
+  if (o.nhwc)
+    return o.half ? gathered_row<true, true>(pl, ra, rb, wy0, wy1, bias, o, next)
+                  : gathered_row<true, false>(pl, ra, rb, wy0, wy1, bias, o, next);
+  return o.half ? gathered_row<false, true>(pl, ra, rb, wy0, wy1, bias, o, next)
+                : gathered_row<false, false>(pl, ra, rb, wy0, wy1, bias, o, next);
+}
 #else
 void fused_row(const Plan&, const float*, const FusedRows&, bool) {}
-void gathered_row(const Plan&, const std::uint8_t*, const std::uint8_t*, float, float,
-                  const float*, float* const*, bool, const std::uint8_t* const*) {}
+struct GatheredOut {
+  void* row[3];
+  bool nhwc = false, half = false, stream = false;
+};
+void gathered_row_any(const Plan&, const std::uint8_t*, const std::uint8_t*, float, float,
+                      const float*, const GatheredOut&, const std::uint8_t* const*) {}
 #endif
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -836,9 +898,8 @@ const std::uint8_t* packed_source_row(const ImageU8& im, const Plan& pl, std::in
   return buf.data();
 }
 
-// One output row through the gathered pass.  float32 NCHW rows are written in
-// place; other layouts and float16 go through s.hrow and are stored from the
-// same float values.
+// One output row through the gathered pass, written in place in any layout
+// and dtype; only the padding columns of a letterbox are stored here.
 template <typename OutT>
 void write_gathered(OutT* const* dst, std::ptrdiff_t step, const ImageU8& im, const Plan& pl,
                     std::int64_t y, const PreprocessParams& p, const Affine& af, Scratch& s) {
@@ -855,18 +916,18 @@ void write_gathered(OutT* const* dst, std::ptrdiff_t step, const ImageU8& im, co
                      pl.c0 * pl.cm.src_channels;
     next = next_rows;
   }
-  const bool direct = std::is_same_v<OutT, float> && step == 1;
-  float* rows[3];
+  GatheredOut o;
+  o.nhwc = step != 1;
+  o.half = !std::is_same_v<OutT, float>;
   bool aligned = true;
   for (int k = 0; k < 3; ++k) {
-    rows[k] = direct ? reinterpret_cast<float*>(dst[k] + pl.x0) : s.hrow[k].data();
-    aligned &= (reinterpret_cast<std::uintptr_t>(rows[k]) & 63) == 0;
+    o.row[k] = dst[k] + pl.x0 * step;
+    aligned &= (reinterpret_cast<std::uintptr_t>(o.row[k]) & 63) == 0;
   }
-  gathered_row(pl, ra, rb, wy[0], wy[1], af.b, rows, direct && aligned && n >= 128, next);
+  o.stream = !o.nhwc && !o.half && aligned && n >= 128;
+  gathered_row_any(pl, ra, rb, wy[0], wy[1], af.b, o, next);
   for (int k = 0; k < 3; ++k) {
     for (std::int64_t x = 0; x < pl.x0; ++x) store(dst[k] + x * step, af.pad[k]);
-    if (!direct)
-      for (std::int64_t x = 0; x < n; ++x) store(dst[k] + (pl.x0 + x) * step, rows[k][x]);
     for (std::int64_t x = pl.x1; x < p.out_width; ++x) store(dst[k] + x * step, af.pad[k]);
   }
 }
