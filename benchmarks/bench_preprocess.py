@@ -11,6 +11,7 @@ Cases (each contender reuses its output buffer where the library allows):
    (cv2.resize -> astype -> normalize -> transpose -> np.stack);
    cv2.dnn.blobFromImagesWithParams with
    per-channel mean and scale; Pillow resize + NumPy.
+   1b. The same images into NHWC and float16 batches, dlinfer alone (both passes).
 2. 256 gray 28x28 -> 256x28x28x1 float32 (MNIST), the same contenders.
 3. The memory-bandwidth floor for case 1's bytes (uint8 read + float32 written),
    from a large copy on the same threads.
@@ -159,6 +160,29 @@ def bench_case(title, images, size, mean, std, gray, threads_list, repeat):
     print(f"  max |dlinfer - blobFromImagesWithParams| = {np.abs(ours - blob).max():.4f} "
           "(OpenCV rounds the resized image to uint8 first)")
     return summary
+
+
+def bench_layouts(images, repeat):
+    """Case 1's images into the other layouts and dtypes, dlinfer alone.
+
+    Keras models take NHWC; float16 models take half batches.  Both passes run
+    side by side where the CPU has the gathered one.
+    """
+    passes = [True, False] if _native.gathered_bilinear() else [False]
+    for layout, dtype in [("NCHW", "float32"), ("NHWC", "float32"), ("NCHW", "float16"),
+                          ("NHWC", "float16")]:
+        spec = dlinfer.PreprocessSpec(size=224, mean=tuple(MEAN), std=tuple(STD), layout=layout,
+                                      dtype=dtype)
+        pixels = spec.pixels(images)
+        out = empty_batch(spec.batch_shape(len(images)), np.dtype(dtype))
+        cells = []
+        for gathered in passes:
+            _native.set_gathered_bilinear(gathered)
+            for threads in (1, 2):
+                med = timeit(lambda t=threads, s=spec, p=pixels, o=out: s.fill(p, o, t), repeat)[0]
+                cells.append(f"{med * 1e3:6.2f}")
+        _native.set_gathered_bilinear(True)
+        print(f"  {layout} {dtype:<8} " + "  ".join(cells))
 
 
 def bandwidth_floor(nbytes_read: int, nbytes_written: int, threads: int, repeat: int) -> float:
@@ -323,6 +347,10 @@ def main() -> None:
     rgb = [np.ascontiguousarray(np.roll(photos[i % 2], i * 7, axis=1)) for i in range(64)]
     rgb_summary = bench_case("case 1: 64 RGB 480x640 -> 64x3x224x224 float32 NCHW", rgb, 224,
                              MEAN, STD, False, [1, 2], args.repeat)
+    names = (["gathered", "blend-first"] if _native.gathered_bilinear() else ["blend-first"])
+    print("\ncase 1b: case 1 into each layout and dtype, dlinfer ms at 1 / 2 threads, "
+          + " then ".join(names))
+    bench_layouts(rgb, args.repeat)
     digits = [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(256)]
     bench_case("case 2: 256 gray 28x28 -> 256x28x28x1 float32 NHWC (MNIST)", digits, 28,
                np.array([0.0], np.float32), np.array([1.0], np.float32), True, [1, 2],
