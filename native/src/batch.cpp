@@ -394,7 +394,7 @@ Plan make_plan(const ImageU8& im, const PreprocessParams& p) {
 struct Scratch {
   std::vector<float> vrow;               // vertically blended source row, interleaved
   std::vector<float> hrow[4];            // horizontally resampled, one per source channel
-  std::vector<float> mixed;              // gray mixed from colour
+  std::vector<float> mixed;              // gray mixed from colour; NHWC half staging
   std::vector<const std::uint8_t*> rowptr;
   std::vector<std::uint8_t> packed;      // strided source rows, packed
   std::vector<std::uint8_t> packed_b;    // the second source row, packed
@@ -1000,6 +1000,72 @@ void write_channel(OutT* dst, std::ptrdiff_t step, const float* h, const Plan& p
   for (std::int64_t x = pl.x1; x < p.out_width; ++x) store(dst + x * step, pad);
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+const bool kHaveF16c = kHaveAvx2 && __builtin_cpu_supports("f16c");
+
+// Pixels 8i .. 8i + 7 of channel rows a, b, c, interleaved into 24 floats at d:
+// each output vector permutes the three rows by pixel and blends by channel.
+__attribute__((target("avx2"))) void interleave3_avx2(float* d, const float* a, const float* b,
+                                                     const float* c, std::int64_t n) {
+  const __m256i p0 = _mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2);
+  const __m256i p1 = _mm256_setr_epi32(2, 3, 3, 3, 4, 4, 4, 5);
+  const __m256i p2 = _mm256_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7);
+  std::int64_t x = 0;
+  for (; x + 8 <= n; x += 8, d += 24) {
+    const __m256 va = _mm256_loadu_ps(a + x), vb = _mm256_loadu_ps(b + x),
+                 vc = _mm256_loadu_ps(c + x);
+    // The blend masks mark the lanes that hold channel 1, then channel 2.
+    const __m256 a0 = _mm256_permutevar8x32_ps(va, p0), b0 = _mm256_permutevar8x32_ps(vb, p0),
+                 c0 = _mm256_permutevar8x32_ps(vc, p0);
+    _mm256_storeu_ps(d, _mm256_blend_ps(_mm256_blend_ps(a0, b0, 0x92), c0, 0x24));
+    const __m256 a1 = _mm256_permutevar8x32_ps(va, p1), b1 = _mm256_permutevar8x32_ps(vb, p1),
+                 c1 = _mm256_permutevar8x32_ps(vc, p1);
+    _mm256_storeu_ps(d + 8, _mm256_blend_ps(_mm256_blend_ps(a1, b1, 0x24), c1, 0x49));
+    const __m256 a2 = _mm256_permutevar8x32_ps(va, p2), b2 = _mm256_permutevar8x32_ps(vb, p2),
+                 c2 = _mm256_permutevar8x32_ps(vc, p2);
+    _mm256_storeu_ps(d + 16, _mm256_blend_ps(_mm256_blend_ps(a2, b2, 0x49), c2, 0x92));
+  }
+  for (; x < n; ++x, d += 3) d[0] = a[x], d[1] = b[x], d[2] = c[x];
+}
+
+// n floats to IEEE half, rounding to nearest even as float_to_half does.
+__attribute__((target("avx2,f16c"))) void to_half_f16c(std::uint16_t* d, const float* v,
+                                                       std::int64_t n) {
+  std::int64_t x = 0;
+  for (; x + 8 <= n; x += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + x),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(v + x),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; x < n; ++x) d[x] = float_to_half(v[x]);
+}
+#else
+const bool kHaveF16c = false;
+void interleave3_avx2(float*, const float*, const float*, const float*, std::int64_t) {}
+void to_half_f16c(std::uint16_t*, const float*, std::int64_t) {}
+#endif
+
+// Stores three channel rows of n floats at column x0 of dst's rows, with the
+// layout's step (1: NCHW, 3: NHWC) and dtype: interleaved and converted in
+// vectors where the CPU allows, one value at a time otherwise.
+template <typename OutT>
+void store_channel_rows(OutT* const* dst, std::ptrdiff_t step, std::int64_t x0,
+                        const float* const* h, std::int64_t n, Scratch& s) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    if (kHaveAvx2 && step == 3) return interleave3_avx2(dst[0] + 3 * x0, h[0], h[1], h[2], n);
+  } else if (kHaveF16c) {
+    if (step == 3) {
+      interleave3_avx2(s.mixed.data(), h[0], h[1], h[2], n);
+      return to_half_f16c(dst[0] + 3 * x0, s.mixed.data(), 3 * n);
+    }
+    if (step == 1) {
+      for (int k = 0; k < 3; ++k) to_half_f16c(dst[k] + x0, h[k], n);
+      return;
+    }
+  }
+  for (int k = 0; k < 3; ++k)
+    for (std::int64_t x = 0; x < n; ++x) store(dst[k] + (x0 + x) * step, h[k][x]);
+}
+
 // Floats a fused row may read past the end of the vertically blended row.
 constexpr std::int64_t kRowPad = 8;
 
@@ -1027,10 +1093,12 @@ void write_fused(OutT* const* dst, std::ptrdiff_t step, const Plan& pl, const Pr
   std::fill(s.vrow.begin() + len, s.vrow.begin() + len + kRowPad, 0.0f);
   // Streaming pays only for rows of many whole cache lines; see affine_store_any.
   fused_row(pl, s.vrow.data(), o, direct && aligned && n >= 128);
+  if (!direct) {
+    const float* h[3] = {s.hrow[0].data(), s.hrow[1].data(), s.hrow[2].data()};
+    store_channel_rows(dst, step, pl.x0, h, n, s);
+  }
   for (int k = 0; k < 3; ++k) {
     for (std::int64_t x = 0; x < pl.x0; ++x) store(dst[k] + x * step, af.pad[k]);
-    if (!direct)
-      for (std::int64_t x = 0; x < n; ++x) store(dst[k] + (pl.x0 + x) * step, s.hrow[k][x]);
     for (std::int64_t x = pl.x1; x < p.out_width; ++x) store(dst[k] + x * step, af.pad[k]);
   }
 }
@@ -1143,7 +1211,7 @@ void batch(const ImageU8* images, std::size_t n, const PreprocessParams& p, OutT
                  Scratch s;
                  s.vrow.resize(std::max<std::int64_t>(widest, 1) + kRowPad);
                  for (auto& h : s.hrow) h.resize(p.out_width);
-                 s.mixed.resize(p.out_width);
+                 s.mixed.resize(3 * p.out_width);  // gray rows; NHWC float16 staging
                  for (std::size_t item = begin; item < end; ++item) {
                    const std::size_t i = item / blocks;
                    const std::int64_t b = static_cast<std::int64_t>(item % blocks);
