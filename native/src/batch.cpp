@@ -292,18 +292,18 @@ void plan_fused(Plan& pl, const PreprocessParams& p) {
 
 bool gathered_supported();
 
-// Decides whether this image takes the gathered pass: bilinear in
-// both directions from 3 or 4 interleaved channels to 3, on a CPU with
-// AVX-512 VBMI, with every group of 8 output columns reading inside one
-// 128-byte window of the source row (downscales up to about 5.7x from 3
-// channels, 4.3x from 4).  Like
-// plan_fused, the choice depends only on the CPU, the parameters and the
-// image's shape.
+// Decides whether this image takes the gathered pass: bilinear in both
+// directions from 3 or 4 interleaved channels to 3, on a CPU with AVX-512
+// VBMI, with every group of 8 output columns reading inside one 128-byte
+// window of the source row (downscales up to about 5.7x from 3 channels,
+// 4.3x from 4).  Like plan_fused, the choice depends only on the CPU, the
+// parameters and the image's shape.
 //
-// Group g is computed from three byte permutes of each row's window, each giving
-// sixteen zero-extended bytes: P0 = [tap 0 of channel 0 | tap 0 of channel 1]
-// for its 8 pixels, P1 = the same for tap 1, P2 = [channel 2 tap 0 | tap 1].
-// gather.weight holds the matching weights, x weight times the channel's gain.
+// Group g is computed from three byte permutes of each row's window, each
+// giving sixteen zero-extended bytes: P0 = [tap 0 of channel 0 | tap 0 of
+// channel 1] for its 8 pixels, P1 = the same for tap 1, P2 = [channel 2 tap 0
+// | tap 1].  gather.weight holds the matching weights: x weight times the
+// channel's gain.
 void plan_gathered(Plan& pl, const PreprocessParams& p) {
   const std::int64_t n = pl.x1 - pl.x0;
   const int CS = pl.cm.src_channels;
@@ -802,8 +802,10 @@ gathered_row(const Plan& pl, const std::uint8_t* ra, const std::uint8_t* rb, flo
         _mm_prefetch(reinterpret_cast<const char*>(next[0] + ahead), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(next[1] + ahead), _MM_HINT_T0);
       }
-    const __m512i alo = _mm512_loadu_si512(ra + base[g]), ahi = _mm512_loadu_si512(ra + base[g] + 64);
-    const __m512i blo = _mm512_loadu_si512(rb + base[g]), bhi = _mm512_loadu_si512(rb + base[g] + 64);
+    const std::uint8_t* wa = ra + base[g];
+    const std::uint8_t* wb = rb + base[g];
+    const __m512i alo = _mm512_loadu_si512(wa), ahi = _mm512_loadu_si512(wa + 64);
+    const __m512i blo = _mm512_loadu_si512(wb), bhi = _mm512_loadu_si512(wb + 64);
     const std::uint8_t* ix = idx + g * 192;
     const float* w = wx + g * 48;
     __m512 p[3];
@@ -824,11 +826,11 @@ gathered_row(const Plan& pl, const std::uint8_t* ra, const std::uint8_t* rb, flo
       const __mmask16 m0 = static_cast<__mmask16>(values >= 16 ? 0xffff : (1u << values) - 1);
       const __mmask8 m1 = static_cast<__mmask8>(values > 16 ? (1u << (values - 16)) - 1 : 0);
       char* d = o0 + 3 * x * kSize;
-      if constexpr (kHalf) {
-        _mm256_mask_storeu_epi16(d, m0, _mm512_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      } else {
+      if constexpr (kHalf)
+        _mm256_mask_storeu_epi16(
+            d, m0, _mm512_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      else
         _mm512_mask_storeu_ps(d, m0, v0);
-      }
       store8(d + 16 * kSize, v1, m1, kHalf);
     } else {
       const __m256 c0 = _mm512_castps512_ps256(ch01), c1 = _mm512_extractf32x8_ps(ch01, 1);
@@ -1003,8 +1005,9 @@ void write_channel(OutT* dst, std::ptrdiff_t step, const float* h, const Plan& p
 #if defined(__GNUC__) && defined(__x86_64__)
 const bool kHaveF16c = kHaveAvx2 && __builtin_cpu_supports("f16c");
 
-// Pixels 8i .. 8i + 7 of channel rows a, b, c, interleaved into 24 floats at d:
-// each output vector permutes the three rows by pixel and blends by channel.
+// Channel rows a, b, c of n floats, interleaved into 3n floats at d.  Each 8
+// pixels fill three vectors, each permuting the three rows by pixel and
+// blending by channel.
 __attribute__((target("avx2"))) void interleave3_avx2(float* d, const float* a, const float* b,
                                                      const float* c, std::int64_t n) {
   const __m256i p0 = _mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2);
