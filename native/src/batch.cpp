@@ -530,6 +530,15 @@ __attribute__((target("avx512f,avx2,fma"))) void blend_rows_avx512(
 }
 #endif
 
+// Source row r of an image with any strides, columns c0 .. c1, copied into dst
+// as packed interleaved bytes.
+void pack_source_row(const ImageU8& im, const Plan& pl, std::int64_t r, std::uint8_t* dst) {
+  const int cs = pl.cm.src_channels;
+  const std::uint8_t* row = im.data + r * im.row_stride;
+  for (std::int64_t u = pl.c0; u < pl.c1; ++u)
+    for (int c = 0; c < cs; ++c) *dst++ = row[u * im.col_stride + c * im.channel_stride];
+}
+
 // How many output rows ahead blend_rows_avx2 prefetches.
 constexpr std::int64_t kPrefetchRows = 1;
 
@@ -555,11 +564,7 @@ void vertical(const ImageU8& im, const Plan& pl, std::int64_t y, Scratch& s) {
     // the arithmetic below (and so the result) does not depend on the layout.
     s.packed.resize(static_cast<std::size_t>(K * len));
     for (int t = 0; t < K; ++t) {
-      std::uint8_t* dst = s.packed.data() + t * len;
-      const std::uint8_t* row = im.data + idx[t] * im.row_stride;
-      for (std::int64_t u = pl.c0; u < pl.c1; ++u)
-        for (int c = 0; c < cs; ++c)
-          *dst++ = row[u * im.col_stride + c * im.channel_stride];
+      pack_source_row(im, pl, idx[t], s.packed.data() + t * len);
       s.rowptr[t] = s.packed.data() + t * len;
     }
   }
@@ -632,6 +637,14 @@ bool fused_horizontal_supported() { return kHaveAvx2; }
 
 // Where the fused pass writes source channel c: the output row of the
 // channel that picks it, with that channel's bias and gain-scaled weights.
+// Where gathered_row writes: NCHW, the three channel rows at column x0;
+// NHWC, row[0] at pixel x0's first channel.  float32 or float16.
+struct GatheredOut {
+  void* row[3];
+  bool nhwc = false, half = false;
+  bool stream = false;  // NCHW float32 only: rows start on a cache line
+};
+
 struct FusedRows {
   float* row[3];
   float bias[3];
@@ -738,14 +751,6 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) inline __m512 pick16(
   return _mm512_cvtepi32_ps(
       _mm512_maskz_permutex2var_epi8(low_bytes, lo, _mm512_loadu_si512(ix), hi));
 }
-
-// Where gathered_row writes: NCHW, the three channel rows at column x0;
-// NHWC, row[0] at pixel x0's first channel.  float32 or float16.
-struct GatheredOut {
-  void* row[3];
-  bool nhwc = false, half = false;
-  bool stream = false;  // NCHW float32 only: rows start on a cache line
-};
 
 // Stores 8 float32 or float16 values (the first `m` of them).
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) inline void store8(
@@ -867,10 +872,6 @@ void gathered_row_any(const Plan& pl, const std::uint8_t* ra, const std::uint8_t
 }
 #else
 void fused_row(const Plan&, const float*, const FusedRows&, bool) {}
-struct GatheredOut {
-  void* row[3];
-  bool nhwc = false, half = false, stream = false;
-};
 void gathered_row_any(const Plan&, const std::uint8_t*, const std::uint8_t*, float, float,
                       const float*, const GatheredOut&, const std::uint8_t* const*) {}
 #endif
@@ -890,13 +891,9 @@ bool gathered_supported() { return kHaveVbmi && gathered_on.load(std::memory_ord
 // contiguous, else copied into buf.
 const std::uint8_t* packed_source_row(const ImageU8& im, const Plan& pl, std::int64_t r,
                                       std::vector<std::uint8_t>& buf) {
-  const int cs = pl.cm.src_channels;
-  const std::uint8_t* row = im.data + r * im.row_stride;
-  if (pl.contiguous_rows) return row + pl.c0 * cs;
-  buf.resize(static_cast<std::size_t>((pl.c1 - pl.c0) * cs));
-  std::uint8_t* dst = buf.data();
-  for (std::int64_t u = pl.c0; u < pl.c1; ++u)
-    for (int c = 0; c < cs; ++c) *dst++ = row[u * im.col_stride + c * im.channel_stride];
+  if (pl.contiguous_rows) return im.data + r * im.row_stride + pl.c0 * pl.cm.src_channels;
+  buf.resize(static_cast<std::size_t>((pl.c1 - pl.c0) * pl.cm.src_channels));
+  pack_source_row(im, pl, r, buf.data());
   return buf.data();
 }
 
