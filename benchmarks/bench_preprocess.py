@@ -46,7 +46,7 @@ import cv2  # noqa: E402
 import dlinfer  # noqa: E402
 import numpy as np  # noqa: E402
 from dlinfer import _native  # noqa: E402
-from dlinfer.preprocess import empty_batch  # noqa: E402
+from dlinfer.preprocessing.transform import empty_batch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

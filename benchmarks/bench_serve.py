@@ -40,7 +40,7 @@ from typing import Any
 
 import dlinfer
 import numpy as np
-from dlinfer.batcher import batching_session_options
+from dlinfer.runtime.session import batching_session_options
 
 CLIENTS = (1, 4, 16, 64)
 FULL_BATCH = 64

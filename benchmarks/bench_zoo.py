@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_zoo.py --device cpu,cuda --io-binding   # GPU machine
 
 Each zoo model is built with random weights (a fixed seed; latency does not depend on
-the weights), saved as ``.keras`` and exported with ``training.export.to_onnx`` into
+the weights), saved as ``.keras`` and exported with ``dlinfer.export.to_onnx`` into
 ``--models`` (default ``artifacts/bench/``).  The workshop MLP is added when the zoo
 does not have a ``mnist_mlp`` yet.  Then, per model, a separate process runs
 
@@ -83,7 +83,7 @@ def prepare(folder: str, only: list[str] | None) -> tuple[Prepared, dict[str, st
     """Build and export every zoo model; returns {name: (onnx, keras)} and {name: why not}."""
     from training import zoo
     from training._tf import keras
-    from training.export import to_onnx
+    from dlinfer.export import to_onnx
 
     os.makedirs(folder, exist_ok=True)
     entries: dict[str, tuple[Any, Any]] = {name: (e.build, e) for name, e in zoo.ZOO.items()}
@@ -217,7 +217,7 @@ def gpu_tables(reports: dict[str, dict[str, Any]]) -> str:
 
 def summary_plot(reports: dict[str, dict[str, Any]], path: str) -> None:
     """Batch-1 speedups of dlinfer over both Keras baselines, one bar pair per model."""
-    from dlinfer.plot import _pyplot
+    from dlinfer.tools.plot import _pyplot
 
     plt = _pyplot()
     names, vs_p, vs_f = [], [], []

@@ -22,7 +22,7 @@ than ``ort.run``.
 
 Models: the workshop MNIST MLP (Dense 512 relu on 784 -> Dense 10 softmax) and the
 MNIST CNN, with random weights (timing does not depend on the weights), exported with
-``training.export.to_onnx``; plus a 1-node Relu model, whose time is pure call
+``dlinfer.export.to_onnx``; plus a 1-node Relu model, whose time is pure call
 overhead.  onnxruntime runs with 1 intra-op thread, so the shared machine's other
 load disturbs the figures less; overhead does not depend on the thread count.
 """
@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # training/ lives at the repository root
 
 import dlinfer  # noqa: E402
-from dlinfer.doctor import probe_model_bytes  # noqa: E402
+from dlinfer.tools.doctor import probe_model_bytes  # noqa: E402
 
 
 def build_models(folder: str) -> dict[str, str]:
@@ -54,7 +54,7 @@ def build_models(folder: str) -> dict[str, str]:
         return paths
     os.makedirs(folder, exist_ok=True)
     from training._tf import keras
-    from training.export import to_onnx
+    from dlinfer.export import to_onnx
     from training.zoo import mnist_cnn
 
     keras.utils.set_random_seed(0)

@@ -9,8 +9,8 @@ import dlinfer
 import numpy as np
 import onnxruntime as ort
 import pytest
-from dlinfer import bench, cli
-from dlinfer.doctor import probe_provider
+from dlinfer.tools import bench, bench_results, cli
+from dlinfer.tools.doctor import probe_provider
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CUDA_USABLE = "CUDAExecutionProvider" in ort.get_available_providers() and probe_provider(
@@ -36,7 +36,7 @@ def cli_run(mnist_onnx, tmp_path_factory):
 
 
 def test_every_field_is_documented():
-    doc = bench.__doc__
+    doc = bench_results.__doc__
     for field in bench.FIELDS:
         assert f"\n``{field}``" in doc, f"{field} is missing from dlinfer.bench's field table"
 
@@ -193,7 +193,7 @@ def test_bad_arguments(mnist_onnx, environment, kwargs, match):
 
 
 def test_end_to_end_needs_an_image_spec(tmp_path, environment):
-    from dlinfer.doctor import probe_model_bytes
+    from dlinfer.tools.doctor import probe_model_bytes
 
     path = tmp_path / "relu.onnx"
     path.write_bytes(probe_model_bytes())
@@ -216,7 +216,7 @@ def test_cuda_split_and_crossover(mnist_onnx, environment, tmp_path):
 
 
 def test_fixed_batch_model_refuses_other_batch_sizes(tmp_path, environment):
-    from dlinfer.doctor import probe_model_bytes
+    from dlinfer.tools.doctor import probe_model_bytes
 
     path = tmp_path / "relu4.onnx"
     path.write_bytes(probe_model_bytes(4))  # input float32[4]: no batch axis to vary

@@ -8,7 +8,7 @@ import dlinfer
 import numpy as np
 import onnxruntime as ort
 import pytest
-from dlinfer.doctor import probe_provider
+from dlinfer.tools.doctor import probe_provider
 
 CUDA_USABLE = probe_provider("CUDAExecutionProvider")["usable"] if (
     "CUDAExecutionProvider" in ort.get_available_providers()
@@ -152,7 +152,7 @@ def test_io_binding_per_thread(mnist_onnx, x3):
 
 @pytest.mark.skipif(CUDA_USABLE, reason="CUDA works here")
 def test_cli_info_says_what_auto_chose(mnist_onnx, capsys):
-    from dlinfer import cli
+    from dlinfer.tools import cli
 
     assert cli.main(["info", mnist_onnx, "--device", "auto"]) == 0
     assert "device='auto' chose cpu: " in capsys.readouterr().out

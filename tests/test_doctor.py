@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from dlinfer import cli, doctor
+from dlinfer.tools import cli, doctor
 
 CUDA = "CUDAExecutionProvider"
 

@@ -1,4 +1,4 @@
-"""training.export.to_onnx on models the zoo does not contain: the exporter is general.
+"""dlinfer.export.to_onnx on models the zoo does not contain: the exporter is general.
 
 Tolerance 1e-5 absolute on softmax outputs, as for the zoo (measured ~1e-7 here).
 """
@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 from training._tf import keras, tf  # noqa: E402
-from training.export import ExportError, inference_model, random_nodes, to_onnx  # noqa: E402
+from dlinfer.export import ExportError, inference_model, random_nodes, to_onnx  # noqa: E402
 
 ATOL = 1e-5
 L = keras.layers

@@ -577,7 +577,7 @@ def test_jpeg_draft_mode_for_large_photos(tmp_path, photos):
     big = Image.fromarray(photos["china"]).resize((2560, 1708))
     path = tmp_path / "big.jpg"
     big.save(path, quality=90)
-    from dlinfer.images import decode_file
+    from dlinfer.preprocessing.decode import decode_file
 
     arr, _ = decode_file(path, target=lambda h, w: (224, 224))
     assert arr.shape[0] < 1708 and arr.shape[0] >= 448  # decoded at 1/2 or 1/4 scale

@@ -1,7 +1,7 @@
 """The reference executor and `dlinfer verify` on every dense, conv and GAN model of the zoo.
 
 Each model is built with random weights (and non-zero biases), exported with
-training.export.to_onnx and compared: reference executor vs onnxruntime within
+dlinfer.export.to_onnx and compared: reference executor vs onnxruntime within
 1e-4 absolute, and `verify --per-layer` must pass.  Then deliberately broken
 exports (one conv's weights perturbed, one conv's padding changed) must be
 named by the per-layer walk, exactly.
@@ -18,8 +18,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import zoo_export_models
-from dlinfer import reference
-from dlinfer.cli import main
+from dlinfer.verification import reference
+from dlinfer.tools.cli import main
 from onnx import TensorProto, helper, numpy_helper
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -147,7 +147,7 @@ def test_per_layer_names_the_conv_whose_padding_was_changed(exported, tmp_path, 
 
 def test_per_layer_refuses_a_branching_model(tmp_path):
     from training._tf import keras
-    from training.export import to_onnx
+    from dlinfer.export import to_onnx
 
     inp = keras.Input((4,))
     out = keras.layers.Add()([keras.layers.Dense(4)(inp), keras.layers.Dense(4)(inp)])
@@ -217,7 +217,7 @@ def test_unsupported_op_names_op_and_node():
 NO_TF_SCRIPT = """
 import json, sys
 import dlinfer
-from dlinfer import reference
+from dlinfer.verification import reference
 x = __import__("numpy").random.default_rng(0).uniform(0, 1, (2, 28, 28, 1)).astype("float32")
 reference.run(sys.argv[1], x)
 report = dlinfer.verify(None, sys.argv[1], samples=2)
@@ -324,7 +324,7 @@ def test_layers_beyond_the_zoo_reference_and_per_layer(tmp_path):
     """BatchNormalization, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D, Rescaling:
     the layers issue 3 uses to prove the exporter general must run here too."""
     from training._tf import keras
-    from training.export import to_onnx
+    from dlinfer.export import to_onnx
 
     L = keras.layers
     model = keras.Sequential(

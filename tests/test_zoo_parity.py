@@ -24,7 +24,7 @@ from zoo_models import BATCH, VGG_TEST_SIZE, build, digits, exported, rgb_digits
 
 pytest.importorskip("tensorflow")
 from training import zoo  # noqa: E402
-from training.export import random_nodes, to_onnx  # noqa: E402
+from dlinfer.export import random_nodes, to_onnx  # noqa: E402
 from training.parity import psnr  # noqa: E402
 
 ATOL = 1e-5

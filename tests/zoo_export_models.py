@@ -18,7 +18,7 @@ from training._tf import keras
 
 DIGITS = tuple(str(i) for i in range(10))
 
-# (name, export keyword arguments for training.export.to_onnx)
+# (name, export keyword arguments for dlinfer.export.to_onnx)
 EXPORT_KWARGS: dict[str, dict[str, Any]] = {
     "mnist_mlp": dict(labels=DIGITS, input_kind="features"),
     "mnist_mlp_dropout": dict(labels=DIGITS, input_kind="features"),
@@ -182,7 +182,7 @@ def randomize_biases(model: Any, seed: int = 0) -> None:
 
 def export(name: str, path: str, small: bool = True) -> Any:
     """Builds `name` with random weights, exports it to `path`; returns the Keras model."""
-    from training.export import to_onnx
+    from dlinfer.export import to_onnx
 
     model, kwargs = build(name, small)
     randomize_biases(model)

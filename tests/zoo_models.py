@@ -117,7 +117,7 @@ def spec_for(name: str) -> dict[str, Any]:
 @functools.cache
 def exported(name: str) -> Exported:
     """Zoo model ``name`` with seeded random weights, exported to ONNX (cached)."""
-    from training.export import to_onnx
+    from dlinfer.export import to_onnx
 
     model = build(name)
     spec = spec_for(name)

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-epochs", type=int, default=1,
                    help="vgg16_transfer stage 2 (block5 unfrozen); 0 skips it")
 
-    p = sub.add_parser("export", help="export a saved .keras model to ONNX")
+    p = sub.add_parser("export", help="export a saved .keras model to ONNX (as `dlinfer export`)")
     p.add_argument("keras_file")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--labels", default=None, help="comma-separated class labels")
@@ -69,33 +69,11 @@ def _list() -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import export
-    from ._tf import keras
+    # The same exporter as `dlinfer export`, which is what users outside the repo run.
+    from dlinfer.export import export_file
 
-    model = keras.models.load_model(args.keras_file)
-    labels = tuple(args.labels.split(",")) if args.labels else ()
-    out_units = int(model.outputs[0].shape[-1])
-    task = args.task or (("binary_classification" if out_units == 1 and len(labels) == 2
-                          else "classification") if labels else "regression")
-    dtype = str(model.inputs[0].dtype)
-    rank = len(model.inputs[0].shape)
-    if rank == 4:
-        kind, name = "image", "images"
-    elif "int" in dtype:
-        kind, name = "tokens", "tokens"
-    elif task == "generation":
-        kind, name = "latent", "latent"
-    else:
-        kind, name = "series", "series"
-    output_name = {"classification": "probabilities", "binary_classification": "probabilities",
-                   "regression": "value"}.get(task, "images" if len(model.outputs[0].shape) == 4
-                                               else "value")
-    scale = args.scale if args.scale is not None else (1 / 255 if kind == "image" else 1.0)
-    export.to_onnx(
-        model, args.out, task=task, labels=labels, input_name=name, input_kind=kind,
-        output_name=output_name, output_kind="probabilities" if "class" in task else output_name,
-        scale=scale, threshold=0.5 if task == "binary_classification" else None,
-    )
+    labels = tuple(x for x in args.labels.split(",") if x) if args.labels else ()
+    export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
     print(f"wrote {args.out}")
     return 0
 

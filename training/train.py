@@ -19,10 +19,10 @@ from typing import Any
 import dlinfer
 import numpy as np
 import onnx
-from dlinfer.images import normalize_pixels
+from dlinfer import export
 
 from . import data as datasets
-from . import export, parity, zoo
+from . import parity, zoo
 from ._tf import keras, tf
 
 __all__ = ["TrainResult", "train"]
@@ -59,18 +59,28 @@ class _Fitted:
     evaluate: Callable[[Any, dlinfer.Model], dict[str, Any]] | None = None
 
 
-def _input_spec(spec: dict[str, Any]) -> dlinfer.InputSpec:
+def _input_spec(spec: dict[str, Any],
+                shape: tuple[int | None, ...] = (None, 28, 28, 1)) -> dlinfer.InputSpec:
+    """The image input spec the exporter will write for the to_onnx arguments ``spec``."""
     return dlinfer.InputSpec(
-        name=spec.get("input_name", "images"), shape=(None, 28, 28, 1),
+        name=spec.get("input_name", "images"), shape=shape,
         color=spec.get("color", "GRAY"), scale=spec.get("scale", 1 / 255),
         mean=tuple(spec.get("mean", (0.0,))), std=tuple(spec.get("std", (1.0,))),
     )
 
 
+def model_input(images: np.ndarray, spec: dlinfer.InputSpec) -> np.ndarray:
+    """What the model trains on: the images through the exact path `Classifier` runs.
+
+    uint8 pixels take the native pass, float pixels (``pixels * scale``) the float
+    path; both are :meth:`dlinfer.PreprocessSpec.model_input`, so a deployed model
+    sees bit-for-bit the numbers it was trained and checked with.
+    """
+    return dlinfer.PreprocessSpec.from_model(spec).model_input(images)
+
+
 def _to_input(pixels: np.ndarray, spec: dlinfer.InputSpec) -> np.ndarray:
-    # Training uses dlinfer's own native kernel, so the arithmetic a deployed model
-    # sees is bit-for-bit the arithmetic it was trained and checked with.
-    return normalize_pixels(pixels.reshape(len(pixels), 28, 28, 1), spec)
+    return model_input(pixels.reshape(len(pixels), 28, 28, 1), spec)
 
 
 def _checked_build(entry: zoo.ZooEntry, **kwargs: Any) -> Any:
@@ -134,20 +144,25 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     root = _folder(entry, data, o)
     train_ds, test_ds, classes = datasets.load_image_folder(root, (size, size), o["batch_size"])
     spec = dict(entry.spec, labels=classes)
-    mean = np.asarray(spec.get("mean", (0.0,)), np.float32)
+    input_spec = _input_spec(spec, (None, size, size, 3))
     binary = len(classes) == 2 and entry.binary_head
     if binary:
         spec.update(task="binary_classification", threshold=0.5)
     else:
         spec.setdefault("task", "classification")
 
+    def normalize(x: np.ndarray) -> np.ndarray:
+        # The loader yields float pixels; they take Classifier's float path.
+        return model_input(x * np.float32(input_spec.scale), input_spec)
+
     def prepare(x: Any, y: Any) -> tuple[Any, Any]:
-        x = x - mean  # the spec's mean: zero except for VGG16
+        x = tf.ensure_shape(tf.numpy_function(normalize, [x], tf.float32),
+                            (None, size, size, 3))
         return (x, tf.cast(tf.reshape(y, (-1, 1)), tf.float32)) if binary else (x, y)
 
     train_ds = train_ds.map(prepare).prefetch(2)
-    x_test, y_test = _materialize(test_ds)
-    x_test = x_test - mean
+    pixels_test, y_test = _materialize(test_ds)
+    x_test = normalize(pixels_test)
     kwargs: dict[str, Any] = {"n_classes": len(classes), "image_size": size}
     if entry.pretrained:
         kwargs["weights"] = o["weights"]
@@ -175,7 +190,7 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
                      f"{o['fine_tune_epochs']} epochs")
             model.fit(train_ds, epochs=o["fine_tune_epochs"], verbose=o["verbose"], shuffle=False)
         report["fine_tune_epochs"] = o["fine_tune_epochs"]
-    split = datasets.Split(np.empty((0,)), np.empty((0,)), x_test + mean, y_test,
+    split = datasets.Split(np.empty((0,)), np.empty((0,)), pixels_test, y_test,
                            f"image folder {root}")
     return _Fitted(model, split, x_test, y_test, spec, report)
 

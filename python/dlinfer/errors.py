@@ -9,6 +9,7 @@ NumPy conventions keeps working::
     ├── ModelLoadError              model file missing, truncated or not ONNX
     │   └── ModelNotFoundError      (also FileNotFoundError)
     ├── SpecError                   dlinfer metadata missing or malformed
+    ├── ExportError                 (also ValueError) a Keras model cannot be exported faithfully
     ├── ProviderUnavailableError    requested device cannot actually run
     ├── InferenceError              onnxruntime failed while running
     ├── ImageDecodeError            image file corrupt, truncated or not an image
@@ -32,6 +33,7 @@ __all__ = [
     "DecompressionBombError",
     "DlinferError",
     "EmptyBatchError",
+    "ExportError",
     "ImageDecodeError",
     "InferenceError",
     "InputDtypeError",
@@ -61,6 +63,10 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 
 class SpecError(DlinferError):
     """The model's dlinfer metadata is missing or malformed."""
+
+
+class ExportError(DlinferError, ValueError):
+    """A Keras model cannot be exported faithfully; the message names the layer."""
 
 
 class ProviderUnavailableError(DlinferError, RuntimeError):

@@ -31,6 +31,12 @@ COLORS = ("GRAY", "RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW", "NC", "NTC")
 
 
+def scaled_pixel_range(scale: float) -> tuple[float, float]:
+    """The range of ``pixels * scale`` for uint8 pixels (a negative scale flips it)."""
+    lo, hi = 0.0, 255.0 * scale
+    return (min(lo, hi), max(lo, hi))
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -60,8 +66,7 @@ class InputSpec:
     @property
     def value_range(self) -> tuple[float, float]:
         """Range of ``pixels * scale``: what a float image must lie in."""
-        lo, hi = 0.0, 255.0 * self.scale
-        return (min(lo, hi), max(lo, hi))
+        return scaled_pixel_range(self.scale)
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,23 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._native_loader import native
-from .errors import EmptyBatchError, InputError, InputShapeError, SpecError
-from .images import DEFAULT_MAX_IMAGE_BYTES, Pixels, array_pixels, split_items, to_pixels
+from .._native_loader import native
+from ..errors import (
+    ChannelError,
+    EmptyBatchError,
+    InputDtypeError,
+    InputError,
+    InputRankError,
+    InputShapeError,
+    SpecError,
+)
+from ..spec import COLORS, InputSpec, ModelSpec, scaled_pixel_range
+from .batching import CHANNEL_ORDERS, Pixels, array_pixels, is_batch, split_items
+from .decode import DEFAULT_MAX_IMAGE_BYTES, to_pixels
 
 __all__ = ["Geometry", "PreprocessSpec", "preprocess"]
 
 RESIZE_MODES = ("nearest", "bilinear", "area")
-COLORS = ("GRAY", "RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = ("float32", "float16")
 
@@ -137,7 +146,7 @@ class PreprocessSpec:
             if value not in allowed:
                 raise InputError(f"{name} must be one of {allowed}, got {value!r}")
         self._fit()  # validates crop
-        if self.input_color not in (None, "GRAY", "RGB", "BGR", "RGBA", "BGRA"):
+        if self.input_color is not None and self.input_color not in CHANNEL_ORDERS:
             raise InputError(
                 f"input_color must be None, GRAY, RGB, BGR, RGBA or BGRA, got {self.input_color!r}"
             )
@@ -159,6 +168,11 @@ class PreprocessSpec:
     @property
     def channels(self) -> int:
         return 1 if self.color == "GRAY" else 3
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """Range of ``pixels * scale``: what a float image must already lie in."""
+        return scaled_pixel_range(self.scale)
 
     def _fit(self) -> tuple[str, float]:
         crop = self.crop
@@ -183,8 +197,7 @@ class PreprocessSpec:
         input spec; ``resize``, ``crop`` and ``pad`` from ``extra["preprocess"]``
         when the exporter set them.
         """
-        from .model import Model
-        from .spec import InputSpec, ModelSpec
+        from ..runtime.model import Model
 
         if isinstance(model, (str, os.PathLike)):
             model = Model(model)
@@ -230,7 +243,8 @@ class PreprocessSpec:
         rh, rw, top, left = native.preprocess_geometry(height, width, *self.size, fit, ratio)
         return Geometry((rh, rw), (top, left), (rh / height, rw / width))
 
-    def _target(self, height: int, width: int) -> tuple[int, int]:
+    def target(self, height: int, width: int) -> tuple[int, int]:
+        """The size an image of this size is resized to (what draft decoding aims at)."""
         return self.geometry(height, width).resized
 
     def _stacked(self, images: Any) -> tuple[np.ndarray, str] | None:
@@ -239,9 +253,8 @@ class PreprocessSpec:
         One batch is checked once, not image by image: 256 MNIST digits would
         otherwise spend longer in Python checks than in the kernel.
         """
-        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and (
-            images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4))
-        )):
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8
+                and is_batch(images)):
             return None
         batch = images if images.ndim == 4 else images[..., None]
         if not (batch.shape[0] and batch.shape[1] and batch.shape[2]):
@@ -262,7 +275,7 @@ class PreprocessSpec:
         return to_pixels(
             split_items(images),
             input_color=self.input_color,
-            target=self._target if self.draft and self.size is not None else None,
+            target=self.target if self.draft and self.size is not None else None,
             max_image_bytes=self.max_image_bytes,
             threads=threads,
         )
@@ -292,6 +305,78 @@ class PreprocessSpec:
             list(self.mean), list(self.std), self.layout, self.color,
             0 if threads is None else int(threads),
         )
+
+    def model_input(self, images: Any, threads: int | None = None) -> np.ndarray:
+        """The model's batch for anything a user passes: what ``Classifier`` feeds the model.
+
+        uint8 pixels, files and PIL images go through the native pass (:meth:`__call__`);
+        float arrays are taken as ``pixels * scale`` already at the model's size
+        (:meth:`from_floats`).  Training normalizes through this method too, so a
+        deployed model sees exactly the numbers it was trained on.
+        """
+        if isinstance(images, np.ndarray):
+            if images.dtype.kind == "f":
+                return self.from_floats(images)
+            # One dtype for all its images: the array is taken (and checked) whole, so
+            # a uint8 batch reaches the native kernel in one piece.
+            return self(images, threads=threads)
+        items = split_items(images)
+        if not items:
+            raise EmptyBatchError("no images given: the batch is empty")
+        if not any(isinstance(i, np.ndarray) and i.dtype.kind == "f" for i in items):
+            return self(items, threads=threads)
+        parts = [
+            self.from_floats(item, f"image {i}")
+            if isinstance(item, np.ndarray) and item.dtype.kind == "f"
+            else self([item], threads=threads)
+            for i, item in enumerate(items)
+        ]
+        return np.concatenate(parts)
+
+    def from_floats(self, arr: np.ndarray, where: str = "image") -> np.ndarray:
+        """The batch for float images already scaled like ``pixels * scale``.
+
+        They must already have the output size and channels: only uint8 pixels are
+        resized and colour-converted.  ``(x - mean[c]) / std[c]`` in float32, then
+        the output layout and dtype.
+        """
+        if arr.ndim == 2:  # one grayscale image
+            arr = arr[None, :, :, None]
+        elif arr.ndim == 3:
+            arr = arr[..., None] if is_batch(arr) else arr[None]
+        elif arr.ndim != 4:
+            raise InputRankError(
+                f"{where}: an image array must have rank 2 (H, W), 3 (H, W, C) or (N, H, W), "
+                f"or 4 (N, H, W, C); got shape {arr.shape}"
+            )
+        if arr.shape[0] == 0:
+            raise EmptyBatchError("no images given: the batch is empty")
+        if arr.shape[-1] != self.channels:
+            raise ChannelError(
+                f"{where}: the model takes {self.channels}-channel ({self.color}) images, got "
+                f"{arr.shape[-1]} channels (shape {arr.shape}); only uint8 pixels are converted"
+            )
+        if self.size is not None and tuple(arr.shape[1:3]) != self.size:
+            raise InputShapeError(
+                f"{where}: float images must already be {self.size[0]}x{self.size[1]}, got "
+                f"{arr.shape[1]}x{arr.shape[2]} (shape {arr.shape}); pass uint8 pixels, files "
+                "or PIL images, which are resized for you"
+            )
+        lo, hi = self.value_range
+        if arr.size and not np.isfinite(arr).all():
+            raise InputDtypeError(f"{where}: float image contains NaN or infinity")
+        if arr.size and (arr.min() < lo - 1e-6 or arr.max() > hi + 1e-6):
+            raise InputDtypeError(
+                f"{where}: float images must already be scaled to [{lo:g}, {hi:g}] "
+                f"(pixels * {self.scale:g}), got values in [{arr.min():g}, {arr.max():g}]; "
+                "pass uint8 pixels instead, or scale the floats"
+            )
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        batch = (arr.astype(np.float32) - mean) / std
+        if self.layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(batch, dtype=np.dtype(self.dtype))
 
     def __call__(
         self,

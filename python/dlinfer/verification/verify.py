@@ -23,60 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DlinferError, InputError
 from . import reference
-from .errors import DlinferError, InputError
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, close, compare
 
-__all__ = ["Comparison", "LayerResult", "VerifyReport", "compare", "verify"]
+__all__ = ["LayerResult", "VerifyReport", "verify"]
 
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-4
 # How many same-shaped ONNX tensors after the previous match are tried for a
 # layer (Conv, Add, Relu of one Keras Conv2D are three); the best one wins.
 _CANDIDATES = 8
-
-
-@dataclass
-class Comparison:
-    """Error statistics of `actual` against `expected`."""
-
-    name: str
-    max_abs: float
-    mean_abs: float
-    p99_abs: float
-    ok: bool
-    argmax_flips: int | None = None  # rows whose argmax differs (classifier outputs)
-    rows: int = 0
-
-
-def compare(
-    name: str,
-    actual: np.ndarray,
-    expected: np.ndarray,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-) -> Comparison:
-    """|actual - expected| <= atol + rtol*|expected| everywhere, plus statistics."""
-    a = np.asarray(actual, np.float64)
-    e = np.asarray(expected, np.float64)
-    if a.shape != e.shape:
-        raise InputError(f"{name}: shapes differ, {a.shape} vs {e.shape}")
-    err = np.abs(a - e)
-    finite = bool(np.isfinite(err).all())
-    ok = finite and bool((err <= atol + rtol * np.abs(e)).all())
-    flips = None
-    if a.ndim == 2 and a.shape[1] > 1:
-        flips = int((a.argmax(axis=1) != e.argmax(axis=1)).sum())
-    elif a.ndim == 2 and a.shape[1] == 1:  # sigmoid: the 0.5 threshold is the decision
-        flips = int(((a[:, 0] > 0.5) != (e[:, 0] > 0.5)).sum())
-    return Comparison(
-        name,
-        float(np.max(err)) if err.size else 0.0,
-        float(np.mean(err)) if err.size else 0.0,
-        float(np.percentile(err, 99)) if err.size else 0.0,
-        ok,
-        flips,
-        int(a.shape[0]) if a.ndim else 0,
-    )
 
 
 @dataclass
@@ -202,7 +157,7 @@ def _row(name: str, c: Comparison) -> str:
 
 
 def _spec_input(onnx_path: str):
-    from .model import Model
+    from ..runtime.model import Model
 
     model = Model(onnx_path, device="cpu", threads=1)
     return model, (model.spec.input if model.spec is not None else None)
@@ -214,12 +169,11 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
         rng = np.random.default_rng(seed)
         shape = [samples] + [d if isinstance(d, int) else 1 for d in info.shape[1:]]
         if spec is not None and spec.kind == "image":
-            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
-            from .images import normalize_pixels
+            from ..preprocessing.transform import PreprocessSpec
 
-            return normalize_pixels(
-                pixels, spec
-            ), f"random uint8 pixels normalized per the spec, seed {seed}"
+            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            batch = PreprocessSpec.from_model(spec)(pixels)
+            return batch, f"random uint8 pixels normalized per the spec, seed {seed}"
         if spec is not None and spec.kind == "latent":
             return rng.standard_normal(shape).astype(
                 info.dtype
@@ -230,13 +184,10 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
     elif os.path.isdir(data):
         if spec is None or spec.kind != "image":
             raise InputError("--data DIR needs an image model with a dlinfer spec")
-        from .preprocess import PreprocessSpec
+        from ..preprocessing.decode import iter_image_files
+        from ..preprocessing.transform import PreprocessSpec
 
-        files = sorted(
-            os.path.join(data, f)
-            for f in os.listdir(data)
-            if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif"))
-        )
+        files = list(iter_image_files(data, recursive=False))
         if not files:
             raise InputError(f"no image files in {data}")
         batch = PreprocessSpec.from_model(spec)(files[:samples])
@@ -249,7 +200,7 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
         source = str(data)
     arr = arr[:samples]
     if arr.dtype == np.uint8 and spec is not None and spec.kind == "image":
-        from .preprocess import PreprocessSpec
+        from ..preprocessing.transform import PreprocessSpec
 
         return PreprocessSpec.from_model(spec)(
             arr
@@ -263,13 +214,12 @@ def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tup
 def _load_keras(keras_model: Any) -> Any:
     if not isinstance(keras_model, (str, os.PathLike)):
         return keras_model
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..export._tf import import_tensorflow
+
     try:
-        import keras
+        keras, _ = import_tensorflow()
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DlinferError(
-            "verifying against a Keras file needs TensorFlow: pip install 'dlinfer[train]'"
-        ) from exc
+        raise DlinferError(str(exc)) from exc
     if not os.path.exists(keras_model):
         raise InputError(f"Keras file not found: {keras_model}")
     return keras.models.load_model(keras_model, compile=False)
@@ -365,7 +315,7 @@ def _per_layer(
     if (
         results
         and kout.shape == expected.shape
-        and not np.allclose(kout, expected, atol=atol, rtol=rtol)
+        and not close(kout, expected, atol, rtol)
     ):
         # The chain walk assumed each layer feeds the next; a branching model breaks that.
         raise InputError(

@@ -26,22 +26,17 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
-import onnxruntime as ort
-from PIL import Image
 
-from .classifier import Classifier
-from .errors import (
+from ..errors import (
     BatcherClosedError,
-    DlinferError,
     InferenceError,
-    InputDtypeError,
-    InputError,
-    InputRankError,
-    InputShapeError,
     QueueFullError,
     RequestTimeoutError,
 )
-from .model import Model
+from ..runtime.model import Model
+from ..runtime.session import batching_session_options
+from ..tasks.classifier import Classifier
+from .runners import runner_for
 
 __all__ = ["Batcher", "BatcherStats", "batching_session_options"]
 
@@ -93,173 +88,6 @@ class _Request:
         return not self.future.cancelled()
 
 
-def batching_session_options(threads: int | None = None) -> ort.SessionOptions:
-    """onnxruntime session options for a model served through a :class:`Batcher`.
-
-    Pass them as ``Classifier(path, threads=threads, session_options=...)``.  They
-    turn off intra-op spinning: spinning threads hold every core for a while after
-    each run, and behind a batcher those cores are needed right then by the Python
-    threads that assemble the next batch and hand results back.  On the 2-core
-    development machine, under load, that took 64 threaded clients from
-    1,300-4,200 to 5,700-7,300 requests/s and cut CPU time per request by a third.
-    """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.log_severity_level = 3  # as dlinfer.Model does by default
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-# -- what runs a batch -------------------------------------------------------------------------
-
-class _ClassifierRunner:
-    """Images in, :class:`~dlinfer.Prediction` out, through the Classifier's batch path."""
-
-    kind = "classifier"
-
-    def __init__(self, clf: Classifier) -> None:
-        self.clf = clf
-
-    def check(self, item: Any) -> Any:
-        if isinstance(item, np.ndarray):  # first: the common case skips the ABC checks
-            arr = item
-        elif isinstance(item, (str, os.PathLike, Image.Image)) or np.ndim(item) == 0:
-            return item  # paths and PIL images are one image by construction
-        else:
-            arr = np.asarray(item)
-        # One request is one image: an array holding several would shift every
-        # result after it.  Rank 3 without a channel-like last axis is (N, H, W),
-        # the same reading as dlinfer.images.
-        batched = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4))
-        n = arr.shape[0] if batched else 1
-        if n != 1:
-            raise InputShapeError(
-                f"a Batcher request is one image, got an array of {n} images (shape {arr.shape}); "
-                "submit each image on its own"
-            )
-        # Store the image itself, so a list of requests is a list of images.
-        return arr[0] if batched else arr
-
-    def assemble(self, items: list[Any]) -> np.ndarray:
-        first = items[0]
-        one_image = isinstance(first, np.ndarray) and first.dtype.kind in "fu" and (
-            first.ndim == 2 or (first.ndim == 3 and first.shape[-1] in (1, 3, 4)))
-        if (one_image
-                and all(isinstance(x, np.ndarray) and x.shape == first.shape
-                        and x.dtype == first.dtype for x in items)):
-            # Same-shape images become one array: uint8 pixels then cost the native
-            # kernel one call with no Python object per image, and float images are
-            # normalized by NumPy in one vectorized pass.
-            stacked = np.stack(items)
-            items = stacked[..., None] if first.ndim == 2 else stacked
-        # The one coupling to preprocessing: the whole batch goes through the
-        # Classifier's native batch assembly in a single call.
-        return self.clf.preprocess(items)
-
-    def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
-        errors: dict[int, Exception] = {}
-        try:
-            batch = self.assemble(items)
-            if len(batch) != len(items):
-                raise InputError("batch assembly returned a different number of rows")
-            good = list(range(len(items)))
-        except (DlinferError, ValueError, TypeError):
-            # Some item is bad: find it one by one, so it fails alone.
-            good, rows = [], []
-            for i, item in enumerate(items):
-                try:
-                    row = self.assemble([item])
-                    if len(row) != 1:
-                        raise InputShapeError(f"a request must hold one image, got {len(row)}")
-                except (DlinferError, ValueError, TypeError) as exc:
-                    errors[i] = exc
-                    continue
-                good.append(i)
-                rows.append(row)
-            if not good:
-                return [None] * len(items), errors
-            batch = np.concatenate(rows)
-        preds = self.clf.postprocess(self.clf.run_batch(batch), [top_ks[i] for i in good])
-        results: list[Any] = [None] * len(items)
-        for i, pred in zip(good, preds, strict=True):
-            results[i] = pred
-        return results, errors
-
-
-class _ModelRunner:
-    """One sample per request (no batch axis); results are that sample's output rows."""
-
-    kind = "model"
-
-    def __init__(self, model: Model) -> None:
-        if len(model.inputs) != 1:
-            raise InputError(f"{model.path} has {len(model.inputs)} inputs; Batcher takes one")
-        self.model = model
-        self.info = model.inputs[0]
-
-    def check(self, item: Any) -> np.ndarray:
-        arr = np.asarray(item)
-        info = self.info
-        if arr.dtype != info.dtype:
-            raise InputDtypeError(
-                f"input {info.name!r} needs dtype {info.dtype.name}, got {arr.dtype.name}")
-        want = info.shape[1:]
-        if arr.ndim != len(want) or any(
-                w is not None and w != g for w, g in zip(want, arr.shape, strict=True)):
-            cls = InputRankError if arr.ndim != len(want) else InputShapeError
-            dims = ", ".join("N" if d is None else str(d) for d in want)
-            raise cls(
-                f"a request for {info.name!r} is one sample of shape ({dims}), got {arr.shape}")
-        return arr
-
-    def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
-        # Dynamic non-batch dimensions may differ between requests: one run per shape.
-        groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
-        for i, item in enumerate(items):
-            groups[item.shape].append(i)
-        results: list[Any] = [None] * len(items)
-        for idx in groups.values():
-            out = self.model.run(np.stack([items[i] for i in idx]))
-            for row, i in enumerate(idx):
-                results[i] = (
-                    {k: v[row] for k, v in out.items()} if isinstance(out, dict) else out[row])
-        return results, {}
-
-
-class _CallableRunner:
-    """Any ``fn(list_of_items) -> list_of_results`` of the same length."""
-
-    kind = "callable"
-
-    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]]) -> None:
-        self.fn = fn
-
-    def check(self, item: Any) -> Any:
-        return item
-
-    def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
-        results = list(self.fn(items))
-        if len(results) != len(items):
-            raise InferenceError(
-                f"batch function returned {len(results)} results for {len(items)} items")
-        return results, {}
-
-
-def _runner(target: Any) -> Any:
-    if isinstance(target, (str, os.PathLike)):
-        return _ClassifierRunner(Classifier(target))
-    if isinstance(target, Classifier):
-        return _ClassifierRunner(target)
-    if isinstance(target, Model):
-        return _ModelRunner(target)
-    if callable(target):
-        return _CallableRunner(target)
-    raise TypeError(
-        "Batcher needs a Classifier, a Model, a model path, or a function taking a list of "
-        f"inputs; got {type(target).__name__}"
-    )
-
-
 # -- the batcher -------------------------------------------------------------------------------
 
 class Batcher:
@@ -303,7 +131,7 @@ class Batcher:
         if not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
         _check_timeout(timeout_ms)
-        self._runner = _runner(model)
+        self._runner = runner_for(model)
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_delay_ms = float(max_delay_ms)

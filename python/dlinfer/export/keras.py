@@ -19,23 +19,27 @@ from standard layers:
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
 import onnx
-from dlinfer.spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 
-from ._tf import keras, tf
+from ..errors import ExportError
+from ..spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
+from ._tf import import_tensorflow
 
 __all__ = [
     "IR_VERSION",
     "OPSET",
     "RANDOM_OPS",
     "ExportError",
+    "export_file",
     "inference_model",
     "is_augmentation",
     "random_nodes",
     "read_spec",
+    "save",
     "set_spec",
     "to_onnx",
     "versions",
@@ -48,8 +52,11 @@ IR_VERSION = 8
 
 
 def versions() -> dict[str, str]:
-    import dlinfer
     import tf2onnx
+
+    from .. import __version__
+
+    keras, tf = import_tensorflow()
 
     return {
         "keras": keras.__version__,
@@ -57,7 +64,7 @@ def versions() -> dict[str, str]:
         "tf2onnx": tf2onnx.__version__,
         "onnx": onnx.__version__,
         "opset": str(OPSET),
-        "dlinfer": dlinfer.__version__,
+        "dlinfer": __version__,
     }
 
 
@@ -72,10 +79,6 @@ _NOISE_LAYERS = frozenset(
     {"GaussianNoise", "GaussianDropout", "AlphaDropout", "AugMix", "CutMix", "MixUp",
      "RandAugment", "Solarization"}
 )
-
-
-class ExportError(ValueError):
-    """A Keras model cannot be exported faithfully; the message names the layer."""
 
 
 def is_augmentation(layer: Any) -> bool:
@@ -98,6 +101,8 @@ def inference_model(model: Any) -> Any:
     """
     if not _has_augmentation(model):
         return model
+
+    keras, _ = import_tensorflow()
 
     def clone(layer: Any) -> Any:
         if is_augmentation(layer):
@@ -168,12 +173,13 @@ def _explain(model: Any, nodes: list[Any], problem: str) -> ExportError:
     )
 
 
-def _input_signature(model: Any, input_name: str) -> tf.TensorSpec:
+def _input_signature(model: Any, input_name: str) -> Any:
     if len(model.inputs) != 1:
         raise ExportError(
             f"to_onnx handles single-input models; {model.name} has {len(model.inputs)} inputs. "
             "Export each part separately, or concatenate the inputs in front of the model."
         )
+    _, tf = import_tensorflow()
     shape = list(model.inputs[0].shape)
     shape[0] = None  # a dynamic batch dimension, whatever the model was built with
     dtype = tf.as_dtype(model.inputs[0].dtype)
@@ -223,6 +229,7 @@ def to_onnx(
     """
     import tf2onnx
 
+    _, tf = import_tensorflow()
     signature = _input_signature(model, input_name)
     runnable = inference_model(model)
 
@@ -245,7 +252,7 @@ def to_onnx(
     if randoms:
         raise _explain(runnable, randoms, "the inference graph holds random ops from")
     proto.ir_version = IR_VERSION
-    proto.producer_name = "dlinfer.training"
+    proto.producer_name = "dlinfer.export"
 
     shape = tuple(None if d is None else int(d) for d in signature.shape)
     if input_kind == "image" and color is None:
@@ -280,8 +287,69 @@ def to_onnx(
     set_spec(proto, spec)
     onnx.checker.check_model(proto)
     if path is not None:
-        onnx.save(proto, path)
+        save(proto, path)
     return proto
+
+
+def save(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write ``proto`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def export_file(
+    keras_file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    labels: tuple[str, ...] = (),
+    task: str | None = None,
+    scale: float | None = None,
+) -> onnx.ModelProto:
+    """Export a saved ``.keras`` file, inferring what the spec needs from the model.
+
+    The input kind follows the input: rank 4 is an image, integers are tokens, a
+    generation model takes a latent vector, anything else is a series.  Without
+    ``task`` a model with ``labels`` is a classifier (binary for one sigmoid unit
+    and two labels), and one without is a regression.  ``scale`` defaults to
+    1/255 for images.
+    """
+    keras, _ = import_tensorflow()
+    keras_file = os.fspath(keras_file)
+    if not os.path.isfile(keras_file):
+        raise ExportError(f"Keras file not found: {keras_file}")
+    try:
+        model = keras.models.load_model(keras_file, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors ...
+        raise ExportError(f"cannot load {keras_file} as a Keras model: {exc}") from exc
+    out_units = int(model.outputs[0].shape[-1])
+    task = task or (("binary_classification" if out_units == 1 and len(labels) == 2
+                     else "classification") if labels else "regression")
+    dtype = str(model.inputs[0].dtype)
+    if len(model.inputs[0].shape) == 4:
+        kind, name = "image", "images"
+    elif "int" in dtype:
+        kind, name = "tokens", "tokens"
+    elif task == "generation":
+        kind, name = "latent", "latent"
+    else:
+        kind, name = "series", "series"
+    output_name = {"classification": "probabilities", "binary_classification": "probabilities",
+                   "regression": "value"}.get(task, "images" if len(model.outputs[0].shape) == 4
+                                               else "value")
+    if scale is None:
+        scale = 1 / 255 if kind == "image" else 1.0
+    return to_onnx(
+        model, out, task=task, labels=labels, input_name=name, input_kind=kind,
+        output_name=output_name, output_kind="probabilities" if "class" in task else output_name,
+        scale=scale, threshold=0.5 if task == "binary_classification" else None,
+    )
 
 
 def read_spec(path: str) -> dict[str, Any]:

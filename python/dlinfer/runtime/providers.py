@@ -18,7 +18,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from .errors import ProviderUnavailableError
+from ..errors import ProviderUnavailableError
 
 __all__ = ["DeviceRequest", "cuda_unavailable_reason", "parse_device"]
 

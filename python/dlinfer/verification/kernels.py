@@ -28,7 +28,7 @@ from typing import Union
 
 import numpy as np
 
-from ._native_loader import native as _native
+from .._native_loader import native as _native
 
 __all__ = [
     "avg_pool2d",

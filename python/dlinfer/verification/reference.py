@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DlinferError, InputError, ModelLoadError
 from . import kernels
-from .errors import DlinferError, InputError, ModelLoadError
 
 __all__ = ["SUPPORTED_OPS", "Graph", "UnsupportedOpError", "load", "run"]
 

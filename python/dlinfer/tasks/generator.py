@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputShapeError, SpecError
-from .model import Model, open_for_task
+from ..errors import InputShapeError, SpecError
+from ..runtime.model import Model, open_for_task
 
 __all__ = ["Generator", "image_grid"]
 
@@ -69,7 +69,7 @@ class Generator:
     ) -> None:
         self.model, spec = open_for_task(
             model, device, threads, model_options, tasks=("generation",), role="generator",
-            export_hint="python -m training export --task generation",
+            export_hint="dlinfer export --task generation",
         )
         size = spec.extra.get("latent_size", self.model.input.shape[-1])
         if not isinstance(size, int) or size < 1:

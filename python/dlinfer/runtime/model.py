@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from . import providers as _providers
-from .errors import (
+from ..errors import (
     EmptyBatchError,
     InferenceError,
     InputDtypeError,
@@ -25,7 +24,10 @@ from .errors import (
     ProviderUnavailableError,
     SpecError,
 )
-from .spec import METADATA_KEY, ModelSpec
+from ..spec import METADATA_KEY, ModelSpec
+from . import providers as _providers
+from .session import default_threads
+from .session import session_options as session_options_for
 
 __all__ = ["Model", "TensorInfo"]
 
@@ -69,10 +71,6 @@ class TensorInfo:
         return f"{self.name}: {self.dtype.name}[{dims}]"
 
 
-def _default_threads() -> int:
-    return os.cpu_count() or 1
-
-
 class Model:
     """An ONNX model ready to run.
 
@@ -108,18 +106,14 @@ class Model:
         request = _providers.parse_device(device)
         if threads is not None and threads < 0:
             raise ValueError(f"threads must be None or >= 0, got {threads}")
-        self.threads = threads or _default_threads()
+        self.threads = threads or default_threads()
         if not os.path.exists(self.path):
             raise ModelNotFoundError(f"model file not found: {self.path}")
         if os.path.isdir(self.path):
             raise ModelLoadError(f"model path is a directory, not an ONNX file: {self.path}")
 
         if session_options is None:
-            session_options = ort.SessionOptions()
-            session_options.intra_op_num_threads = self.threads
-            # Keep onnxruntime's own warnings (e.g. a CUDA fallback) out of the user's
-            # terminal: dlinfer turns the ones that matter into exceptions.
-            session_options.log_severity_level = 3
+            session_options = session_options_for(self.threads)
 
         if request.kind != "cpu":
             _providers.preload_cuda_libraries()

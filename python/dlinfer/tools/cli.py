@@ -1,5 +1,5 @@
-"""The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor``, ``bench``
-and ``serve``."""
+"""The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor``, ``bench``,
+``serve`` and ``export``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .classifier import Classifier
-from .errors import DlinferError
-from .model import Model
+from ..errors import DlinferError
+from ..runtime.model import Model
+from ..tasks.classifier import Classifier
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -121,12 +121,42 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from ..verification.verify import verify
 
     report = verify(args.keras, args.onnx, args.data, per_layer=args.per_layer, atol=args.atol,
                     rtol=args.rtol, samples=args.samples)
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from ..export import export_file
+    except ImportError as exc:
+        print(f"dlinfer: error: `dlinfer export` needs the export extra ({exc}); "
+              "install it with: pip install 'dlinfer[export]'", file=sys.stderr)
+        return 2
+    labels = tuple(x for x in args.labels.split(",") if x) if args.labels else ()
+    export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a saved .keras model to ONNX with its spec",
+                       description="Convert a .keras file to ONNX (opset 17) with dlinfer's "
+                       "spec in its metadata. Needs the export extra (TensorFlow, tf2onnx).")
+    p.add_argument("keras_file", metavar="KERAS_FILE")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--labels", default=None, help="comma-separated class labels")
+    p.add_argument("--task", default=None,
+                   choices=["classification", "binary_classification", "regression",
+                            "generation"],
+                   help="default: classification with --labels (binary for a single sigmoid "
+                        "output), else regression")
+    p.add_argument("--scale", type=float, default=None,
+                   help="pixel scale the model expects (default 1/255 for images)")
+    p.set_defaults(func=_export)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose, format_report
 
@@ -171,7 +201,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from .server import ServeConfig, serve
+        from ..serving.server import ServeConfig, serve
     except ImportError as exc:
         print(f"dlinfer: error: `dlinfer serve` needs the serve extra ({exc}); "
               "install it with: pip install 'dlinfer[serve]'", file=sys.stderr)
@@ -291,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     _add_serve(sub)
+    _add_export(sub)
     return parser
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from . import providers as _providers
+from ..runtime import providers as _providers
 
 __all__ = ["diagnose", "format_report", "probe_model_bytes", "probe_provider"]
 
@@ -378,7 +378,7 @@ def diagnose(probe: bool = True) -> dict[str, Any]:
     ``probe=False`` skips the per-provider sessions (the only slow part on a GPU
     machine, where TensorRT may take seconds to build its probe engine).
     """
-    from . import __version__
+    from .. import __version__
 
     try:
         build = ort.get_build_info() if hasattr(ort, "get_build_info") else None

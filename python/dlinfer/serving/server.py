@@ -16,7 +16,6 @@ requests already taken, drains the batchers and exits 0.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -26,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -34,10 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from .batcher import Batcher, batching_session_options
-from .classifier import Classifier
-from .errors import (
+from ..errors import (
     BatcherClosedError,
+    DecompressionBombError,
     DlinferError,
     ImageDecodeError,
     InferenceError,
@@ -45,6 +42,11 @@ from .errors import (
     QueueFullError,
     RequestTimeoutError,
 )
+from ..preprocessing.decode import decode_bytes
+from ..preprocessing.transform import PreprocessSpec
+from ..runtime.session import batching_session_options
+from ..tasks.classifier import Classifier
+from .batcher import Batcher
 
 __all__ = ["ServeConfig", "create_app", "model_name", "serve"]
 
@@ -105,24 +107,12 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (QueueFullError, 429, "queue_full"),
     (RequestTimeoutError, 504, "timeout"),
+    (DecompressionBombError, 413, "image_too_large"),
     (ImageDecodeError, 400, "not_an_image"),
     (InputError, 422, "bad_input"),
     (BatcherClosedError, 503, "shutting_down"),
     (InferenceError, 500, "inference_failed"),
 ]
-
-
-def _decode_image(data: bytes, where: str) -> Image.Image:
-    if not data:
-        raise ImageDecodeError(f"{where}: empty body; send image bytes, multipart files or JSON")
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except UnidentifiedImageError:
-        raise ImageDecodeError(f"{where}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{where}: corrupt or truncated image ({exc})") from exc
 
 
 def _json_images(payload: Any) -> list[np.ndarray]:
@@ -179,13 +169,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _images_from(request: Request, body: bytes) -> list[Any]:
+async def _images_from(request: Request, body: bytes,
+                       spec: PreprocessSpec | None) -> list[Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
             return _json_images(json.loads(body))
         except json.JSONDecodeError as exc:
             raise _HTTPError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+    if spec is None:
+        raise _HTTPError(422, "bad_input",
+                         "this model takes token ids, not images; send them as JSON")
     if ctype == "multipart/form-data":
         async def replay() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -198,14 +192,20 @@ async def _images_from(request: Request, body: bytes) -> list[Any]:
             await form.close()
         if not files:
             raise _HTTPError(400, "not_an_image", "multipart body has no file parts")
-        return [await _decode(data, name) for name, data in files]
-    return [await _decode(body, "body")]
+        return [await _decode(data, name, spec) for name, data in files]
+    if not body:
+        raise ImageDecodeError("empty body; send image bytes, multipart files or JSON")
+    return [await _decode(body, "body", spec)]
 
 
-async def _decode(data: bytes, where: str) -> Image.Image:
+async def _decode(data: bytes, where: str, spec: PreprocessSpec) -> np.ndarray:
+    """Pixels of one uploaded image, through the same decoder and budget as files."""
+    # The model's size lets Pillow draft-decode a large JPEG, as for files.
+    target = spec.target if spec.draft and spec.size is not None else None
+    args = (data, where, target, spec.max_image_bytes)
     if len(data) <= _DECODE_INLINE_BYTES:
-        return _decode_image(data, where)
-    return await asyncio.get_running_loop().run_in_executor(None, _decode_image, data, where)
+        return decode_bytes(*args)[0]
+    return (await asyncio.get_running_loop().run_in_executor(None, decode_bytes, *args))[0]
 
 
 def _int_param(request: Request, name: str, default: Any, low: float) -> Any:
@@ -309,7 +309,7 @@ def create_app(config: ServeConfig) -> Starlette:
         top_k = _int_param(request, "top_k", 1, 1)
         timeout_ms = _int_param(request, "timeout_ms", None, 0)
         body = await _read_body(request, config.max_body_bytes)
-        images = await _images_from(request, body)
+        images = await _images_from(request, body, classifiers[name].preprocessing)
         preds = await batcher.predict_many(images, top_k=top_k, timeout_ms=timeout_ms)
         return JSONResponse({"model": name, "predictions": [p.to_dict() for p in preds]})
 
@@ -368,6 +368,6 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
         return 0
     create_app(config)  # fail here, once, on a bad model rather than in every worker
     os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
-    uvicorn.run("dlinfer.server:app_from_env", factory=True, host=host, port=port,
+    uvicorn.run("dlinfer.serving.server:app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level)
     return 0

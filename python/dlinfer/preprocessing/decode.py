@@ -1,6 +1,6 @@
-"""Turning what users pass (file paths, PIL images, arrays) into uint8 pixel arrays.
+"""The one image decoder: files, uploaded bytes, PIL images and arrays -> uint8 pixels.
 
-Files are decoded with Pillow: EXIF orientation is applied, palette and transparent
+Files and bytes are decoded with Pillow: EXIF orientation is applied, palette and transparent
 images are composited onto black, 16-bit images are scaled to 8 bits, CMYK and the
 other colour spaces become RGB.  Large JPEGs are decoded in draft mode (DCT
 scaling) when the target is much smaller, and an image that would need more than
@@ -10,33 +10,26 @@ a memory budget to decode is refused before it is decoded.  Errors name the item
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._native_loader import native
-from .errors import (
-    ChannelError,
-    DecompressionBombError,
-    ImageDecodeError,
-    InputDtypeError,
-    InputError,
-    InputRankError,
-    InputShapeError,
-)
+from ..errors import DecompressionBombError, ImageDecodeError
+from .batching import Pixels, array_pixels, where
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
-    "Pixels",
+    "IMAGE_EXTENSIONS",
+    "decode_bytes",
     "decode_file",
     "from_pil",
+    "iter_image_files",
     "load_image",
-    "normalize_pixels",
-    "split_items",
     "to_pixels",
 ]
 
@@ -46,8 +39,10 @@ PathLike = str | os.PathLike
 # (about 179 M pixels) sits in the same range.
 DEFAULT_MAX_IMAGE_BYTES = 512 * 2**20
 
-# (uint8 (H, W, C) array, its colour order: GRAY, RGB, BGR, RGBA or BGRA)
-Pixels = tuple[np.ndarray, str]
+# File extensions Pillow can open: what a folder walk picks up as images.
+IMAGE_EXTENSIONS = frozenset(
+    ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
+)
 
 # EXIF orientations 5..8 swap width and height.
 _TRANSPOSED = (5, 6, 7, 8)
@@ -102,8 +97,40 @@ def decode_file(
     ``max_image_bytes`` decoded are refused with :class:`DecompressionBombError`.
     """
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageDecodeError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise ImageDecodeError(f"{path}: is a directory, not an image file")
+    if not os.path.isfile(path):
+        # A FIFO or device would block open() or read forever.
+        raise ImageDecodeError(f"{path}: not a regular file")
+    return _decode(path, path, target, max_image_bytes)
+
+
+def decode_bytes(
+    data: bytes,
+    where: str = "image",
+    target: Callable[[int, int], tuple[int, int]] | None = None,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> Pixels:
+    """Decode an encoded image held in memory (an upload), exactly as :func:`decode_file`.
+
+    ``where`` names the image in error messages.
+    """
+    if not data:
+        raise ImageDecodeError(f"{where}: empty; expected the bytes of an image file")
+    return _decode(io.BytesIO(data), where, target, max_image_bytes)
+
+
+def _decode(
+    source: str | io.BytesIO,
+    where: str,
+    target: Callable[[int, int], tuple[int, int]] | None,
+    max_image_bytes: int,
+) -> Pixels:
+    """The one decoder: budget check from the header, then decode, orient, convert."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             orientation = img.getexif().get(0x0112, 1)
             # Draft only plain L/RGB JPEGs: CMYK and YCCK keep their own conversion.
             if target is not None and img.format == "JPEG" and img.mode in ("L", "RGB"):
@@ -121,24 +148,25 @@ def decode_file(
             needed = w * h * max(bands, 3) * (2 if img.mode in _SIXTEEN_BIT else 1)
             if needed > max_image_bytes:
                 raise DecompressionBombError(
-                    f"{path}: a {w}x{h} {img.mode} image needs {needed:,} bytes decoded, over "
-                    f"the budget of {max_image_bytes:,} (max_image_bytes); refusing to decode it"
+                    f"{where}: a {w}x{h} {img.mode} image needs {needed:,} bytes decoded, "
+                    f"over the budget of {max_image_bytes:,} (max_image_bytes); refusing to "
+                    "decode it"
                 )
-            img.load()  # decode now, so truncation fails here and names this file
+            img.load()  # decode now, so truncation fails here and names this image
             img = ImageOps.exif_transpose(img)
             return _pil_mode_pixels(img)
     except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: file not found") from None
+        raise ImageDecodeError(f"{where}: file not found") from None
     except IsADirectoryError:
-        raise ImageDecodeError(f"{path}: is a directory, not an image file") from None
+        raise ImageDecodeError(f"{where}: is a directory, not an image file") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"{path}: not an image file Pillow can read") from None
+        raise ImageDecodeError(f"{where}: not an image file Pillow can read") from None
     except Image.DecompressionBombError as exc:
-        raise DecompressionBombError(f"{path}: {exc}") from exc
+        raise DecompressionBombError(f"{where}: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise
-        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+        raise ImageDecodeError(f"{where}: corrupt or truncated image ({exc})") from exc
 
 
 def load_image(path: PathLike, color: str = "RGB") -> Image.Image:
@@ -146,67 +174,6 @@ def load_image(path: PathLike, color: str = "RGB") -> Image.Image:
     arr, order = decode_file(path)
     img = Image.fromarray(arr[:, :, 0] if order == "GRAY" else arr)
     return img.convert("L" if color == "GRAY" else "RGB")
-
-
-def split_items(images: Any) -> list[Any]:
-    """Split the user's argument into per-image items.
-
-    A path, PIL image or one image array is one item; a rank-4 array (N, H, W, C)
-    or a rank-3 array whose last axis is not a channel axis (N, H, W) is N items; a
-    list or tuple is its elements.
-    """
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
-    if isinstance(images, np.ndarray):
-        if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
-            return list(images)
-        return [images]
-    if isinstance(images, Sequence):
-        return list(images)
-    raise TypeError(
-        "images must be a path, a PIL image, a numpy array, or a list of those; "
-        f"got {type(images).__name__}"
-    )
-
-
-def array_pixels(arr: np.ndarray, where: str, input_color: str | None = None) -> Pixels:
-    """Check one image array and view it as (H, W, C) uint8 with its colour order."""
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    elif arr.ndim != 3:
-        raise InputRankError(
-            f"{where}: an image array must have rank 2 (H, W) or 3 (H, W, C), or rank 4 "
-            f"for a batch; got shape {arr.shape}"
-        )
-    if arr.dtype != np.uint8:
-        raise InputDtypeError(
-            f"{where}: images must be uint8 pixels, got dtype {arr.dtype} (shape {arr.shape})"
-        )
-    channels = arr.shape[2]
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputShapeError(f"{where}: the image is empty (shape {arr.shape})")
-    default = {1: "GRAY", 3: "RGB", 4: "RGBA"}
-    if channels not in default:
-        raise ChannelError(
-            f"{where}: an image must have 1, 3 or 4 channels, got {channels} "
-            f"(shape {arr.shape}); they are read as GRAY, RGB/BGR or RGBA/BGRA"
-        )
-    order = input_color or default[channels]
-    expected = {"GRAY": 1, "RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4}.get(order)
-    if expected is None:
-        raise InputError(f"input_color must be GRAY, RGB, BGR, RGBA or BGRA, got {order!r}")
-    if expected != channels:
-        raise ChannelError(
-            f"{where}: input_color {order} needs {expected} channel(s), got {channels} "
-            f"(shape {arr.shape})"
-        )
-    return arr, order
-
-
-def _where(item: Any, i: int, n: int) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item)
-    return f"image {i}" if n > 1 else "image"
 
 
 def to_pixels(
@@ -224,15 +191,15 @@ def to_pixels(
     out: list[Pixels | None] = [None] * len(items)
     files: list[int] = []
     for i, item in enumerate(items):
-        where = _where(item, i, len(items))
+        name = where(item, i, len(items))
         if isinstance(item, (str, os.PathLike)):
             files.append(i)
         elif isinstance(item, Image.Image):
             out[i] = from_pil(item)
         elif isinstance(item, np.ndarray) or (np.ndim(item) > 0 and not isinstance(item, str)):
-            out[i] = array_pixels(np.asarray(item), where, input_color)
+            out[i] = array_pixels(np.asarray(item), name, input_color)
         else:
-            raise TypeError(f"{where}: unsupported image type {type(item).__name__}")
+            raise TypeError(f"{name}: unsupported image type {type(item).__name__}")
 
     def decode(i: int) -> Pixels:
         return decode_file(items[i], target, max_image_bytes)
@@ -249,16 +216,15 @@ def to_pixels(
     return out  # type: ignore[return-value]
 
 
-def normalize_pixels(
-    pixels: np.ndarray, spec: Any, threads: int | None = None, out: np.ndarray | None = None
-) -> np.ndarray:
-    """uint8 NHWC pixels already at the model's size -> float32, in one native pass.
-
-    ``spec`` is an :class:`~dlinfer.InputSpec` (its scale, mean and std are used).
-    """
-    if out is None:
-        out = np.empty(pixels.shape, dtype=np.float32)
-    return native.normalize_u8_to_f32_nhwc(
-        np.ascontiguousarray(pixels), out, spec.scale, list(spec.mean), list(spec.std),
-        threads or 0,
-    )
+def iter_image_files(root: str, recursive: bool = True) -> Iterator[str]:
+    """Image files under ``root`` (by extension), lazily, in sorted order per folder."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise ImageDecodeError(f"{root}: cannot list the folder ({exc})") from exc
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                yield from iter_image_files(entry.path, recursive)
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            yield entry.path
