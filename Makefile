@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 SOURCES := pyproject.toml CMakeLists.txt $(shell find native python -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null)
 
-.PHONY: demo test test-all lint clean asan fashion-mnist
+.PHONY: demo test test-runtime test-all lint clean asan fashion-mnist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,23 @@ fashion-mnist:
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
+# The runtime as users install it, without TensorFlow (`pip install .[test]`): the
+# runtime tests must pass there, and the ones that need TensorFlow skip one by one.
+RUNTIME_VENV := .venv-runtime
+RUNTIME_PY   := $(RUNTIME_VENV)/bin/python
+$(RUNTIME_PY):
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+
+$(RUNTIME_VENV)/.installed: $(RUNTIME_PY) $(SOURCES)
+	@echo ">> installing dlinfer with the [test] extra (no TensorFlow) into $(RUNTIME_VENV)"
+	$(RUNTIME_PY) -m pip --disable-pip-version-check install -q ".[test]"
+	@touch $@
+
+test-runtime: $(RUNTIME_VENV)/.installed
+	@if $(RUNTIME_PY) -c "import tensorflow" 2>/dev/null; then \
+		echo "$(RUNTIME_VENV) has TensorFlow: it must not" >&2; exit 1; fi
+	$(RUNTIME_PY) -m pytest -p no:cacheprovider
+
 # Everything, the slow tests included.
 test-all: $(VENV)/.installed-test
 	$(PY) -m pytest -m ""
@@ -48,7 +65,7 @@ lint: $(VENV)/.installed-test
 	$(PY) -m ruff check python training tests benchmarks
 
 clean:
-	rm -rf build artifacts $(VENV) .pytest_cache
+	rm -rf build artifacts $(VENV) $(RUNTIME_VENV) .pytest_cache
 
 # Kernel tests under AddressSanitizer + UBSan (issue 5).  The extension is built
 # separately in build/asan with -DDLINFER_SANITIZE=ON; Python itself is not

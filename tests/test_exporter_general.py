@@ -9,13 +9,17 @@ import dlinfer
 import numpy as np
 import onnx
 import pytest
+from optional import HAVE_TENSORFLOW, tensorflow
 
-pytest.importorskip("tensorflow")
-from training._tf import keras, tf  # noqa: E402
-from dlinfer.export import ExportError, inference_model, random_nodes, to_onnx  # noqa: E402
+if HAVE_TENSORFLOW:
+    from dlinfer.export import ExportError, inference_model, random_nodes, to_onnx
 
+    from training._tf import keras, tf
+
+    L = keras.layers
+
+pytestmark = tensorflow
 ATOL = 1e-5
-L = keras.layers
 
 
 def _randomize_batchnorm(model) -> None:
@@ -147,3 +151,38 @@ def test_export_cli_round_trip(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (3, 6, 6, 3), dtype=np.uint8)
     keras_p = np.asarray(model.predict_on_batch(pixels.astype(np.float32)))[:, 0]
     assert np.abs(clf.predict_proba(pixels)[:, 1] - keras_p).max() <= ATOL
+
+
+def test_dlinfer_export_runs_from_the_installed_package_outside_the_repo(tmp_path):
+    """`dlinfer export` as a user runs it: the installed console script, away from the repo."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(3, 3, activation="relu"),
+                              L.GlobalAveragePooling2D(), L.Dense(3, activation="softmax")])
+    model.save(tmp_path / "digits.keras")
+    script = shutil.which("dlinfer", path=os.path.dirname(sys.executable))
+    assert script, "the dlinfer console script is not installed next to this Python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = dict(cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    where = subprocess.run([sys.executable, "-c", "import dlinfer; print(dlinfer.__file__)"],
+                           check=True, **run).stdout.strip()
+    sources = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+    assert "site-packages" in where and not where.startswith(sources), where
+    proc = subprocess.run([script, "export", "digits.keras", "--out", "digits.onnx",
+                           "--labels", "a,b,c"], **run)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote digits.onnx" in proc.stdout
+    clf = dlinfer.Classifier(str(tmp_path / "digits.onnx"))
+    assert clf.labels == ["a", "b", "c"] and clf.spec.task == "classification"
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    keras_p = np.asarray(model.predict_on_batch(pixels.astype(np.float32) / 255))
+    assert np.abs(clf.predict_proba(pixels) - keras_p).max() <= ATOL
+    # A file that is not a Keras model: a clear error, exit 2, and nothing written.
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    proc = subprocess.run([script, "export", "junk.keras", "--out", "junk.onnx"], **run)
+    assert proc.returncode == 2 and "cannot load junk.keras" in proc.stderr
+    assert not (tmp_path / "junk.onnx").exists()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dlinfer
 import numpy as np
 import pytest
+from optional import tensorflow
 
+pytestmark = tensorflow
 ATOL = 1e-5
 
 

@@ -18,9 +18,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import zoo_export_models
-from dlinfer.verification import reference
 from dlinfer.tools.cli import main
+from dlinfer.verification import reference
 from onnx import TensorProto, helper, numpy_helper
+from optional import HAVE_TENSORFLOW, tensorflow
+from reference import assert_close
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """name -> (keras_path, onnx_path, keras_model), built on first use."""
+    if not HAVE_TENSORFLOW:
+        pytest.skip("needs tensorflow to build the Keras models (pip install '.[train]')")
     folder = tmp_path_factory.mktemp("zoo5")
     cache: dict[str, tuple[str, str, object]] = {}
 
@@ -78,6 +82,7 @@ def test_verify_per_layer_passes(name, exported):
 
 
 @pytest.mark.slow
+@tensorflow
 @pytest.mark.parametrize("name", ["small_convnet", "vgg16_transfer"])
 def test_full_size_models_reference_and_verify(name, tmp_path):
     """The zoo's own 150x150 input (the default run uses a small one)."""
@@ -145,9 +150,11 @@ def test_per_layer_names_the_conv_whose_padding_was_changed(exported, tmp_path, 
     assert report["ok"] is False
 
 
+@tensorflow
 def test_per_layer_refuses_a_branching_model(tmp_path):
-    from training._tf import keras
     from dlinfer.export import to_onnx
+
+    from training._tf import keras
 
     inp = keras.Input((4,))
     out = keras.layers.Add()([keras.layers.Dense(4)(inp), keras.layers.Dense(4)(inp)])
@@ -317,14 +324,16 @@ def test_reference_executor_on_a_graph_of_every_supported_family():
     ).run(None, {"x": x})[0]
     got = reference.run(model, x)["y"]
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+@tensorflow
 def test_layers_beyond_the_zoo_reference_and_per_layer(tmp_path):
     """BatchNormalization, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D, Rescaling:
     the layers issue 3 uses to prove the exporter general must run here too."""
-    from training._tf import keras
     from dlinfer.export import to_onnx
+
+    from training._tf import keras
 
     L = keras.layers
     model = keras.Sequential(
@@ -354,7 +363,7 @@ def test_layers_beyond_the_zoo_reference_and_per_layer(tmp_path):
     x = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     expected = sess.run(None, {"images": x})[0]
-    np.testing.assert_allclose(reference.run(path, x)["probabilities"], expected, atol=1e-5)
+    assert_close(reference.run(path, x)["probabilities"], expected, atol=1e-5)
     report = dlinfer.verify(model, path, x, per_layer=True)
     assert report.ok, report.format()
 
@@ -386,7 +395,7 @@ def test_conv_transpose_auto_pad_and_pad_match_onnxruntime(auto_pad, k, s):
     )
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = sess.run(None, {"x": x})[0]
-    np.testing.assert_allclose(reference.run(model, x)["y"], expected, atol=1e-5)
+    assert_close(reference.run(model, x)["y"], expected, atol=1e-5)
 
     model = _single_node(
         "Pad",

@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from optional import tensorflow
+
+pytestmark = tensorflow
 
 
 def test_list_shows_mnist_cnn_with_its_parameter_count():
@@ -44,3 +47,78 @@ def test_full_mnist_without_network_fails_clearly(monkeypatch):
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(data.DataUnavailableError, match="internet access or a cached copy"):
         data.load_mnist("full")
+
+
+def _pass_through_classifier(path, input_spec, labels=("r", "g", "b")):
+    """A classifier whose graph only averages its input: what matters here is the spec."""
+    import onnx
+    from dlinfer.spec import METADATA_KEY, ModelSpec, OutputSpec
+    from onnx import TensorProto, helper
+
+    shape = ["N", *input_spec.shape[1:]]
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2], keepdims=0),
+         helper.make_node("Softmax", ["m"], ["probabilities"], axis=1)],
+        "pass_through",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(labels)])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    spec = ModelSpec(name="pass_through", task="classification", input=input_spec,
+                     output=OutputSpec(name="probabilities", kind="probabilities"),
+                     labels=tuple(labels))
+    model.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [dict(scale=1.0, mean=(123.68, 116.779, 103.939), std=(1.0, 1.0, 1.0)),  # VGG16's spec
+     dict(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))],
+    ids=["vgg16", "imagenet-std"],
+)
+def test_training_input_is_bit_identical_to_the_deployed_classifiers(tmp_path, norm):
+    """What training feeds the model and what Classifier feeds it, bit for bit.
+
+    Both the uint8 path (MNIST-style data) and the float path (the image-folder
+    loader's resized floats, ``pixels * scale``) are checked, and the values are
+    checked against the spec's formula so that the comparison is not vacuous.
+    """
+    import dlinfer
+    import numpy as np
+    from reference import assert_close
+
+    from training.train import _input_spec, model_input
+
+    spec = dict(input_name="images", color="RGB", **norm)
+    input_spec = _input_spec(spec, (None, 12, 10, 3))
+    path = str(tmp_path / "m.onnx")
+    _pass_through_classifier(path, input_spec)
+    clf = dlinfer.Classifier(path)
+    pixels = np.random.default_rng(7).integers(0, 256, (5, 12, 10, 3), dtype=np.uint8)
+    floats = (pixels * np.float32(norm["scale"])).astype(np.float32)
+    for given in (pixels, floats):
+        trained_on = model_input(given, input_spec)
+        deployed = clf.preprocess(given)
+        assert trained_on.dtype == deployed.dtype == np.float32
+        np.testing.assert_array_equal(trained_on.view(np.uint32), deployed.view(np.uint32))
+        # The spec's formula in float64; 1e-5 relative covers float32 rounding of the
+        # coefficients and one multiply-add.
+        want = (pixels * norm["scale"] - np.array(norm["mean"])) / np.array(norm["std"])
+        assert_close(deployed.astype(np.float64), want, atol=1e-5, rtol=1e-5,
+                     context=f"{given.dtype} input", layout="NHWC")
+
+
+def test_mnist_training_input_is_what_the_classifier_feeds(tmp_path):
+    """The pixel models' own normalization step (training.train._to_input), bit for bit."""
+    import dlinfer
+    import numpy as np
+
+    from training.train import _input_spec, _to_input
+
+    input_spec = _input_spec({"mean": (0.1307,), "std": (0.3081,)})
+    path = str(tmp_path / "digits.onnx")
+    _pass_through_classifier(path, input_spec, labels=("only",))
+    digits = np.random.default_rng(3).integers(0, 256, (9, 28, 28), dtype=np.uint8)
+    np.testing.assert_array_equal(_to_input(digits, input_spec).view(np.uint32),
+                                  dlinfer.Classifier(path).preprocess(digits).view(np.uint32))

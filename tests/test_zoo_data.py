@@ -6,13 +6,17 @@ import os
 
 import numpy as np
 import pytest
+from optional import HAVE_TENSORFLOW, tensorflow
+from reference import assert_close
 from zoo_models import no_network  # noqa: F401 - a fixture
 
-pytest.importorskip("tensorflow")
-from training import data  # noqa: E402
-from training._tf import keras  # noqa: E402
+if HAVE_TENSORFLOW:
+    from training import data
+    from training._tf import keras
 
-HAVE_DEBIAN_FASHION = all(
+pytestmark = tensorflow
+
+HAVE_DEBIAN_FASHION = HAVE_TENSORFLOW and all(
     os.path.isfile(os.path.join(data.DEBIAN_FASHION_DIR, f)) for f in data.FASHION_FILES
 )
 needs_fashion = pytest.mark.skipif(
@@ -143,7 +147,7 @@ def test_imdb_without_network_fails_clearly(monkeypatch):
 def test_parabola_points():
     p = data.parabola_points(100, np.random.default_rng(0))
     assert p.shape == (100, 2) and np.abs(p[:, 0]).max() <= 0.5
-    np.testing.assert_allclose(p[:, 1], p[:, 0] ** 2)
+    assert_close(p[:, 1], p[:, 0] ** 2, rtol=1e-7)
 
 
 def test_vgg16_imagenet_weights_offline_fail_clearly(monkeypatch):

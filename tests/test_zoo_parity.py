@@ -20,16 +20,20 @@ import dlinfer
 import numpy as np
 import onnx
 import pytest
+from optional import HAVE_TENSORFLOW, tensorflow
 from zoo_models import BATCH, VGG_TEST_SIZE, build, digits, exported, rgb_digits
 
-pytest.importorskip("tensorflow")
-from training import zoo  # noqa: E402
-from dlinfer.export import random_nodes, to_onnx  # noqa: E402
-from training.parity import psnr  # noqa: E402
+if HAVE_TENSORFLOW:
+    from dlinfer.export import random_nodes, to_onnx
+
+    from training import zoo
+    from training.parity import psnr
+
+pytestmark = tensorflow
 
 ATOL = 1e-5
 MIN_PSNR_DB = 60.0
-NAMES = list(zoo.ZOO)
+NAMES = list(zoo.ZOO) if HAVE_TENSORFLOW else []
 
 
 @functools.cache

@@ -13,20 +13,22 @@ import os
 import dlinfer
 import numpy as np
 import pytest
+from optional import HAVE_TENSORFLOW, tensorflow
+from reference import assert_close
 from zoo_models import no_network  # noqa: F401 - a fixture
 
-pytest.importorskip("tensorflow")
-from training import data as datasets  # noqa: E402
-from training import zoo  # noqa: E402
-from training.train import TrainResult, train  # noqa: E402
+if HAVE_TENSORFLOW:
+    from training import data as datasets
+    from training import zoo
+    from training.train import TrainResult, train
 
 ATOL = 1e-5
 # The regression models output raw series values; co2 is ~350 ppm, where one float32
 # ulp is 3.05e-5 and that is the measured diff.  So their bound is 1e-5 relative to
 # the output's magnitude (the network itself computes in standardized units).
 REL_TOL_REGRESSION = 1e-5
-pytestmark = pytest.mark.usefixtures("no_network")
-HAVE_DEBIAN_FASHION = all(
+pytestmark = [tensorflow, pytest.mark.usefixtures("no_network")]
+HAVE_DEBIAN_FASHION = HAVE_TENSORFLOW and all(
     os.path.isfile(os.path.join(datasets.DEBIAN_FASHION_DIR, f)) for f in datasets.FASHION_FILES
 )
 
@@ -87,8 +89,8 @@ def test_imdb_lstm_learns_the_generated_token_task(tmp_path, monkeypatch):
     preds = clf.predict(ragged)
     assert [p.index for p in preds] == [int(p >= 0.5) for p in keras_p]
     assert {p.label for p in preds} <= {"negative", "positive"}
-    np.testing.assert_allclose([p.top[0].probability if p.index else 1 - p.probability
-                                for p in preds], keras_p, atol=1e-5)
+    assert_close(np.array([p.top[0].probability if p.index else 1 - p.probability
+                           for p in preds]), np.asarray(keras_p, np.float64), atol=1e-5)
     np.testing.assert_array_equal(clf.preprocess(ragged), x)
     assert clf.predict(ragged[3])[0] == preds[3]  # one sequence on its own
     with pytest.raises(dlinfer.InputDtypeError, match="must be integers"):
