@@ -1,8 +1,9 @@
 """`dlinfer serve` over real HTTP: a subprocess on a free loopback port, stopped by its pid.
 
-Every route, every error code, and a graceful SIGTERM shutdown that finishes the
-request it holds.  Nothing here asserts on wall time: readiness and shutdown are
-polled for, with generous limits that only a hung server reaches.
+Every route, every error code, decompression bombs, and a graceful SIGTERM shutdown
+that finishes the request it holds.  Nothing here asserts on wall time: readiness and
+shutdown are polled for, with generous limits that only a hung server reaches.
+The HTTP tests need Starlette and uvicorn (the ``serve`` extra); each skips without them.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 
 import dlinfer
 import numpy as np
 import pytest
+from dlinfer.preprocessing.decode import DEFAULT_MAX_IMAGE_BYTES, decode_bytes
+from optional import requires
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
+serving = requires("starlette", "uvicorn")
 
 MAX_QUEUE = 4
-MAX_BODY = 64 * 1024
+MAX_BODY = 1024 * 1024  # room for the bombs below (a few hundred KB each)
 
 
 def free_port() -> int:
@@ -125,6 +128,7 @@ def check_matches(preds, direct):
 
 # -- routes ------------------------------------------------------------------------------------
 
+@serving
 def test_healthz_and_models(server):
     assert call(server, "GET", "/healthz") == (200, {"status": "ok", "models": ["again", "mnist"]})
     status, body = call(server, "GET", "/v1/models")
@@ -135,6 +139,7 @@ def test_healthz_and_models(server):
     assert call(server, "GET", "/v1/models/again")[1]["name"] == "again"
 
 
+@serving
 def test_predict_raw_body_matches_direct_prediction(server, clf, digit_pngs):
     paths, _ = digit_pngs
     for path in paths[:4]:
@@ -145,14 +150,15 @@ def test_predict_raw_body_matches_direct_prediction(server, clf, digit_pngs):
         assert len(body["predictions"][0]["top"]) == 3
 
 
-def test_predict_multipart_and_json(server, clf, digit_pngs, mnist_trained):
+@serving
+def test_predict_multipart_and_json(server, clf, digit_pngs, mnist_digits):
     paths, _ = digit_pngs
     data, headers = multipart({f"f{i}": open(p, "rb").read() for i, p in enumerate(paths[:3])})
     status, body = call(server, "POST", "/v1/models/again/predict", data, headers)
     assert status == 200
     check_matches(body["predictions"], clf.predict(paths[:3]))
 
-    pixels = mnist_trained.split.x_test[20:23]
+    pixels = mnist_digits.x_test[20:23]
     status, body = post_json(server, "/v1/models/mnist/predict?top_k=2",
                              {"images": pixels.tolist()})
     assert status == 200
@@ -163,6 +169,7 @@ def test_predict_multipart_and_json(server, clf, digit_pngs, mnist_trained):
     check_matches(body["predictions"], clf.predict(scaled))
 
 
+@serving
 def test_metrics(server):
     call(server, "POST", "/v1/models/mnist/predict", b"not an image")
     status, text = call(server, "GET", "/metrics")
@@ -174,6 +181,7 @@ def test_metrics(server):
 
 # -- errors: JSON, 4xx, and the server stays up ------------------------------------------------
 
+@serving
 @pytest.mark.parametrize(
     "path, body, headers, status, code, detail",
     [
@@ -208,6 +216,7 @@ def test_errors(server, path, body, headers, status, code, detail):
     assert call(server, "GET", "/healthz")[0] == 200
 
 
+@serving
 def test_chunked_body_over_the_limit_gets_413(server):
     def chunks():
         for _ in range(MAX_BODY // 1024 + 2):
@@ -221,8 +230,67 @@ def test_chunked_body_over_the_limit_gets_413(server):
     assert call(server, "GET", "/healthz")[0] == 200
 
 
+# -- decompression bombs: a JSON 413 naming the budget, and the server keeps serving --------
+
+def zero_png(width: int, height: int, bit_depth: int = 8) -> bytes:
+    """A valid all-black gray PNG, written by hand: a few hundred KB that declare a
+    huge image (zeros deflate about 1000:1), without ever holding its pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    deflate = zlib.compressobj(9)
+    row = bytes(1 + width * bit_depth // 8)  # filter byte 0, then the samples
+    idat = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    header = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
+              + bytes([bit_depth, 0, 0, 0, 0]))  # gray, deflate, no filter, no interlace
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    return {
+        # 400 M pixels: over Pillow's own limit, which refuses it when the file is opened
+        "20000x20000": zero_png(20000, 20000),
+        # 100 M 16-bit pixels: under Pillow's limit, 600 MB decoded, over dlinfer's budget
+        "10000x10000x16bit": zero_png(10000, 10000, 16),
+    }
+
+
+# Pillow warns above 89 M pixels; it is dlinfer's budget that refuses the 16-bit one.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("name", ["20000x20000", "10000x10000x16bit"])
+def test_bomb_is_refused_by_the_shared_decoder_before_decoding(bombs, name):
+    assert len(bombs[name]) < MAX_BODY
+    with pytest.raises(dlinfer.DecompressionBombError, match="max_image_bytes") as info:
+        decode_bytes(bombs[name], "upload")
+    assert f"{DEFAULT_MAX_IMAGE_BYTES:,}" in str(info.value)
+    assert isinstance(info.value, dlinfer.ImageDecodeError)
+
+
+@serving
+@pytest.mark.parametrize("form", ["raw", "multipart"])
+@pytest.mark.parametrize("name", ["20000x20000", "10000x10000x16bit"])
+def test_bomb_upload_gets_json_413_naming_the_limit(server, clf, digit_pngs, bombs, name, form):
+    if form == "raw":
+        data, headers = bombs[name], {"content-type": "image/png"}
+    else:
+        data, headers = multipart({"bomb": bombs[name]})
+    status, body = call(server, "POST", "/v1/models/mnist/predict", data, headers)
+    assert (status, body["error"]) == (413, "image_too_large"), body
+    assert "max_image_bytes" in body["detail"], body
+    assert f"{DEFAULT_MAX_IMAGE_BYTES:,}" in body["detail"], body
+    # still serving: a normal upload right after gets its answer
+    with open(digit_pngs[0][0], "rb") as f:
+        status, body = call(server, "POST", "/v1/models/mnist/predict", f.read())
+    assert status == 200
+    check_matches(body["predictions"], clf.predict(digit_pngs[0][0]))
+
+
 # -- graceful shutdown -------------------------------------------------------------------------
 
+@serving
 def test_sigterm_finishes_queued_requests_and_exits_0(mnist_onnx, clf, digit_pngs, tmp_path):
     paths, _ = digit_pngs
     # A long batching delay keeps the request queued while the server is told to stop.
@@ -261,6 +329,7 @@ def test_sigterm_finishes_queued_requests_and_exits_0(mnist_onnx, clf, digit_png
     assert "Application shutdown complete" in srv.output()
 
 
+@serving
 @pytest.mark.slow
 def test_two_worker_processes_serve_and_stop_cleanly(mnist_onnx, clf, digit_pngs, tmp_path):
     paths, _ = digit_pngs
