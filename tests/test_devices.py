@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from dlinfer.tools.doctor import probe_provider
+from reference import assert_close
 
 CUDA_USABLE = probe_provider("CUDAExecutionProvider")["usable"] if (
     "CUDAExecutionProvider" in ort.get_available_providers()
@@ -52,7 +53,7 @@ def test_session_options_passthrough(mnist_onnx, x3):
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     m = dlinfer.Model(mnist_onnx, session_options=options)
-    np.testing.assert_allclose(m.run(x3), dlinfer.Model(mnist_onnx).run(x3), atol=1e-6)
+    assert_close(m.run(x3), dlinfer.Model(mnist_onnx).run(x3), atol=1e-6)
 
 
 def test_io_binding_matches_plain_run(mnist_onnx, x3):
@@ -110,9 +111,9 @@ def test_slow_path_inputs_still_work_and_fail_clearly(mnist_onnx, x3, io_binding
 def test_cuda_runs_on_cuda_and_matches_cpu(mnist_onnx, x3):
     m = dlinfer.Model(mnist_onnx, device="cuda")
     assert m.providers[0] == "CUDAExecutionProvider"
-    np.testing.assert_allclose(m.run(x3), dlinfer.Model(mnist_onnx).run(x3), atol=1e-4)
+    assert_close(m.run(x3), dlinfer.Model(mnist_onnx).run(x3), atol=1e-4, context="cuda vs cpu")
     bound = dlinfer.Model(mnist_onnx, device="cuda", io_binding=True)
-    np.testing.assert_allclose(bound.run(x3), m.run(x3), atol=1e-6)
+    assert_close(bound.run(x3), m.run(x3), atol=1e-6, context="io_binding vs run on cuda")
 
 
 @pytest.mark.parametrize("batch", [3, 8], ids=["copied-input", "zero-copy-input"])
