@@ -81,9 +81,10 @@ Prepared = dict[str, tuple[str, str]]
 
 def prepare(folder: str, only: list[str] | None) -> tuple[Prepared, dict[str, str]]:
     """Build and export every zoo model; returns {name: (onnx, keras)} and {name: why not}."""
+    from dlinfer.export import to_onnx
+
     from training import zoo
     from training._tf import keras
-    from dlinfer.export import to_onnx
 
     os.makedirs(folder, exist_ok=True)
     entries: dict[str, tuple[Any, Any]] = {name: (e.build, e) for name, e in zoo.ZOO.items()}

@@ -53,8 +53,9 @@ def build_models(folder: str) -> dict[str, str]:
     if all(os.path.exists(p) for p in paths.values()):
         return paths
     os.makedirs(folder, exist_ok=True)
-    from training._tf import keras
     from dlinfer.export import to_onnx
+
+    from training._tf import keras
     from training.zoo import mnist_cnn
 
     keras.utils.set_random_seed(0)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dlinfer.tools.cli import add_export_arguments, export_command
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
@@ -32,16 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vgg16_transfer stage 2 (block5 unfrozen); 0 skips it")
 
     p = sub.add_parser("export", help="export a saved .keras model to ONNX (as `dlinfer export`)")
-    p.add_argument("keras_file")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--labels", default=None, help="comma-separated class labels")
-    p.add_argument("--task", default=None,
-                   choices=["classification", "binary_classification", "regression",
-                            "generation"],
-                   help="default: classification with --labels (binary for a single sigmoid "
-                        "output), else regression")
-    p.add_argument("--scale", type=float, default=None,
-                   help="pixel scale the model expects (default 1/255 for images)")
+    add_export_arguments(p)
 
     p = sub.add_parser("make-images",
                        help="write an image folder OUT/<class>/*.jpg from Fashion-MNIST classes")
@@ -68,16 +61,6 @@ def _list() -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    # The same exporter as `dlinfer export`, which is what users outside the repo run.
-    from dlinfer.export import export_file
-
-    labels = tuple(x for x in args.labels.split(",") if x) if args.labels else ()
-    export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
-    print(f"wrote {args.out}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list":
@@ -99,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {result.keras_path}, {result.onnx_path}, {result.report_path}")
         return 0
     if args.command == "export":
-        return _export(args)
+        return export_command(args)
     if args.command == "make-images":
         from .data import make_images
 

@@ -27,25 +27,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._native_loader import native as _native  # noqa: F401 - fail early, with build instructions
-from .errors import (
-    BatcherClosedError,
-    ChannelError,
-    DecompressionBombError,
-    DlinferError,
-    EmptyBatchError,
-    ImageDecodeError,
-    InferenceError,
-    InputDtypeError,
-    InputError,
-    InputRankError,
-    InputShapeError,
-    ModelLoadError,
-    ModelNotFoundError,
-    ProviderUnavailableError,
-    QueueFullError,
-    RequestTimeoutError,
-    SpecError,
-)
+from .errors import *  # noqa: F403 - every dlinfer exception, listed once in errors.py
+from .errors import __all__ as _error_names
 from .preprocessing.transform import Geometry, PreprocessSpec, preprocess
 from .runtime.model import Model, TensorInfo
 from .spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
@@ -94,39 +77,23 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    *_error_names,
     "METADATA_KEY",
     "BenchResults",
     "benchmark",
     "diagnose",
     "Batcher",
-    "BatcherClosedError",
     "BatcherStats",
     "Candidate",
-    "ChannelError",
     "Classifier",
-    "DecompressionBombError",
-    "DlinferError",
-    "EmptyBatchError",
     "Geometry",
     "Generator",
-    "ImageDecodeError",
-    "InferenceError",
-    "InputDtypeError",
-    "InputError",
-    "InputRankError",
-    "InputShapeError",
     "InputSpec",
     "Model",
-    "ModelLoadError",
-    "ModelNotFoundError",
     "ModelSpec",
     "OutputSpec",
     "Prediction",
     "PreprocessSpec",
-    "ProviderUnavailableError",
-    "QueueFullError",
-    "RequestTimeoutError",
-    "SpecError",
     "TensorInfo",
     "__version__",
     "kernels",

@@ -10,6 +10,7 @@ NumPy conventions keeps working::
     │   └── ModelNotFoundError      (also FileNotFoundError)
     ├── SpecError                   dlinfer metadata missing or malformed
     ├── ExportError                 (also ValueError) a Keras model cannot be exported faithfully
+    ├── MissingExtraError           (also ImportError) a feature's optional package is missing
     ├── ProviderUnavailableError    requested device cannot actually run
     ├── InferenceError              onnxruntime failed while running
     ├── ImageDecodeError            image file corrupt, truncated or not an image
@@ -40,6 +41,7 @@ __all__ = [
     "InputError",
     "InputRankError",
     "InputShapeError",
+    "MissingExtraError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ProviderUnavailableError",
@@ -67,6 +69,10 @@ class SpecError(DlinferError):
 
 class ExportError(DlinferError, ValueError):
     """A Keras model cannot be exported faithfully; the message names the layer."""
+
+
+class MissingExtraError(DlinferError, ImportError):
+    """A feature needs an optional package (one of dlinfer's extras) that is not installed."""
 
 
 class ProviderUnavailableError(DlinferError, RuntimeError):

@@ -7,32 +7,5 @@
 
 from __future__ import annotations
 
-from ..errors import ExportError
-from .keras import (
-    IR_VERSION,
-    OPSET,
-    RANDOM_OPS,
-    export_file,
-    inference_model,
-    is_augmentation,
-    random_nodes,
-    read_spec,
-    set_spec,
-    to_onnx,
-    versions,
-)
-
-__all__ = [
-    "IR_VERSION",
-    "OPSET",
-    "RANDOM_OPS",
-    "ExportError",
-    "export_file",
-    "inference_model",
-    "is_augmentation",
-    "random_nodes",
-    "read_spec",
-    "set_spec",
-    "to_onnx",
-    "versions",
-]
+from .keras import *  # noqa: F403 - the exporter's public names, listed once in keras.py
+from .keras import __all__  # noqa: F401

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .._optional import import_optional
+
 __all__ = ["import_tensorflow"]
 
 
@@ -13,12 +15,6 @@ def import_tensorflow() -> tuple[Any, Any]:
     # TensorFlow logs GPU probing and oneDNN notices at INFO level on every import;
     # they drown the training output and say nothing actionable on a CPU machine.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "exporting or training Keras models needs TensorFlow: "
-            "pip install 'dlinfer[export]' (or '.[train]' in the repository)"
-        ) from exc
-    return keras, tf
+    feature = "exporting, training or verifying Keras models"
+    tf = import_optional("tensorflow", "export", feature)
+    return import_optional("keras", "export", feature), tf

@@ -162,7 +162,8 @@ def _decode(
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{where}: not an image file Pillow can read") from None
     except Image.DecompressionBombError as exc:
-        raise DecompressionBombError(f"{where}: {exc}") from exc
+        raise DecompressionBombError(f"{where}: {exc} (Pillow's limit, checked before the budget "
+                                     f"of {max_image_bytes:,} bytes, max_image_bytes)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise

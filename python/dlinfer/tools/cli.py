@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._optional import import_optional
 from ..errors import DlinferError
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
@@ -127,15 +128,11 @@ def _verify(args: argparse.Namespace) -> int:
                     rtol=args.rtol, samples=args.samples)
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
-def _export(args: argparse.Namespace) -> int:
-    try:
-        from ..export import export_file
-    except ImportError as exc:
-        print(f"dlinfer: error: `dlinfer export` needs the export extra ({exc}); "
-              "install it with: pip install 'dlinfer[export]'", file=sys.stderr)
-        return 2
+def export_command(args: argparse.Namespace) -> int:
+    """`dlinfer export` (also `python -m training export`): parsed arguments in, exit status out."""
+    export = import_optional("dlinfer.export", "export", "`dlinfer export`")
     labels = tuple(x for x in args.labels.split(",") if x) if args.labels else ()
-    export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
+    export.export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
     print(f"wrote {args.out}")
     return 0
 
@@ -144,6 +141,12 @@ def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="export a saved .keras model to ONNX with its spec",
                        description="Convert a .keras file to ONNX (opset 17) with dlinfer's "
                        "spec in its metadata. Needs the export extra (TensorFlow, tf2onnx).")
+    add_export_arguments(p)
+    p.set_defaults(func=export_command)
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `dlinfer export` (the training CLI's export takes the same)."""
     p.add_argument("keras_file", metavar="KERAS_FILE")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--labels", default=None, help="comma-separated class labels")
@@ -154,7 +157,6 @@ def _add_export(sub: Any) -> None:
                         "output), else regression")
     p.add_argument("--scale", type=float, default=None,
                    help="pixel scale the model expects (default 1/255 for images)")
-    p.set_defaults(func=_export)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -200,13 +202,8 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"providers that actually ran: {ran}")
     return 0
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        from ..serving.server import ServeConfig, serve
-    except ImportError as exc:
-        print(f"dlinfer: error: `dlinfer serve` needs the serve extra ({exc}); "
-              "install it with: pip install 'dlinfer[serve]'", file=sys.stderr)
-        return 2
-    config = ServeConfig(
+    server = import_optional("dlinfer.serving.server", "serve", "`dlinfer serve`")
+    config = server.ServeConfig(
         models=args.models, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
         max_queue=args.max_queue, timeout_ms=args.timeout_ms or None,
         max_body_bytes=args.max_body_bytes, device=args.device, threads=args.threads,
@@ -216,7 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dlinfer: error: {exc}", file=sys.stderr)
         return 2
-    return serve(config, host=args.host, port=args.port, workers=args.workers,
+    return server.serve(config, host=args.host, port=args.port, workers=args.workers,
                  log_level=args.log_level)
 
 

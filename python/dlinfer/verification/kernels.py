@@ -155,29 +155,24 @@ def conv2d(
     convolution.  ``activation`` (``None``, ``"relu"``, ``"leaky_relu"`` with
     slope ``alpha``, ``"sigmoid"``, ``"tanh"``) is fused after the bias.
     """
+    layout, x, w = _conv_operands(x, w, layout)
+    if layout == "NCHW":
+        w = w.transpose(2, 3, 1, 0)
+    s, d = _pair(strides, "strides"), _pair(dilations, "dilations")
+    pads = _pads(padding, x.shape[1:3], w.shape[:2], s, d)
+    y = _native.conv2d_nhwc_f32(x, w, bias, s, d, pads, (0, 0), int(groups),
+                                _activation(activation), float(alpha), _threads(threads))
+    return _from_nhwc(y, layout)
+
+
+def _conv_operands(x: np.ndarray, w: np.ndarray, layout: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """The checked layout, ``x`` as NHWC and ``w`` as a rank-4 array (still in ``layout``)."""
     layout = _check_layout(layout)
     x = _to_nhwc(_rank4(x, "x", layout), layout)
     w = np.asarray(w)
     if w.ndim != 4:
         raise ValueError(f"w must have rank 4, got shape {w.shape}")
-    if layout == "NCHW":
-        w = w.transpose(2, 3, 1, 0)
-    s, d = _pair(strides, "strides"), _pair(dilations, "dilations")
-    pads = _pads(padding, x.shape[1:3], w.shape[:2], s, d)
-    y = _native.conv2d_nhwc_f32(
-        x,
-        w,
-        bias,
-        s,
-        d,
-        pads,
-        (0, 0),
-        int(groups),
-        _activation(activation),
-        float(alpha),
-        _threads(threads),
-    )
-    return _from_nhwc(y, layout)
+    return layout, x, w
 
 
 def conv2d_transpose(
@@ -200,11 +195,7 @@ def conv2d_transpose(
     output_padding``; explicit ``(top, bottom, left, right)`` pads crop it.
     ``"same"`` gives ``H * stride`` as Keras does (the odd crop at the end).
     """
-    layout = _check_layout(layout)
-    x = _to_nhwc(_rank4(x, "x", layout), layout)
-    w = np.asarray(w)
-    if w.ndim != 4:
-        raise ValueError(f"w must have rank 4, got shape {w.shape}")
+    layout, x, w = _conv_operands(x, w, layout)
     cin_axis = 0 if layout == "NCHW" else 3
     if w.shape[cin_axis] != x.shape[3]:
         raise ValueError(
@@ -228,19 +219,9 @@ def conv2d_transpose(
         pads_t = (0, 0, 0, 0)
     else:
         pads_t = _pads(padding, x.shape[1:3], w.shape[:2], s, d)
-    y = _native.conv2d_transpose_nhwc_f32(
-        x,
-        w,
-        bias,
-        s,
-        d,
-        pads_t,
-        tuple(op),
-        int(groups),
-        _activation(activation),
-        float(alpha),
-        _threads(threads),
-    )
+    y = _native.conv2d_transpose_nhwc_f32(x, w, bias, s, d, pads_t, tuple(op), int(groups),
+                                          _activation(activation), float(alpha),
+                                          _threads(threads))
     return _from_nhwc(y, layout)
 
 

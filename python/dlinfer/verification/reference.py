@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import import_optional
 from ..errors import DlinferError, InputError, ModelLoadError
 from . import kernels
 
@@ -33,13 +34,7 @@ class UnsupportedOpError(DlinferError, NotImplementedError):
 
 def load(model: Any) -> Any:
     """An ``onnx.ModelProto`` from a path, bytes or a ModelProto."""
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DlinferError(
-            "dlinfer.reference and dlinfer verify need the onnx package: "
-            "pip install 'dlinfer[reference]'"
-        ) from exc
+    onnx = import_optional("onnx", "reference", "dlinfer.reference and dlinfer verify")
 
     if isinstance(model, onnx.ModelProto):
         return model

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DlinferError, InputError
+from ..errors import InputError
 from . import reference
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, close, compare
 
@@ -216,10 +216,7 @@ def _load_keras(keras_model: Any) -> Any:
         return keras_model
     from ..export._tf import import_tensorflow
 
-    try:
-        keras, _ = import_tensorflow()
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DlinferError(str(exc)) from exc
+    keras, _ = import_tensorflow()
     if not os.path.exists(keras_model):
         raise InputError(f"Keras file not found: {keras_model}")
     return keras.models.load_model(keras_model, compile=False)
