@@ -22,7 +22,7 @@ NumPy conventions keeps working::
         ├── InputDtypeError         (also TypeError) wrong dtype or value range
         ├── InputRankError          wrong number of dimensions
         ├── InputShapeError         wrong size for a fixed dimension
-        ├── ChannelError            wrong number of colour channels
+        │   └── ChannelError        wrong number of colour channels
         └── EmptyBatchError         a batch with no items
 """
 

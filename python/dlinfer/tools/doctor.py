@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..runtime import providers as _providers
+from ..runtime.session import session_options
 
 __all__ = ["diagnose", "format_report", "probe_model_bytes", "probe_provider"]
 
@@ -84,7 +85,7 @@ def probe_provider(provider: str, device_id: int = 0) -> dict[str, Any]:
     """
     started = time.perf_counter()
     result: dict[str, Any] = {"provider": provider, "usable": False, "active": [], "reason": None}
-    options = ort.SessionOptions()
+    options = session_options(1)
     options.log_severity_level = 4  # the fallback warning is what we are measuring
     wanted: list[Any] = [provider]
     if provider not in (_providers.CPU,):
