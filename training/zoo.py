@@ -32,7 +32,7 @@ class ZooEntry:
 
     ``load`` maps a ``--data`` choice to a :class:`~training.data.Split` (kinds pixels,
     series, tokens); ``spec`` holds the export keyword arguments of
-    :func:`training.export.to_onnx` (names, task, labels, preprocessing); ``metric``
+    :func:`dlinfer.export.to_onnx` (names, task, labels, preprocessing); ``metric``
     names the test figure the report leads with.
     """
 
