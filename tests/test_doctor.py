@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from dlinfer.tools import cli, doctor
+from optional import requires
 
 CUDA = "CUDAExecutionProvider"
 
@@ -17,8 +18,10 @@ def facts():
     return doctor.diagnose()
 
 
+@requires("onnx")
 def test_probe_model_is_valid_onnx_and_computes_relu():
-    onnx = pytest.importorskip("onnx")
+    import onnx
+
     data = doctor.probe_model_bytes()
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
