@@ -200,21 +200,30 @@ def _fake(device: str, provider: str, batch: int, p50: float) -> dict:
     return r
 
 
-def test_crossover_and_its_plot(tmp_path):
+def crossover_rows() -> list[dict]:
+    """CPU records slower than CUDA's from batch 8 on."""
     rows = [_fake("cpu", "CPUExecutionProvider", b, 0.1 * b) for b in (1, 8, 32)]
-    rows += [_fake("cuda:0", "CUDAExecutionProvider", b, 0.5 + 0.01 * b) for b in (1, 8, 32)]
+    return rows + [_fake("cuda:0", "CUDAExecutionProvider", b, 0.5 + 0.01 * b) for b in (1, 8, 32)]
+
+
+def test_crossover():
+    rows = crossover_rows()
     results = bench.BenchResults(rows, {}, {})
     assert results.crossover() == {"dlinfer": {
         "batch_size": 8, "gpu_provider": "CUDAExecutionProvider",
         "compared_batch_sizes": [1, 8, 32],
     }}
     assert "CUDA beats CPU from batch 8" in results.table()
-    path = tmp_path / "cross.png"
-    results.plot(path)
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
     slow_gpu = [_fake("cuda:0", "CUDAExecutionProvider", 1, 5.0)]
     never = bench.BenchResults(rows[:3] + slow_gpu, {}, {})
     assert never.crossover()["dlinfer"]["batch_size"] is None
+
+
+@requires("matplotlib")
+def test_crossover_plot(tmp_path):
+    path = tmp_path / "cross.png"
+    bench.BenchResults(crossover_rows(), {}, {}).plot(path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
 @pytest.mark.parametrize(
