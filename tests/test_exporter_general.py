@@ -109,14 +109,13 @@ def test_model_without_augmentation_is_used_as_is():
     assert inference_model(model) is model
 
 
-class Igamma(L.Layer):
-    """A layer whose TensorFlow op has no ONNX counterpart."""
-
-    def call(self, x):
-        return tf.math.igamma(x * x + 1.0, x * x + 2.0)
-
-
 def test_unsupported_layer_is_named_with_a_way_out(tmp_path):
+    class Igamma(L.Layer):
+        """A layer whose TensorFlow op has no ONNX counterpart."""
+
+        def call(self, x):
+            return tf.math.igamma(x * x + 1.0, x * x + 2.0)
+
     model = keras.Sequential([keras.Input((4,)), L.Dense(3), Igamma(name="odd_layer")])
     with pytest.raises(ExportError) as info:
         to_onnx(model, str(tmp_path / "x.onnx"), task="regression", input_kind="features",
