@@ -63,8 +63,8 @@ def test_exported_graph_contract(mnist_trained):
     assert [d.dim_value for d in dims[1:]] == [28, 28, 1]
 
 
-def test_metadata_spec_carries_everything_the_runtime_needs(mnist_onnx):
-    spec = dlinfer.Model(mnist_onnx).spec
+def test_metadata_spec_carries_everything_the_runtime_needs(mnist_trained):
+    spec = dlinfer.Model(mnist_trained.onnx_path).spec
     assert spec is not None and spec.spec_version == 1
     assert spec.task == "classification"
     assert spec.labels == tuple(str(i) for i in range(10))

@@ -497,9 +497,9 @@ def test_spec_from_model_reads_the_metadata(mnist_onnx):
         dlinfer.PreprocessSpec.from_model(None)
 
 
-def test_classifier_resizes_and_converts_arrays(mnist_onnx, mnist_trained):
+def test_classifier_resizes_and_converts_arrays(mnist_onnx, mnist_digits):
     clf = dlinfer.Classifier(mnist_onnx)
-    digits = mnist_trained.split.x_test[:8]
+    digits = mnist_digits.x_test[:8]
     base = clf.predict(digits)
     big_rgb = [np.repeat(np.kron(d, np.ones((2, 2), np.uint8))[:, :, None], 3, axis=2)
                for d in digits]  # 56x56 RGB: resized by the area-exact 2x and gray-mixed
@@ -509,9 +509,9 @@ def test_classifier_resizes_and_converts_arrays(mnist_onnx, mnist_trained):
                      atol=ATOL)
 
 
-def test_predict_folder_streams_batches(tmp_path, mnist_onnx, mnist_trained):
+def test_predict_folder_streams_batches(tmp_path, mnist_onnx, mnist_digits):
     clf = dlinfer.Classifier(mnist_onnx, threads=2)
-    digits = mnist_trained.split.x_test[:11]
+    digits = mnist_digits.x_test[:11]
     (tmp_path / "sub").mkdir()
     paths = []
     for i, d in enumerate(digits):

@@ -21,7 +21,7 @@ import zoo_export_models
 from dlinfer.tools.cli import main
 from dlinfer.verification import reference
 from onnx import TensorProto, helper, numpy_helper
-from optional import HAVE_TENSORFLOW, tensorflow
+from optional import need, tensorflow
 from reference import assert_close
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -30,8 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """name -> (keras_path, onnx_path, keras_model), built on first use."""
-    if not HAVE_TENSORFLOW:
-        pytest.skip("needs tensorflow to build the Keras models (pip install '.[train]')")
+    need("tensorflow")
     folder = tmp_path_factory.mktemp("zoo5")
     cache: dict[str, tuple[str, str, object]] = {}
 
