@@ -1,7 +1,5 @@
 // The preprocessing row kernels for this CPU, picked once from the one
 // CPU-feature table (dlinfer/cpu_features.hpp).
-#include <atomic>
-
 #include "row_kernels.hpp"
 
 namespace dlinfer::prep {
@@ -34,8 +32,6 @@ RowKernels pick(const CpuFeatures& f) {
   return k;
 }
 
-std::atomic<bool> gathered_on{true};
-
 }  // namespace
 
 const RowKernels& row_kernels() {
@@ -43,19 +39,10 @@ const RowKernels& row_kernels() {
   return kernels;
 }
 
-bool gathered_allowed() {
-  return row_kernels().gathered_row != nullptr && gathered_on.load(std::memory_order_relaxed);
-}
-
 }  // namespace dlinfer::prep
 
 namespace dlinfer {
 
-bool set_gathered_bilinear(bool enabled) {
-  prep::gathered_on.store(enabled, std::memory_order_relaxed);
-  return prep::gathered_allowed();
-}
-
-bool gathered_bilinear() { return prep::gathered_allowed(); }
+bool gathered_bilinear_supported() { return prep::row_kernels().gathered_row != nullptr; }
 
 }  // namespace dlinfer

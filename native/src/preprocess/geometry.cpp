@@ -37,6 +37,9 @@ void check_params(const PreprocessParams& p) {
     if (!std::isfinite(p.std[c]) || p.std[c] == 0.0f)
       throw std::invalid_argument("std[" + std::to_string(c) + "] must be finite and non-zero");
   }
+  if (p.bilinear_pass == BilinearPass::kGathered && !gathered_bilinear_supported())
+    throw std::invalid_argument(
+        "the gathered bilinear pass needs AVX-512 VBMI, which this CPU or build lacks");
 }
 
 Geometry compute_geometry(std::int64_t height, std::int64_t width, const PreprocessParams& p) {

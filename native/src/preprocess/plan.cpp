@@ -39,7 +39,7 @@ void plan_fused(Plan& pl, const PreprocessParams& p) {
 
 // Decides whether this image takes the gathered pass: bilinear in both
 // directions from 3 or 4 interleaved channels to 3, on a CPU with AVX-512
-// VBMI, with every group of 8 output columns reading inside one 128-byte
+// VBMI, unless the caller asked for the blend-first pass, with every group of 8 output columns reading inside one 128-byte
 // window of the source row (downscales up to about 5.7x from 3 channels,
 // 4.3x from 4).  Like plan_fused, the choice depends only on the CPU, the
 // parameters and the image's shape.
@@ -53,7 +53,8 @@ void plan_gathered(Plan& pl, const PreprocessParams& p) {
   const std::int64_t n = pl.x1 - pl.x0;
   const int CS = pl.cm.src_channels;
   const std::int64_t len = (pl.c1 - pl.c0) * CS;
-  if (!gathered_allowed() || pl.cm.gray_mix || pl.cm.out_channels != 3 || (CS != 3 && CS != 4) ||
+  if (p.bilinear_pass == BilinearPass::kBlendFirst || !row_kernels().gathered_row ||
+      pl.cm.gray_mix || pl.cm.out_channels != 3 || (CS != 3 && CS != 4) ||
       pl.xtaps.taps != 2 || pl.ytaps.taps != 2 || n < 1 || len < 128)
     return;
   const std::int64_t groups = (n + 7) / 8;

@@ -74,8 +74,6 @@ struct RowKernels {
 
 // The kernels for this CPU, chosen once.
 const RowKernels& row_kernels();
-// Whether plans may take the gathered bilinear pass (set_gathered_bilinear).
-bool gathered_allowed();
 
 // rows_portable.cpp: every CPU.
 void blend_rows_portable(const std::uint8_t* const* r, const float* w, int K, std::int64_t len,
