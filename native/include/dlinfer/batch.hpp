@@ -8,6 +8,8 @@
 //
 // straight into slot i of a preallocated batch.  Nothing is rounded to uint8
 // on the way: interpolated values stay float until the single final store.
+// The normalization is evaluated as normalize_u8_to_f32_nhwc evaluates it,
+// bit for bit (native/src/preprocess/affine.hpp).
 #pragma once
 
 #include <cstddef>

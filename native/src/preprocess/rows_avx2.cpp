@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "affine.hpp"
 #include "row_kernels.hpp"
 #include "x86.hpp"
 
@@ -104,18 +105,17 @@ __attribute__((target("avx2,fma"))) void fused_row_t(const float* v, const std::
 
 // Contiguous float32 rows go out with non-temporal stores: the batch is far
 // larger than the caches, and streaming skips reading every output line
-// before overwriting it (a third of the memory traffic).  One fused
-// multiply-add per value, as the portable loop's AVX2 clone computes (GCC
-// contracts its h * a + b; so did this loop once inlined into that clone).
+// before overwriting it (a third of the memory traffic).  The normalization
+// rule of affine.hpp, fma(h, a, b), eight values at a time.
 __attribute__((target("avx2,fma"))) void affine_stream_avx2(float* d, const float* h,
                                                              std::int64_t n, float a, float b) {
   std::int64_t x = 0;
   for (; x < n && (reinterpret_cast<std::uintptr_t>(d + x) & 31) != 0; ++x)
-    d[x] = std::fma(h[x], a, b);
+    d[x] = normalize_value(h[x], a, b);
   const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
   for (; x + 8 <= n; x += 8)
     _mm256_stream_ps(d + x, _mm256_fmadd_ps(_mm256_loadu_ps(h + x), va, vb));
-  for (; x < n; ++x) d[x] = std::fma(h[x], a, b);
+  for (; x < n; ++x) d[x] = normalize_value(h[x], a, b);
 }
 
 }  // namespace
