@@ -113,6 +113,14 @@ def pillow_numpy(images, size, mean, std, gray):
     return np.stack(out)
 
 
+def fill(spec, pixels, out, threads, path="auto"):
+    """spec.fill, with the native bilinear pass `path`: "auto", "gathered" or "blend_first"."""
+    fit, ratio = spec._fit()
+    return _native.preprocess_u8_batch(
+        [p[0] for p in pixels], out, [p[1] for p in pixels], spec.resize, fit, ratio, spec.pad,
+        spec.scale, list(spec.mean), list(spec.std), spec.layout, spec.color, threads, path)
+
+
 def bench_case(title, images, size, mean, std, gray, threads_list, repeat):
     layout = "NHWC" if gray else "NCHW"
     spec = dlinfer.PreprocessSpec(size=size, mean=tuple(mean), std=tuple(std), layout=layout,
@@ -135,11 +143,9 @@ def bench_case(title, images, size, mean, std, gray, threads_list, repeat):
                 lambda t=threads: spec.fill(pixels, out_off, t), repeat),
         }
         if _native.gathered_bilinear() and not gray:
-            # What a CPU without AVX-512 VBMI runs (see native/src/batch.cpp).
-            _native.set_gathered_bilinear(False)
+            # What a CPU without AVX-512 VBMI runs (see native/src/preprocess/).
             results["dlinfer, blend-first pass"] = timeit(
-                lambda t=threads: spec.fill(pixels, out, t), repeat)
-            _native.set_gathered_bilinear(True)
+                lambda t=threads: fill(spec, pixels, out, t, "blend_first"), repeat)
         results |= {
             "naive OpenCV per image": timeit(
                 lambda: naive_opencv(cv_images, size, mean, std, gray), repeat),
@@ -168,7 +174,7 @@ def bench_layouts(images, repeat):
     Keras models take NHWC; float16 models take half batches.  Both passes run
     side by side where the CPU has the gathered one.
     """
-    passes = [True, False] if _native.gathered_bilinear() else [False]
+    passes = ["gathered", "blend_first"] if _native.gathered_bilinear() else ["blend_first"]
     for layout, dtype in [("NCHW", "float32"), ("NHWC", "float32"), ("NCHW", "float16"),
                           ("NHWC", "float16")]:
         spec = dlinfer.PreprocessSpec(size=224, mean=tuple(MEAN), std=tuple(STD), layout=layout,
@@ -176,12 +182,11 @@ def bench_layouts(images, repeat):
         pixels = spec.pixels(images)
         out = empty_batch(spec.batch_shape(len(images)), np.dtype(dtype))
         cells = []
-        for gathered in passes:
-            _native.set_gathered_bilinear(gathered)
+        for path in passes:
             for threads in (1, 2):
-                med = timeit(lambda t=threads, s=spec, p=pixels, o=out: s.fill(p, o, t), repeat)[0]
+                med = timeit(lambda t=threads, s=spec, p=pixels, o=out, a=path: fill(s, p, o, t, a),
+                             repeat)[0]
                 cells.append(f"{med * 1e3:6.2f}")
-        _native.set_gathered_bilinear(True)
         print(f"  {layout} {dtype:<8} " + "  ".join(cells))
 
 

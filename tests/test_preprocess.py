@@ -124,6 +124,15 @@ GATHERED_CASES = {
 }
 
 
+def _fill(spec, image, threads, path):
+    """One image through the native pass, with the bilinear pass `path`."""
+    fit, ratio = spec._fit()
+    out = np.empty(spec.batch_shape(1), np.dtype(spec.dtype))
+    return _native.preprocess_u8_batch(
+        [image], out, [spec.input_color], spec.resize, fit, ratio, spec.pad, spec.scale,
+        list(spec.mean), list(spec.std), spec.layout, spec.color, threads, path=path)
+
+
 @pytest.mark.parametrize("case", list(GATHERED_CASES))
 def test_gathered_bilinear_matches_reference_and_blend_first_pass(case):
     (h, w), size, in_color, color, crop, layout, dtype = GATHERED_CASES[case]
@@ -137,13 +146,12 @@ def test_gathered_bilinear_matches_reference_and_blend_first_pass(case):
     want = ref.preprocess(image, size, in_color=in_color, color=color, fit=fit,
                           crop_ratio=crop if fit == "crop" else 1.0, pad=3.0, layout=layout,
                           **IMAGENET)[None]
-    try:
-        on = _native.set_gathered_bilinear(True)
-        gathered = [dlinfer.preprocess([image], threads=t, **kw) for t in (1, 2, 4)]
-        assert _native.set_gathered_bilinear(False) is False
-        blend_first = dlinfer.preprocess([image], **kw)
-    finally:
-        _native.set_gathered_bilinear(True)
+    spec = dlinfer.PreprocessSpec(**kw)
+    on = _native.gathered_bilinear()
+    gathered = [_fill(spec, image, t, "gathered" if on else "auto") for t in (1, 2, 4)]
+    blend_first = _fill(spec, image, 0, "blend_first")
+    # The default path ("auto", what dlinfer.preprocess passes) is the gathered one.
+    np.testing.assert_array_equal(dlinfer.preprocess([image], **kw), gathered[0])
     for t, got in zip((2, 4), gathered[1:]):
         np.testing.assert_array_equal(got, gathered[0], err_msg=f"threads={t}")
     if dtype == "float16":
@@ -167,6 +175,16 @@ def test_gathered_bilinear_is_used_where_the_cpu_has_vbmi():
         flags = set(next(line for line in f if line.startswith("flags")).split())
     has_vbmi = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vbmi"} <= flags
     assert _native.gathered_bilinear() is has_vbmi
+
+
+def test_bilinear_path_is_checked():
+    image = _image((30, 43, 3), 1)
+    spec = dlinfer.PreprocessSpec(size=(20, 21), input_color="RGB")
+    with pytest.raises(ValueError, match="path must be one of auto, gathered, blend_first"):
+        _fill(spec, image, 1, "fastest")
+    if not _native.gathered_bilinear():
+        with pytest.raises(ValueError, match="gathered bilinear pass needs AVX-512 VBMI"):
+            _fill(spec, image, 1, "gathered")
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])

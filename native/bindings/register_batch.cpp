@@ -38,6 +38,12 @@ PixelOrder parse_order(const std::string& s) {
                                                {"BGRA", PixelOrder::kBGRA}});
 }
 
+BilinearPass parse_path(const std::string& s) {
+  return parse<BilinearPass>(s, "path", {{"auto", BilinearPass::kAuto},
+                                         {"gathered", BilinearPass::kGathered},
+                                         {"blend_first", BilinearPass::kBlendFirst}});
+}
+
 Fit parse_fit(const std::string& s) {
   return parse<Fit>(s, "fit", {{"stretch", Fit::kStretch},
                                {"crop", Fit::kCrop},
@@ -197,15 +203,21 @@ void register_batch(py::module_& m) {
   const char* doc =
       "Resize, crop or letterbox, convert colour and normalize a list of uint8 (H, W, C)\n"
       "images of any sizes into the preallocated batch `out` (float32 or float16, NHWC or\n"
-      "NCHW; its shape gives the output size).  threads <= 0 uses every core.  Returns out.";
+      "NCHW; its shape gives the output size).  threads <= 0 uses every core.  path picks the\n"
+      "bilinear colour pass: 'auto' (the gathered one where the CPU has AVX-512 VBMI and the\n"
+      "image's shape allows, else blend-first), 'gathered' (the same; ValueError on a CPU\n"
+      "without VBMI) or 'blend_first' (what a CPU without VBMI runs).  Returns out.";
   m.def(
       "preprocess_u8_batch",
       [](const py::list& images, const py::handle& out, const std::vector<std::string>& colors,
          const std::string& resize, const std::string& fit, double crop_ratio, float pad,
          float scale, const std::vector<float>& mean, const std::vector<float>& std,
-         const std::string& layout, const std::string& color, int threads) {
+         const std::string& layout, const std::string& color, int threads,
+         const std::string& path) {
         Call c = prepare(images, out, colors, resize, fit, crop_ratio, pad, scale, mean, std,
                          layout, color);
+        c.params.bilinear_pass = parse_path(path);
+        check_params(c.params);
         {
           py::gil_scoped_release release;
           preprocess_batch_u8(c.images.data(), c.images.size(), c.params, c.out_data, threads);
@@ -214,15 +226,18 @@ void register_batch(py::module_& m) {
       },
       py::arg("images"), py::arg("out"), py::arg("colors"), py::arg("resize"), py::arg("fit"),
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
-      py::arg("layout"), py::arg("color"), py::arg("threads") = 0, doc);
+      py::arg("layout"), py::arg("color"), py::arg("threads") = 0, py::arg("path") = "auto", doc);
   m.def(
       "preprocess_u8_stack",
       [](const py::handle& images, const py::handle& out, const std::string& order,
          const std::string& resize, const std::string& fit, double crop_ratio, float pad,
          float scale, const std::vector<float>& mean, const std::vector<float>& std,
-         const std::string& layout, const std::string& color, int threads) {
+         const std::string& layout, const std::string& color, int threads,
+         const std::string& path) {
         Call c = prepare_stack(images, out, order, resize, fit, crop_ratio, pad, scale, mean,
                                std, layout, color);
+        c.params.bilinear_pass = parse_path(path);
+        check_params(c.params);
         {
           py::gil_scoped_release release;
           preprocess_batch_u8(c.images.data(), c.images.size(), c.params, c.out_data, threads);
@@ -231,7 +246,7 @@ void register_batch(py::module_& m) {
       },
       py::arg("images"), py::arg("out"), py::arg("order"), py::arg("resize"), py::arg("fit"),
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
-      py::arg("layout"), py::arg("color"), py::arg("threads") = 0,
+      py::arg("layout"), py::arg("color"), py::arg("threads") = 0, py::arg("path") = "auto",
       "preprocess_u8_batch for one uint8 (N, H, W, C) array of images in colour `order`\n"
       "(any strides), without a Python object per image.  Returns out.");
   m.def(
@@ -252,11 +267,9 @@ void register_batch(py::module_& m) {
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
       py::arg("layout"), py::arg("color"),
       "Single-threaded per-pixel version of preprocess_u8_batch, kept as its oracle.");
-  m.def("set_gathered_bilinear", &set_gathered_bilinear, py::arg("enabled"),
-        "Allow (default) or forbid the gathered bilinear pass, for tests and benchmarks.\n"
-        "Returns whether it is in use now: never on a CPU without AVX-512 VBMI.");
-  m.def("gathered_bilinear", &gathered_bilinear,
-        "Whether bilinear colour batches take the gathered (AVX-512 VBMI) pass.");
+  m.def("gathered_bilinear", &gathered_bilinear_supported,
+        "Whether this CPU runs the gathered (AVX-512 VBMI) bilinear pass, which path='auto'\n"
+        "takes where the image's shape allows.");
   m.def(
       "preprocess_geometry",
       [](std::int64_t height, std::int64_t width, std::int64_t out_height, std::int64_t out_width,

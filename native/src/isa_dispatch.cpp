@@ -1,21 +1,22 @@
-// Picks the per-ISA kernels at run time.
+// Picks the per-ISA kernels at run time, from the one CPU-feature table
+// (dlinfer/cpu_features.hpp).
 #include <atomic>
 #include <stdexcept>
 #include <string>
 
 #include "dlinfer/conv2d.hpp"
+#include "dlinfer/cpu_features.hpp"
 #include "isa_kernels.hpp"
 
 namespace dlinfer {
 namespace isa {
 namespace {
 
+// Whether this CPU and this build can run the kernels compiled for `isa`.
 bool cpu_has(const std::string& isa) {
 #if defined(DLINFER_HAVE_X86_ISAS)
-  __builtin_cpu_init();
-  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (isa == "avx512")
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  if (isa == "avx2") return cpu_features().avx2;
+  if (isa == "avx512") return cpu_features().avx512;
 #endif
   return isa == "generic";
 }

@@ -1,3 +1,5 @@
+from typing import Literal
+
 import numpy as np
 import numpy.typing as npt
 
@@ -144,7 +146,6 @@ def batch_norm_f32_scalar(
 ) -> npt.NDArray[np.float32]: ...
 def kernel_isa() -> str: ...
 def set_kernel_isa(isa: str) -> None: ...
-def set_gathered_bilinear(enabled: bool) -> bool: ...
 def gathered_bilinear() -> bool: ...
 def preprocess_u8_batch(
     images: list[npt.NDArray[np.uint8]],
@@ -160,6 +161,7 @@ def preprocess_u8_batch(
     layout: str,
     color: str,
     threads: int = 0,
+    path: Literal["auto", "gathered", "blend_first"] = "auto",
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
 def preprocess_u8_stack(
     images: npt.NDArray[np.uint8],
@@ -175,6 +177,7 @@ def preprocess_u8_stack(
     layout: str,
     color: str,
     threads: int = 0,
+    path: Literal["auto", "gathered", "blend_first"] = "auto",
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
 def preprocess_u8_batch_scalar(
     images: list[npt.NDArray[np.uint8]],

@@ -8,6 +8,8 @@
 //
 // straight into slot i of a preallocated batch.  Nothing is rounded to uint8
 // on the way: interpolated values stay float until the single final store.
+// The normalization is evaluated as normalize_u8_to_f32_nhwc evaluates it,
+// bit for bit (native/src/preprocess/affine.hpp).
 #pragma once
 
 #include <cstddef>
@@ -28,6 +30,12 @@ enum class ResizeMode { kNearest, kBilinear, kArea };
 enum class Fit { kStretch, kCrop, kLetterbox };
 enum class Layout { kNHWC, kNCHW };
 enum class OutDtype { kFloat32, kFloat16 };
+// Which pass bilinear colour batches take.  kAuto: the gathered one (AVX-512
+// VBMI byte permutes, see preprocess/rows_avx512.cpp) where the CPU has it and
+// the image's shape allows it, else the blend-first one.  kGathered: the same,
+// but check_params refuses it on a CPU without VBMI.  kBlendFirst: never the
+// gathered pass (what a CPU without VBMI runs), to compare the two.
+enum class BilinearPass { kAuto, kGathered, kBlendFirst };
 
 int channels_of(PixelOrder order);
 int channels_of(OutColor color);
@@ -54,6 +62,7 @@ struct PreprocessParams {
   float std[3] = {1, 1, 1};
   Layout layout = Layout::kNHWC;
   OutDtype dtype = OutDtype::kFloat32;
+  BilinearPass bilinear_pass = BilinearPass::kAuto;
 };
 
 // Where the resized image lands in the output: output pixel (y, x) shows
@@ -65,7 +74,7 @@ struct Geometry {
 };
 
 // Throws std::invalid_argument on sizes < 1, a bad crop ratio, non-finite or
-// zero std, and so on.  Messages name the parameter.
+// zero std, a pass the CPU cannot run, and so on.  Messages name the parameter.
 void check_params(const PreprocessParams& p);
 Geometry compute_geometry(std::int64_t height, std::int64_t width, const PreprocessParams& p);
 
@@ -94,12 +103,9 @@ void preprocess_batch_u8(const ImageU8* images, std::size_t n, const PreprocessP
 void preprocess_batch_u8_scalar(const ImageU8* images, std::size_t n, const PreprocessParams& p,
                                 void* out);
 
-// Whether bilinear colour batches may take the gathered pass (AVX-512 VBMI,
-// see batch.cpp) instead of the blend-first one.  Tests and benchmarks turn it
-// off to compare the two.  Returns whether it is on afterwards: never on a CPU
-// without VBMI.
-bool set_gathered_bilinear(bool enabled);
-bool gathered_bilinear();
+// Whether this CPU can run the gathered bilinear pass (BilinearPass), which
+// kAuto then takes where the image's shape allows.
+bool gathered_bilinear_supported();
 
 // IEEE half from float, rounding to nearest even (as NumPy's astype does).
 std::uint16_t float_to_half(float f);

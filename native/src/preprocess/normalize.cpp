@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "affine.hpp"
 #include "dlinfer/parallel.hpp"
 
 namespace dlinfer {
@@ -25,19 +26,19 @@ void check_params(int channels, float scale, const float* mean, const float* std
   }
 }
 
-// The value of every (channel, byte) pair, computed once in double and
-// rounded to float.  A uint8 input has only 256 values per channel, so the
-// hot loop becomes a table lookup and the result is the correctly rounded
-// float64 answer, not an approximation of it.
+// The value of every (channel, byte) pair under the one normalization rule
+// (preprocess/affine.hpp), which the fused preprocessing pass applies too.  A
+// uint8 input has only 256 values per channel, so the hot loop becomes a
+// table lookup.
 using Table = std::array<float, 256 * kMaxChannels>;
 
 Table build_table(int channels, float scale, const float* mean, const float* std) {
   Table table{};
-  for (int c = 0; c < channels; ++c)
+  for (int c = 0; c < channels; ++c) {
+    const float a = prep::coef_a(scale, std[c]), b = prep::coef_b(mean[c], std[c]);
     for (int v = 0; v < 256; ++v)
-      table[c * 256 + v] = static_cast<float>(
-          (static_cast<double>(v) * scale - static_cast<double>(mean[c])) /
-          static_cast<double>(std[c]));
+      table[c * 256 + v] = prep::normalize_value(static_cast<float>(v), a, b);
+  }
   return table;
 }
 
@@ -76,7 +77,8 @@ void normalize_u8_to_f32_nhwc_scalar(const std::uint8_t* src, float* dst, std::s
   for (std::size_t p = 0; p < pixels; ++p)
     for (int c = 0; c < channels; ++c) {
       const std::size_t i = p * channels + c;
-      dst[i] = static_cast<float>((static_cast<double>(src[i]) * scale - mean[c]) / std[c]);
+      dst[i] = prep::normalize_value(static_cast<float>(src[i]), prep::coef_a(scale, std[c]),
+                                     prep::coef_b(mean[c], std[c]));
     }
 }
 
