@@ -96,3 +96,14 @@ def mnist_trained(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("mnist_cnn")
     return train("mnist_cnn", epochs=1, out=str(out), verbose=0, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Five real photos shipped with scikit-learn and scikit-image (offline)."""
+    skdata = pytest.importorskip("skimage.data")
+    datasets = pytest.importorskip("sklearn.datasets")
+    return {"china": datasets.load_sample_images().images[0],
+            "flower": datasets.load_sample_images().images[1],
+            "astronaut": skdata.astronaut(), "chelsea": skdata.chelsea(),
+            "coffee": skdata.coffee()}

@@ -262,3 +262,14 @@ def preprocess(image: np.ndarray, size: tuple[int, int], *, in_color: str, color
     std64 = np.broadcast_to(np.asarray(std, np.float32).astype(np.float64), (c,))
     out = ((canvas * scale64 - mean64) / std64).astype(np.float32)
     return out if layout == "NHWC" else np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+# ImageNet's mean and std for pixels scaled to [0, 1], as torchvision uses them.
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+# Preprocessing against the float64 reference: the kernel computes in float32.
+PREPROCESS_ATOL = 1e-4
+
+
+def preprocess_batch(images, size, *, in_colors, **kw) -> np.ndarray:
+    """The reference batch: each image through :func:`preprocess`, stacked."""
+    return np.stack([preprocess(im, size, in_color=c, **kw) for im, c in zip(images, in_colors)])

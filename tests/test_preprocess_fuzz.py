@@ -16,9 +16,7 @@ import reference as ref
 hypothesis = pytest.importorskip("hypothesis", reason="needs hypothesis (pip install '.[test]')")
 st = hypothesis.strategies
 
-# Preprocessing output against the float64 reference: float32 rounding of values
-# up to 255 * scale / std, the same bound test_preprocess.py uses.
-ATOL = 1e-4
+ATOL = ref.PREPROCESS_ATOL
 FAST_EXAMPLES = 1_000
 FULL_EXAMPLES = 10_000
 
