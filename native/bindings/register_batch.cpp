@@ -128,12 +128,7 @@ Call prepare(const py::list& images, const py::handle& out_obj, const std::vecto
   call.images.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::string where = "images[" + std::to_string(i) + "]";
-    py::handle obj = images[i];
-    if (!py::isinstance<py::array>(obj)) throw std::invalid_argument(where + " must be a numpy array");
-    auto arr = py::reinterpret_borrow<py::array>(obj);
-    if (!arr.dtype().is(py::dtype::of<std::uint8_t>()))
-      throw std::invalid_argument(where + " must have dtype uint8, got " +
-                                  std::string(py::str(arr.dtype())));
+    py::array arr = require_array_of<std::uint8_t>(images[i], where.c_str());
     if (arr.ndim() != 3)
       throw std::invalid_argument(where + " must have rank 3 (H, W, C), got shape " +
                                   shape_str(arr));
@@ -163,12 +158,7 @@ Call prepare_stack(const py::handle& batch_obj, const py::handle& out_obj,
                    double crop_ratio, float pad, float scale, const std::vector<float>& mean,
                    const std::vector<float>& std, const std::string& layout,
                    const std::string& color) {
-  if (!py::isinstance<py::array>(batch_obj))
-    throw std::invalid_argument("images must be a numpy array");
-  auto batch = py::reinterpret_borrow<py::array>(batch_obj);
-  if (!batch.dtype().is(py::dtype::of<std::uint8_t>()))
-    throw std::invalid_argument("images must have dtype uint8, got " +
-                                std::string(py::str(batch.dtype())));
+  py::array batch = require_array_of<std::uint8_t>(batch_obj, "images");
   if (batch.ndim() != 4)
     throw std::invalid_argument("images must have rank 4 (N, H, W, C), got shape " +
                                 shape_str(batch));
@@ -197,6 +187,17 @@ Call prepare_stack(const py::handle& batch_obj, const py::handle& out_obj,
   return call;
 }
 
+// Runs the threaded batch on a prepared call; `path` picks the bilinear pass.
+py::array run_batch(Call c, const std::string& path, int threads) {
+  c.params.bilinear_pass = parse_path(path);
+  check_params(c.params);
+  {
+    py::gil_scoped_release release;
+    preprocess_batch_u8(c.images.data(), c.images.size(), c.params, c.out_data, threads);
+  }
+  return c.out;
+}
+
 }  // namespace
 
 void register_batch(py::module_& m) {
@@ -214,15 +215,9 @@ void register_batch(py::module_& m) {
          float scale, const std::vector<float>& mean, const std::vector<float>& std,
          const std::string& layout, const std::string& color, int threads,
          const std::string& path) {
-        Call c = prepare(images, out, colors, resize, fit, crop_ratio, pad, scale, mean, std,
-                         layout, color);
-        c.params.bilinear_pass = parse_path(path);
-        check_params(c.params);
-        {
-          py::gil_scoped_release release;
-          preprocess_batch_u8(c.images.data(), c.images.size(), c.params, c.out_data, threads);
-        }
-        return c.out;
+        return run_batch(prepare(images, out, colors, resize, fit, crop_ratio, pad, scale, mean,
+                                 std, layout, color),
+                         path, threads);
       },
       py::arg("images"), py::arg("out"), py::arg("colors"), py::arg("resize"), py::arg("fit"),
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
@@ -234,15 +229,9 @@ void register_batch(py::module_& m) {
          float scale, const std::vector<float>& mean, const std::vector<float>& std,
          const std::string& layout, const std::string& color, int threads,
          const std::string& path) {
-        Call c = prepare_stack(images, out, order, resize, fit, crop_ratio, pad, scale, mean,
-                               std, layout, color);
-        c.params.bilinear_pass = parse_path(path);
-        check_params(c.params);
-        {
-          py::gil_scoped_release release;
-          preprocess_batch_u8(c.images.data(), c.images.size(), c.params, c.out_data, threads);
-        }
-        return c.out;
+        return run_batch(prepare_stack(images, out, order, resize, fit, crop_ratio, pad, scale,
+                                       mean, std, layout, color),
+                         path, threads);
       },
       py::arg("images"), py::arg("out"), py::arg("order"), py::arg("resize"), py::arg("fit"),
       py::arg("crop_ratio"), py::arg("pad"), py::arg("scale"), py::arg("mean"), py::arg("std"),
