@@ -43,6 +43,22 @@ std::optional<F32> optional_vector(const py::handle& obj, const char* name, py::
 
 F32 new_array(std::initializer_list<py::ssize_t> shape) { return F32(std::vector<py::ssize_t>(shape)); }
 
+// The geometry conv and pooling share: x's N, H, W, the window (KH, KW),
+// strides (h, w) and pads (top, bottom, left, right).
+void set_window(Window2d& s, const F32& x, Pair window, Pair strides, Quad pads) {
+  s.n = static_cast<int>(x.shape(0));
+  s.h = static_cast<int>(x.shape(1));
+  s.w = static_cast<int>(x.shape(2));
+  s.kh = window[0];
+  s.kw = window[1];
+  s.stride_h = strides[0];
+  s.stride_w = strides[1];
+  s.pad_top = pads[0];
+  s.pad_bottom = pads[1];
+  s.pad_left = pads[2];
+  s.pad_right = pads[3];
+}
+
 struct ConvArgs {
   F32 x, w;
   std::optional<F32> bias;
@@ -60,12 +76,10 @@ ConvArgs check_conv(const py::handle& x_obj, const py::handle& w_obj, const py::
              std::nullopt, Conv2dShape{}, parse_activation(activation)};
   if (groups < 1) throw std::invalid_argument("groups must be >= 1, got " + std::to_string(groups));
   Conv2dShape& s = a.s;
-  s.n = static_cast<int>(a.x.shape(0));
-  s.h = static_cast<int>(a.x.shape(1));
-  s.w = static_cast<int>(a.x.shape(2));
+  set_window(s, a.x, {static_cast<int>(a.w.shape(0)), static_cast<int>(a.w.shape(1))}, strides, pads);
   s.cin = static_cast<int>(a.x.shape(3));
-  s.kh = static_cast<int>(a.w.shape(0));
-  s.kw = static_cast<int>(a.w.shape(1));
+  s.dil_h = dilations[0];
+  s.dil_w = dilations[1];
   s.groups = groups;
   if (transpose) {
     if (a.w.shape(2) != s.cin)
@@ -79,14 +93,6 @@ ConvArgs check_conv(const py::handle& x_obj, const py::handle& w_obj, const py::
                                   std::to_string(groups) + ")");
     s.cout = static_cast<int>(a.w.shape(3));
   }
-  s.stride_h = strides[0];
-  s.stride_w = strides[1];
-  s.dil_h = dilations[0];
-  s.dil_w = dilations[1];
-  s.pad_top = pads[0];
-  s.pad_bottom = pads[1];
-  s.pad_left = pads[2];
-  s.pad_right = pads[3];
   if (transpose)
     finish_conv2d_transpose_shape(s, output_padding[0], output_padding[1]);
   else
@@ -123,19 +129,9 @@ F32 run_pool(const py::handle& x_obj, Pair pool, Pair strides, Quad pads, bool c
              bool count_include_pad, int threads) {
   F32 x = require_rank(x_obj, "x", 4, "(N, H, W, C)");
   Pool2dShape s;
-  s.n = static_cast<int>(x.shape(0));
-  s.h = static_cast<int>(x.shape(1));
-  s.w = static_cast<int>(x.shape(2));
+  set_window(s, x, pool, strides, pads);
   s.c = static_cast<int>(x.shape(3));
-  s.kh = pool[0];
-  s.kw = pool[1];
   if (s.kh < 1 || s.kw < 1) throw std::invalid_argument("pool_size must be >= 1");
-  s.stride_h = strides[0];
-  s.stride_w = strides[1];
-  s.pad_top = pads[0];
-  s.pad_bottom = pads[1];
-  s.pad_left = pads[2];
-  s.pad_right = pads[3];
   s.ceil_mode = ceil_mode;
   finish_pool2d_shape(s);
   F32 y = new_array({s.n, s.out_h, s.out_w, s.c});
@@ -233,27 +229,22 @@ F32 run_batch_norm(const py::handle& x_obj, const py::handle& gamma_obj, const p
 void register_kernels(py::module_& m) {
   const Pair one{1, 1};
   const Quad zero{0, 0, 0, 0};
-  m.def("conv2d_nhwc_f32", &run_conv<false, false>, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
-        py::arg("strides") = one, py::arg("dilations") = one, py::arg("pads") = zero,
-        py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1, py::arg("activation") = "none",
-        py::arg("alpha") = 0.01f, py::arg("threads") = 0,
-        "2-D convolution, x (N,H,W,C) float32, w (KH,KW,C/groups,Cout); pads (top,bottom,left,right).\n"
-        "output_padding is ignored.  threads <= 0 uses every core.");
-  m.def("conv2d_nhwc_f32_scalar", &run_conv<true, false>, py::arg("x"), py::arg("w"),
-        py::arg("bias") = py::none(), py::arg("strides") = one, py::arg("dilations") = one,
-        py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1,
-        py::arg("activation") = "none", py::arg("alpha") = 0.01f, py::arg("threads") = 0,
-        "Plain-loop oracle of conv2d_nhwc_f32 (threads is ignored).");
-  m.def("conv2d_transpose_nhwc_f32", &run_conv<false, true>, py::arg("x"), py::arg("w"),
-        py::arg("bias") = py::none(), py::arg("strides") = one, py::arg("dilations") = one,
-        py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1,
-        py::arg("activation") = "none", py::arg("alpha") = 0.01f, py::arg("threads") = 0,
-        "Transposed 2-D convolution, x (N,H,W,C), w (KH,KW,C,Cout/groups); pads crop the full output.");
-  m.def("conv2d_transpose_nhwc_f32_scalar", &run_conv<true, true>, py::arg("x"), py::arg("w"),
-        py::arg("bias") = py::none(), py::arg("strides") = one, py::arg("dilations") = one,
-        py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0}, py::arg("groups") = 1,
-        py::arg("activation") = "none", py::arg("alpha") = 0.01f, py::arg("threads") = 0,
-        "Plain-loop oracle of conv2d_transpose_nhwc_f32.");
+  // The four conv entry points share one signature and its defaults.
+  auto def_conv = [&m, &one, &zero](const char* name, auto fn, const char* doc) {
+    m.def(name, fn, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("strides") = one,
+          py::arg("dilations") = one, py::arg("pads") = zero, py::arg("output_padding") = Pair{0, 0},
+          py::arg("groups") = 1, py::arg("activation") = "none", py::arg("alpha") = 0.01f,
+          py::arg("threads") = 0, doc);
+  };
+  def_conv("conv2d_nhwc_f32", &run_conv<false, false>,
+           "2-D convolution, x (N,H,W,C) float32, w (KH,KW,C/groups,Cout); pads (top,bottom,left,right).\n"
+           "output_padding is ignored.  threads <= 0 uses every core.");
+  def_conv("conv2d_nhwc_f32_scalar", &run_conv<true, false>,
+           "Plain-loop oracle of conv2d_nhwc_f32 (threads is ignored).");
+  def_conv("conv2d_transpose_nhwc_f32", &run_conv<false, true>,
+           "Transposed 2-D convolution, x (N,H,W,C), w (KH,KW,C,Cout/groups); pads crop the full output.");
+  def_conv("conv2d_transpose_nhwc_f32_scalar", &run_conv<true, true>,
+           "Plain-loop oracle of conv2d_transpose_nhwc_f32.");
   for (bool scalar : {false, true}) {
     const std::string suffix = scalar ? "_scalar" : "";
     m.def(("max_pool2d_nhwc_f32" + suffix).c_str(),

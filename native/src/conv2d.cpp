@@ -162,21 +162,10 @@ void conv2d_nhwc_f32(const float* x, const float* w, const float* bias, float* y
   }
 
   isa::ConvJob j{};
-  j.x = padded ? xpad.data() : x;
-  j.hp = hp;
-  j.wp = wp;
-  j.c = s.cin;
+  isa::set_window(j, padded ? xpad.data() : x, hp, wp, s.cin, y, s);
   j.wpack = wpack.data();
   j.bias = bpack.data();
-  j.y = y;
-  j.n = s.n;
-  j.ho = s.out_h;
-  j.wo = s.out_w;
   j.cout = s.cout;
-  j.kh = s.kh;
-  j.kw = s.kw;
-  j.sh = s.stride_h;
-  j.sw = s.stride_w;
   j.dh = s.dil_h;
   j.dw = s.dil_w;
   j.groups = s.groups;

@@ -6,6 +6,7 @@
 
 #include "dlinfer/conv2d.hpp"
 #include "dlinfer/cpu_features.hpp"
+#include "dlinfer/nn_common.hpp"
 #include "isa_kernels.hpp"
 
 namespace dlinfer {
@@ -42,6 +43,21 @@ Kernels g_table[4];
 std::atomic<int> g_active{-1};
 
 }  // namespace
+
+void set_window(WindowJob& j, const float* x, int h, int w, int c, float* y, const Window2d& s) {
+  j.x = x;
+  j.h = h;
+  j.w = w;
+  j.c = c;
+  j.y = y;
+  j.n = s.n;
+  j.ho = s.out_h;
+  j.wo = s.out_w;
+  j.kh = s.kh;
+  j.kw = s.kw;
+  j.sh = s.stride_h;
+  j.sw = s.stride_w;
+}
 
 const Kernels& active() {
   int i = g_active.load(std::memory_order_acquire);

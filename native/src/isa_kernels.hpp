@@ -14,32 +14,44 @@
 
 #include <cstddef>
 
-namespace dlinfer::isa {
+namespace dlinfer {
 
-// One convolution, ready for the microkernel: the input is already padded,
-// the weights packed per group into blocks of `cb` output channels:
-// wpack[g][blk][ky][kx][ci][cb], zero beyond cout_g.
-struct ConvJob {
-  const float* x;  // (n, hp, wp, c), padded
-  int hp, wp, c;
+struct Window2d;
+
+namespace isa {
+
+// What every sliding-window job carries: its input as the kernel reads it,
+// its output, and the window with its strides.
+struct WindowJob {
+  const float* x;  // (n, h, w, c)
+  int h, w, c;
+  float* y;  // (n, ho, wo, channels)
+  int n, ho, wo;
+  int kh, kw, sh, sw;
+};
+
+// Fills j's WindowJob fields: x (n, h, w, c), y, and the rest from the
+// geometry s.  Defined in isa_dispatch.cpp, so that no ISA translation unit
+// needs Window2d.
+void set_window(WindowJob& j, const float* x, int h, int w, int c, float* y, const Window2d& s);
+
+// One convolution, ready for the microkernel: the input is already padded
+// (h and w count the pads), the weights packed per group into blocks of `cb`
+// output channels: wpack[g][blk][ky][kx][ci][cb], zero beyond cout_g.
+struct ConvJob : WindowJob {
   const float* wpack;
   const float* bias;  // [groups][nblk][cb] (zeros when there is no bias)
-  float* y;           // (n, ho, wo, cout)
-  int n, ho, wo, cout;
-  int kh, kw, sh, sw, dh, dw;
+  int cout;  // y's channels
+  int dh, dw;
   int groups, cin_g, cout_g, nblk;
   int wchunk;          // output pixels per task, a multiple of the tile width
   int chunks_per_row;  // ceil(wo / wchunk)
 };
 
 // Max/avg pooling over an unpadded NHWC input; taps outside are skipped.
-struct PoolJob {
-  const float* x;
-  float* y;
-  int n, h, w, c;
-  int kh, kw, sh, sw, pt, pl;
-  int ho, wo;
-  int pb, pr;               // trailing pads, for count_include_pad
+struct PoolJob : WindowJob {
+  int pt, pl;
+  int pb, pr;  // trailing pads, for count_include_pad
   int count_include_pad;
 };
 
@@ -63,4 +75,5 @@ Kernels avx512_kernels();
 // The kernels for this CPU (or the ones forced by set_kernel_isa).
 const Kernels& active();
 
-}  // namespace dlinfer::isa
+}  // namespace isa
+}  // namespace dlinfer

@@ -13,22 +13,11 @@ namespace {
 
 isa::PoolJob make_job(const float* x, float* y, const Pool2dShape& s, bool count_include_pad) {
   isa::PoolJob j{};
-  j.x = x;
-  j.y = y;
-  j.n = s.n;
-  j.h = s.h;
-  j.w = s.w;
-  j.c = s.c;
-  j.kh = s.kh;
-  j.kw = s.kw;
-  j.sh = s.stride_h;
-  j.sw = s.stride_w;
+  isa::set_window(j, x, s.h, s.w, s.c, y, s);
   j.pt = s.pad_top;
   j.pl = s.pad_left;
   j.pb = s.pad_bottom;
   j.pr = s.pad_right;
-  j.ho = s.out_h;
-  j.wo = s.out_w;
   j.count_include_pad = count_include_pad ? 1 : 0;
   return j;
 }

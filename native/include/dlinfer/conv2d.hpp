@@ -8,15 +8,13 @@
 
 namespace dlinfer {
 
-// Geometry of a 2-D convolution.  Construct with make_conv2d_shape, which
-// validates every field and fills in the output size.
-struct Conv2dShape {
-  int n = 0, h = 0, w = 0, cin = 0;  // input (N, H, W, Cin)
-  int kh = 0, kw = 0, cout = 0;      // kernel (KH, KW, Cin/groups, Cout)
-  int stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
-  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+// Geometry of a 2-D convolution.  Fill in the fields, then call
+// finish_conv2d_shape (or finish_conv2d_transpose_shape), which validates
+// every field and fills in the output size.
+struct Conv2dShape : Window2d {
+  int cin = 0, cout = 0;  // x is (N, H, W, Cin), w (KH, KW, Cin/groups, Cout)
+  int dil_h = 1, dil_w = 1;
   int groups = 1;
-  int out_h = 0, out_w = 0;  // filled in
 
   int cin_g() const { return cin / groups; }
   int cout_g() const { return cout / groups; }

@@ -35,6 +35,17 @@ inline float activate(float v, Activation act, float alpha) {
 // Applies the activation in place to n values (no-op for kNone).
 void activate_inplace(float* y, std::size_t n, Activation act, float alpha);
 
+// The geometry every 2-D sliding-window op over an NHWC batch shares
+// (convolution, pooling): the input's batch, height and width, the window, its
+// strides and pads.  Conv2dShape and Pool2dShape add channels and the rest.
+struct Window2d {
+  int n = 0, h = 0, w = 0;  // input (N, H, W, channels)
+  int kh = 0, kw = 0;       // window
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  int out_h = 0, out_w = 0;  // filled in
+};
+
 // Output length of a sliding window along one axis, after validating every
 // parameter.  `what` names the axis in error messages ("height", "width").
 // ceil_mode follows ONNX/PyTorch: the last window may hang over the end, but

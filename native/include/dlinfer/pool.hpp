@@ -4,15 +4,13 @@
 
 #include <cstddef>
 
+#include "dlinfer/nn_common.hpp"
+
 namespace dlinfer {
 
-struct Pool2dShape {
-  int n = 0, h = 0, w = 0, c = 0;
-  int kh = 0, kw = 0;
-  int stride_h = 1, stride_w = 1;
-  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+struct Pool2dShape : Window2d {
+  int c = 0;  // input (N, H, W, C)
   bool ceil_mode = false;
-  int out_h = 0, out_w = 0;  // filled in
 
   std::size_t out_size() const { return static_cast<std::size_t>(n) * out_h * out_w * c; }
 };
