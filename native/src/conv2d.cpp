@@ -38,6 +38,63 @@ void check_common(const Conv2dShape& s) {
                                 " are not divisible by groups " + std::to_string(s.groups));
 }
 
+// The input coordinate that output coordinate `o` reads through tap `k` along
+// one axis, or -1 where the tap lands in the padding.  The transposed op reads
+// its input backwards: only taps that land on a whole multiple of the stride
+// touch an input pixel.
+template <bool Transposed>
+int input_coord(int o, int k, int stride, int dil, int pad, int in) {
+  if constexpr (Transposed) {
+    const int t = o + pad - k * dil;
+    if (t < 0 || t % stride) return -1;
+    const int i = t / stride;
+    return i < in ? i : -1;
+  } else {
+    const int i = o * stride + k * dil - pad;
+    return i >= 0 && i < in ? i : -1;
+  }
+}
+
+// Calls fn(ky, kx, iy, ix) for every tap of output pixel (oy, ox) that reads
+// an input pixel, in the order (ky, kx): the one place that says which input
+// pixels an output pixel of a convolution (or its transpose) sees.
+template <bool Transposed, typename Fn>
+void for_each_tap(const Conv2dShape& s, int oy, int ox, Fn&& fn) {
+  for (int ky = 0; ky < s.kh; ++ky) {
+    const int iy = input_coord<Transposed>(oy, ky, s.stride_h, s.dil_h, s.pad_top, s.h);
+    if (iy < 0) continue;
+    for (int kx = 0; kx < s.kw; ++kx) {
+      const int ix = input_coord<Transposed>(ox, kx, s.stride_w, s.dil_w, s.pad_left, s.w);
+      if (ix < 0) continue;
+      fn(ky, kx, iy, ix);
+    }
+  }
+}
+
+// The scalar oracle of both ops: one output element at a time, summed over
+// (ky, kx, ci).  weight_at(ky, kx, g, ci, co) is the index into w of the
+// weight joining input channel g * cin_g + ci to output channel co.
+template <bool Transposed, typename WeightAt>
+void conv_scalar(const float* x, const float* w, const float* bias, float* y, const Conv2dShape& s,
+                 Activation act, float alpha, WeightAt weight_at) {
+  const int cin_g = s.cin_g(), cout_g = s.cout_g();
+  for (int n = 0; n < s.n; ++n)
+    for (int oy = 0; oy < s.out_h; ++oy)
+      for (int ox = 0; ox < s.out_w; ++ox)
+        for (int co = 0; co < s.cout; ++co) {
+          const int g = co / cout_g;
+          float acc = 0.0f;
+          for_each_tap<Transposed>(s, oy, ox, [&](int ky, int kx, int iy, int ix) {
+            for (int ci = 0; ci < cin_g; ++ci)
+              acc += x[((static_cast<std::size_t>(n) * s.h + iy) * s.w + ix) * s.cin + g * cin_g + ci] *
+                     w[weight_at(ky, kx, g, ci, co)];
+          });
+          if (bias) acc += bias[co];
+          y[((static_cast<std::size_t>(n) * s.out_h + oy) * s.out_w + ox) * s.cout + co] =
+              activate(acc, act, alpha);
+        }
+}
+
 }  // namespace
 
 void finish_conv2d_shape(Conv2dShape& s) {
@@ -48,29 +105,11 @@ void finish_conv2d_shape(Conv2dShape& s) {
 
 void conv2d_nhwc_f32_scalar(const float* x, const float* w, const float* bias, float* y,
                             const Conv2dShape& s, Activation act, float alpha) {
-  const int cin_g = s.cin_g(), cout_g = s.cout_g();
-  for (int n = 0; n < s.n; ++n)
-    for (int oy = 0; oy < s.out_h; ++oy)
-      for (int ox = 0; ox < s.out_w; ++ox)
-        for (int co = 0; co < s.cout; ++co) {
-          const int g = co / cout_g;
-          float acc = 0.0f;
-          for (int ky = 0; ky < s.kh; ++ky) {
-            const int iy = oy * s.stride_h + ky * s.dil_h - s.pad_top;
-            if (iy < 0 || iy >= s.h) continue;
-            for (int kx = 0; kx < s.kw; ++kx) {
-              const int ix = ox * s.stride_w + kx * s.dil_w - s.pad_left;
-              if (ix < 0 || ix >= s.w) continue;
-              for (int ci = 0; ci < cin_g; ++ci)
-                acc += x[((static_cast<std::size_t>(n) * s.h + iy) * s.w + ix) * s.cin +
-                         g * cin_g + ci] *
-                       w[((static_cast<std::size_t>(ky) * s.kw + kx) * cin_g + ci) * s.cout + co];
-            }
-          }
-          if (bias) acc += bias[co];
-          y[((static_cast<std::size_t>(n) * s.out_h + oy) * s.out_w + ox) * s.cout + co] =
-              activate(acc, act, alpha);
-        }
+  // w is (KH, KW, Cin/groups, Cout).
+  const int cin_g = s.cin_g();
+  conv_scalar<false>(x, w, bias, y, s, act, alpha, [&](int ky, int kx, int, int ci, int co) {
+    return ((static_cast<std::size_t>(ky) * s.kw + kx) * cin_g + ci) * s.cout + co;
+  });
 }
 
 namespace {
@@ -89,22 +128,16 @@ void depthwise_nhwc_f32(const float* x, const float* w, const float* bias, float
       for (int ox = 0; ox < s.out_w; ++ox) {
         float* out = y + (r * s.out_w + ox) * s.cout;
         std::fill(out, out + s.cout, 0.0f);
-        for (int ky = 0; ky < s.kh; ++ky) {
-          const int iy = oy * s.stride_h + ky * s.dil_h - s.pad_top;
-          if (iy < 0 || iy >= s.h) continue;
-          for (int kx = 0; kx < s.kw; ++kx) {
-            const int ix = ox * s.stride_w + kx * s.dil_w - s.pad_left;
-            if (ix < 0 || ix >= s.w) continue;
-            const float* xp = x + ((n * s.h + iy) * s.w + ix) * s.cin;
-            const float* wp = w + (static_cast<std::size_t>(ky) * s.kw + kx) * s.cout;
-            const int mult = s.cout_g();
-            if (mult == 1) {
-              for (int c = 0; c < s.cout; ++c) out[c] += xp[c] * wp[c];
-            } else {
-              for (int c = 0; c < s.cout; ++c) out[c] += xp[c / mult] * wp[c];
-            }
+        for_each_tap<false>(s, oy, ox, [&](int ky, int kx, int iy, int ix) {
+          const float* xp = x + ((n * s.h + iy) * s.w + ix) * s.cin;
+          const float* wp = w + (static_cast<std::size_t>(ky) * s.kw + kx) * s.cout;
+          const int mult = s.cout_g();
+          if (mult == 1) {
+            for (int c = 0; c < s.cout; ++c) out[c] += xp[c] * wp[c];
+          } else {
+            for (int c = 0; c < s.cout; ++c) out[c] += xp[c / mult] * wp[c];
           }
-        }
+        });
         if (bias)
           for (int c = 0; c < s.cout; ++c) out[c] += bias[c];
         activate_inplace(out, s.cout, act, alpha);
@@ -221,33 +254,12 @@ void finish_conv2d_transpose_shape(Conv2dShape& s, int output_pad_h, int output_
 
 void conv2d_transpose_nhwc_f32_scalar(const float* x, const float* w, const float* bias, float* y,
                                       const Conv2dShape& s, Activation act, float alpha) {
+  // w is (KH, KW, Cin, Cout/groups).
   const int cin_g = s.cin_g(), cout_g = s.cout_g();
-  for (int n = 0; n < s.n; ++n)
-    for (int oy = 0; oy < s.out_h; ++oy)
-      for (int ox = 0; ox < s.out_w; ++ox)
-        for (int co = 0; co < s.cout; ++co) {
-          const int g = co / cout_g;
-          float acc = 0.0f;
-          for (int ky = 0; ky < s.kh; ++ky) {
-            const int ty = oy + s.pad_top - ky * s.dil_h;
-            if (ty < 0 || ty % s.stride_h) continue;
-            const int iy = ty / s.stride_h;
-            if (iy >= s.h) continue;
-            for (int kx = 0; kx < s.kw; ++kx) {
-              const int tx = ox + s.pad_left - kx * s.dil_w;
-              if (tx < 0 || tx % s.stride_w) continue;
-              const int ix = tx / s.stride_w;
-              if (ix >= s.w) continue;
-              for (int ci = 0; ci < cin_g; ++ci)
-                acc += x[((static_cast<std::size_t>(n) * s.h + iy) * s.w + ix) * s.cin + g * cin_g + ci] *
-                       w[((static_cast<std::size_t>(ky) * s.kw + kx) * s.cin + g * cin_g + ci) * cout_g +
-                         (co - g * cout_g)];
-            }
-          }
-          if (bias) acc += bias[co];
-          y[((static_cast<std::size_t>(n) * s.out_h + oy) * s.out_w + ox) * s.cout + co] =
-              activate(acc, act, alpha);
-        }
+  conv_scalar<true>(x, w, bias, y, s, act, alpha, [&](int ky, int kx, int g, int ci, int co) {
+    return ((static_cast<std::size_t>(ky) * s.kw + kx) * s.cin + g * cin_g + ci) * cout_g +
+           (co - g * cout_g);
+  });
 }
 
 void conv2d_transpose_nhwc_f32(const float* x, const float* w, const float* bias, float* y,
@@ -266,26 +278,16 @@ void conv2d_transpose_nhwc_f32(const float* x, const float* w, const float* bias
         float* out = y + (r * s.out_w + ox) * s.cout;
         for (int g = 0; g < s.groups; ++g) {
           std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int ky = 0; ky < s.kh; ++ky) {
-            const int ty = oy + s.pad_top - ky * s.dil_h;
-            if (ty < 0 || ty % s.stride_h) continue;
-            const int iy = ty / s.stride_h;
-            if (iy >= s.h) continue;
-            for (int kx = 0; kx < s.kw; ++kx) {
-              const int tx = ox + s.pad_left - kx * s.dil_w;
-              if (tx < 0 || tx % s.stride_w) continue;
-              const int ix = tx / s.stride_w;
-              if (ix >= s.w) continue;
-              const float* xp = x + ((n * s.h + iy) * s.w + ix) * s.cin + g * cin_g;
-              const float* wp = w + ((static_cast<std::size_t>(ky) * s.kw + kx) * s.cin + g * cin_g) * cout_g;
-              for (int ci = 0; ci < cin_g; ++ci) {
-                const float v = xp[ci];
-                const float* wr = wp + static_cast<std::size_t>(ci) * cout_g;
-                float* a = acc.data();
-                for (int co = 0; co < cout_g; ++co) a[co] += v * wr[co];
-              }
+          for_each_tap<true>(s, oy, ox, [&](int ky, int kx, int iy, int ix) {
+            const float* xp = x + ((n * s.h + iy) * s.w + ix) * s.cin + g * cin_g;
+            const float* wp = w + ((static_cast<std::size_t>(ky) * s.kw + kx) * s.cin + g * cin_g) * cout_g;
+            for (int ci = 0; ci < cin_g; ++ci) {
+              const float v = xp[ci];
+              const float* wr = wp + static_cast<std::size_t>(ci) * cout_g;
+              float* a = acc.data();
+              for (int co = 0; co < cout_g; ++co) a[co] += v * wr[co];
             }
-          }
+          });
           float* o = out + g * cout_g;
           for (int co = 0; co < cout_g; ++co)
             o[co] = activate(acc[co] + (bias ? bias[g * cout_g + co] : 0.0f), act, alpha);
