@@ -74,10 +74,11 @@ clean:
 # like leaks.  tests/asan_plugin.py swaps the sanitized module in.
 ASAN_LIBS = $(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libubsan.so)
 asan: $(VENV)/.installed-test
+	$(PIP) install -q "pybind11>=3"   # a build requirement, absent from the venv itself
 	cmake -S . -B build/asan -DDLINFER_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir)
 	cmake --build build/asan -j 2
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD="$(ASAN_LIBS)" DLINFER_NATIVE_PATH=$$(ls $(CURDIR)/build/asan/_native*.so) \
 	  PYTHONPATH=tests $(PY) -m pytest -p asan_plugin -q tests/test_kernels.py tests/test_native_normalize.py \
-	  tests/test_preprocess.py
+	  tests/test_preprocess.py tests/test_preprocess_inputs.py tests/test_preprocess_fuzz.py
