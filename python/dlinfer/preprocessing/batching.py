@@ -24,10 +24,9 @@ __all__ = [
     "CHANNEL_ORDERS",
     "Pixels",
     "array_pixels",
-    "batch_size",
     "is_batch",
+    "item_name",
     "split_items",
-    "where",
 ]
 
 # (uint8 (H, W, C) array, its colour order: GRAY, RGB, BGR, RGBA or BGRA)
@@ -42,11 +41,6 @@ _DEFAULT_ORDER = {1: "GRAY", 3: "RGB", 4: "RGBA"}
 def is_batch(arr: np.ndarray) -> bool:
     """True when ``arr`` holds several images (see the module docstring)."""
     return arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in _DEFAULT_ORDER)
-
-
-def batch_size(arr: np.ndarray) -> int:
-    """How many images ``arr`` holds: its first axis for a batch, else 1."""
-    return int(arr.shape[0]) if is_batch(arr) else 1
 
 
 def split_items(images: Any) -> list[Any]:
@@ -67,7 +61,7 @@ def split_items(images: Any) -> list[Any]:
     )
 
 
-def where(item: Any, i: int, n: int) -> str:
+def item_name(item: Any, i: int, n: int) -> str:
     """How an error names item ``i`` of ``n``: its path, or its index."""
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DecompressionBombError, ImageDecodeError
-from .batching import Pixels, array_pixels, where
+from .batching import Pixels, array_pixels, item_name
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -192,7 +192,7 @@ def to_pixels(
     out: list[Pixels | None] = [None] * len(items)
     files: list[int] = []
     for i, item in enumerate(items):
-        name = where(item, i, len(items))
+        name = item_name(item, i, len(items))
         if isinstance(item, (str, os.PathLike)):
             files.append(i)
         elif isinstance(item, Image.Image):
