@@ -168,6 +168,7 @@ __attribute__((target("avx512f,avx2,fma"))) void blend_rows_avx512(
     for (int k = 0; k < 64; k += 16) blend16_avx512(r0, r1, w0, w1, j + k, v);
   }
   for (; j + 16 <= len; j += 16) blend16_avx512(r0, r1, w0, w1, j, v);
+  if (j == len) return;  // no call for an empty tail
   const std::uint8_t* rest[2] = {r[0] + j, r[1] + j};
   blend_rows_avx2(rest, w, K, len - j, v + j, nullptr);
 }
