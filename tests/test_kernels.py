@@ -94,17 +94,8 @@ def test_conv2d_matches_reference(case, isa):
     )
     pads = _resolved_pads(padding, h, w, k, s, d)
     expected = _f32(ref.conv2d_nhwc(x, wk, bias, (s, s), (d, d), pads, groups, act))
-    got = kernels.conv2d(
-        x,
-        wk,
-        bias,
-        strides=s,
-        padding=padding,
-        dilations=d,
-        groups=groups,
-        activation=act,
-        threads=2,
-    )
+    got = kernels.conv2d(x, wk, bias, strides=s, padding=padding, dilations=d, groups=groups,
+                         activation=act, threads=2)
     assert_close(got, expected, **TOL, context=f"seed={seed} isa={isa}", layout="NHWC")
     oracle = _native.conv2d_nhwc_f32_scalar(
         x, wk, bias, (s, s), (d, d), pads, groups=groups, activation=act or "none", alpha=0.01
@@ -154,18 +145,9 @@ def test_conv2d_transpose_matches_reference(case, isa):
     x = _rand(rng, (b, h, w, cin))
     wk = _rand(rng, (k, k, cout // groups, cin))  # Keras Conv2DTranspose layout
     bias = _rand(rng, (cout,))
-    got = kernels.conv2d_transpose(
-        x,
-        wk,
-        bias,
-        strides=s,
-        padding=padding,
-        dilations=d,
-        groups=groups,
-        output_padding=op,
-        activation="leaky_relu",
-        alpha=0.2,
-    )
+    got = kernels.conv2d_transpose(x, wk, bias, strides=s, padding=padding, dilations=d,
+                                   groups=groups, output_padding=op, activation="leaky_relu",
+                                   alpha=0.2)
     if padding == "same":
         assert got.shape[1:3] == (h * s, w * s)
         total = (k - 1) * d + 1 - s
