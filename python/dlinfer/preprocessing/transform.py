@@ -243,6 +243,11 @@ class PreprocessSpec:
         rh, rw, top, left = native.preprocess_geometry(height, width, *self.size, fit, ratio)
         return Geometry((rh, rw), (top, left), (rh / height, rw / width))
 
+    @property
+    def draft_target(self) -> Any:
+        """What the decoder may draft-decode large JPEGs toward (:meth:`target`), or None."""
+        return self.target if self.draft and self.size is not None else None
+
     def target(self, height: int, width: int) -> tuple[int, int]:
         """The size an image of this size is resized to (what draft decoding aims at)."""
         return self.geometry(height, width).resized
@@ -275,7 +280,7 @@ class PreprocessSpec:
         return to_pixels(
             split_items(images),
             input_color=self.input_color,
-            target=self.target if self.draft and self.size is not None else None,
+            target=self.draft_target,
             max_image_bytes=self.max_image_bytes,
             threads=threads,
         )

@@ -201,8 +201,7 @@ async def _images_from(request: Request, body: bytes,
 async def _decode(data: bytes, where: str, spec: PreprocessSpec) -> np.ndarray:
     """Pixels of one uploaded image, through the same decoder and budget as files."""
     # The model's size lets Pillow draft-decode a large JPEG, as for files.
-    target = spec.target if spec.draft and spec.size is not None else None
-    args = (data, where, target, spec.max_image_bytes)
+    args = (data, where, spec.draft_target, spec.max_image_bytes)
     if len(data) <= _DECODE_INLINE_BYTES:
         return decode_bytes(*args)[0]
     return (await asyncio.get_running_loop().run_in_executor(None, decode_bytes, *args))[0]
