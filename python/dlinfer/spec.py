@@ -5,7 +5,12 @@ the key :data:`METADATA_KEY`.  The runtime reads it back, so a user passes an
 image and gets an answer without knowing the model's input layout, colour mode
 or normalization.
 
-Preprocessing is defined as::
+A model has one or more inputs and outputs, each described by name (the ONNX
+tensor's).  The *primary* input is the first image input (else the first input),
+the one :class:`~dlinfer.Classifier` preprocesses; the *primary* output is the
+first output with labels (else the first), the one a classifier reads.
+
+Preprocessing of an image input is defined as::
 
     model_input[..., c] = (pixels[..., c] * scale - mean[c]) / std[c]
 
@@ -16,17 +21,25 @@ where ``pixels`` are uint8.  A float image given to the runtime is taken to be
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import SpecError
 
-__all__ = ["METADATA_KEY", "SPEC_VERSION", "InputSpec", "ModelSpec", "OutputSpec"]
+__all__ = ["METADATA_KEY", "READABLE_VERSIONS", "SPEC_VERSION", "InputSpec", "ModelSpec",
+           "OutputSpec"]
 
 METADATA_KEY = "dlinfer.spec"
-SPEC_VERSION = 1
+# Version 2 describes every input and output (version 1: exactly one of each, with the
+# labels and threshold at the top level).  Both are read; version 2 is written.
+SPEC_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 TASKS = ("classification", "binary_classification", "regression", "generation")
+INPUT_KINDS = ("image", "tokens", "series", "latent", "features")
+# probabilities: softmax or sigmoid already applied; logits: a classifier applies softmax
+OUTPUT_KINDS = ("probabilities", "logits", "value", "images")
 COLORS = ("GRAY", "RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW", "NC", "NTC")
 
@@ -42,12 +55,13 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...]
     dtype: str = "float32"
-    kind: str = "image"  # image | tokens | series | latent | features
+    kind: str = "image"  # one of INPUT_KINDS
     layout: str = "NHWC"
     color: str | None = "GRAY"
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    vocab_size: int | None = None  # tokens: valid ids are 0 .. vocab_size - 1
 
     @property
     def channels(self) -> int | None:
@@ -68,47 +82,150 @@ class InputSpec:
         """Range of ``pixels * scale``: what a float image must lie in."""
         return scaled_pixel_range(self.scale)
 
+    def validate(self) -> None:
+        """Raise :class:`SpecError` naming what is inconsistent in this input."""
+        where = f"input {self.name!r}"
+        if self.kind not in INPUT_KINDS:
+            raise SpecError(f"{where}: kind must be one of {INPUT_KINDS}, got {self.kind!r}")
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise SpecError(f"{where}: vocab_size must be >= 1, got {self.vocab_size}")
+        if self.kind != "image":
+            return
+        if self.layout not in ("NHWC", "NCHW"):
+            raise SpecError(f"{where}: an image layout must be NHWC or NCHW, got {self.layout!r}")
+        if len(self.shape) != 4:
+            raise SpecError(f"{where}: an image shape must have rank 4, got {list(self.shape)}")
+        if self.color not in COLORS:
+            raise SpecError(f"{where}: color must be one of {COLORS}, got {self.color!r}")
+        channels = self.channels
+        if channels not in (1, 3):
+            raise SpecError(f"{where}: an image must have 1 or 3 channels, got {channels}")
+        if (self.color == "GRAY") != (channels == 1):
+            raise SpecError(f"{where}: color {self.color} does not fit {channels} channel(s)")
+        for what, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise SpecError(f"{where}: {what} needs 1 or {channels} values, got {len(values)}")
+        if any(s == 0 or s != s for s in self.std):
+            raise SpecError(f"{where}: std values must be non-zero numbers, got {list(self.std)}")
+        if self.scale == 0 or self.scale != self.scale:
+            raise SpecError(f"{where}: scale must be a non-zero number, got {self.scale}")
+
 
 @dataclass(frozen=True)
 class OutputSpec:
     name: str
-    kind: str = "probabilities"  # probabilities | value | images
+    kind: str = "probabilities"  # one of OUTPUT_KINDS
+    labels: tuple[str, ...] = ()  # a classification head's class names, in output order
+    threshold: float | None = None  # a single sigmoid unit: P(labels[1]) >= threshold
+
+    def validate(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise SpecError(f"output {self.name!r}: kind must be one of {OUTPUT_KINDS}, "
+                            f"got {self.kind!r}")
+        if len(set(self.labels)) != len(self.labels):
+            raise SpecError(f"output {self.name!r}: labels must be unique")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ModelSpec:
+    """Everything a runtime needs to know about a model.
+
+    Built from ``inputs``/``outputs`` (each a sequence), or, for a one-input,
+    one-output model, from ``input``/``output`` with ``labels`` and ``threshold``
+    as in version 1 (they become the output's).
+    """
+
     name: str
     task: str
-    input: InputSpec
-    output: OutputSpec
-    labels: tuple[str, ...] = ()
-    threshold: float | None = None
-    versions: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    spec_version: int = SPEC_VERSION
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    versions: dict[str, Any]
+    parity: dict[str, Any]
+    extra: dict[str, Any]
+    spec_version: int
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        task: str,
+        input: InputSpec | None = None,  # noqa: A002 - the version-1 keyword
+        output: OutputSpec | None = None,
+        labels: Sequence[str] = (),
+        threshold: float | None = None,
+        versions: dict[str, Any] | None = None,
+        parity: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        spec_version: int = SPEC_VERSION,
+        *,
+        inputs: Sequence[InputSpec] = (),
+        outputs: Sequence[OutputSpec] = (),
+    ) -> None:
+        if (input is None) == (not inputs):
+            raise SpecError("give either input= or inputs= (a non-empty sequence)")
+        if (output is None) == (not outputs):
+            raise SpecError("give either output= or outputs= (a non-empty sequence)")
+        outputs = tuple(outputs) if outputs else (output,)
+        if labels or threshold is not None:
+            if len(outputs) != 1:
+                raise SpecError("labels= and threshold= describe a single output; give each "
+                                "output its labels in outputs=")
+            first = outputs[0]
+            outputs = (replace(first, labels=tuple(labels) or first.labels,
+                               threshold=first.threshold if threshold is None else threshold),)
+        assign = object.__setattr__  # frozen: set once, here
+        assign(self, "name", name)
+        assign(self, "task", task)
+        assign(self, "inputs", tuple(inputs) if inputs else (input,))
+        assign(self, "outputs", tuple(replace(o, labels=tuple(o.labels)) for o in outputs))
+        assign(self, "versions", dict(versions or {}))
+        assign(self, "parity", dict(parity or {}))
+        assign(self, "extra", dict(extra or {}))
+        assign(self, "spec_version", spec_version)
+        self._validate()
+
+    # ---- the primary input and output, and the version-1 names -----------------------
+
+    @property
+    def input(self) -> InputSpec:
+        """The primary input: the first image input, else the first input."""
+        return next((i for i in self.inputs if i.kind == "image"), self.inputs[0])
+
+    @property
+    def output(self) -> OutputSpec:
+        """The primary output: the first output with labels, else the first output."""
+        return next((o for o in self.outputs if o.labels), self.outputs[0])
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.output.labels
+
+    @property
+    def threshold(self) -> float | None:
+        return self.output.threshold
+
+    def input_named(self, name: str) -> InputSpec:
+        for i in self.inputs:
+            if i.name == name:
+                return i
+        raise SpecError(f"no input named {name!r}; the inputs are "
+                        f"{[i.name for i in self.inputs]}")
+
+    def output_named(self, name: str) -> OutputSpec:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise SpecError(f"no output named {name!r}; the outputs are "
+                        f"{[o.name for o in self.outputs]}")
+
+    def _validate(self) -> None:
         if self.task not in TASKS:
             raise SpecError(f"task must be one of {TASKS}, got {self.task!r}")
-        inp = self.input
-        if inp.kind == "image":
-            if inp.layout not in ("NHWC", "NCHW"):
-                raise SpecError(f"image input layout must be NHWC or NCHW, got {inp.layout!r}")
-            if len(inp.shape) != 4:
-                raise SpecError(f"image input shape must have rank 4, got {list(inp.shape)}")
-            if inp.color not in COLORS:
-                raise SpecError(f"color must be one of {COLORS}, got {inp.color!r}")
-            channels = inp.channels
-            if channels not in (1, 3):
-                raise SpecError(f"image input must have 1 or 3 channels, got {channels}")
-            if (inp.color == "GRAY") != (channels == 1):
-                raise SpecError(f"color {inp.color} does not fit {channels} channel(s)")
-            for what, values in (("mean", inp.mean), ("std", inp.std)):
-                if len(values) not in (1, channels):
-                    raise SpecError(f"{what} needs 1 or {channels} values, got {len(values)}")
-            if any(s == 0 for s in inp.std):
-                raise SpecError("std values must be non-zero")
+        for group, items in (("input", self.inputs), ("output", self.outputs)):
+            names = [t.name for t in items]
+            if len(set(names)) != len(names):
+                raise SpecError(f"{group} names must be unique, got {names}")
+            for item in items:
+                item.validate()
         if self.task == "classification" and not self.labels:
             raise SpecError("a classification spec needs its class labels")
         if self.task == "binary_classification":
@@ -117,11 +234,20 @@ class ModelSpec:
             if self.threshold is None:
                 raise SpecError("a binary_classification spec needs a threshold")
 
+    # ---- JSON --------------------------------------------------------------------------
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        raw = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        # Version 1's keys, as views of the primary input and output, for scripts that
+        # read the JSON themselves; from_json ignores them in version 2.
+        raw.update(input=_plain(self.input), output={"name": self.output.name,
+                                                     "kind": self.output.kind},
+                   labels=list(self.labels), threshold=self.threshold)
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
+        """Read a spec of any version in :data:`READABLE_VERSIONS`."""
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -129,27 +255,52 @@ class ModelSpec:
         if not isinstance(raw, dict):
             raise SpecError(f"{METADATA_KEY} must be a JSON object")
         version = raw.get("spec_version")
-        if version != SPEC_VERSION:
+        if version not in READABLE_VERSIONS:
             raise SpecError(
                 f"spec_version {version!r} is not supported by this dlinfer "
-                f"(it reads version {SPEC_VERSION}); upgrade dlinfer or re-export the model"
+                f"(it reads versions {list(READABLE_VERSIONS)}); upgrade dlinfer or re-export "
+                "the model"
             )
         try:
-            inp = dict(raw["input"])
-            inp["shape"] = tuple(inp["shape"])
-            inp["mean"] = tuple(inp.get("mean", (0.0,)))
-            inp["std"] = tuple(inp.get("std", (1.0,)))
+            if version == 1:
+                inputs = [raw["input"]]
+                output = dict(raw["output"], labels=raw.get("labels", ()),
+                              threshold=raw.get("threshold"))
+                outputs = [output]
+            else:
+                inputs, outputs = raw["inputs"], raw["outputs"]
             return cls(
                 name=raw["name"],
                 task=raw["task"],
-                input=InputSpec(**inp),
-                output=OutputSpec(**raw["output"]),
-                labels=tuple(raw.get("labels", ())),
-                threshold=raw.get("threshold"),
+                inputs=[_input_from(dict(i)) for i in inputs],
+                outputs=[_output_from(dict(o)) for o in outputs],
                 versions=dict(raw.get("versions", {})),
                 parity=dict(raw.get("parity", {})),
                 extra=dict(raw.get("extra", {})),
-                spec_version=version,
+                spec_version=SPEC_VERSION,
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
             raise SpecError(f"{METADATA_KEY} is malformed: {exc!r}") from exc
+
+
+def _input_from(raw: dict[str, Any]) -> InputSpec:
+    raw["shape"] = tuple(raw["shape"])
+    raw["mean"] = tuple(raw.get("mean", (0.0,)))
+    raw["std"] = tuple(raw.get("std", (1.0,)))
+    return InputSpec(**raw)
+
+
+def _output_from(raw: dict[str, Any]) -> OutputSpec:
+    raw["labels"] = tuple(raw.get("labels", ()))
+    return OutputSpec(**raw)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: dataclasses as dicts, tuples as lists."""
+    if isinstance(value, (InputSpec, OutputSpec)):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
