@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dlinfer.tools.cli import add_export_arguments, export_command
+from dlinfer.tools.export_command import add_export_arguments, export_command
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,6 @@ from standard layers:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -26,8 +25,9 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from ..spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
+from ..spec import InputSpec, ModelSpec, OutputSpec
 from ._tf import import_tensorflow
+from .onnx_file import read_spec, save, set_spec
 
 __all__ = [
     "IR_VERSION",
@@ -186,14 +186,6 @@ def _input_signature(model: Any, input_name: str) -> Any:
     return tf.TensorSpec(shape, dtype, name=input_name)
 
 
-def set_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:
-    """Write (or replace) the dlinfer spec in the model's metadata_props."""
-    for prop in list(proto.metadata_props):
-        if prop.key == METADATA_KEY:
-            proto.metadata_props.remove(prop)
-    proto.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
-
-
 def to_onnx(
     model: Any,
     path: str | None = None,
@@ -291,19 +283,6 @@ def to_onnx(
     return proto
 
 
-def save(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write ``proto`` to ``path`` whole or not at all (a temporary file, then a rename)."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def export_file(
     keras_file: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -350,12 +329,3 @@ def export_file(
         output_name=output_name, output_kind="probabilities" if "class" in task else output_name,
         scale=scale, threshold=0.5 if task == "binary_classification" else None,
     )
-
-
-def read_spec(path: str) -> dict[str, Any]:
-    """The raw dlinfer spec JSON of an exported file, as a dict."""
-    proto = onnx.load(path, load_external_data=False)
-    for prop in proto.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    raise KeyError(f"{path} has no {METADATA_KEY} metadata")

@@ -13,6 +13,7 @@ from .._optional import import_optional
 from ..errors import DlinferError
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
+from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -128,37 +129,6 @@ def _verify(args: argparse.Namespace) -> int:
                     rtol=args.rtol, samples=args.samples)
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
-def export_command(args: argparse.Namespace) -> int:
-    """`dlinfer export` (also `python -m training export`): parsed arguments in, exit status out."""
-    export = import_optional("dlinfer.export", "export", "`dlinfer export`")
-    labels = tuple(x for x in args.labels.split(",") if x) if args.labels else ()
-    export.export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def _add_export(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a saved .keras model to ONNX with its spec",
-                       description="Convert a .keras file to ONNX (opset 17) with dlinfer's "
-                       "spec in its metadata. Needs the export extra (TensorFlow, tf2onnx).")
-    add_export_arguments(p)
-    p.set_defaults(func=export_command)
-
-
-def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of `dlinfer export` (the training CLI's export takes the same)."""
-    p.add_argument("keras_file", metavar="KERAS_FILE")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--labels", default=None, help="comma-separated class labels")
-    p.add_argument("--task", default=None,
-                   choices=["classification", "binary_classification", "regression",
-                            "generation"],
-                   help="default: classification with --labels (binary for a single sigmoid "
-                        "output), else regression")
-    p.add_argument("--scale", type=float, default=None,
-                   help="pixel scale the model expects (default 1/255 for images)")
-
-
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose, format_report
 
@@ -318,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     _add_serve(sub)
-    _add_export(sub)
+    add_export_parser(sub)
     return parser
 
 
