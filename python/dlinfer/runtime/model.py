@@ -134,6 +134,7 @@ class Model:
 
         self.inputs = [TensorInfo.from_ort(i) for i in self._session.get_inputs()]
         self.outputs = [TensorInfo.from_ort(o) for o in self._session.get_outputs()]
+        self._input_names = [i.name for i in self.inputs]
         self._output_names = [o.name for o in self.outputs]
         self._prepare_hot_path(io_binding)
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -180,7 +181,8 @@ class Model:
     def input(self) -> TensorInfo:
         """The only input; raises if the model has several."""
         if len(self.inputs) != 1:
-            raise InputError(f"{self.path} has {len(self.inputs)} inputs; pass a dict to run()")
+            raise InputError(f"{self.path} has {len(self.inputs)} inputs {self._input_names}; "
+                             "pass run() a dict or one array per input")
         return self.inputs[0]
 
     def _check(self, info: TensorInfo, x: Any) -> np.ndarray:
@@ -244,32 +246,67 @@ class Model:
     def _feed(self, x: Any) -> dict[str, np.ndarray]:
         """Validate ``x`` against the inputs; every error names the input and the problem."""
         if isinstance(x, Mapping):
-            names = {i.name for i in self.inputs}
+            names = set(self._input_names)
             unknown = set(x) - names
             missing = names - set(x)
             if unknown or missing:
                 raise InputError(
-                    f"inputs must be exactly {sorted(names)}; "
+                    f"inputs must be exactly {self._input_names}; "
                     f"unknown: {sorted(unknown)}, missing: {sorted(missing)}"
                 )
-            return {i.name: self._check(i, x[i.name]) for i in self.inputs}
+            feed = {i.name: self._check(i, x[i.name]) for i in self.inputs}
+            if len(feed) > 1:
+                self._check_batches(feed)
+            return feed
         info = self.input
         return {info.name: self._check(info, x)}
 
-    def run(self, x: Any, out: Any = None) -> Any:
+    def _feed_args(self, x: Any, more: tuple[Any, ...], out: Any) -> tuple[dict, Any]:
+        """The feed and ``out`` of any call but the fast one."""
+        if len(self.inputs) > 1 and not isinstance(x, Mapping):
+            arrays = tuple(x) if not more and isinstance(x, (list, tuple)) else (x, *more)
+            if len(arrays) != len(self.inputs):
+                raise InputError(
+                    f"{self.path} has {len(self.inputs)} inputs {self._input_names}; got "
+                    f"{len(arrays)} array(s) (give one per input in this order, or a dict by "
+                    "name; out= is keyword-only here)")
+            return self._feed(dict(zip(self._input_names, arrays))), out
+        return self._feed(x), (self._single_out(more, out) if more else out)
+
+    def _single_out(self, more: tuple[Any, ...], out: Any) -> Any:
+        """``run(x, out)``: a single-input model's positional ``out``."""
+        if len(self.inputs) == 1 and len(more) == 1 and out is None:
+            return more[0]
+        raise InputError(f"run() got {1 + len(more)} positional arguments; {self.path} has "
+                         f"{len(self.inputs)} input(s) {self._input_names}")
+
+    def _check_batches(self, feed: dict[str, np.ndarray]) -> None:
+        # A dynamic first axis is the batch axis (dlinfer's export convention): the
+        # inputs must agree on it, or onnxruntime fails deep inside the graph.
+        sizes = {i.name: feed[i.name].shape[0] for i in self.inputs
+                 if i.shape and i.shape[0] is None}
+        if len(set(sizes.values())) > 1:
+            raise InputShapeError(f"the inputs' batch sizes differ: {sizes}")
+
+    def run(self, x: Any, *more: Any, out: Any = None) -> Any:
         """Run the model.
 
-        ``x`` is an array for a single-input model or a ``{name: array}`` dict.  Returns an
-        array for a single-output model, else a ``{name: array}`` dict.  Dtypes must match
-        the model's inputs exactly: dlinfer never casts behind your back.
+        ``x`` is an array for a single-input model.  A multi-input model takes a
+        ``{name: array}`` dict, or one array per input in :attr:`inputs` order:
+        ``run(a, b)`` or ``run([a, b])``.  Returns an array for a single-output model,
+        else a ``{name: array}`` dict of every output.  Dtypes must match the model's
+        inputs exactly: dlinfer never casts behind your back.
 
         ``out`` (only with ``io_binding=True``): preallocated C-contiguous output array(s),
         an array for a single-output model or a ``{name: array}`` dict, with the output's
         dtype and shape for this batch.  The results are written there and ``out`` is
-        returned, so a loop that reuses ``out`` allocates nothing per call.
+        returned, so a loop that reuses ``out`` allocates nothing per call.  A
+        single-input model also takes it positionally, ``run(x, out)``.
         """
         fast = self._fast
         if fast is not None and type(x) is np.ndarray:
+            if more:
+                out = self._single_out(more, out)
             # The common call, checked with a few comparisons; anything unusual takes
             # _feed's full checks and their error messages.
             name, dtype, rank, first, tail = fast
@@ -287,7 +324,7 @@ class Model:
             else:
                 feed = self._feed(x)
         else:
-            feed = self._feed(x)
+            feed, out = self._feed_args(x, more, out)
         if self._local is not None:
             return self._run_bound(feed, out)
         if out is not None:
