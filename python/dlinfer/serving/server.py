@@ -41,6 +41,7 @@ from ..errors import (
     InputError,
     QueueFullError,
     RequestTimeoutError,
+    SpecError,
 )
 from ..preprocessing.decode import decode_bytes
 from ..preprocessing.transform import PreprocessSpec
@@ -271,6 +272,13 @@ def create_app(config: ServeConfig) -> Starlette:
                          session_options=batching_session_options(config.threads))
         for name, arg in zip(names, config.models, strict=True)
     }
+    for name, clf in classifiers.items():
+        if len(clf.model.inputs) > 1:
+            # Refused now, at startup, rather than with a 4xx on every request.
+            raise SpecError(
+                f"cannot serve {name!r} ({clf.model.path}): it takes the inputs "
+                f"{[i.name for i in clf.model.inputs]}, and a request carries images only; "
+                "call dlinfer.Classifier with a dict of every input instead")
     batchers: dict[str, Batcher] = {}
 
     @asynccontextmanager

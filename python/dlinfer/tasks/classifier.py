@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..preprocessing.decode import iter_image_files
 from ..preprocessing.tokens import token_batch
 from ..preprocessing.transform import PreprocessSpec, empty_batch
 from ..runtime.model import Model, open_for_task
+from ..spec import InputSpec, ModelSpec, OutputSpec
 from .predictions import Prediction, top_k_predictions
 
 __all__ = ["Classifier"]
@@ -36,10 +37,20 @@ class Classifier:
     size, colour mode and normalization (``self.preprocessing``, a
     :class:`PreprocessSpec`), so callers never normalize by hand.
 
+    A multi-input model takes a ``{name: value}`` dict with every input on each call:
+    the image input's value is preprocessed as above, a token input's goes through
+    :func:`~dlinfer.preprocessing.tokens.token_batch`, and any other input's is an
+    array of that input's dtype.
+
     Args:
         model: a path to the ``.onnx`` file, or a :class:`Model`.
         device, threads, **model_options: passed to :class:`Model` when given a path.
         max_image_bytes: decoded-size budget per image file (decompression bombs).
+        image_input: the input that takes images, on a model with several image
+            inputs (default: the spec's only image input).
+        output: the output to classify with (default: the spec's primary output, the
+            first with labels).  A ``logits`` output gets a softmax (a sigmoid for a
+            single unit) before predictions.
     """
 
     def __init__(
@@ -49,45 +60,90 @@ class Classifier:
         threads: int | None = None,
         *,
         max_image_bytes: int | None = None,
+        image_input: str | None = None,
+        output: str | None = None,
         **model_options: Any,
     ) -> None:
         self.model, spec = open_for_task(
             model, device, threads, model_options,
             tasks=("classification", "binary_classification"), role="classifier",
-            export_hint="dlinfer export",
+            export_hint="dlinfer export`, describe it with `dlinfer spec set",
         )
-        if spec.input.kind not in ("image", "tokens"):
+        self.spec = spec
+        self.output = _classifier_output(spec, output, self.model)
+        self.labels = list(self.output.labels)
+        self.threads = threads
+        # A single sigmoid unit is P(labels[1]) (see OutputSpec.threshold).
+        self._binary = spec.task == "binary_classification" and self.output.threshold is not None
+        names = [i.name for i in self.model.inputs]
+        self._multi = len(names) > 1
+        self._inputs = [_input_spec(spec, n, self.model.path) for n in names]
+        image = _image_input(spec, self._inputs, image_input, self.model.path)
+        if not self._multi and self._inputs[0].kind not in ("image", "tokens"):
             raise SpecError(
-                f"{self.model.path} takes {spec.input.kind}, not images or token ids; "
+                f"{self.model.path} takes {self._inputs[0].kind}, not images or token ids; "
                 "use dlinfer.Model for it"
             )
-        self.spec = spec
-        self.labels = list(spec.labels)
-        self.threads = threads
+        self.image_input: str | None = image.name if image is not None else None
         overrides = {} if max_image_bytes is None else {"max_image_bytes": max_image_bytes}
+        # The exporter's resize/crop (extra["preprocess"]) describe the primary input.
+        source = spec if image is spec.input else image
         # Token models (the IMDB LSTM) take id sequences, padded like Keras's
         # pad_sequences; they have no image preprocessing.
-        self.preprocessing = (PreprocessSpec.from_model(spec, **overrides)
-                              if spec.input.kind == "image" else None)
+        self.preprocessing = (PreprocessSpec.from_model(source, **overrides)
+                              if image is not None else None)
 
-    def preprocess(self, images: Any) -> np.ndarray:
-        """The batch the model will see for ``images`` (token sequences for a token model)."""
+    def preprocess(self, images: Any) -> Any:
+        """The batch the model will see for ``images`` (token sequences for a token model).
+
+        A multi-input model's batch is a ``{name: array}`` dict, built from a dict
+        with every input.
+        """
+        if self._multi:
+            return self._preprocess_inputs(images)
         if self.preprocessing is None:
-            return token_batch(images, self.spec.input)
+            return token_batch(images, self._inputs[0])
         return self.preprocessing.model_input(images, self.threads)
+
+    def _preprocess_inputs(self, values: Any) -> dict[str, np.ndarray]:
+        names = [i.name for i in self._inputs]
+        if not isinstance(values, Mapping):
+            raise InputError(f"{self.model.path} has {len(names)} inputs {names}; give a dict "
+                             "with a value for each")
+        missing = [n for n in names if n not in values]
+        unknown = sorted(set(values) - set(names))
+        if missing or unknown:
+            raise InputError(f"{self.model.path} takes the inputs {names}; missing: {missing}, "
+                             f"unknown: {unknown}")
+        batch = {}
+        for info in self._inputs:
+            value = values[info.name]
+            if info.name == self.image_input:
+                batch[info.name] = self.preprocessing.model_input(value, self.threads)
+            elif info.kind == "tokens":
+                batch[info.name] = token_batch(value, info)
+            else:
+                batch[info.name] = _array_of(value, info)
+        return batch
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """Class probabilities, shape (N, number of labels)."""
         return self.run_batch(self.preprocess(images))
 
-    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: Any) -> np.ndarray:
         """Class probabilities for a batch :meth:`preprocess` already built."""
-        out = np.asarray(self.model.run(batch), dtype=np.float32)
-        if self.spec.task == "binary_classification":
+        out = self.model.run(batch)
+        if isinstance(out, dict):
+            out = out[self.output.name]
+        out = np.asarray(out, dtype=np.float32)
+        out = out.reshape(len(out), -1)
+        if self._binary:
             # A single sigmoid unit is P(labels[1]); expand to both classes.
-            p = out.reshape(len(out), -1)[:, :1]
+            p = out[:, :1]
+            if self.output.kind == "logits":
+                p = _sigmoid(p)
             return np.concatenate([1.0 - p, p], axis=1)
-        return out.reshape(len(out), -1)
+        return _softmax(out) if self.output.kind == "logits" else out
 
     def predict(self, images: Any, top_k: int = 1) -> list[Prediction]:
         """One :class:`Prediction` per image, in input order."""
@@ -97,8 +153,7 @@ class Classifier:
 
     def postprocess(self, proba: np.ndarray, top_k: int | Sequence[int] = 1) -> list[Prediction]:
         """Predictions from (N, labels) probabilities; ``top_k`` for all rows or one per row."""
-        threshold = (self.spec.threshold if self.spec.task == "binary_classification"
-                     else None)
+        threshold = self.output.threshold if self._binary else None
         return top_k_predictions(proba, self.labels, top_k, threshold)
 
     __call__ = predict
@@ -122,9 +177,10 @@ class Classifier:
         leaves out files that fail to decode (reported on the progress bar's stream)
         instead of raising.
         """
-        if self.preprocessing is None:
-            raise InputError(f"predict_folder classifies image files; {self.model.path} takes "
-                             "token ids")
+        if self.preprocessing is None or self._multi:
+            raise InputError(
+                f"predict_folder classifies image files with a single-input image model; "
+                f"{self.model.path} takes {[(i.name, i.kind) for i in self._inputs]}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if on_error not in ("raise", "skip"):
@@ -191,6 +247,79 @@ class Classifier:
             f"Classifier({self.model.path!r}, labels={len(self.labels)}, "
             f"device={self.model.device!r})"
         )
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    # Shifted by the row maximum so that exp never overflows.
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number only, so that it never overflows.
+    e = np.exp(-np.abs(logits))
+    return np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+
+
+def _classifier_output(spec: ModelSpec, name: str | None, model: Model) -> OutputSpec:
+    """The output a classifier reads: ``name``, else the spec's primary output."""
+    out = spec.output_named(name) if name is not None else spec.output
+    if not out.labels or out.kind not in ("probabilities", "logits"):
+        raise SpecError(
+            f"output {out.name!r} of {model.path} is not a classification head (kind "
+            f"{out.kind!r}, {len(out.labels)} labels); choose one with output=, among "
+            f"{[o.name for o in spec.outputs if o.labels]}")
+    tensors = {o.name: o for o in model.outputs}
+    tensor = tensors.get(out.name) if len(tensors) > 1 else model.outputs[0]
+    if tensor is None:
+        raise SpecError(f"{model.path}: its spec's output {out.name!r} is not one of the "
+                        f"model's outputs {list(tensors)}; fix it with `dlinfer spec set`")
+    width = None if None in tensor.shape[1:] else int(np.prod(tensor.shape[1:]))
+    if width is not None and out.threshold is None and width != len(out.labels):
+        raise SpecError(f"output {out.name!r} of {model.path} has {width} values per item "
+                        f"but {len(out.labels)} labels")
+    return out
+
+
+def _input_spec(spec: ModelSpec, name: str, path: str) -> InputSpec:
+    if len(spec.inputs) == 1 and spec.inputs[0].name != name:
+        return spec.inputs[0]  # a one-input spec describes the one input, whatever its name
+    try:
+        return spec.input_named(name)
+    except SpecError as exc:
+        raise SpecError(f"{path}: its spec does not describe the model's input {name!r} "
+                        f"({exc}); fix it with `dlinfer spec set`") from None
+
+
+def _image_input(spec: ModelSpec, inputs: list[InputSpec], name: str | None,
+                 path: str) -> InputSpec | None:
+    """The input a classifier preprocesses images for (None: a model without one)."""
+    images = [i for i in inputs if i.kind == "image"]
+    if name is not None:
+        chosen = next((i for i in inputs if i.name == name), None)
+        if chosen is None or chosen.kind != "image":
+            raise SpecError(f"image_input={name!r}: {path} has the image inputs "
+                            f"{[i.name for i in images]}")
+        return chosen
+    if len(images) > 1:
+        raise SpecError(f"{path} has {len(images)} image inputs {[i.name for i in images]}; "
+                        "name the one to preprocess with image_input=")
+    return images[0] if images else None
+
+
+def _array_of(value: Any, info: InputSpec) -> np.ndarray:
+    """A non-image input's batch: arrays keep their dtype (Model.run checks it), while
+    Python numbers take the input's dtype if that does not change their kind."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        arr = np.asarray(value)
+        if np.can_cast(arr.dtype, info.dtype, "same_kind"):
+            arr = arr.astype(info.dtype)
+    if arr.ndim == len(info.shape) - 1:
+        arr = arr[None]  # one item: the batch of one that goes with one image
+    return arr
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

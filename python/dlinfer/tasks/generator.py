@@ -71,6 +71,10 @@ class Generator:
             model, device, threads, model_options, tasks=("generation",), role="generator",
             export_hint="dlinfer export --task generation",
         )
+        if len(self.model.inputs) != 1:
+            raise SpecError(f"{self.model.path} takes the inputs "
+                            f"{[i.name for i in self.model.inputs]}; a Generator feeds one "
+                            "latent input, so use dlinfer.Model for it")
         size = spec.extra.get("latent_size", self.model.input.shape[-1])
         if not isinstance(size, int) or size < 1:
             raise SpecError(f"{self.model.path}: latent size {size!r} is not a positive integer")
@@ -84,7 +88,9 @@ class Generator:
     @property
     def produces_images(self) -> bool:
         """True when samples are images (N, H, W, C) rather than vectors."""
-        return self.spec.output.kind == "images" or len(self.model.outputs[0].shape) == 4
+        tensor = next((o for o in self.model.outputs if o.name == self.spec.output.name),
+                      self.model.outputs[0])
+        return self.spec.output.kind == "images" or len(tensor.shape) == 4
 
     def latent(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` latent vectors (float32) from the model's latent distribution."""
@@ -112,7 +118,9 @@ class Generator:
             raise InputShapeError(
                 f"latent vectors must have shape (N, {self.latent_size}), got {latent.shape}"
             )
-        return self.model.run(latent)
+        out = self.model.run(latent)
+        # Several outputs: the samples are the spec's primary output.
+        return out[self.spec.output.name] if isinstance(out, dict) else out
 
     __call__ = generate
 
