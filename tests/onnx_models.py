@@ -21,13 +21,17 @@ from dlinfer.spec import METADATA_KEY, InputSpec, ModelSpec, OutputSpec
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = [
+    "ConvNet",
     "Dense",
     "Digits",
     "build_mlp",
+    "build_plain_classifier",
+    "build_two_input",
     "fit_softmax_regression",
     "mlp_forward",
     "mnist_digits",
     "save",
+    "two_input_forward",
 ]
 
 SPLIT_SEED = 20_240_511  # a fixed int: the fit/held-out split replays everywhere
@@ -137,8 +141,14 @@ def build_mlp(name: str, input_shape: Sequence[int | None], output_name: str,
                                        ["N", *input_shape[1:]])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, out_dims)],
         inits)
+    return checked_model(graph)
+
+
+def checked_model(graph: onnx.GraphProto,
+                  producer: tuple[str, str] = ("dlinfer-tests", "")) -> onnx.ModelProto:
+    """``graph`` as a model at dlinfer's opset and IR version, checked by onnx."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="dlinfer-tests")
+                              producer_name=producer[0], producer_version=producer[1])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -172,3 +182,88 @@ def generator_spec(name: str, latent_size: int, output_name: str, kind: str) -> 
                         color=None, scale=1.0),
         output=OutputSpec(name=output_name, kind=kind),
         extra={"latent_size": latent_size, "latent_distribution": "normal"})
+
+
+# ---- models from other exporters, and multi-input ones ---------------------------------
+
+@dataclass(frozen=True)
+class ConvNet:
+    """Conv (OIHW, stride 2, pad 1) -> Relu -> GlobalAveragePool -> Gemm: logits."""
+
+    conv_w: np.ndarray  # float32 (out, 3, 3, 3)
+    conv_b: np.ndarray  # float32 (out,)
+    fc_w: np.ndarray  # float32 (out, classes)
+    fc_b: np.ndarray  # float32 (classes,)
+
+
+def build_plain_classifier(net: ConvNet, height: int | None = None,
+                           width: int | None = None) -> onnx.ModelProto:
+    """An NCHW classifier as a PyTorch export looks: logits out, no dlinfer metadata.
+
+    A None height or width is a named dynamic dimension, as ``dynamic_axes`` gives.
+    """
+    inits = [numpy_helper.from_array(a, n) for a, n in (
+        (net.conv_w, "conv.weight"), (net.conv_b, "conv.bias"), (net.fc_w, "fc.weight"),
+        (net.fc_b, "fc.bias"))]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight", "conv.bias"], ["conv"],
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"]),
+    ]
+    dims = ["batch", 3, height or "height", width or "width"]
+    graph = helper.make_graph(
+        nodes, "torch_jit",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                       ["batch", net.fc_w.shape[1]])],
+        inits)
+    return checked_model(graph, producer=("pytorch", "2.5.0"))
+
+
+def build_two_input(first: Sequence[int | None], second: Sequence[int | None],
+                    w_first: np.ndarray, w_second: np.ndarray, bias: np.ndarray,
+                    w_box: np.ndarray, outputs: Sequence[str] = ("probabilities", "box"),
+                    names: tuple[str, str] = ("image", "features")) -> onnx.ModelProto:
+    """Two inputs, each flattened; heads ``probabilities`` (softmax), ``logits`` and ``box``.
+
+    logits = flat(first) @ w_first + flat(second) @ w_second + bias;
+    box = flat(second) @ w_box.  See :func:`two_input_forward`.
+    """
+    a, b = names
+    inits = [numpy_helper.from_array(x, n) for x, n in (
+        (w_first, "w_first"), (w_second, "w_second"), (bias, "bias"), (w_box, "w_box"),
+        (np.array([-1, int(np.prod(first[1:]))], np.int64), "shape_a"),
+        (np.array([-1, int(np.prod(second[1:]))], np.int64), "shape_b"))]
+    nodes = [
+        helper.make_node("Reshape", [a, "shape_a"], ["flat_a"]),
+        helper.make_node("Reshape", [b, "shape_b"], ["flat_b"]),
+        helper.make_node("MatMul", ["flat_a", "w_first"], ["mm_a"]),
+        helper.make_node("MatMul", ["flat_b", "w_second"], ["mm_b"]),
+        helper.make_node("Add", ["mm_a", "mm_b"], ["sum"]),
+        helper.make_node("Add", ["sum", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("MatMul", ["flat_b", "w_box"], ["box"]),
+    ]
+    widths = {"probabilities": bias.shape[0], "logits": bias.shape[0], "box": w_box.shape[1]}
+    graph = helper.make_graph(
+        nodes, "two_input",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", *s[1:]])
+         for n, s in ((a, first), (b, second))],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", widths[o]])
+         for o in outputs],
+        inits)
+    return checked_model(graph)
+
+
+def two_input_forward(first: np.ndarray, second: np.ndarray, w_first: np.ndarray,
+                      w_second: np.ndarray, bias: np.ndarray,
+                      w_box: np.ndarray) -> dict[str, np.ndarray]:
+    """The NumPy reference of :func:`build_two_input`, in float64."""
+    fa = np.asarray(first, np.float64).reshape(len(first), -1)
+    fb = np.asarray(second, np.float64).reshape(len(second), -1)
+    logits = fa @ w_first.astype(np.float64) + fb @ w_second.astype(np.float64) + bias
+    return {"logits": logits, "probabilities": _ACTIVATIONS["softmax"](logits),
+            "box": fb @ w_box.astype(np.float64)}
