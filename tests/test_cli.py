@@ -47,3 +47,28 @@ def test_errors_exit_2_with_a_message(tmp_path, mnist_onnx):
     assert "bad.png: not an image" in proc.stderr and "Traceback" not in proc.stderr
     proc = dlinfer_cli("info", str(tmp_path / "missing.onnx"), check=False)
     assert proc.returncode == 2 and "model file not found" in proc.stderr
+
+
+def test_info_lists_every_spec_input_and_output(tmp_path):
+    import numpy as np
+    from dlinfer.export.onnx_file import save, set_spec
+    from dlinfer.spec import InputSpec, ModelSpec, OutputSpec
+    from onnx_models import build_two_input
+
+    z = np.zeros
+    proto = build_two_input((None, 8, 8, 3), (None, 4), z((192, 3), np.float32),
+                            z((4, 3), np.float32), z(3, np.float32), z((4, 4), np.float32))
+    set_spec(proto, ModelSpec(
+        name="two", task="classification",
+        inputs=[InputSpec("image", (None, 8, 8, 3), color="RGB"),
+                InputSpec("features", (None, 4), kind="features", layout="NC", color=None)],
+        outputs=[OutputSpec("probabilities", labels=("a", "b", "c")),
+                 OutputSpec("box", kind="value")]))
+    save(proto, tmp_path / "two.onnx")
+    out = dlinfer_cli("info", str(tmp_path / "two.onnx")).stdout
+    assert "spec input: image: image float32(N, 8, 8, 3) NHWC RGB" in out
+    assert "spec input: features: features float32(N, 4)" in out
+    assert "spec output: probabilities: probabilities, labels a, b, c (3)" in out
+    assert "spec output: box: value" in out
+    info = json.loads(dlinfer_cli("info", str(tmp_path / "two.onnx"), "--json").stdout)
+    assert [o["name"] for o in info["spec"]["outputs"]] == ["probabilities", "box"]

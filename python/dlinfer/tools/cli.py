@@ -1,5 +1,5 @@
 """The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor``, ``bench``,
-``serve`` and ``export``."""
+``serve``, ``export`` and ``spec``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..errors import DlinferError
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
+from .spec_tool import add_spec_parser, describe_spec
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -54,6 +55,8 @@ def _info(args: argparse.Namespace) -> int:
     inp = spec.input
     print(f"name:      {spec.name}")
     print(f"task:      {spec.task}")
+    for line in describe_spec(spec, prefix="spec "):
+        print(line)
     if spec.labels:
         print(f"labels:    {', '.join(spec.labels)}")
     if spec.threshold is not None:
@@ -289,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve(sub)
     add_export_parser(sub)
+    add_spec_parser(sub)
     return parser
 
 

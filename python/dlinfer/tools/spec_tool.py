@@ -1,0 +1,448 @@
+"""``dlinfer spec show`` and ``dlinfer spec set``: the spec of any ONNX file.
+
+A file exported by dlinfer carries its spec; one from another exporter (a PyTorch
+ImageNet classifier, say) carries none, so ``spec set`` starts from what the graph
+says (inputs, outputs, their shapes and dtypes) and the flags add what it cannot
+say (task, labels, normalization, colour order, size).  Everything that contradicts
+the graph is refused before the file is touched.
+
+No TensorFlow here: only the ``onnx`` package (extra ``reference``), loaded on use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._optional import import_optional
+from ..errors import ModelLoadError, ModelNotFoundError, SpecError
+from ..spec import METADATA_KEY, TASKS, InputSpec, ModelSpec, OutputSpec
+
+__all__ = ["add_spec_parser", "build_spec", "describe_spec", "graph_io", "infer_inputs",
+           "load_onnx"]
+
+CLASSIFICATION = ("classification", "binary_classification")
+_IMAGE_FLAGS = ("mean", "std", "scale", "color", "size", "layout")
+_MAX_LABELS_SHOWN = 12
+
+Tensor = tuple[str, tuple[int | None, ...], str]  # (name, shape, dtype) of a graph tensor
+
+
+def load_onnx(path: str) -> Any:
+    """The ModelProto at ``path`` without its external weights (only the graph is read)."""
+    onnx = import_optional("onnx", "reference", "`dlinfer spec`")
+    if not os.path.exists(path):
+        raise ModelNotFoundError(f"model file not found: {path}")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelLoadError(f"{path} is not an ONNX model: {exc}") from exc
+    # Protobuf parses some arbitrary bytes without complaint: an empty graph is no model.
+    if proto.ir_version < 1 or not proto.graph.output:
+        raise ModelLoadError(f"{path} is not an ONNX model (no graph outputs)")
+    return proto
+
+
+def graph_io(proto: Any) -> tuple[list[Tensor], list[Tensor]]:
+    """The graph's real inputs (initializers are not inputs) and its outputs."""
+    from onnx import helper
+
+    weights = {t.name for t in proto.graph.initializer}
+
+    def tensor(value: Any) -> Tensor:
+        t = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in t.shape.dim)
+        return value.name, dims, helper.tensor_dtype_to_np_dtype(t.elem_type).name
+
+    inputs = [tensor(v) for v in proto.graph.input if v.name not in weights]
+    return inputs, [tensor(v) for v in proto.graph.output]
+
+
+def infer_inputs(tensors: Sequence[Tensor]) -> list[InputSpec]:
+    """What each input most likely takes, from its rank and dtype alone."""
+    return [_infer_input(name, shape, dtype) for name, shape, dtype in tensors]
+
+
+def _infer_input(name: str, shape: tuple[int | None, ...], dtype: str) -> InputSpec:
+    is_float = dtype.startswith("float")
+    if len(shape) == 4 and is_float:
+        layout = "NCHW" if shape[1] in (1, 3) else "NHWC" if shape[3] in (1, 3) else None
+        if layout is not None:
+            return _as_image(InputSpec(name, shape, dtype), layout)
+    if len(shape) == 2 and not is_float:
+        return InputSpec(name, shape, dtype, kind="tokens", layout="NC", color=None, scale=1.0)
+    kind, layout = {2: ("features", "NC"), 3: ("series", "NTC")}.get(len(shape),
+                                                                    ("features", "NHWC"))
+    return InputSpec(name, shape, dtype, kind=kind, layout=layout, color=None, scale=1.0)
+
+
+def _as_image(spec: InputSpec, layout: str) -> InputSpec:
+    """``spec`` as an image input in ``layout``, keeping its colour when it still fits."""
+    channels = spec.shape[1] if layout == "NCHW" else spec.shape[3]
+    if channels not in (1, 3):
+        raise SpecError(f"input {spec.name!r} {_shape(spec.shape)} has no 1- or 3-channel "
+                        f"axis where layout {layout} puts it")
+    fits = spec.kind == "image" and (spec.color == "GRAY") == (channels == 1)
+    color = spec.color if fits else ("GRAY" if channels == 1 else "RGB")
+    scale = spec.scale if spec.kind == "image" else 1.0 / 255.0
+    return dataclasses.replace(spec, kind="image", layout=layout, color=color, scale=scale)
+
+
+def existing_spec(proto: Any) -> ModelSpec | None:
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ModelSpec.from_json(prop.value)
+    return None
+
+
+def build_spec(proto: Any, default_name: str, *, task: str | None = None,
+               labels: Sequence[str] | None = None, input: str | None = None,  # noqa: A002
+               output: str | None = None, logits: bool = False,
+               threshold: float | None = None, name: str | None = None,
+               **image: Any) -> tuple[ModelSpec, list[str]]:
+    """The spec ``dlinfer spec set`` writes, and the notes to print about it.
+
+    It starts from the file's spec, if it has one that describes this graph, else
+    from :func:`infer_inputs`.  ``image`` holds the image flags (mean, std, scale,
+    color, size, layout); None leaves a value as it is.
+    """
+    base = existing_spec(proto)
+    graph_in, graph_out = graph_io(proto)
+    notes: list[str] = []
+    task = task or (base.task if base else None)
+    if task is None:
+        raise SpecError("the file has no dlinfer spec yet: give --task "
+                        f"({'|'.join(TASKS)})")
+    if task not in TASKS:
+        raise SpecError(f"--task must be one of {TASKS}, got {task!r}")
+    inputs = _described(base.inputs if base else (), graph_in) or infer_inputs(graph_in)
+    shapes = {n: s for n, s, _ in graph_out}
+    same_task = base is not None and base.task == task
+    outputs = (_described(base.outputs, graph_out) if same_task else None) or [
+        OutputSpec(n, kind=_output_kind(task, s)) for n, s, _ in graph_out]
+
+    target = _pick(inputs, input, "input", next((i for i in inputs if i.kind == "image"), None))
+    given = {k: v for k, v in image.items() if v is not None}
+    if given:
+        new = _with_image_options(target or inputs[0], given)
+        inputs = [new if i.name == new.name else i for i in inputs]
+    for i in inputs:
+        if i.kind == "image" and i.image_size is None:
+            notes.append(f"input {i.name!r} {_shape(i.shape)} has a dynamic height or width: "
+                         "images keep their own size unless --size gives one")
+
+    head = _pick(outputs, output, "output", None) or next(
+        (o for o in outputs if o.labels), outputs[0])
+    if task in CLASSIFICATION:
+        head = _classification_head(head, task, shapes[head.name], labels, logits, threshold,
+                                    notes)
+        # The primary output is the first with labels: put the head first if another
+        # labelled output would come before it.
+        earlier = [o for o in outputs[:[o.name for o in outputs].index(head.name)] if o.labels]
+        rest = [o for o in outputs if o.name != head.name]
+        outputs = [head, *rest] if earlier else [head if o.name == head.name else o
+                                                 for o in outputs]
+    else:
+        for flag, value in (("--labels", labels), ("--logits", logits or None),
+                            ("--threshold", threshold)):
+            if value is not None:
+                raise SpecError(f"{flag} applies to a classification task, not {task}")
+    versions, extra = _provenance(proto, base)
+    spec = ModelSpec(name=name or (base.name if base else default_name), task=task,
+                     inputs=inputs, outputs=outputs, versions=versions,
+                     parity=base.parity if base else {}, extra=extra)
+    return spec, notes
+
+
+def _described(items: Sequence[Any], tensors: Sequence[Tensor]) -> list[Any] | None:
+    """``items`` when they name exactly the graph's tensors (a one-tensor spec may use
+    another name, as version-1 specs sometimes did), else None."""
+    names = [t[0] for t in tensors]
+    if len(items) == 1 == len(names):
+        return [dataclasses.replace(items[0], name=names[0])]
+    if items and sorted(i.name for i in items) == sorted(names):
+        return list(items)
+    return None
+
+
+def _pick(items: Sequence[Any], name: str | None, what: str, default: Any) -> Any:
+    if name is None:
+        return default
+    for item in items:
+        if item.name == name:
+            return item
+    raise SpecError(f"--{what} {name!r}: the model has no {what} of that name; its "
+                    f"{what}s are {[i.name for i in items]}")
+
+
+def _with_image_options(spec: InputSpec, given: dict[str, Any]) -> InputSpec:
+    if "layout" in given and len(spec.shape) == 4 and spec.dtype.startswith("float"):
+        spec = _as_image(spec, given["layout"])
+    if spec.kind != "image":
+        flags = ", ".join(f"--{k}" for k in given)
+        raise SpecError(f"{flags} describe an image input, and input {spec.name!r} "
+                        f"{_shape(spec.shape)} takes {spec.kind}; name an image input with "
+                        "--input, or give --layout for a rank-4 float input")
+    changes = {k: given[k] for k in ("mean", "std", "scale", "color") if k in given}
+    if "size" in given:
+        changes["shape"] = _sized(spec, given["size"])
+    return dataclasses.replace(spec, **changes)
+
+
+def _sized(spec: InputSpec, size: tuple[int, int]) -> tuple[int | None, ...]:
+    axes = (1, 2) if spec.layout == "NHWC" else (2, 3)
+    shape = list(spec.shape)
+    for axis, want in zip(axes, size):
+        if shape[axis] is not None and shape[axis] != want:
+            raise SpecError(f"--size {size[0]}x{size[1]} contradicts input {spec.name!r}'s "
+                            f"static shape {_shape(spec.shape)} ({spec.layout})")
+        shape[axis] = want
+    return tuple(shape)
+
+
+def _output_kind(task: str, shape: tuple[int | None, ...]) -> str:
+    if task in CLASSIFICATION:
+        return "probabilities"
+    return "images" if task == "generation" and len(shape) == 4 else "value"
+
+
+def _classification_head(head: OutputSpec, task: str, shape: tuple[int | None, ...],
+                         labels: Sequence[str] | None, logits: bool,
+                         threshold: float | None, notes: list[str]) -> OutputSpec:
+    width = None if None in shape[1:] else _product(shape[1:])
+    where = f"output {head.name!r} {_shape(shape)}"
+    binary = task == "binary_classification"
+    if binary and width not in (None, 1):
+        raise SpecError(f"{where}: binary_classification reads a single sigmoid unit, and "
+                        f"this output has {width} values; use --task classification")
+    if threshold is not None and not binary:
+        raise SpecError("--threshold applies to binary_classification (a single sigmoid "
+                        "unit), not classification")
+    if labels is None:
+        labels = head.labels if head.kind in ("probabilities", "logits") else ()
+    if not labels:
+        if binary:
+            labels = ("0", "1")
+        elif width is None:
+            raise SpecError(f"{where} has a dynamic width: give --labels")
+        else:
+            labels = tuple(str(i) for i in range(width))
+        notes.append(f"no labels given: {where} gets index labels "
+                     f"{_labels_text(labels)}; give --labels FILE|a,b,c for names")
+    expected = 2 if binary else width
+    if expected is not None and len(labels) != expected:
+        raise SpecError(f"{len(labels)} labels for {where}, which "
+                        + ("is a binary classifier: give 2 labels" if binary
+                           else f"has {width} values per item"))
+    kind = "logits" if logits or head.kind == "logits" else "probabilities"
+    if binary and threshold is None:
+        threshold = head.threshold if head.threshold is not None else 0.5
+    return OutputSpec(head.name, kind=kind, labels=tuple(labels),
+                      threshold=threshold if binary else None)
+
+
+def _provenance(proto: Any, base: ModelSpec | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    if base is not None:
+        return base.versions, base.extra
+    import onnx
+
+    from .. import __version__
+
+    producer = f"{proto.producer_name} {proto.producer_version}".strip()
+    extra = {"spec_by": "dlinfer spec set", **({"producer": producer} if producer else {})}
+    return {"dlinfer": __version__, "onnx": onnx.__version__}, extra
+
+
+def _product(dims: Sequence[int | None]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def _labels_text(labels: Sequence[str]) -> str:
+    shown = list(labels) if len(labels) <= _MAX_LABELS_SHOWN else [*labels[:10], "..."]
+    return f"{', '.join(shown)} ({len(labels)})"
+
+
+def describe_spec(spec: ModelSpec, prefix: str = "") -> list[str]:
+    """One line per input and output of ``spec``, for people."""
+    return ([f"{prefix + 'input:':<10} {_input_text(i)}" for i in spec.inputs]
+            + [f"{prefix + 'output:':<10} {_output_text(o)}" for o in spec.outputs])
+
+
+def _input_text(i: InputSpec) -> str:
+    text = f"{i.name}: {i.kind} {i.dtype}{_shape(i.shape)}"
+    if i.kind == "image":
+        text += (f" {i.layout} {i.color}, x * {i.scale:.6g}, mean {list(i.mean)}, "
+                 f"std {list(i.std)}")
+    if i.vocab_size is not None:
+        text += f", vocabulary {i.vocab_size}"
+    return text
+
+
+def _output_text(o: OutputSpec) -> str:
+    text = f"{o.name}: {o.kind}"
+    if o.labels:
+        text += f", labels {_labels_text(o.labels)}"
+    if o.threshold is not None:
+        text += f", threshold {o.threshold}"
+    return text
+
+
+# ---- the command line -------------------------------------------------------------------
+
+def _number(text: str) -> float:
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise SpecError(f"not a number: {text!r}") from None
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(_number(t) for t in text.split(","))
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise SpecError(f"--size takes 224 or HxW, got {text!r}") from None
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2 or min(size) < 1:
+        raise SpecError(f"--size takes 224 or HxW with sizes >= 1, got {text!r}")
+    return size  # type: ignore[return-value]
+
+
+def read_labels(text: str) -> tuple[str, ...]:
+    """A labels file (one per line, blank lines skipped) or a comma-separated list."""
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as f:
+            return tuple(line.strip() for line in f if line.strip())
+    if "," not in text:
+        raise SpecError(f"--labels {text!r}: no such file; give a file with one label per "
+                        "line, or the labels as a,b,c")
+    return tuple(t.strip() for t in text.split(","))
+
+
+def _show(args: argparse.Namespace) -> int:
+    proto = load_onnx(args.model)
+    spec = existing_spec(proto)
+    graph_in, graph_out = graph_io(proto)
+    inferred = None if spec else {
+        "inputs": [dataclasses.asdict(i) for i in infer_inputs(graph_in)],
+        "outputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in graph_out]}
+    if args.json:
+        print(json.dumps({"path": args.model, "spec": json.loads(spec.to_json()) if spec
+                          else None, "inferred": inferred}, indent=2))
+        return 0
+    print(f"model:     {args.model}")
+    if spec is None:
+        print(f"spec:      none ({METADATA_KEY} is not in the file's metadata)")
+        print("`dlinfer spec set --task ...` would start from what the graph says:")
+        for i in infer_inputs(graph_in):
+            print(f"{'input:':<10} {_input_text(i)}")
+        for n, s, d in graph_out:
+            print(f"{'output:':<10} {n}: {d}{_shape(s)}")
+        return 0
+    print(f"name:      {spec.name}")
+    print(f"task:      {spec.task}  (spec version {spec.spec_version})")
+    for line in describe_spec(spec):
+        print(line)
+    for key, value in sorted(spec.versions.items()):
+        print(f"{key + ':':<10} {value}")
+    for key, value in sorted(spec.parity.items()):
+        print(f"parity.{key}: {value}")
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    proto = load_onnx(args.model)
+    out = args.out or args.model
+    try:
+        spec, notes = build_spec(
+            proto, os.path.splitext(os.path.basename(out))[0], task=args.task,
+            labels=read_labels(args.labels) if args.labels is not None else None,
+            input=args.input, output=args.output, logits=args.logits,
+            threshold=args.threshold, name=args.name,
+            mean=_numbers(args.mean) if args.mean is not None else None,
+            std=_numbers(args.std) if args.std is not None else None,
+            scale=_number(args.scale) if args.scale is not None else None,
+            color=args.color, layout=args.layout,
+            size=_size_arg(args.size) if args.size is not None else None)
+        _check_external_data(proto, args.model, out)
+    except SpecError as exc:
+        raise SpecError(f"{exc}; {args.model} is unchanged") from None
+    from ..export.onnx_file import save, set_spec
+
+    set_spec(proto, spec)
+    save(proto, out)
+    for note in notes:
+        print(f"dlinfer: note: {note}", file=sys.stderr)
+    print(f"wrote the spec of {out}:")
+    print(f"name:      {spec.name}\ntask:      {spec.task}")
+    for line in describe_spec(spec):
+        print(line)
+    return 0
+
+
+def _check_external_data(proto: Any, source: str, out: str) -> None:
+    # External weights are found relative to the .onnx file, so a copy elsewhere
+    # would lose them.
+    external = any(t.data_location == 1 for t in proto.graph.initializer)
+    here = os.path.dirname(os.path.abspath(source))
+    if external and os.path.dirname(os.path.abspath(out)) != here:
+        raise SpecError(f"{source} keeps its weights in external files: write --out into "
+                        f"the same folder ({here})")
+
+
+def add_spec_parser(sub: Any) -> None:
+    """Register ``dlinfer spec show`` and ``dlinfer spec set``."""
+    p = sub.add_parser("spec", help="show or set the dlinfer spec of any ONNX file",
+                       description="Read or write the spec (task, labels, preprocessing) "
+                       "that Classifier reads, in any ONNX file. Needs no TensorFlow.")
+    actions = p.add_subparsers(dest="spec_command", required=True)
+    show = actions.add_parser("show", help="print the spec, or what `spec set` would infer")
+    show.add_argument("model", metavar="MODEL.onnx")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_show)
+
+    s = actions.add_parser(
+        "set", help="write a spec into the file (starting from its spec, or the graph)",
+        description="Write the spec into MODEL.onnx (or --out). Values that contradict "
+        "the graph are refused and the file is left unchanged.")
+    s.add_argument("model", metavar="MODEL.onnx")
+    s.add_argument("--out", metavar="OTHER.onnx", help="write here instead of in place")
+    s.add_argument("--task", choices=TASKS, help="required when the file has no spec yet")
+    s.add_argument("--labels", metavar="FILE|a,b,c",
+                   help="a file with one label per line, or a comma-separated list "
+                   "(default for a classifier: index labels 0..n-1)")
+    s.add_argument("--input", metavar="NAME", help="the image input the image flags describe")
+    s.add_argument("--output", metavar="NAME", help="the output to classify with")
+    s.add_argument("--logits", action="store_true",
+                   help="the output is logits: Classifier applies a softmax")
+    s.add_argument("--threshold", type=float,
+                   help="binary_classification: P(labels[1]) >= T wins (default 0.5)")
+    s.add_argument("--name", help="the model's name in the spec (default: the file stem)")
+    image = s.add_argument_group("image input: model_input = (pixels * scale - mean) / std")
+    image.add_argument("--mean", metavar="M|M1,M2,M3")
+    image.add_argument("--std", metavar="S|S1,S2,S3")
+    image.add_argument("--scale", metavar="X", help="default 1/255")
+    image.add_argument("--color", choices=("RGB", "BGR", "GRAY"))
+    image.add_argument("--size", metavar="224|HxW", help="fills a dynamic height and width")
+    image.add_argument("--layout", choices=("NCHW", "NHWC"))
+    s.set_defaults(func=_set)
