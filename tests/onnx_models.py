@@ -196,8 +196,8 @@ class ConvNet:
     fc_b: np.ndarray  # float32 (classes,)
 
 
-def build_plain_classifier(net: ConvNet, height: int | None = None,
-                           width: int | None = None) -> onnx.ModelProto:
+def build_plain_classifier(net: ConvNet, height: int | None = None, width: int | None = None,
+                           batch: int | None = None) -> onnx.ModelProto:
     """An NCHW classifier as a PyTorch export looks: logits out, no dlinfer metadata.
 
     A None height or width is a named dynamic dimension, as ``dynamic_axes`` gives.
@@ -213,7 +213,7 @@ def build_plain_classifier(net: ConvNet, height: int | None = None,
         helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"]),
     ]
-    dims = ["batch", 3, height or "height", width or "width"]
+    dims = [batch or "batch", 3, height or "height", width or "width"]
     graph = helper.make_graph(
         nodes, "torch_jit",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],

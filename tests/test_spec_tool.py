@@ -149,6 +149,16 @@ def test_spec_set_starts_from_the_files_spec_and_out_leaves_the_source(plain, la
             clf.preprocessing.size) == ("BGR", (0.5,), STD, SIZE)
 
 
+def test_a_fixed_batch_gets_a_note(net, tmp_path, capsys):
+    import onnx
+
+    path = str(tmp_path / "batch1.onnx")
+    onnx.save(build_plain_classifier(net, 32, 32, batch=1), path)
+    assert spec_cli("set", path, "--task", "classification") == 0
+    assert "fixed batch size of 1: every call must send exactly that many" in (
+        capsys.readouterr().err)
+
+
 def test_index_labels_without_labels(plain, photos, capsys):
     assert spec_cli("set", plain, "--task", "classification", "--size", "32", "--logits") == 0
     assert "index labels 0, 1, 2, 3, 4 (5)" in capsys.readouterr().err
@@ -250,8 +260,11 @@ def test_console_script_then_classifier_never_import_tensorflow(plain, labels_fi
         files.append(str(tmp_path / f"{name}.png"))
         Image.fromarray(pixels).save(files[-1])
     # `dlinfer spec` itself: the CLI module, spec_tool and onnx, in a fresh interpreter
-    check = ("import sys; from dlinfer.tools import cli; rc = cli.main(['spec', 'show', "
-             f"{plain!r}]); print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    copy = str(tmp_path / "copy.onnx")
+    check = ("import sys; from dlinfer.tools import cli; "
+             f"rc = cli.main(['spec', 'show', {plain!r}]) + cli.main(['spec', 'set', {plain!r}, "
+             f"'--out', {copy!r}, '--color', 'BGR']); "
+             "print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                          timeout=120, check=True).stdout.strip().splitlines()[-1]
     assert out == "0 False False"

@@ -178,9 +178,10 @@ class Classifier:
         instead of raising.
         """
         if self.preprocessing is None or self._multi:
-            raise InputError(
-                f"predict_folder classifies image files with a single-input image model; "
-                f"{self.model.path} takes {[(i.name, i.kind) for i in self._inputs]}")
+            takes = ("token ids" if not self._multi else
+                     f"several inputs {[(i.name, i.kind) for i in self._inputs]}")
+            raise InputError(f"predict_folder classifies image files with a single-input "
+                             f"image model; {self.model.path} takes {takes}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if on_error not in ("raise", "skip"):

@@ -136,6 +136,10 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
         if i.kind == "image" and i.image_size is None:
             notes.append(f"input {i.name!r} {_shape(i.shape)} has a dynamic height or width: "
                          "images keep their own size unless --size gives one")
+        if i.shape and i.shape[0] is not None:
+            # A PyTorch export without dynamic_axes: the model takes this batch only.
+            notes.append(f"input {i.name!r} {_shape(i.shape)} has a fixed batch size of "
+                         f"{i.shape[0]}: every call must send exactly that many items")
 
     head = _pick(outputs, output, "output", None) or next(
         (o for o in outputs if o.labels), outputs[0])
