@@ -1,24 +1,24 @@
-"""Keras -> ONNX export through tf2onnx, with dlinfer's spec in the metadata.
+"""Keras -> ONNX, checked against Keras, with dlinfer's spec in the file's metadata.
 
-``tf2onnx.convert.from_keras`` fails on Keras 3 (``KeyError: 'keras_tensor_N'``),
-so the model is traced as a ``tf.function`` with a named ``TensorSpec`` and
-converted with ``from_function``.  The function returns a dict, which names the
-ONNX output; otherwise it would come out as ``Identity:0``.
+The steps live beside this module, in the order they run:
 
-The path works for any single-input Sequential or Functional Keras 3 model built
-from standard layers:
+- :mod:`.prepare`: the model as it must be traced (augmentation removed, no cuDNN
+  recurrences, grouped convolutions without XLA), and which layer a node came from;
+- :mod:`.convert`: trace, freeze, check every TensorFlow op, convert with tf2onnx;
+- :mod:`.validate`: the graph's inputs and outputs are the model's, and its outputs
+  match Keras on sample inputs; a failed check writes nothing;
+- :mod:`.onnx_file`: the spec in the file, and saving it whole.
 
-- augmentation layers (``RandomFlip``, ``RandomRotation``, ``GaussianNoise``, ...)
-  are identities at inference, so they are swapped for ``Identity`` before tracing,
-  nested models included, and the exported graph is then checked to hold no random
-  op at all;
-- a layer whose ops ONNX cannot express fails with :class:`ExportError` naming the
-  layer and what to do about it, instead of a checker error about a TF op.
+This module decides what the spec says: each input's kind and preprocessing, each
+output's kind and labels, the task, and the measured parity.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,21 @@ import onnx
 
 from ..errors import ExportError
 from ..spec import InputSpec, ModelSpec, OutputSpec
+from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from ._tf import import_tensorflow
+from .convert import (
+    IR_VERSION,
+    OPSET,
+    RANDOM_OPS,
+    Traced,
+    convert,
+    describe,
+    onnx_names,
+    random_nodes,
+)
 from .onnx_file import read_spec, save, set_spec
+from .prepare import all_layers, inference_model, is_augmentation
+from .validate import check_io, check_parity
 
 __all__ = [
     "IR_VERSION",
@@ -45,10 +58,9 @@ __all__ = [
     "versions",
 ]
 
-# Opset 17 covers every op the zoo needs (LayerNormalization-free, so no need for
-# 18+), and IR version 8 is what opset 17 implies; onnxruntime 1.31 loads IR <= 11.
-OPSET = 17
-IR_VERSION = 8
+logger = logging.getLogger("dlinfer")
+
+Labels = Sequence[str] | Mapping[str, Sequence[str]] | None
 
 
 def versions() -> dict[str, str]:
@@ -68,212 +80,235 @@ def versions() -> dict[str, str]:
     }
 
 
-# ONNX ops that draw random numbers: none may reach an inference graph.
-RANDOM_OPS = frozenset(
-    {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial",
-     "Bernoulli"}
-)
-# Layers that only act in training and are the identity at inference.  RandomCrop is
-# not among them: at inference it centre-crops, which changes the output.
-_NOISE_LAYERS = frozenset(
-    {"GaussianNoise", "GaussianDropout", "AlphaDropout", "AugMix", "CutMix", "MixUp",
-     "RandAugment", "Solarization"}
-)
+# ---- inputs ---------------------------------------------------------------------------
 
 
-def is_augmentation(layer: Any) -> bool:
-    """True for a training-only augmentation/noise layer (the identity at inference)."""
-    cls = type(layer).__name__
-    return (cls.startswith("Random") and cls != "RandomCrop") or cls in _NOISE_LAYERS
+def _infer_kind(shape: tuple[int | None, ...], dtype: np.dtype, task: str | None) -> str:
+    if dtype.kind in "iu":
+        return "tokens"
+    if len(shape) == 4 and (shape[-1] in (1, 3) or shape[1] in (1, 3)):
+        return "image"
+    if len(shape) == 3:
+        return "series"
+    return "latent" if task == "generation" and len(shape) == 2 else "features"
 
 
-def _has_augmentation(model: Any) -> bool:
-    return any(
-        is_augmentation(layer) or (hasattr(layer, "layers") and _has_augmentation(layer))
-        for layer in getattr(model, "layers", ())
-    )
+def _first_layer_normalizes(model: Any) -> bool:
+    """True when the model scales its own pixels (Rescaling/Normalization up front)."""
+    layers = [lay for lay in all_layers(model) if type(lay).__name__ != "InputLayer"
+              and not hasattr(lay, "layers") and not is_augmentation(lay)]
+    return bool(layers) and type(layers[0]).__name__ in ("Rescaling", "Normalization")
 
 
-def inference_model(model: Any) -> Any:
-    """``model`` with every augmentation layer replaced by ``Identity``, weights shared.
-
-    Returns ``model`` itself when it has none.  Nested models are handled.
-    """
-    if not _has_augmentation(model):
-        return model
-
-    keras, _ = import_tensorflow()
-
-    def clone(layer: Any) -> Any:
-        if is_augmentation(layer):
-            return keras.layers.Identity(name=f"{layer.name}_removed")
-        if hasattr(layer, "layers") and _has_augmentation(layer):
-            return inference_model(layer)
-        return layer  # the same object: its weights are shared, not copied
-
-    return keras.models.clone_model(model, clone_function=clone)
+def _vocab_size(model: Any) -> int | None:
+    sizes = [int(lay.input_dim) for lay in all_layers(model) if hasattr(lay, "input_dim")]
+    return min(sizes) if sizes else None
 
 
-def _subgraph_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _subgraph_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _subgraph_nodes(g)
+_DEFAULT_INPUT_NAMES = {"image": "images", "tokens": "tokens", "series": "series",
+                        "latent": "latent", "features": "features"}
 
 
-def random_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The nodes of a graph (subgraphs included) that draw random numbers."""
-    return [n for n in _subgraph_nodes(proto.graph)
-            if n.op_type in RANDOM_OPS or "Random" in n.op_type]
+def _input_specs(model: Any, traced: Traced, chosen: list[str | None], *, kind: str | None,
+                 task: str | None, color: str | None, scale: float | None,
+                 mean: Sequence[float], std: Sequence[float]) -> list[InputSpec]:
+    """One spec per input, named as the user named it, else after its kind."""
+    single = len(traced.input_tensors) == 1
+    described = []
+    for tensor in traced.input_tensors:
+        shape = (None, *(None if d is None else int(d) for d in tuple(tensor.shape)[1:]))
+        dtype = np.dtype(str(tensor.dtype))
+        described.append((shape, dtype, kind if single and kind else
+                          _infer_kind(shape, dtype, task)))
+    names = onnx_names([c or _DEFAULT_INPUT_NAMES[k] for c, (_, _, k) in zip(chosen, described)],
+                       "input")
+    specs = []
+    for name, (shape, dtype, this_kind) in zip(names, described):
+        common = dict(name=name, shape=shape, dtype=dtype.name, kind=this_kind)
+        if this_kind == "image":
+            layout = "NHWC" if shape[-1] in (1, 3) else "NCHW"
+            channels = shape[-1] if layout == "NHWC" else shape[1]
+            this_scale = scale if scale is not None else (
+                1.0 if single and _first_layer_normalizes(model) else 1.0 / 255.0)
+            specs.append(InputSpec(**common, layout=layout,
+                                   color=color or ("GRAY" if channels == 1 else "RGB"),
+                                   scale=float(this_scale), mean=tuple(map(float, mean)),
+                                   std=tuple(map(float, std))))
+        else:
+            layout = {3: "NTC", 2: "NC"}.get(len(shape), "NC")
+            specs.append(InputSpec(**common, layout=layout, color=None, scale=1.0,
+                                   vocab_size=_vocab_size(model) if this_kind == "tokens"
+                                   else None))
+    return specs
 
 
-def _layer_of(node_name: str, model: Any) -> Any | None:
-    """The (innermost) Keras layer whose name scope produced a TF/ONNX node."""
-    found = None
-    candidates = _all_layers(model)
-    for part in node_name.split("/"):
-        for layer in candidates:
-            # tf.function adds "_1", "_2" ... to scope names
-            if part == layer.name or (part.startswith(layer.name + "_")
-                                      and part[len(layer.name) + 1:].isdigit()):
-                found = layer
-    return found
+# ---- outputs and the task -------------------------------------------------------------
 
 
-def _all_layers(model: Any) -> list[Any]:
-    out = []
-    for layer in getattr(model, "layers", ()):
-        out.append(layer)
-        out.extend(_all_layers(layer))
-    return out
+def _activation(tensor: Any) -> str | None:
+    """The name of the activation that produced a Keras output, if it is one."""
+    history = getattr(tensor, "_keras_history", None)
+    layer = getattr(history, "operation", None) or (history[0] if history else None)
+    if layer is None:
+        return None
+    if type(layer).__name__ == "Softmax":
+        return "softmax"
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", None) if act is not None else None
 
 
-def _unsupported_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in _subgraph_nodes(proto.graph)
-            if not onnx.defs.has(n.op_type, n.domain or "")]
+def _output_specs(model: Any, traced: Traced, chosen: list[str | None], *,
+                  task: str | None, labels: Labels, kind: str | None,
+                  threshold: float | None) -> tuple[str, list[OutputSpec]]:
+    """The task, and one spec per output, named as the user named it, else after its kind."""
+    tensors = traced.output_tensors
+    count = len(tensors)
+    widths = [None if t.shape[-1] is None else int(t.shape[-1]) for t in tensors]
+    activations = [_activation(t) for t in tensors]
+    given: dict[int, tuple[str, ...]] = {}
+    if isinstance(labels, Mapping):
+        for key, names in labels.items():
+            if key not in chosen:
+                raise ExportError(f"labels given for {key!r}, which is not a named output of "
+                                  f"{model.name}; its named outputs are "
+                                  f"{[c for c in chosen if c]}")
+            given[chosen.index(key)] = tuple(names)
+    elif labels:
+        if count > 1:
+            raise ExportError(f"{model.name} has {count} outputs: give labels as a dict "
+                              "{output name: labels}")
+        given[0] = tuple(labels)
+    if task is None:
+        if given:
+            head = min(given)
+            task = ("binary_classification" if widths[head] == 1 and len(given[head]) == 2
+                    else "classification")
+        else:
+            task = "classification" if "softmax" in activations else "regression"
+    classifying = task in ("classification", "binary_classification")
+    heads = set(given) or ({activations.index("softmax") if "softmax" in activations else 0}
+                           if classifying else set())
+    kinds = [kind if kind and count == 1 else "probabilities" if i in heads
+             else "images" if len(t.shape) == 4 else "value" for i, t in enumerate(tensors)]
+    names = onnx_names([c or k for c, k in zip(chosen, kinds)], "output")
+    outputs = []
+    for i, (name, width, this_kind) in enumerate(zip(names, widths, kinds)):
+        out_labels = given.get(i, ())
+        this_threshold = None
+        if i in heads and task == "binary_classification":
+            this_threshold = 0.5 if threshold is None else float(threshold)
+            out_labels = out_labels or ("0", "1")
+        elif i in heads and task == "classification" and not out_labels:
+            if width is None:
+                raise ExportError(f"output {name!r} has no fixed width: give its labels")
+            out_labels = tuple(str(c) for c in range(width))
+            logger.warning("%s: no labels given for output %r; using index labels '0'..'%d' "
+                           "(set real ones with `dlinfer spec set --labels`)",
+                           model.name, name, width - 1)
+        if out_labels:
+            want = 2 if task == "binary_classification" and width == 1 else width
+            if want is not None and len(out_labels) != want:
+                raise ExportError(f"output {name!r} has {width} unit(s) but {len(out_labels)} "
+                                  "labels were given" + (" (a single sigmoid unit takes 2)"
+                                                         if width == 1 else ""))
+        outputs.append(OutputSpec(name=name, kind=this_kind, labels=tuple(out_labels),
+                                  threshold=this_threshold))
+    return task, outputs
 
 
-def _explain(model: Any, nodes: list[Any], problem: str) -> ExportError:
-    names = []
-    for node in nodes:
-        node_name = node if isinstance(node, str) else node.name
-        op = "" if isinstance(node, str) else f" (op {node.op_type})"
-        layer = _layer_of(node_name, model)
-        where = (f"layer {layer.name!r} ({type(layer).__name__})" if layer is not None
-                 else f"node {node_name!r}")
-        names.append(where + op)
-    return ExportError(
-        f"cannot export {model.name}: {problem}: {'; '.join(dict.fromkeys(names))}. "
-        "Rebuild that part from standard Keras layers (Dense, Conv2D, pooling, "
-        "normalization, recurrent, activations), or move it out of the model into "
-        "preprocessing or postprocessing, then export again."
-    )
-
-
-def _input_signature(model: Any, input_name: str) -> Any:
-    if len(model.inputs) != 1:
-        raise ExportError(
-            f"to_onnx handles single-input models; {model.name} has {len(model.inputs)} inputs. "
-            "Export each part separately, or concatenate the inputs in front of the model."
-        )
-    _, tf = import_tensorflow()
-    shape = list(model.inputs[0].shape)
-    shape[0] = None  # a dynamic batch dimension, whatever the model was built with
-    dtype = tf.as_dtype(model.inputs[0].dtype)
-    return tf.TensorSpec(shape, dtype, name=input_name)
+# ---- the exporter ---------------------------------------------------------------------
 
 
 def to_onnx(
     model: Any,
-    path: str | None = None,
+    path: str | os.PathLike[str] | None = None,
     *,
     name: str | None = None,
-    task: str = "classification",
-    labels: list[str] | tuple[str, ...] = (),
-    input_name: str = "images",
-    input_kind: str = "image",
-    output_name: str = "probabilities",
-    output_kind: str = "probabilities",
+    task: str | None = None,
+    labels: Labels = None,
+    input_name: str | None = None,
+    input_kind: str | None = None,
+    output_name: str | None = None,
+    output_kind: str | None = None,
     color: str | None = None,
-    scale: float = 1.0 / 255.0,
-    mean: tuple[float, ...] = (0.0,),
-    std: tuple[float, ...] = (1.0,),
+    scale: float | None = None,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
     threshold: float | None = None,
     parity: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    data: Any = None,
+    samples: int = 16,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 0,
 ) -> onnx.ModelProto:
-    """Convert a Keras 3 model to ONNX with named input/output and dlinfer metadata.
+    """Convert a Keras 3 model to ONNX, check it against Keras, and describe it in a spec.
 
-    ``input_kind`` is ``image`` (NHWC), ``tokens``, ``series``, ``latent`` or
-    ``features``; ``task`` one of ``classification``, ``binary_classification``
-    (give ``threshold``), ``regression`` or ``generation``.  A series input records
-    its window length as ``extra["n_steps"]``, a latent input its size as
-    ``extra["latent_size"]``.  Augmentation layers are left out of the graph.
+    Any number of inputs and outputs.  ONNX names come from the Keras ones (dict
+    keys, else the names given to the input and output layers), made valid and
+    unique; where Keras named a layer itself (``input_layer_3``, ``dense_7``) the
+    name says what the tensor is instead: ``images``, ``tokens``, ``series``,
+    ``features`` or ``latent`` for inputs, ``probabilities``, ``images`` or
+    ``value`` for outputs.  ``input_name``/``output_name`` name a single one.
 
-    Returns the ModelProto and, when ``path`` is given, saves it there.
+    Each input's kind is inferred (integers: ``tokens``; rank 4 with 1 or 3
+    channels: ``image``; rank 3: ``series``; else ``features``, or ``latent`` for
+    ``task="generation"``) unless ``input_kind`` says it for a single input.  Image
+    inputs take ``color``, ``scale``, ``mean`` and ``std`` (model input =
+    ``(pixels * scale - mean) / std``); ``scale`` defaults to 1 when the model
+    starts with ``Rescaling``/``Normalization``, else 1/255.
+
+    ``task`` defaults to ``classification`` when ``labels`` are given or an output
+    is a softmax, else ``regression``.  ``labels`` name a single output's classes,
+    or ``{output name: labels}``; a classifier without labels gets ``"0"``..``"n-1"``
+    (logged).  ``binary_classification`` is one sigmoid unit with two labels and a
+    ``threshold`` (default 0.5).
+
+    The graph is then checked: its inputs and outputs must be the model's, and on
+    ``samples`` inputs (``data``: an array, a dict by input name, a ``.npy``/``.npz``
+    file or an image folder; default drawn from the spec) every output must match
+    Keras within ``atol + rtol * |keras|``.  The measured figures go into the
+    spec's ``parity`` (``parity`` adds to them).  Nothing is written unless every
+    check passes.
 
     Raises:
-        ExportError: a layer that ONNX cannot express (named in the message), a
-            random op left in the graph, or a model with several inputs.
+        ExportError: a layer that ONNX cannot express (named, with its class), a
+            broken graph (an input or output that is not the model's), outputs that
+            differ from Keras (which and by how much), or inconsistent arguments.
     """
-    import tf2onnx
-
-    _, tf = import_tensorflow()
-    signature = _input_signature(model, input_name)
+    traced, in_chosen, out_chosen = describe(model)
+    for what, given, chosen in (("input", (input_name, input_kind), in_chosen),
+                                ("output", (output_name, output_kind), out_chosen)):
+        if any(g is not None for g in given) and len(chosen) != 1:
+            raise ExportError(f"{what}_name/{what}_kind describe a single {what}; {model.name} "
+                              f"has {len(chosen)} (their names and kinds come from the model)")
+    inputs = _input_specs(model, traced, [input_name] if input_name else in_chosen,
+                          kind=input_kind, task=task, color=color, scale=scale, mean=mean,
+                          std=std)
+    task, outputs = _output_specs(model, traced, [output_name] if output_name else out_chosen,
+                                  task=task, labels=labels, kind=output_kind,
+                                  threshold=threshold)
+    traced = replace(traced, input_names=[i.name for i in inputs],
+                     output_names=[o.name for o in outputs])
     runnable = inference_model(model)
-
-    @tf.function(input_signature=[signature])
-    def inference(x):  # noqa: ANN001 - traced by TensorFlow
-        return {output_name: runnable(x, training=False)}
-
-    try:
-        proto, _ = tf2onnx.convert.from_function(
-            inference, input_signature=[signature], opset=OPSET
-        )
-    except Exception as exc:  # tf2onnx raises untyped errors; name the layer if we can
-        layers = [lay for lay in _all_layers(model) if lay.name in str(exc)]
-        raise _explain(model, [lay.name for lay in layers] or [model.name],
-                       f"tf2onnx failed ({type(exc).__name__}: {exc})") from exc
-    unsupported = _unsupported_nodes(proto)
-    if unsupported:
-        raise _explain(runnable, unsupported, "ONNX has no equivalent for the TensorFlow ops of")
-    randoms = random_nodes(proto)
-    if randoms:
-        raise _explain(runnable, randoms, "the inference graph holds random ops from")
-    proto.ir_version = IR_VERSION
-    proto.producer_name = "dlinfer.export"
-
-    shape = tuple(None if d is None else int(d) for d in signature.shape)
-    if input_kind == "image" and color is None:
-        color = "GRAY" if shape[-1] == 1 else "RGB"
+    proto = convert(runnable, traced)
+    check_io(proto, traced, model.name)
+    measured = check_parity(proto, runnable, traced, inputs, data=data, samples=samples,
+                            atol=atol, rtol=rtol, seed=seed)
     extra = dict(extra or {})
-    if input_kind == "series":
-        extra.setdefault("n_steps", shape[1])
-    if input_kind == "latent":
-        extra.setdefault("latent_size", shape[1])
-    layout = "NHWC" if input_kind == "image" else ("NTC" if len(shape) == 3 else "NC")
+    first = inputs[0]
+    if len(inputs) == 1 and first.kind == "series":
+        extra.setdefault("n_steps", first.shape[1])
+    if len(inputs) == 1 and first.kind == "latent":
+        extra.setdefault("latent_size", first.shape[1])
     spec = ModelSpec(
         name=name or model.name,
         task=task,
-        input=InputSpec(
-            name=input_name,
-            shape=shape,
-            dtype=np.dtype(signature.dtype.as_numpy_dtype).name,
-            kind=input_kind,
-            layout=layout,
-            color=color if input_kind == "image" else None,
-            scale=float(scale),
-            mean=tuple(float(m) for m in mean),
-            std=tuple(float(s) for s in std),
-        ),
-        output=OutputSpec(name=output_name, kind=output_kind),
-        labels=tuple(labels),
-        threshold=threshold,
+        inputs=inputs,
+        outputs=outputs,
         versions=versions(),
-        parity=dict(parity or {}),
+        parity={**measured, **(parity or {})},
         extra=extra,
     )
     set_spec(proto, spec)
@@ -287,18 +322,12 @@ def export_file(
     keras_file: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    labels: tuple[str, ...] = (),
+    labels: Labels = None,
     task: str | None = None,
     scale: float | None = None,
+    **options: Any,
 ) -> onnx.ModelProto:
-    """Export a saved ``.keras`` file, inferring what the spec needs from the model.
-
-    The input kind follows the input: rank 4 is an image, integers are tokens, a
-    generation model takes a latent vector, anything else is a series.  Without
-    ``task`` a model with ``labels`` is a classifier (binary for one sigmoid unit
-    and two labels), and one without is a regression.  ``scale`` defaults to
-    1/255 for images.
-    """
+    """Export a saved ``.keras`` file; see :func:`to_onnx` for the defaults and ``options``."""
     keras, _ = import_tensorflow()
     keras_file = os.fspath(keras_file)
     if not os.path.isfile(keras_file):
@@ -307,25 +336,4 @@ def export_file(
         model = keras.models.load_model(keras_file, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors ...
         raise ExportError(f"cannot load {keras_file} as a Keras model: {exc}") from exc
-    out_units = int(model.outputs[0].shape[-1])
-    task = task or (("binary_classification" if out_units == 1 and len(labels) == 2
-                     else "classification") if labels else "regression")
-    dtype = str(model.inputs[0].dtype)
-    if len(model.inputs[0].shape) == 4:
-        kind, name = "image", "images"
-    elif "int" in dtype:
-        kind, name = "tokens", "tokens"
-    elif task == "generation":
-        kind, name = "latent", "latent"
-    else:
-        kind, name = "series", "series"
-    output_name = {"classification": "probabilities", "binary_classification": "probabilities",
-                   "regression": "value"}.get(task, "images" if len(model.outputs[0].shape) == 4
-                                               else "value")
-    if scale is None:
-        scale = 1 / 255 if kind == "image" else 1.0
-    return to_onnx(
-        model, out, task=task, labels=labels, input_name=name, input_kind=kind,
-        output_name=output_name, output_kind="probabilities" if "class" in task else output_name,
-        scale=scale, threshold=0.5 if task == "binary_classification" else None,
-    )
+    return to_onnx(model, out, labels=labels, task=task, scale=scale, **options)
