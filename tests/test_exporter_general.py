@@ -126,13 +126,6 @@ def test_unsupported_layer_is_named_with_a_way_out(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_multi_input_model_is_refused_clearly():
-    a, b = keras.Input((2,)), keras.Input((2,))
-    model = keras.Model([a, b], L.Add()([a, b]))
-    with pytest.raises(ExportError, match="single-input"):
-        to_onnx(model, task="regression", input_kind="features")
-
-
 def test_export_cli_round_trip(tmp_path):
     """python -m training export KERAS_FILE --out ONNX_FILE, for a binary classifier."""
     from training.cli import main

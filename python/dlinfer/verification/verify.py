@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import InputError
 from . import reference
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, close, compare
+from .samples import load_samples
 
 __all__ = ["LayerResult", "VerifyReport", "verify"]
 
@@ -62,6 +63,7 @@ class VerifyReport:
     rtol: float
     outputs: list[Comparison] = field(default_factory=list)
     layers: list[LayerResult] | None = None
+    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
     @property
     def first_bad_layer(self) -> LayerResult | None:
@@ -98,6 +100,7 @@ class VerifyReport:
         )
         for c in self.outputs:
             lines.append(_row(c.name, c))
+        lines += [f"note: {n}" for n in self.notes]
         if self.layers is not None:
             lines += [
                 "",
@@ -156,56 +159,14 @@ def _row(name: str, c: Comparison) -> str:
 # ---- data ---------------------------------------------------------------------
 
 
-def _spec_input(onnx_path: str):
-    from ..runtime.model import Model
+def _input_specs(model: Any) -> list[Any]:
+    """The spec's inputs, or, for a file without one, plain arrays of each input's type."""
+    from ..spec import InputSpec
 
-    model = Model(onnx_path, device="cpu", threads=1)
-    return model, (model.spec.input if model.spec is not None else None)
-
-
-def _load_data(data: Any, model: Any, spec: Any, samples: int, seed: int) -> tuple[np.ndarray, str]:
-    info = model.inputs[0]
-    if data is None:
-        rng = np.random.default_rng(seed)
-        shape = [samples] + [d if isinstance(d, int) else 1 for d in info.shape[1:]]
-        if spec is not None and spec.kind == "image":
-            from ..preprocessing.transform import PreprocessSpec
-
-            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
-            batch = PreprocessSpec.from_model(spec)(pixels)
-            return batch, f"random uint8 pixels normalized per the spec, seed {seed}"
-        if spec is not None and spec.kind == "latent":
-            return rng.standard_normal(shape).astype(
-                info.dtype
-            ), f"standard normal latents, seed {seed}"
-        return rng.uniform(0, 1, shape).astype(info.dtype), f"uniform [0, 1) samples, seed {seed}"
-    if isinstance(data, np.ndarray):
-        arr, source = data, "array"
-    elif os.path.isdir(data):
-        if spec is None or spec.kind != "image":
-            raise InputError("--data DIR needs an image model with a dlinfer spec")
-        from ..preprocessing.decode import iter_image_files
-        from ..preprocessing.transform import PreprocessSpec
-
-        files = list(iter_image_files(data, recursive=False))
-        if not files:
-            raise InputError(f"no image files in {data}")
-        batch = PreprocessSpec.from_model(spec)(files[:samples])
-        return batch, f"{min(len(files), samples)} images from {data}"
-    else:
-        try:
-            arr = np.load(data)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"could not read --data {data!r} as a .npy file: {exc}") from exc
-        source = str(data)
-    arr = arr[:samples]
-    if arr.dtype == np.uint8 and spec is not None and spec.kind == "image":
-        from ..preprocessing.transform import PreprocessSpec
-
-        return PreprocessSpec.from_model(spec)(
-            arr
-        ), f"{len(arr)} uint8 samples from {source}, normalized per the spec"
-    return np.ascontiguousarray(arr, dtype=info.dtype), f"{len(arr)} samples from {source}"
+    if model.spec is not None:
+        return list(model.spec.inputs)
+    return [InputSpec(name=t.name, shape=t.shape, dtype=t.dtype.name, kind="features",
+                      layout="NC", color=None) for t in model.inputs]
 
 
 # ---- Keras side ----------------------------------------------------------------------
@@ -323,6 +284,19 @@ def _per_layer(
     return results
 
 
+def _keras_outputs(keras_model: Any, feed: dict[str, np.ndarray], input_names: list[str],
+                   output_shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """Keras's outputs in the ONNX outputs' order; the exporter keeps the model's order."""
+    from ..export.convert import describe
+
+    traced, _, _ = describe(keras_model)
+    result = keras_model(traced.feed([feed[n] for n in input_names]), training=False)
+    outs = [np.asarray(o) for o in traced.outputs(result)]
+    # A (N, 1) Keras output may be exported flat, and the other way round.
+    return [k.reshape(shape) if k.shape != shape and k.size == int(np.prod(shape)) else k
+            for k, shape in zip(outs, output_shapes)]
+
+
 def verify(
     keras_model: Any,
     onnx_path: str,
@@ -338,21 +312,27 @@ def verify(
 
     ``keras_model``: a ``.keras`` path, a Keras model, or ``None`` to compare only
     onnxruntime with the reference executor (no TensorFlow import).  ``data``: an
-    array, a ``.npy`` file or a folder of images (preprocessed with the model's
-    spec); ``None`` draws ``samples`` random inputs from the spec's input range.
-    ``per_layer`` also maps every Keras layer to the ONNX tensor that carries its
-    output and compares them one at a time (``report.first_bad_layer``).
+    array, a dict by input name, a ``.npy``/``.npz`` file or a folder of images
+    (preprocessed with the model's spec); ``None`` draws ``samples`` random inputs
+    from the spec (see :mod:`dlinfer.verification.samples`).  Every output is
+    compared.  A graph with an op the reference executor lacks is still checked
+    against Keras; the report notes what was skipped.
+    ``per_layer`` (a single-input, single-output chain model) also maps every Keras
+    layer to the ONNX tensor that carries its output and compares them one at a
+    time (``report.first_bad_layer``).
     """
-    ort_model, spec = _spec_input(onnx_path)
-    if len(ort_model.inputs) != 1:
-        raise InputError(
-            f"verify handles single-input models; {onnx_path} has {len(ort_model.inputs)}"
-        )
-    x, source = _load_data(data, ort_model, spec, samples, seed)
-    graph = reference.Graph(onnx_path)
-    out_name = ort_model.outputs[0].name
-    ort_out = ort_model.session.run(None, {ort_model.inputs[0].name: x})[0]
-    ref_out = reference.run(graph, x, outputs=[out_name])[out_name]
+    from ..runtime.model import Model
+
+    ort_model = Model(onnx_path, device="cpu", threads=1)
+    feed, source = load_samples(data, _input_specs(ort_model), samples, seed)
+    input_names = [t.name for t in ort_model.inputs]
+    out_names = [t.name for t in ort_model.outputs]
+    ort_outs = ort_model.session.run(out_names, feed)
+    try:
+        graph: reference.Graph | None = reference.Graph(onnx_path)
+    except reference.UnsupportedOpError as exc:
+        graph, skipped = None, f"reference executor skipped: {exc}"
+    ref_outs = reference.run(graph, feed, outputs=out_names) if graph is not None else None
 
     report = VerifyReport(
         keras_path=None
@@ -361,26 +341,40 @@ def verify(
         if isinstance(keras_model, (str, os.PathLike))
         else getattr(keras_model, "name", "keras model"),
         onnx_path=str(onnx_path),
-        samples=int(x.shape[0]),
+        samples=int(next(iter(feed.values())).shape[0]),
         data_source=source,
         atol=atol,
         rtol=rtol,
     )
+    if graph is None:
+        report.notes.append(skipped)
+    suffixes = [f": {n}" if len(out_names) > 1 else "" for n in out_names]
     if keras_model is not None:
         km = _load_keras(keras_model)
-        k_out = np.asarray(km(x, training=False))
-        if k_out.shape != ort_out.shape and k_out.size == ort_out.size:
-            k_out = k_out.reshape(ort_out.shape)
-        report.outputs.append(compare("onnxruntime vs keras", ort_out, k_out, atol, rtol))
-        report.outputs.append(compare("reference vs keras", ref_out, k_out, atol, rtol))
-    report.outputs.append(compare("reference vs onnxruntime", ref_out, ort_out, atol, rtol))
+        k_outs = _keras_outputs(km, feed, input_names, [o.shape for o in ort_outs])
+        for suffix, name, o, k in zip(suffixes, out_names, ort_outs, k_outs):
+            report.outputs.append(compare("onnxruntime vs keras" + suffix, o, k, atol, rtol))
+            if ref_outs is not None:
+                report.outputs.append(compare("reference vs keras" + suffix, ref_outs[name], k,
+                                              atol, rtol))
+    if ref_outs is not None:
+        for suffix, name, o in zip(suffixes, out_names, ort_outs):
+            report.outputs.append(compare("reference vs onnxruntime" + suffix, ref_outs[name], o,
+                                          atol, rtol))
     if per_layer:
         if keras_model is None:
             raise InputError("per_layer needs the Keras model")
-        report.layers = _per_layer(km, graph, x, k_out, atol, rtol)
+        if graph is None:
+            raise InputError(f"per_layer runs dlinfer's reference executor, which cannot run "
+                             f"this graph: {skipped}")
+        if len(input_names) != 1 or len(out_names) != 1:
+            raise InputError("per_layer needs a single-input, single-output chain model; "
+                             f"{onnx_path} has inputs {input_names} and outputs {out_names}")
+        x = feed[input_names[0]]
+        report.layers = _per_layer(km, graph, x, k_outs[0], atol, rtol)
         bad = report.first_bad_layer
         if bad is not None and bad.onnx_tensor is not None:
-            value = _onnxruntime_tensor(graph.proto, bad.onnx_tensor, ort_model.inputs[0].name, x)
+            value = _onnxruntime_tensor(graph.proto, bad.onnx_tensor, input_names[0], x)
             if bad.layout == "NCHW":
                 value = value.transpose(0, 2, 3, 1)
             k_layer = _keras_layer_output(km, bad.index, x)
