@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from typing import Any
 
 from .._optional import import_optional
+from ..errors import SpecError
+from ..spec import METADATA_KEY
+from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from .spec_tool import read_labels
 
-__all__ = ["add_export_arguments", "add_export_parser", "export_command"]
+__all__ = ["add_export_arguments", "add_export_parser", "export_command", "parity_summary"]
+
+
+def _labels(values: list[str] | None) -> Any:
+    """``--labels`` values: one list for a single output, or ``NAME=labels`` per output."""
+    if not values:
+        return None
+    named = [v for v in values if "=" in v.split(",")[0] and not os.path.isfile(v)]
+    if not named:
+        if len(values) > 1:
+            raise SpecError("--labels given twice: name the outputs (--labels NAME=a,b,c)")
+        return read_labels(values[0])
+    if len(named) != len(values):
+        raise SpecError("--labels: name every output (NAME=FILE or NAME=a,b,c) or none")
+    return {v.split("=", 1)[0]: read_labels(v.split("=", 1)[1]) for v in values}
+
+
+def parity_summary(parity: dict[str, Any]) -> str:
+    """One line: what the export was checked on, and how closely it matched Keras."""
+    heads = []
+    for name, stats in parity.get("outputs", {}).items():
+        agree = stats.get("argmax_agreement")
+        heads.append(f"{name} {stats['max_abs_diff']:.3g}"
+                     + ("" if agree is None else f" (argmax agreement {agree:.0%})"))
+    return (f"matches Keras on {parity.get('samples')} samples ({parity.get('data')}): "
+            f"max abs diff {', '.join(heads)}; tolerance {parity.get('atol'):g} + "
+            f"{parity.get('rtol'):g}*|keras|")
 
 
 def export_command(args: argparse.Namespace) -> int:
     """`dlinfer export` (also `python -m training export`): parsed arguments in, exit status out."""
     export = import_optional("dlinfer.export", "export", "`dlinfer export`")
-    labels = tuple(x for x in args.labels.split(",") if x) if args.labels else ()
-    export.export_file(args.keras_file, args.out, labels=labels, task=args.task, scale=args.scale)
-    print(f"wrote {args.out}")
+    proto = export.export_file(args.keras_file, args.out, labels=_labels(args.labels),
+                               task=args.task, scale=args.scale, data=args.data,
+                               samples=args.samples, atol=args.atol, rtol=args.rtol)
+    spec = next(p.value for p in proto.metadata_props if p.key == METADATA_KEY)
+    print(f"wrote {args.out}: {parity_summary(json.loads(spec)['parity'])}")
     return 0
 
 
 def add_export_parser(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a saved .keras model to ONNX with its spec",
+    p = sub.add_parser("export", help="export a saved .keras model to ONNX, checked against Keras",
                        description="Convert a .keras file to ONNX (opset 17) with dlinfer's "
-                       "spec in its metadata. Needs the export extra (TensorFlow, tf2onnx).")
+                       "spec in its metadata, then check that the file takes the model's inputs, "
+                       "gives its outputs and matches Keras on sample inputs; nothing is written "
+                       "if it does not. Needs the export extra (TensorFlow, tf2onnx).")
     add_export_arguments(p)
     p.set_defaults(func=export_command)
 
@@ -31,11 +67,23 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of `dlinfer export` (the training CLI's export takes the same)."""
     p.add_argument("keras_file", metavar="KERAS_FILE")
     p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--labels", default=None, help="comma-separated class labels")
+    p.add_argument("--labels", action="append", metavar="FILE|a,b,c",
+                   help="class labels: a file with one per line, or comma-separated; for a "
+                        "model with several outputs, NAME=FILE or NAME=a,b,c per output "
+                        "(default for a classifier: 0..n-1)")
     p.add_argument("--task", default=None,
                    choices=["classification", "binary_classification", "regression",
                             "generation"],
-                   help="default: classification with --labels (binary for a single sigmoid "
-                        "output), else regression")
+                   help="default: classification with --labels or a softmax output (binary "
+                        "for one sigmoid unit and two labels), else regression")
     p.add_argument("--scale", type=float, default=None,
-                   help="pixel scale the model expects (default 1/255 for images)")
+                   help="pixel scale of image inputs (default 1 when the model starts with "
+                        "Rescaling/Normalization, else 1/255)")
+    p.add_argument("--data", metavar="NPY|NPZ|DIR", default=None,
+                   help="real samples to check the export on: .npy (one input), .npz keyed by "
+                        "input name, or an image folder (default: random valid inputs)")
+    p.add_argument("--samples", type=int, default=16, help="at most this many samples (16)")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                   help=f"absolute tolerance against Keras (default {DEFAULT_ATOL:g})")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help=f"relative tolerance against Keras (default {DEFAULT_RTOL:g})")
