@@ -21,8 +21,9 @@ from ..errors import (
 from ..preprocessing.decode import iter_image_files
 from ..preprocessing.tokens import token_batch
 from ..preprocessing.transform import PreprocessSpec, empty_batch
-from ..runtime.model import Model, open_for_task
+from ..runtime.model import Model
 from ..spec import InputSpec, ModelSpec, OutputSpec
+from ._open import open_for_task
 from .predictions import Prediction, top_k_predictions
 
 __all__ = ["Classifier"]

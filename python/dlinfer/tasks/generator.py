@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputShapeError, SpecError
-from ..runtime.model import Model, open_for_task
+from ..runtime.model import Model
+from ._open import open_for_task
 
 __all__ = ["Generator", "image_grid"]
 
