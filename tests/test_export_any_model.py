@@ -66,6 +66,13 @@ def bidirectional_rnn():
     return keras.Model(tokens, L.Dense(2, activation="softmax")(x), name="birnn")
 
 
+def masked_series():
+    series = keras.Input((8, 3))
+    x = L.Masking(0.0)(series)
+    x = L.SimpleRNN(4, return_sequences=True)(x)
+    return keras.Model(series, L.Dense(1)(L.LSTM(3)(x)), name="masked_series")
+
+
 def transformer_block():
     seq = keras.Input((10, 16), name="sequence")
     attn = L.MultiHeadAttention(num_heads=2, key_dim=8)(seq, seq)
@@ -122,6 +129,7 @@ CASES = {
     "EfficientNetB0": application("EfficientNetB0", 32),
     "text_cnn": text_cnn,
     "bidirectional_rnn": bidirectional_rnn,
+    "masked_series": masked_series,
     "transformer": transformer_block,
     "unet": unet,
     "grouped_convs": grouped_convs,
@@ -162,7 +170,11 @@ def _samples(onnx_model: dlinfer.Model, name: str) -> dict[str, np.ndarray]:
     """Seven fresh samples per input (not the exporter's), drawn from the spec."""
     from dlinfer.verification.samples import random_samples
 
-    return random_samples(onnx_model.spec.inputs, 7, seed_of(name, "check"))[0]
+    feed = random_samples(onnx_model.spec.inputs, 7, seed_of(name, "check"))[0]
+    for spec in onnx_model.spec.inputs:
+        if spec.kind == "series":  # zero time steps in front, as padded series have them
+            feed[spec.name][::2, :3] = 0
+    return feed
 
 
 def _keras_outputs(model, feed: dict[str, np.ndarray], onnx_model: dlinfer.Model) -> list:
