@@ -19,10 +19,7 @@ time:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +28,7 @@ import onnx
 
 from ..errors import ExportError
 from . import prepare
-from ._tf import import_tensorflow
+from ._tf import import_tensorflow, quiet
 
 __all__ = ["OPSET", "RANDOM_OPS", "Traced", "convert", "describe", "onnx_names", "random_nodes"]
 
@@ -192,19 +189,6 @@ def _preflight(model: Any, graph_def: Any) -> None:
                               "the TensorFlow ops of")
 
 
-@contextlib.contextmanager
-def _quiet_converter() -> Iterator[None]:
-    """tf2onnx logs its recoverable failures with tracebacks (a transpose optimization
-    it skips on MobileNetV3); the checks here decide what is wrong, so it stays quiet."""
-    log = logging.getLogger("tf2onnx")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def convert(model: Any, traced: Traced) -> onnx.ModelProto:
     """The ONNX graph of ``model`` (already made an inference model), checked for ops."""
     import tf2onnx
@@ -230,7 +214,7 @@ def convert(model: Any, traced: Traced) -> onnx.ModelProto:
     input_tensors = [t.name for t in concrete.inputs[: len(specs)]]
     output_tensors = [t.name for t in concrete.outputs]
     renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_tensors, output_tensors)
-    with tf.device("/cpu:0"), _quiet_converter():
+    with tf.device("/cpu:0"), quiet("tf2onnx"):
         graph_def = tf_loader.from_function(concrete, input_tensors, output_tensors)
         _preflight(model, graph_def)
         try:

@@ -19,6 +19,7 @@ from ..errors import ExportError
 from ..spec import InputSpec
 from ..verification.compare import mismatch
 from ..verification.samples import load_samples
+from ._tf import quiet
 from .convert import Traced
 
 __all__ = ["check_io", "check_parity"]
@@ -87,8 +88,9 @@ def check_parity(
     feed, source = load_samples(data, inputs, samples, seed)
     arrays = [feed[name] for name in traced.input_names]
     try:
-        keras_outputs = [np.asarray(t) for t in
-                         traced.outputs(model(traced.feed(arrays), training=False))]
+        with quiet("tensorflow"):
+            keras_outputs = [np.asarray(t) for t in
+                             traced.outputs(model(traced.feed(arrays), training=False))]
     except Exception as exc:  # Keras raises whatever the layers raise
         raise ExportError(f"{model.name} does not run in Keras on the samples ({source}): "
                           f"{type(exc).__name__}: {exc}") from exc

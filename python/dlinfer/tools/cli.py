@@ -245,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("keras", metavar="KERAS_FILE")
     p.add_argument("onnx", metavar="ONNX_FILE")
-    p.add_argument("--data", metavar="NPY|DIR",
-                   help=".npy array or image folder (default: random inputs in the spec's range)")
+    p.add_argument("--data", metavar="NPY|NPZ|DIR",
+                   help=".npy array, .npz keyed by input name, or image folder (default: "
+                        "random valid inputs drawn from the spec)")
     p.add_argument("--samples", type=int, default=16, help="at most this many samples (default 16)")
     p.add_argument("--per-layer", action="store_true",
                    help="find the first Keras layer that diverges")
