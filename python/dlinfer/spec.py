@@ -44,6 +44,11 @@ COLORS = ("GRAY", "RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW", "NC", "NTC")
 
 
+def index_labels(width: int) -> tuple[str, ...]:
+    """The labels of a classifier exported or described without any: "0" .. "width-1"."""
+    return tuple(str(i) for i in range(width))
+
+
 def scaled_pixel_range(scale: float) -> tuple[float, float]:
     """The range of ``pixels * scale`` for uint8 pixels (a negative scale flips it)."""
     lo, hi = 0.0, 255.0 * scale

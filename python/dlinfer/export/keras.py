@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from ..spec import InputSpec, ModelSpec, OutputSpec
+from ..spec import InputSpec, ModelSpec, OutputSpec, index_labels
 from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from ._tf import import_tensorflow
 from .convert import (
@@ -201,7 +201,7 @@ def _output_specs(model: Any, traced: Traced, chosen: list[str | None], *,
         elif i in heads and task == "classification" and not out_labels:
             if width is None:
                 raise ExportError(f"output {name!r} has no fixed width: give its labels")
-            out_labels = tuple(str(c) for c in range(width))
+            out_labels = index_labels(width)
             logger.warning("%s: no labels given for output %r; using index labels '0'..'%d' "
                            "(set real ones with `dlinfer spec set --labels`)",
                            model.name, name, width - 1)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._optional import import_optional
 from ..errors import ModelLoadError, ModelNotFoundError, SpecError
-from ..spec import METADATA_KEY, TASKS, InputSpec, ModelSpec, OutputSpec
+from ..spec import METADATA_KEY, TASKS, InputSpec, ModelSpec, OutputSpec, index_labels
 
 __all__ = ["add_spec_parser", "build_spec", "describe_spec", "graph_io", "infer_inputs",
            "load_onnx"]
@@ -236,7 +236,7 @@ def _classification_head(head: OutputSpec, task: str, shape: tuple[int | None, .
         elif width is None:
             raise SpecError(f"{where} has a dynamic width: give --labels")
         else:
-            labels = tuple(str(i) for i in range(width))
+            labels = index_labels(width)
         notes.append(f"no labels given: {where} gets index labels "
                      f"{_labels_text(labels)}; give --labels FILE|a,b,c for names")
     expected = 2 if binary else width
