@@ -186,6 +186,9 @@ def test_export_cli_checks_against_given_data_and_reports_parity(tmp_path, capsy
     assert "cls " in printed and "argmax agreement 100%" in printed
     spec = dlinfer.Model(str(out)).spec
     assert spec.labels == ("cat", "dog") and "data.npz" in spec.parity["data"]
+    assert main(["verify", str(tmp_path / "m.keras"), str(out), "--data",
+                 str(tmp_path / "data.npz")]) == 0
+    assert "5 uint8 samples from" in capsys.readouterr().out
 
     # Data that does not fit the model: exit 2, a message naming the inputs, no file.
     np.save(tmp_path / "one.npy", np.zeros((3, 2), np.float32))
