@@ -16,7 +16,13 @@ Needs the ``onnx`` package, imported on first use.
 
 from __future__ import annotations
 
-from . import ops_math, ops_nn, ops_tensor  # noqa: F401 - each registers its ops
+from . import (  # noqa: F401 - each registers its ops
+    ops_control,
+    ops_math,
+    ops_nn,
+    ops_rnn,
+    ops_tensor,
+)
 from .graph import Graph, load, run
 from .node import OPS, UnsupportedOpError
 
