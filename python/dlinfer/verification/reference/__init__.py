@@ -20,6 +20,10 @@ from . import (  # noqa: F401 - each registers its ops
     ops_control,
     ops_math,
     ops_nn,
+    ops_norm,
+    ops_pool,
+    ops_reduce,
+    ops_resize,
     ops_rnn,
     ops_tensor,
 )

@@ -33,9 +33,15 @@ def op(*names: str) -> Callable[[Callable[[Node], Any]], Callable[[Node], Any]]:
 class Node:
     """What an op implementation sees: inputs as arrays, attributes as Python values."""
 
-    def __init__(self, proto: Any, inputs: list[np.ndarray | None]):
+    # The model's ai.onnx opset where the executor passes it; None reads as a current
+    # one.  A few ops changed meaning across opsets (Softmax's axis before 13).
+    opset: int | None = None
+
+    def __init__(self, proto: Any, inputs: list[np.ndarray | None], opset: int | None = None):
         from onnx import helper
 
+        if opset is not None:
+            self.opset = opset
         self.proto = proto
         self.op = proto.op_type
         self.name = proto.name or (proto.output[0] if proto.output else "?")
@@ -48,6 +54,16 @@ class Node:
 
     def input(self, i: int) -> np.ndarray | None:
         return self.inputs[i] if i < len(self.inputs) else None
+
+    def wants(self, i: int) -> bool:
+        """Whether the graph names output ``i`` (an unnamed or absent one is not computed)."""
+        return i < len(self.proto.output) and bool(self.proto.output[i])
+
+    def only(self, *known: str) -> None:
+        """Refuse any attribute outside ``known``: never ignore what changes the answer."""
+        extra = sorted(set(self.attrs) - set(known))
+        if extra:
+            raise self.unsupported(f"the attribute(s) {', '.join(extra)}")
 
     def unsupported(self, what: str) -> UnsupportedOpError:
         return UnsupportedOpError(
