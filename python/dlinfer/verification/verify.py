@@ -2,13 +2,11 @@
 
 Three opinions on the same samples: Keras (the source of truth the user
 trained), onnxruntime (what dlinfer deploys) and :mod:`dlinfer.reference`
-(dlinfer's own kernels, sharing no code with either).  With ``per_layer`` the
-verifier walks the Keras layers in order, finds the ONNX tensor that carries
-each layer's output, and names the first layer whose outputs part ways.
-
-Memory stays flat: the Keras side keeps one activation at a time (layers are
-run as a chain), and the ONNX side computes only the few candidate tensors of
-the layer being checked.
+(dlinfer's own kernels, sharing no code with either).  Every output is compared.
+When the reference executor cannot run the graph, Keras and onnxruntime are still
+compared and the report says which op the third opinion lacks.  With
+``per_layer`` (:mod:`.per_layer`) the verifier finds the ONNX tensor that carries
+each Keras layer's output and names the first layer whose outputs part ways.
 
 TensorFlow is imported only when a Keras model is given.
 """
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,33 +22,12 @@ import numpy as np
 
 from ..errors import InputError
 from . import reference
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, close, compare
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, compare
+from .per_layer import MAX_SAMPLES, LayerResult
+from .per_layer import per_layer as per_layer_walk
 from .samples import load_samples
 
 __all__ = ["LayerResult", "VerifyReport", "verify"]
-
-# How many same-shaped ONNX tensors after the previous match are tried for a
-# layer (Conv, Add, Relu of one Keras Conv2D are three); the best one wins.
-_CANDIDATES = 8
-
-
-@dataclass
-class LayerResult:
-    index: int
-    layer: str
-    layer_type: str
-    shape: tuple[int, ...]
-    onnx_tensor: str | None
-    layout: str | None  # "NHWC" (as is) or "NCHW" (transposed back for comparison)
-    comparison: Comparison | None  # the reference executor's tensor vs Keras
-    # For the first diverging layer only: onnxruntime's value of the same tensor
-    # vs Keras, so that a bug in dlinfer's own kernels cannot pass for a bad export.
-    onnxruntime: Comparison | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.comparison is not None and self.comparison.ok
-
 
 @dataclass
 class VerifyReport:
@@ -67,10 +43,8 @@ class VerifyReport:
 
     @property
     def first_bad_layer(self) -> LayerResult | None:
-        for layer in self.layers or []:
-            if not layer.ok:
-                return layer
-        return None
+        """The first layer matched to an ONNX tensor that is past tolerance."""
+        return next((layer for layer in self.layers or [] if layer.bad), None)
 
     @property
     def ok(self) -> bool:
@@ -183,105 +157,12 @@ def _load_keras(keras_model: Any) -> Any:
     return keras.models.load_model(keras_model, compile=False)
 
 
-def _flat_layers(model: Any) -> list[Any]:
-    """The model's layers as one chain, nested Sequential/Functional chains expanded."""
-    import keras
+def _keras_args(keras_model: Any, feed: dict[str, np.ndarray], input_names: list[str]) -> Any:
+    """The samples in the structure the Keras model is called with (ONNX keeps its order)."""
+    from ..export.convert import describe
 
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.Model) and len(layer.inputs) == 1 and len(layer.outputs) == 1:
-            out += _flat_layers(layer)
-        else:
-            out.append(layer)
-    return out
-
-
-def _keras_chain(layers: list[Any], x: np.ndarray) -> Iterator[tuple[Any, np.ndarray]]:
-    """Yields (layer, output) one layer at a time, keeping a single activation."""
-    act = x
-    for layer in layers:
-        try:
-            act = np.asarray(layer(act, training=False))
-        except Exception as exc:  # Keras raises ValueError, TypeError, TF errors...
-            raise InputError(
-                f"per-layer needs a model whose layers form a chain (Sequential, or nested "
-                f"chains); layer {layer.name!r} cannot take the previous layer's output: {exc}"
-            ) from exc
-        yield layer, act
-
-
-# ---- per-layer matching -------------------------------------------------------------------
-
-
-def _onnx_tensor_shapes(graph: Any, x: np.ndarray) -> list[tuple[str, tuple[int, ...]]]:
-    """Every node output, in graph order, with its shape at this batch (values dropped)."""
-    shapes: list[tuple[str, tuple[int, ...]]] = []
-    reference.run(
-        graph, x, outputs=[], on_tensor=lambda name, v: shapes.append((name, tuple(v.shape)))
-    )
-    return shapes
-
-
-def _layouts(kshape: tuple[int, ...], oshape: tuple[int, ...]) -> list[str]:
-    out = []
-    if oshape == kshape:
-        out.append("NHWC")
-    if len(kshape) == 4 and oshape == (kshape[0], kshape[3], kshape[1], kshape[2]):
-        out.append("NCHW")
-    return out
-
-
-def _per_layer(
-    keras_model: Any, graph: Any, x: np.ndarray, expected: np.ndarray, atol: float, rtol: float
-) -> list[LayerResult]:
-    """Walks the layers; `expected` is the model's own output, to check the chain walk."""
-    layers = _flat_layers(keras_model)
-    tensors = _onnx_tensor_shapes(graph, x)
-    results: list[LayerResult] = []
-    position = 0  # index in `tensors` of the previous match; a layer may reuse it (Dropout)
-    for index, (layer, kout) in enumerate(_keras_chain(layers, x)):
-        kshape = tuple(kout.shape)
-        cands = [
-            (i, name, lay)
-            for i, (name, shape) in enumerate(tensors[position:], start=position)
-            for lay in _layouts(kshape, shape)
-        ][:_CANDIDATES]
-        best: tuple[Comparison, int, str, str] | None = None
-        if cands:
-            values = reference.run(
-                graph, x, outputs=list(dict.fromkeys(name for _, name, _ in cands))
-            )
-            for i, name, lay in cands:
-                v = values[name] if lay == "NHWC" else values[name].transpose(0, 2, 3, 1)
-                c = compare(layer.name, v, kout, atol, rtol)
-                # Prefer a tensor within tolerance, then the smallest error; among
-                # equals the later one (Conv -> BiasAdd -> Relu: the Relu carries the layer).
-                key = (c.ok, -c.max_abs, i)
-                if best is None or key >= (best[0].ok, -best[0].max_abs, best[1]):
-                    best = (c, i, name, lay)
-            del values
-        if best is None:
-            results.append(
-                LayerResult(index, layer.name, type(layer).__name__, kshape, None, None, None)
-            )
-            continue
-        c, i, name, lay = best
-        results.append(LayerResult(index, layer.name, type(layer).__name__, kshape, name, lay, c))
-        position = i
-    if (
-        results
-        and kout.shape == expected.shape
-        and not close(kout, expected, atol, rtol)
-    ):
-        # The chain walk assumed each layer feeds the next; a branching model breaks that.
-        raise InputError(
-            f"per-layer needs a model whose layers form a chain (Sequential, or nested chains); "
-            f"walking {getattr(keras_model, 'name', 'the model')}'s layers in order does not "
-            "reproduce its output"
-        )
-    return results
+    traced, _, _ = describe(keras_model)
+    return traced.feed([feed[n] for n in input_names])
 
 
 def _keras_outputs(keras_model: Any, feed: dict[str, np.ndarray], input_names: list[str],
@@ -290,7 +171,7 @@ def _keras_outputs(keras_model: Any, feed: dict[str, np.ndarray], input_names: l
     from ..export.convert import describe
 
     traced, _, _ = describe(keras_model)
-    result = keras_model(traced.feed([feed[n] for n in input_names]), training=False)
+    result = keras_model(_keras_args(keras_model, feed, input_names), training=False)
     outs = [np.asarray(o) for o in traced.outputs(result)]
     # A (N, 1) Keras output may be exported flat, and the other way round.
     return [k.reshape(shape) if k.shape != shape and k.size == int(np.prod(shape)) else k
@@ -317,9 +198,9 @@ def verify(
     from the spec (see :mod:`dlinfer.verification.samples`).  Every output is
     compared.  A graph with an op the reference executor lacks is still checked
     against Keras; the report notes what was skipped.
-    ``per_layer`` (a single-input, single-output chain model) also maps every Keras
-    layer to the ONNX tensor that carries its output and compares them one at a
-    time (``report.first_bad_layer``).
+    ``per_layer`` also maps every Keras layer to the ONNX tensor that carries its
+    output and compares them (``report.first_bad_layer``), on at most
+    :data:`~dlinfer.verification.per_layer.MAX_SAMPLES` samples.
     """
     from ..runtime.model import Model
 
@@ -328,11 +209,15 @@ def verify(
     input_names = [t.name for t in ort_model.inputs]
     out_names = [t.name for t in ort_model.outputs]
     ort_outs = ort_model.session.run(out_names, feed)
+    # The third opinion where dlinfer's executor can give it: an op (or an attribute,
+    # dtype or shape of one) it lacks is refused before or while running.
+    graph: reference.Graph | None = None
+    ref_outs = None
     try:
-        graph: reference.Graph | None = reference.Graph(onnx_path)
+        graph = reference.Graph(onnx_path)
+        ref_outs = reference.run(graph, feed, outputs=out_names)
     except reference.UnsupportedOpError as exc:
         graph, skipped = None, f"reference executor skipped: {exc}"
-    ref_outs = reference.run(graph, feed, outputs=out_names) if graph is not None else None
 
     report = VerifyReport(
         keras_path=None
@@ -364,39 +249,12 @@ def verify(
     if per_layer:
         if keras_model is None:
             raise InputError("per_layer needs the Keras model")
+        rows = {k: v[:MAX_SAMPLES] for k, v in feed.items()}
+        proto = graph.proto if graph is not None else reference.load(onnx_path)
+        report.layers = per_layer_walk(km, _keras_args(km, rows, input_names), proto, rows,
+                                       graph, atol, rtol)
+        if len(next(iter(feed.values()))) > MAX_SAMPLES:
+            report.notes.append(f"per-layer: the first {MAX_SAMPLES} samples")
         if graph is None:
-            raise InputError(f"per_layer runs dlinfer's reference executor, which cannot run "
-                             f"this graph: {skipped}")
-        if len(input_names) != 1 or len(out_names) != 1:
-            raise InputError("per_layer needs a single-input, single-output chain model; "
-                             f"{onnx_path} has inputs {input_names} and outputs {out_names}")
-        x = feed[input_names[0]]
-        report.layers = _per_layer(km, graph, x, k_outs[0], atol, rtol)
-        bad = report.first_bad_layer
-        if bad is not None and bad.onnx_tensor is not None:
-            value = _onnxruntime_tensor(graph.proto, bad.onnx_tensor, input_names[0], x)
-            if bad.layout == "NCHW":
-                value = value.transpose(0, 2, 3, 1)
-            k_layer = _keras_layer_output(km, bad.index, x)
-            bad.onnxruntime = compare(bad.layer, value, k_layer, atol, rtol)
+            report.notes.append("per-layer: onnxruntime's intermediate tensors")
     return report
-
-
-def _onnxruntime_tensor(proto: Any, name: str, input_name: str, x: np.ndarray) -> np.ndarray:
-    """One intermediate tensor from onnxruntime: the graph with `name` as an extra output."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    model = type(proto)()
-    model.CopyFrom(proto)
-    if name not in [o.name for o in model.graph.output]:
-        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run([name], {input_name: x})[0]
-
-
-def _keras_layer_output(keras_model: Any, index: int, x: np.ndarray) -> np.ndarray:
-    for i, (_, out) in enumerate(_keras_chain(_flat_layers(keras_model), x)):
-        if i == index:
-            return out
-    raise IndexError(index)
