@@ -93,7 +93,8 @@ class VerifyReport:
                     )
                 else:
                     lines.append(
-                        f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} {_stats(c)}"
+                        f"{lr.index:>3} {lr.layer:<28} {lr.layer_type:<18} {tensor:<40} "
+                        + _stats(c).replace("MISMATCH", "fused" if lr.fused else "MISMATCH")
                     )
         lines.append("")
         bad = self.first_bad_layer
