@@ -142,7 +142,7 @@ class Body:
             inputs = [env[name] if name else None for name in proto.input]
             subs = self.subgraphs[i]
             node = (ControlNode(proto, inputs, subs, env, self.opset) if subs
-                    else Node(proto, inputs))
+                    else Node(proto, inputs, self.opset))
             try:
                 result = OPS[node.op](node)
             except (UnsupportedOpError, InputError):
@@ -183,10 +183,9 @@ class ControlNode(Node):
 
     def __init__(self, proto: Any, inputs: list[np.ndarray | None], subgraphs: dict[str, Body],
                  scope: Mapping[str, np.ndarray], opset: int):
-        super().__init__(proto, inputs)
+        super().__init__(proto, inputs, opset)  # Scan-8 and Scan-9 differ, among others
         self.subgraphs = subgraphs
         self.scope = scope
-        self.opset = opset  # the model's ai.onnx opset: Scan-8 and Scan-9 differ
 
     def body(self, key: str) -> Body:
         if key not in self.subgraphs:

@@ -274,6 +274,7 @@ def _dropout(node: Node) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         raise node.unsupported("training mode with a non-zero ratio (random masks)")
     if not node.wants(1):
         return x
-    if node.opset is not None and node.opset < 10 or "is_test" in node.attrs:
-        raise node.unsupported("the mask output before opset 10 (then of x's type)")
-    return x, np.ones(x.shape, np.bool_)
+    # Nothing is dropped at inference: every element is kept.  Before opset 10 the
+    # mask has x's type, from 10 on it is boolean.
+    old = node.opset is not None and node.opset < 10 or "is_test" in node.attrs
+    return x, np.ones(x.shape, x.dtype if old else np.bool_)
