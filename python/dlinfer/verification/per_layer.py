@@ -13,8 +13,8 @@ models and recurrent layers.
   scope with its output's shape (or that shape's NCHW transpose); a layer with none
   (a Dropout folded away) takes any tensor of its shape.  The candidate closest to
   Keras wins, the later among equals (Conv -> Add -> Relu: the Relu carries the
-  layer).  A layer that matches nothing while a layer it feeds matches was fused
-  into it by the converter, and is not counted as diverging.
+  layer).  A layer that matches nothing while a layer a few steps down its path
+  matches was fused into it by the converter, and is not counted as diverging.
 - **Values** come from dlinfer's reference executor when it can run the graph (the
   third opinion) and from onnxruntime otherwise; for the first diverging layer
   onnxruntime's value of the same tensor is compared too, so a bug in dlinfer's own
@@ -54,9 +54,9 @@ class LayerResult:
     def ok(self) -> bool:
         return self.comparison is not None and self.comparison.ok
 
-    # No ONNX tensor matches, yet a layer fed by this one does: the converter fused the
-    # layer into its consumer (a Conv folded with its BatchNormalization), so its own
-    # output never exists in the graph.
+    # No ONNX tensor matches, yet a layer a few steps downstream does: the converter
+    # fused the layer into what it feeds (a Conv folded with its BatchNormalization),
+    # so its own output never exists in the graph.
     fused: bool = False
 
     @property
@@ -161,6 +161,33 @@ def _scopes(tensor: str, layers: list[Any]) -> set[int]:
     return found
 
 
+# A fused group is short: Conv + BatchNormalization (+ an activation or a pad).
+_FUSED_DEPTH = 3
+
+
+def _mark_fused(results: list[LayerResult], layers: list[Any]) -> None:
+    """Flag the rows whose divergence does not propagate: fused into what they feed.
+
+    A real divergence reaches every layer downstream.  A layer with no tensor of its
+    own differs from every candidate, yet a layer at most :data:`_FUSED_DEPTH` steps
+    further down the same path (all of whose intermediate rows differ too) matches.
+    """
+    row_of = {id(layer): row for layer, row in zip(layers, results)}
+    children: dict[int, list[int]] = {id(layer): [] for layer in layers}
+    for layer in layers:
+        for parent in _parents(layer):
+            if parent in children:
+                children[parent].append(id(layer))
+    for layer, row in zip(layers, results):
+        if row.comparison is None or row.ok:
+            continue
+        frontier, depth = children[id(layer)], 1
+        while frontier and depth <= _FUSED_DEPTH and not row.fused:
+            row.fused = any(row_of[c].ok for c in frontier)
+            frontier = [g for c in frontier if not row_of[c].ok for g in children[c]]
+            depth += 1
+
+
 def _parents(layer: Any) -> set[int]:
     """The layers (by id) whose outputs ``layer`` takes, where Keras records them."""
     found = set()
@@ -242,14 +269,7 @@ def per_layer(keras_model: Any, keras_args: Any, proto: Any, feed: dict[str, np.
         if best is not None:
             row.comparison, _, row.onnx_tensor, row.layout = best
         results.append(row)
-    parents = {id(layer): _parents(layer) for layer in layers}
-    ok_children: dict[int, bool] = {}
-    for row, layer in zip(results, layers):
-        for parent in parents[id(layer)]:
-            ok_children[parent] = ok_children.get(parent, False) or row.ok
-    for row, layer in zip(results, layers):
-        row.fused = row.comparison is not None and not row.ok and ok_children.get(id(layer),
-                                                                                   False)
+    _mark_fused(results, layers)
     bad = next((r for r in results if r.bad), None)
     if bad is not None:
         bad.onnxruntime = compare(bad.layer, _as_keras(ort_values[bad.onnx_tensor], bad.layout),
