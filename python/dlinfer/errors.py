@@ -10,6 +10,7 @@ NumPy conventions keeps working::
     │   └── ModelNotFoundError      (also FileNotFoundError)
     ├── SpecError                   dlinfer metadata missing or malformed
     ├── ExportError                 (also ValueError) a Keras model cannot be exported faithfully
+    ├── OptimizeError               (also ValueError) `dlinfer optimize` refused
     ├── MissingExtraError           (also ImportError) a feature's optional package is missing
     ├── ProviderUnavailableError    requested device cannot actually run
     ├── InferenceError              onnxruntime failed while running
@@ -44,6 +45,7 @@ __all__ = [
     "MissingExtraError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "OptimizeError",
     "ProviderUnavailableError",
     "QueueFullError",
     "RequestTimeoutError",
@@ -137,3 +139,8 @@ class RequestTimeoutError(DlinferError, TimeoutError):
 
 class BatcherClosedError(DlinferError, RuntimeError):
     """A request was submitted to a :class:`~dlinfer.Batcher` after ``close()``."""
+
+
+class OptimizeError(DlinferError, ValueError):
+    """``dlinfer optimize`` refused: a model it cannot convert, bad calibration data, or an
+    accuracy drop past ``max_drop`` (the message says by how much and which layer)."""

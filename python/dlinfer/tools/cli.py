@@ -1,5 +1,5 @@
 """The ``dlinfer`` command line: ``info``, ``predict``, ``verify``, ``doctor``, ``bench``,
-``serve``, ``export`` and ``spec``."""
+``serve``, ``export``, ``optimize`` and ``spec``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..errors import DlinferError
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
+from .optimize_command import add_optimize_parser
 from .spec_tool import add_spec_parser, describe_spec
 
 
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve(sub)
     add_export_parser(sub)
+    add_optimize_parser(sub)
     add_spec_parser(sub)
     return parser
 

@@ -1,0 +1,272 @@
+"""``optimize()``: convert, gate, then write the file whole, or nothing at all."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import DlinferError, InputError, OptimizeError
+from ..export.onnx_file import save, set_spec
+from ..runtime.model import Model
+from ..spec import InputSpec
+from ..verification.samples import load_samples
+from .checks import check_float_model
+from .gate import evaluate, worst_layer
+
+__all__ = ["MODES", "OptimizeReport", "optimize"]
+
+MODES = ("int8", "fp16", "graph")
+# Evaluation takes every sample it is given, up to this many.
+_EVAL_LIMIT = 10_000
+LABELS_KEY = "labels"
+
+
+@dataclass
+class OptimizeReport:
+    """What ``optimize`` did, at what size, and at what cost in accuracy."""
+
+    mode: str
+    source: str
+    out: str
+    settings: dict[str, Any]
+    calibration: str | None
+    evaluation: str
+    metrics: dict[str, Any]
+    max_drop: float
+    worst_layer: dict[str, Any] | None
+    source_bytes: int
+    out_bytes: int
+    written: bool = False
+    seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def drop_points(self) -> float | None:
+        return self.metrics.get("drop_points")
+
+    @property
+    def passed(self) -> bool:
+        return self.drop_points is None or self.drop_points <= self.max_drop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "drop_points": self.drop_points,
+                "passed": self.passed}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def format(self) -> str:
+        m = self.metrics
+        lines = [f"mode:        {self.mode} ({', '.join(f'{k}={v}' for k, v in self.settings.items() if not isinstance(v, dict))})",  # noqa: E501
+                 f"size:        {self.source_bytes:,} -> {self.out_bytes:,} bytes "
+                 f"({self.out_bytes / max(self.source_bytes, 1):.0%})"]
+        if self.calibration:
+            lines.append(f"calibrated:  {self.calibration}")
+        lines.append(f"evaluated:   {self.evaluation}")
+        lines.append(f"output {m['output']!r}: max abs diff {m['max_abs_diff']:.3g}, "
+                     f"mean abs diff {m['mean_abs_diff']:.3g}")
+        if "top1_agreement" in m:
+            lines.append(f"top-1 agreement with float32: {m['top1_agreement']:.2%}")
+        if "accuracy" in m:
+            lines.append(f"accuracy:    {m['accuracy_float32']:.2%} -> {m['accuracy']:.2%}")
+        if self.drop_points is None:
+            lines.append("drop:        not measured (the output is not class scores)")
+        else:
+            lines.append(f"drop:        {self.drop_points:.2f} points of {m['metric']} "
+                         f"(max {self.max_drop:g})")
+        if self.worst_layer:
+            w = self.worst_layer
+            lines.append(f"worst layer: {w['node']} ({w['op']}), relative error "
+                         f"{w['relative_error']:.3g} (+{w['added_error']:.3g} over its inputs)")
+        lines.append(f"wrote {self.out}" if self.written else "wrote nothing")
+        return "\n".join(lines)
+
+
+def _plain_inputs(model: Model) -> tuple[InputSpec, ...]:
+    """Input specs for a model without a dlinfer spec: arrays are taken as they are."""
+    return tuple(InputSpec(name=t.name, shape=tuple(t.shape), dtype=t.dtype.name,
+                           kind="features", layout="NC", color=None, scale=1.0)
+                 for t in model.inputs)
+
+
+def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what: str,
+          has_spec: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
+    """Samples and optional labels from a folder, .npy/.npz file, array or dict."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if not os.path.exists(path):
+            raise OptimizeError(f"{what} data not found: {path}")
+        if os.path.isdir(path) and not has_spec:
+            raise OptimizeError(f"{what} images in {path} need the model's dlinfer spec (its "
+                                "input size and normalization); the model has none: give "
+                                "arrays already normalized (.npy/.npz) or add one with "
+                                "`dlinfer spec`")
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+    labels = None
+    if isinstance(data, Mapping) and LABELS_KEY in data:
+        data = dict(data)
+        labels = np.asarray(data.pop(LABELS_KEY)).reshape(-1)
+        if len(data) == 1 and len(inputs) == 1:  # one input: its array's key is free
+            data = {inputs[0].name: next(iter(data.values()))}
+    batch, source = load_samples(data, inputs, count, seed)
+    n = len(next(iter(batch.values())))
+    if labels is not None:
+        if len(labels) < n:
+            raise OptimizeError(f"{what} data: {len(labels)} labels for {n} samples")
+        labels = labels[:n].astype(np.int64)
+        source += ", with labels"
+    return batch, labels, source
+
+
+def _model(path: str, what: str) -> Model:
+    try:
+        return Model(path, threads=None)
+    except DlinferError as exc:
+        raise OptimizeError(f"the {what} model does not load in onnxruntime on CPU: {exc}"
+                            ) from exc
+
+
+def _check_runs(reference: Model, batch: dict[str, np.ndarray], source: str) -> None:
+    """Run a slice through the float32 model, so wrong shapes fail here, named."""
+    try:
+        reference.run({k: v[:2] for k, v in batch.items()})
+    except InputError as exc:
+        raise type(exc)(f"{source}: {exc}") from exc
+
+
+def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
+             calibration: dict[str, np.ndarray] | None, options: dict[str, Any]
+             ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    if mode == "int8":
+        from .quantize import int8_settings, quantize_int8
+
+        settings = int8_settings(options.get("method", "minmax"),
+                                 options.get("per_channel", True), options.get("reduce_range"))
+        assert calibration is not None
+        return onnx.load(quantize_int8(path, work, calibration, settings)), settings
+    if mode == "fp16":
+        from .fp16 import to_fp16
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        return to_fp16(copy, path)
+    from .graph import PROVIDERS, offline_optimize
+
+    level, device = options.get("level", "extended"), options.get("device", "cpu")
+    dst = os.path.join(work, "graph.onnx")
+    offline_optimize(path, dst, level=level, device=device)
+    return onnx.load(dst), {"level": level, "device": device, "provider": PROVIDERS[device]}
+
+
+def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: str = "int8",
+             *, calibrate: Any = None, samples: int = 512, max_drop: float = 0.5,
+             eval: Any = None, json_path: str | os.PathLike[str] | None = None,  # noqa: A002
+             seed: int = 0, **options: Any) -> OptimizeReport:
+    """Convert ``model`` to ``mode``, gate it on accuracy, and write ``out`` if it passes.
+
+    ``calibrate`` and ``eval``: a folder of images, a ``.npy``/``.npz`` file, an array or a
+    ``{input name: array}`` dict (uint8 images are normalized per the model's spec); a
+    ``labels`` array beside the inputs makes accuracy the gated metric.  int8 needs
+    ``calibrate``; evaluation uses ``eval``, else the calibration data, else random
+    inputs drawn from the spec.  ``options``: ``method``, ``per_channel``, ``reduce_range``
+    (int8); ``level``, ``device`` (graph).
+
+    Raises :class:`~dlinfer.OptimizeError` when the drop exceeds ``max_drop`` points,
+    naming the layer that adds the most error; then nothing is written.
+    """
+    started = time.perf_counter()
+    if mode not in MODES:
+        raise OptimizeError(f"mode must be one of {MODES}, got {mode!r}")
+    if samples < 1:
+        raise OptimizeError(f"samples must be >= 1, got {samples}")
+    path, out = os.fspath(model), os.fspath(out)
+    if os.path.abspath(path) == os.path.abspath(out):
+        raise OptimizeError("--out must differ from the model: the float32 file is the "
+                            "reference the result is gated against")
+    reference = Model(path, threads=None)  # a missing or broken file fails here, named
+    proto = onnx.load(path)
+    check_float_model(proto, path)
+    spec = reference.spec
+    inputs = spec.inputs if spec is not None else _plain_inputs(reference)
+
+    calibration = labels = None
+    calibration_source = None
+    if calibrate is not None:
+        calibration, labels, calibration_source = _load(calibrate, inputs, samples, seed,
+                                                        "calibration", spec is not None)
+        _check_runs(reference, calibration, calibration_source)
+    elif mode == "int8":
+        raise OptimizeError("int8 needs calibration data (--calibrate): a folder of images "
+                            "or a .npy/.npz file of the model's inputs")
+    if eval is not None:
+        evaluation, labels, evaluation_source = _load(eval, inputs, _EVAL_LIMIT, seed,
+                                                      "evaluation", spec is not None)
+        _check_runs(reference, evaluation, evaluation_source)
+    elif calibration is not None:
+        evaluation = calibration
+        evaluation_source = f"the calibration data ({calibration_source}): not held out"
+    else:
+        evaluation, evaluation_source = load_samples(None, inputs, samples, seed)
+
+    output = spec.output.name if spec is not None else reference.outputs[0].name
+    threshold = spec.output.threshold if spec is not None else None
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise OptimizeError(f"the output folder {out_dir} does not exist")
+    with tempfile.TemporaryDirectory(prefix="dlinfer-optimize-", dir=out_dir) as work:
+        candidate, settings = _convert(mode, path, proto, work, calibration, options)
+        del candidate.metadata_props[:]
+        candidate.metadata_props.extend(proto.metadata_props)
+        trial = os.path.join(work, "candidate.onnx")
+        onnx.save(candidate, trial)
+        metrics = evaluate(reference, _model(trial, f"{mode}"), evaluation, labels, output,
+                           threshold)
+        import onnxruntime as ort
+
+        report = OptimizeReport(
+            mode=mode, source=path, out=out, settings=settings,
+            calibration=calibration_source, evaluation=evaluation_source, metrics=metrics,
+            max_drop=float(max_drop), worst_layer=worst_layer(proto, candidate, evaluation),
+            source_bytes=os.path.getsize(path), out_bytes=os.path.getsize(trial),
+            versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__})
+        if not report.passed:
+            raise OptimizeError(_refusal(report))
+        if spec is not None:
+            stored = report.to_dict()
+            del stored["written"], stored["out"], stored["source"]
+            set_spec(candidate, dataclasses.replace(spec, extra={**spec.extra,
+                                                                 "optimize": stored}))
+        save(candidate, out)
+    report.written, report.out_bytes = True, os.path.getsize(out)
+    report.seconds = time.perf_counter() - started
+    if json_path is not None:
+        tmp = f"{os.fspath(json_path)}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(report.to_json() + "\n")
+        os.replace(tmp, json_path)
+    return report
+
+
+def _refusal(report: OptimizeReport) -> str:
+    m = report.metrics
+    what = (f"accuracy fell {m['accuracy_float32']:.2%} -> {m['accuracy']:.2%}"
+            if m["metric"] == "accuracy" else
+            f"top-1 agreement with float32 is {m['top1_agreement']:.2%}")
+    where = ("; no layer could be singled out" if report.worst_layer is None else
+             f"; the layer adding the most error is {report.worst_layer['node']!r} "
+             f"({report.worst_layer['op']}, relative error "
+             f"{report.worst_layer['relative_error']:.3g})")
+    return (f"{report.mode} refused: {what}, a drop of {report.drop_points:.2f} points "
+            f"(max {report.max_drop:g}) on {report.evaluation}{where}; nothing was written "
+            f"to {report.out}")

@@ -1,0 +1,58 @@
+"""`dlinfer optimize`: int8, float16 or an offline-optimized graph, gated on accuracy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_optimize_parser", "optimize_command"]
+
+
+def optimize_command(args: argparse.Namespace) -> int:
+    """Parsed arguments in, exit status out (a refusal raises OptimizeError: status 2)."""
+    from ..optimize import optimize
+
+    options: dict[str, Any] = {"method": args.method, "level": args.level,
+                               "device": args.graph_device}
+    if args.per_tensor:
+        options["per_channel"] = False
+    if args.reduce_range is not None:
+        options["reduce_range"] = args.reduce_range == "on"
+    report = optimize(args.model, args.out, args.mode, calibrate=args.calibrate,
+                      samples=args.samples, max_drop=args.max_drop, eval=args.eval,
+                      json_path=args.json, seed=args.seed, **options)
+    print(report.format())
+    return 0
+
+
+def add_optimize_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "optimize", help="int8 / float16 / optimized-graph copy of a model, gated on accuracy",
+        description="Convert a float32 ONNX model and compare the result with it on held-out "
+        "data (--eval, else the calibration data).  If the drop in accuracy (with labels) or "
+        "in top-1 agreement exceeds --max-drop points, nothing is written, the layer adding "
+        "the most error is named and the exit status is 2.  The report goes into the "
+        "output's spec (extra.optimize).")
+    p.add_argument("model", help="the float32 .onnx file")
+    p.add_argument("--out", required=True, help="where to write the optimized model")
+    p.add_argument("--mode", choices=("int8", "fp16", "graph"), required=True)
+    p.add_argument("--calibrate", metavar="DATA",
+                   help="folder of images, or .npy/.npz of model inputs (uint8 images are "
+                   "normalized per the spec); an .npz may hold a 'labels' array (int8: required)")
+    p.add_argument("--samples", type=int, default=512, help="calibration samples (default 512)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="largest accepted drop, in percentage points (default 0.5)")
+    p.add_argument("--eval", metavar="DATA", help="held-out data, as --calibrate")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--seed", type=int, default=0, help="for inputs drawn at random")
+    p.add_argument("--method", default="minmax", choices=("minmax", "entropy", "percentile"),
+                   help="int8 calibration method (default minmax)")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="int8: one weight scale per tensor instead of per output channel")
+    p.add_argument("--reduce-range", choices=("on", "off"), default=None,
+                   help="int8: 7-bit weights (default: on for x86 CPUs without VNNI)")
+    p.add_argument("--level", default="extended", choices=("basic", "extended", "all"),
+                   help="graph: onnxruntime optimization level (default extended)")
+    p.add_argument("--graph-device", default="cpu", choices=("cpu", "cuda"),
+                   help="graph: the provider the graph is optimized for (default cpu)")
+    p.set_defaults(func=optimize_command)
