@@ -209,18 +209,10 @@ class ModelSpec:
         return self.output.threshold
 
     def input_named(self, name: str) -> InputSpec:
-        for i in self.inputs:
-            if i.name == name:
-                return i
-        raise SpecError(f"no input named {name!r}; the inputs are "
-                        f"{[i.name for i in self.inputs]}")
+        return _named(self.inputs, name, "input")
 
     def output_named(self, name: str) -> OutputSpec:
-        for o in self.outputs:
-            if o.name == name:
-                return o
-        raise SpecError(f"no output named {name!r}; the outputs are "
-                        f"{[o.name for o in self.outputs]}")
+        return _named(self.outputs, name, "output")
 
     def _validate(self) -> None:
         if self.task not in TASKS:
@@ -288,6 +280,13 @@ class ModelSpec:
             if isinstance(exc, SpecError):
                 raise
             raise SpecError(f"{METADATA_KEY} is malformed: {exc!r}") from exc
+
+
+def _named(items: Sequence[Any], name: str, what: str) -> Any:
+    for item in items:
+        if item.name == name:
+            return item
+    raise SpecError(f"no {what} named {name!r}; the {what}s are {[i.name for i in items]}")
 
 
 def _input_from(raw: dict[str, Any]) -> InputSpec:
