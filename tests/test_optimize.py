@@ -286,6 +286,11 @@ def test_cli_writes_the_model_and_the_json_report(case, tmp_path, capsys):
     assert "accuracy:" in printed and f"wrote {out}" in printed
     data = json.loads(report.read_text())
     assert data["passed"] and data["calibration"].startswith("128 uint8 samples")
+    # dlinfer info says what was done to the file and at what cost.
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert f"({out.stat().st_size:,} bytes)" in info
+    assert "optimized: int8, " in info and f"drop {data['drop_points']:.2f} points" in info
 
 
 def test_cli_refusal_exits_2_and_writes_nothing(case, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -42,7 +43,7 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"model:     {model.path}")
+    print(f"model:     {model.path} ({os.path.getsize(model.path):,} bytes)")
     print(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
     if args.device == "auto":
         print(f"           {model.device_reason}")
@@ -70,14 +71,22 @@ def _info(args: argparse.Namespace) -> int:
     for key, value in sorted(spec.versions.items()):
         print(f"{key + ':':<10} {value}")
     for key, value in sorted(spec.parity.items()):
-        print(f"parity.{key}: {value}")
+        if isinstance(value, dict):  # the exporter's figures per output
+            for name, figures in value.items():
+                print(f"parity.{key}.{name}: {figures}")
+        else:
+            print(f"parity.{key}: {value}")
+    done = spec.extra.get("optimize")
+    if isinstance(done, dict):
+        print(f"optimized: {done.get('mode')}, {done.get('source_bytes', 0):,} -> "
+              f"{os.path.getsize(model.path):,} bytes, drop {done.get('drop_points', 0):.2f} "
+              f"points (allowed {done.get('max_drop')}) on {done.get('evaluation')}")
     return 0
 
 
 def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
     """Stream a folder through the classifier, one CSV/text row per file as it comes."""
     import csv
-    import os
 
     folder = args.images[0]
     handle = open(args.csv, "w", newline="") if args.csv else None
@@ -109,8 +118,6 @@ def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import os
-
     clf = Classifier(args.model, device=args.device, threads=args.threads)
     if len(args.images) == 1 and os.path.isdir(args.images[0]):
         return _predict_folder(clf, args)
