@@ -190,3 +190,25 @@ def test_unknown_model_and_data_fail_clearly(tmp_path):
         _quiet("resnet", tmp_path)
     with pytest.raises(SystemExit, match="--data must be one of"):
         _quiet("mnist_cnn", tmp_path, data="imagenet")
+
+
+def test_train_optimize_int8_gates_on_the_held_out_split(tmp_path):
+    """`python -m training train mnist_cnn --optimize int8`: one go, gated on the 1k split."""
+    r = _quiet("mnist_cnn", tmp_path, epochs=1, optimize="int8")
+    with open(r.report_path) as f:
+        report = json.load(f)
+    gated = report["optimize"]
+    assert gated["passed"] and gated["mode"] == "int8"
+    assert gated["evaluation"].startswith("1000 samples")
+    assert abs(gated["drop_points"]) <= 0.5
+    optimized = report["files"]["optimized"]
+    assert optimized.endswith("mnist_cnn.int8.onnx") and os.path.exists(optimized)
+    assert dlinfer.Model(optimized).spec.extra["optimize"]["mode"] == "int8"
+
+
+def test_train_optimize_int8_refuses_a_model_it_cannot_calibrate(tmp_path):
+    with pytest.raises(dlinfer.OptimizeError, match="calibrates int8 on the pixel models"):
+        _quiet("timeseries_mlp", tmp_path, epochs=1, optimize="int8")
+    with open(tmp_path / "timeseries_mlp.report.json") as f:
+        assert "pixel models" in json.load(f)["optimize"]["refused"]
+    assert not (tmp_path / "timeseries_mlp.int8.onnx").exists()

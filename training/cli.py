@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=3, help="time-series window length")
     p.add_argument("--fine-tune-epochs", type=int, default=1,
                    help="vgg16_transfer stage 2 (block5 unfrozen); 0 skips it")
+    p.add_argument("--optimize", choices=["int8", "fp16", "graph"], default=None,
+                   help="also write NAME.MODE.onnx with `dlinfer optimize`, gated on the "
+                        "held-out split (int8 calibrates on training images)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="--optimize: largest accuracy/agreement drop allowed, in points")
 
     p = sub.add_parser("export", help="export a saved .keras model to ONNX (as `dlinfer export`)")
     add_export_arguments(p)
@@ -66,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         return _list()
     if args.command == "train":
+        from dlinfer import OptimizeError
+
         from .data import DataUnavailableError
         from .train import train
         from .zoo import WeightsUnavailableError
@@ -74,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = train(args.name, epochs=args.epochs, data=args.data, out=args.out,
                            batch_size=args.batch_size, weights=args.weights,
                            image_size=args.image_size, samples=args.samples,
-                           n_steps=args.n_steps, fine_tune_epochs=args.fine_tune_epochs)
-        except (DataUnavailableError, WeightsUnavailableError) as exc:
+                           n_steps=args.n_steps, fine_tune_epochs=args.fine_tune_epochs,
+                           optimize=args.optimize, max_drop=args.max_drop)
+        except (DataUnavailableError, WeightsUnavailableError, OptimizeError) as exc:
             # Missing data or weights is the user's to fix, not a bug: no traceback.
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -83,6 +83,32 @@ def _to_input(pixels: np.ndarray, spec: dlinfer.InputSpec) -> np.ndarray:
     return model_input(pixels.reshape(len(pixels), 28, 28, 1), spec)
 
 
+def _optimize(entry: zoo.ZooEntry, fitted: _Fitted, onnx_model: dlinfer.Model, mode: str,
+              max_drop: float) -> Any:
+    """``dlinfer optimize`` on the exported file, evaluated on the held-out split.
+
+    int8 calibrates on the first 512 training images, in the form the model trained on.
+    Raises OptimizeError (nothing written) when the drop exceeds ``max_drop`` points.
+    """
+    from dlinfer.optimize import optimize
+
+    name = onnx_model.inputs[0].name
+    calibrate = None
+    if mode == "int8":
+        if entry.kind != "pixels":
+            raise dlinfer.OptimizeError(
+                f"{entry.name}: the training hook calibrates int8 on the pixel models' "
+                "training images; run `dlinfer optimize` with --calibrate for this one")
+        calibrate = _to_input(fitted.split.x_train[:512], _input_spec(entry.spec))
+    evaluation: dict[str, np.ndarray] = {name: fitted.x_test}
+    if fitted.y_test is not None and entry.spec.get("task", "classification") == \
+            "classification":
+        evaluation["labels"] = np.asarray(fitted.y_test)
+    out = onnx_model.path[: -len(".onnx")] + f".{mode}.onnx"
+    return optimize(onnx_model.path, out, mode, calibrate=calibrate, eval=evaluation,
+                    max_drop=max_drop)
+
+
 def _checked_build(entry: zoo.ZooEntry, **kwargs: Any) -> Any:
     model = entry.build(**kwargs)
     if not kwargs and model.count_params() != entry.params:
@@ -356,6 +382,8 @@ def train(
     samples: int | None = None,
     n_steps: int = 3,
     fine_tune_epochs: int = 1,
+    optimize: str | None = None,
+    max_drop: float = 0.5,
 ) -> TrainResult:
     """Train zoo model ``name`` on its data, export it to ONNX, check parity, report.
 
@@ -369,6 +397,9 @@ def train(
             the default folder is generated.
         n_steps: window length of the time-series models.
         fine_tune_epochs: VGG16's second stage (block5 unfrozen); 0 skips it.
+        optimize: also write ``NAME.MODE.onnx`` with ``dlinfer optimize`` (``int8``,
+            ``fp16`` or ``graph``), gated on the held-out split (``max_drop`` points);
+            int8 calibrates on training images.  The gate's report joins the report.
     """
     entry = zoo.get(name)
     data = data or entry.default_data
@@ -430,8 +461,21 @@ def train(
     if "keras_accuracy" in figures:
         report["keras_test_accuracy"] = figures["keras_accuracy"]
         report["onnx_test_accuracy"] = figures["onnx_accuracy"]
+    refused = None
+    if optimize is not None:
+        try:
+            gated = _optimize(entry, fitted, onnx_model, optimize, max_drop)
+        except dlinfer.OptimizeError as exc:  # the float32 model stands; say why, then raise
+            refused = exc
+            report["optimize"] = {"mode": optimize, "refused": str(exc)}
+        else:
+            log(f"[{name}] {optimize}: " + gated.format().replace("\n", f"\n[{name}] "))
+            report["optimize"] = gated.to_dict()
+            report["files"]["optimized"] = gated.out
     with open(report_path, "w") as f:
         json.dump(report, f, indent=2)
+    if refused is not None:
+        raise refused
     log(f"[{name}] test {metric}: Keras {report['keras_test_metric']:.4f}, ONNX "
         f"{report['onnx_test_metric']:.4f}; max abs diff {report['max_abs_diff']:.2e} "
         f"({train_seconds:.1f} s training)"
