@@ -302,3 +302,18 @@ def test_cli_refusal_exits_2_and_writes_nothing(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dlinfer: error: int8 refused" in err and "dense_bias" in err
     assert _only_files(tmp_path) == []
+
+
+def test_fp16_on_the_trained_zoo_mnist_cnn_agrees_with_float32(mnist_trained, tmp_path):
+    """The zoo's own mnist_cnn (trained 1 epoch on real digits), on its held-out split.
+
+    Needs TensorFlow to train it: the fixture skips without.
+    """
+    out = str(tmp_path / "mnist_cnn.fp16.onnx")
+    x = mnist_trained.x_test
+    report = optimize(mnist_trained.onnx_path, out, "fp16",
+                      eval={"images": x, "labels": mnist_trained.split.y_test})
+    assert report.metrics["top1_agreement"] >= 0.999 and abs(report.drop_points) <= 0.1
+    # float16 weights and activations keep 11 significant bits: 1e-3 on probabilities.
+    assert_close(dlinfer.Model(out).run(x), dlinfer.Model(mnist_trained.onnx_path).run(x),
+                 atol=1e-3, context="fp16 vs float32, zoo mnist_cnn")
