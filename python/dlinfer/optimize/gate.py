@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from ..runtime.model import Model
+from ..verification.per_layer import onnxruntime_tensors
 
 __all__ = ["evaluate", "worst_layer"]
 
@@ -67,27 +68,10 @@ def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray]
     return metrics
 
 
-def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(proto)
-    present = {o.name for o in augmented.graph.output}
-    for name in names:
-        if name not in present:
-            augmented.graph.output.append(onnx.ValueInfoProto(name=name))
-    return augmented.SerializeToString()
-
-
-def _run_all(model: bytes, batch: Mapping[str, np.ndarray], names: list[str]
+def _run_all(model: onnx.ModelProto, batch: Mapping[str, np.ndarray], names: list[str]
              ) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # Unoptimized, so that every tensor named in the file still exists when run.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feed = {k: v[:_LAYER_SAMPLES] for k, v in batch.items()}
-    return dict(zip(names, session.run(names, feed)))
+    return onnxruntime_tensors(model, feed, names)
 
 
 def _matching_tensors(reference: onnx.ModelProto, candidate: onnx.ModelProto
@@ -148,9 +132,9 @@ def worst_layer(reference: onnx.ModelProto, candidate: onnx.ModelProto,
     if not names:
         return None
     try:
-        want = _run_all(_with_outputs(reference, names), batch, names)
+        want = _run_all(reference, batch, names)
         theirs = [pairs[n] for n in names]
-        got = dict(zip(names, _run_all(_with_outputs(candidate, theirs), batch, theirs).values()))
+        got = dict(zip(names, _run_all(candidate, batch, theirs).values()))
     except Exception:  # noqa: BLE001 - a diagnosis that cannot run leaves the gate's verdict
         return None
     error: dict[str, float] = {}
