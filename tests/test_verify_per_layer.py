@@ -18,6 +18,7 @@ from reference import seed_of
 
 if HAVE_TENSORFLOW:
     from dlinfer.export import to_onnx
+    from dlinfer.export.convert import _subgraph_nodes
     from dlinfer.verification.per_layer import _scopes
     from test_export_any_model import application, masked_series, transformer_block
 
@@ -32,7 +33,7 @@ def _nudged(path: str, tmp_path, layer) -> str:
     """A copy of the ONNX file with one weight of ``layer`` (found by its name scope)
     moved by 0.5."""
     proto = onnx.load(path)
-    used = {name for node in _nodes(proto.graph) for name in node.input}
+    used = {name for node in _subgraph_nodes(proto.graph) for name in node.input}
     weights = [t for t in proto.graph.initializer
                if t.name in used and id(layer) in _scopes(t.name, [layer])
                and t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1]
@@ -45,14 +46,6 @@ def _nudged(path: str, tmp_path, layer) -> str:
     out = str(tmp_path / f"nudged_{layer.name}.onnx")
     onnx.save(proto, out)
     return out
-
-
-def _nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _nodes(attr.g)
 
 
 def _export(build, name: str, tmp_path):

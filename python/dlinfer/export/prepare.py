@@ -27,7 +27,8 @@ from typing import Any
 from ..errors import ExportError
 from ._tf import import_tensorflow
 
-__all__ = ["all_layers", "explain", "inference_model", "is_augmentation", "tracing"]
+__all__ = ["all_layers", "explain", "in_scope", "inference_model", "is_augmentation",
+           "tracing"]
 
 # Layers that only act in training and are the identity at inference.  RandomCrop is
 # not among them: at inference it centre-crops, which changes the output.
@@ -133,14 +134,21 @@ def tracing(model: Any) -> Iterator[None]:
         yield
 
 
+def in_scope(part: str, layer_name: str) -> bool:
+    """True when one ``/``-part of a TF/ONNX node name is the layer's name scope.
+
+    tf.function adds "_1", "_2" ... to scope names.
+    """
+    return part == layer_name or (part.startswith(layer_name + "_")
+                                  and part[len(layer_name) + 1:].isdigit())
+
+
 def _layer_of(node_name: str, layers: list[Any]) -> Any | None:
     """The (innermost) Keras layer whose name scope produced a TF/ONNX node."""
     found = None
     for part in node_name.split("/"):
         for layer in layers:
-            # tf.function adds "_1", "_2" ... to scope names
-            if part == layer.name or (part.startswith(layer.name + "_")
-                                      and part[len(layer.name) + 1:].isdigit()):
+            if in_scope(part, layer.name):
                 found = layer
     return found
 

@@ -154,14 +154,11 @@ def onnxruntime_tensors(proto: Any, feed: dict[str, np.ndarray], names: list[str
 
 
 def _scopes(tensor: str, layers: list[Any]) -> set[int]:
-    """The layers (by id) whose name scope holds ``tensor``; tf.function adds "_N"."""
-    found = set()
-    for part in tensor.split("/")[:-1]:
-        for layer in layers:
-            name = layer.name
-            if part == name or (part.startswith(name + "_") and part[len(name) + 1:].isdigit()):
-                found.add(id(layer))
-    return found
+    """The layers (by id) whose name scope holds ``tensor``."""
+    from ..export.prepare import in_scope
+
+    return {id(layer) for part in tensor.split("/")[:-1] for layer in layers
+            if in_scope(part, layer.name)}
 
 
 # A fused group is short: Conv + BatchNormalization (+ an activation or a pad).
