@@ -1,0 +1,194 @@
+"""Typed argparse converters: every CLI flag that takes a value validates it at parse time.
+
+Each converter turns the text into the value the command uses, or raises
+``argparse.ArgumentTypeError``, which argparse prints as ``dlinfer CMD: error: argument
+--flag: ...`` with exit status 2, before anything is loaded.  Use them as ``type=``::
+
+    p.add_argument("--top-k", type=positive_int, default=1)
+    p.add_argument("--timeout-ms", type=finite_float(min=0, max=DAY_MS), default=10_000.0)
+
+Converters carry the attribute ``validates = True``; tests/test_hardening.py walks the whole
+parser and fails on a flag taking a value with neither a converter from here nor ``choices=``,
+unless its reason is written down there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import stat
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..runtime.providers import parse_device
+
+__all__ = [
+    "DAY_MS",
+    "MAX_BATCH",
+    "MAX_THREADS",
+    "batch_sizes",
+    "device",
+    "devices",
+    "existing_file",
+    "existing_path",
+    "output_file",
+    "finite_float",
+    "int_range",
+    "is_validating",
+    "non_negative_int",
+    "port",
+    "positive_float",
+    "positive_int",
+    "threads",
+]
+
+# Bounds a user never needs to pass, so that a typo cannot ask for a 99999999-image batch
+# (a MemoryError) or a timer that overflows (time.monotonic() + 1e13 s).
+MAX_BATCH = 65_536
+MAX_THREADS = 4_096
+DAY_MS = 86_400_000.0
+
+T = TypeVar("T")
+
+
+def validating(fn: Callable[[str], T], name: str) -> Callable[[str], T]:
+    """Mark ``fn`` as a validating converter; ``name`` is what argparse calls the type."""
+    fn.validates = True  # type: ignore[attr-defined]
+    fn.__name__ = name
+    return fn
+
+
+def is_validating(converter: Any) -> bool:
+    """True for a converter made here (what the parser walk in the tests accepts)."""
+    return bool(getattr(converter, "validates", False))
+
+
+def _bounds(min: float | None, max: float | None, min_open: bool = False) -> str:
+    low = None if min is None else f"{'>' if min_open else '>='} {min:g}"
+    high = None if max is None else f"<= {max:g}"
+    return " and ".join(b for b in (low, high) if b)
+
+
+def int_range(min: int | None = None, max: int | None = None) -> Callable[[str], int]:
+    """An integer within [min, max] (either bound optional)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(str(text).strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if (min is not None and value < min) or (max is not None and value > max):
+            raise argparse.ArgumentTypeError(
+                f"must be an integer {_bounds(min, max)}, got {text!r}")
+        return value
+
+    return validating(convert, "integer")
+
+
+def finite_float(min: float | None = None, max: float | None = None, *,
+                 min_open: bool = False) -> Callable[[str], float]:
+    """A finite number (no nan, no inf) within [min, max]; ``min_open``: strictly above min."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        below = min is not None and (value <= min if min_open else value < min)
+        if below or (max is not None and value > max):
+            raise argparse.ArgumentTypeError(
+                f"must be a number {_bounds(min, max, min_open)}, got {text!r}")
+        return value
+
+    return validating(convert, "number")
+
+
+def positive_float(max: float | None = None) -> Callable[[str], float]:
+    """A finite number > 0 (and <= max)."""
+    return finite_float(0.0, max, min_open=True)
+
+
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+#: ``--threads``: onnxruntime intra-op threads; 0 means every core (as ``threads=None``).
+threads = int_range(0, MAX_THREADS)
+port = int_range(1, 65_535)
+
+
+def _device(text: str) -> str:
+    try:
+        parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return str(text).strip()
+
+
+def _devices(text: str) -> str:
+    names = [d.strip() for d in str(text).split(",") if d.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one device, got {text!r}")
+    return ",".join(_device(d) for d in names)
+
+
+#: A device name from the known list: cpu, cuda, cuda:N, tensorrt, tensorrt:N, auto.
+device = validating(_device, "device")
+#: Comma-separated device names (``bench --device cpu,cuda``).
+devices = validating(_devices, "devices")
+
+
+def batch_sizes(max: int = MAX_BATCH) -> Callable[[str], list[int]]:
+    """Comma-separated integers, each in [1, max]: ``"1,8,32"`` -> ``[1, 8, 32]``."""
+    one = int_range(1, max)
+
+    def convert(text: str) -> list[int]:
+        parts = [v for v in str(text).split(",") if v.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}")
+        try:
+            return [one(v) for v in parts]
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated integers between 1 and {max}, got {text!r}") from None
+
+    return validating(convert, "batch sizes")
+
+
+def _existing_file(text: str) -> str:
+    # A regular file only: a FIFO or a device would block the first read forever.
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}") from None
+    if not stat.S_ISREG(mode):
+        raise argparse.ArgumentTypeError(f"not a regular file: {text!r}")
+    return text
+
+
+def _existing_path(text: str) -> str:
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise argparse.ArgumentTypeError(f"not a regular file or folder: {text!r}")
+    return text
+
+
+def _output_file(text: str) -> str:
+    if not text or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"must be a file path to write, got {text!r}")
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"folder does not exist: {parent!r}")
+    return text
+
+
+#: An input file that exists and is a regular file.
+existing_file = validating(_existing_file, "file")
+#: An input that exists: a regular file or a folder.
+existing_path = validating(_existing_path, "path")
+#: A file to write: not a folder, in a folder that exists.
+output_file = validating(_output_file, "output file")
