@@ -26,6 +26,7 @@ from ..errors import (
 from ..spec import METADATA_KEY, ModelSpec
 from . import providers as _providers
 from .session import default_threads
+from . import binding as _binding
 from .session import session_options as session_options_for
 
 __all__ = ["Model", "TensorInfo"]
@@ -234,6 +235,8 @@ class Model:
                 self._fast = (info.name, info.dtype, len(shape), first, tuple(shape[first:]))
         self.io_binding = bool(io_binding)
         self._local = threading.local() if io_binding else None
+        # Where binding copies the input to the device, a binding never outlives its call.
+        self._rebind = bool(io_binding) and _binding.binding_copies_input(self.device)
         if io_binding:
             if self._c_run_bound is None:
                 raise ModelLoadError(
@@ -385,29 +388,32 @@ class Model:
             state = self._local.state = _BoundState(self._session.io_binding()._iobinding)
         return state
 
-    # Binding a NumPy input is zero-copy (the binding points at its buffer), so the
+    # On CPU, binding a NumPy input is zero-copy (the binding points at its buffer), so the
     # same array object with the same shape needs no new binding; rebinding is the
     # costliest part of a bound call after the run itself.  Below _COPY_BYTES, copying
     # a new array into a buffer that stays bound is cheaper still (measured: ~1 us to
-    # copy 3 KB against ~2 us to bind; they break even near 25 KB).
+    # copy 3 KB against ~2 us to bind; they break even near 25 KB).  On other devices
+    # binding copies, so every call binds anew (dlinfer.runtime.binding).
 
     def _run_bound_one(self, name: str, x: np.ndarray, shape: tuple[int, ...], out: Any) -> Any:
         state = self._state()
         prev = state.inputs.get(name)
-        if prev is not None and prev[1] == shape:
+        if self._rebind:
+            _binding.bind_input(state.binding, name, x)
+        elif prev is not None and prev[1] == shape:
             if prev[0] is x:
                 pass
             elif prev[2]:
                 np.copyto(prev[0], x)
             else:
-                state.binding.bind_input(name, x)
+                _binding.bind_input(state.binding, name, x)
                 state.inputs[name] = (x, shape, False)
         elif x.nbytes <= _COPY_BYTES:
             buf = x.copy()
-            state.binding.bind_input(name, buf)
+            _binding.bind_input(state.binding, name, buf)
             state.inputs[name] = (buf, shape, True)
         else:
-            state.binding.bind_input(name, x)
+            _binding.bind_input(state.binding, name, x)
             state.inputs[name] = (x, shape, False)
         return self._bind_outputs_and_run(state, shape[0], out)
 
@@ -415,8 +421,8 @@ class Model:
         state = self._state()
         for name, value in feed.items():
             prev = state.inputs.get(name)
-            if prev is None or prev[0] is not value or prev[1] != value.shape:
-                state.binding.bind_input(name, value)
+            if self._rebind or prev is None or prev[0] is not value or prev[1] != value.shape:
+                _binding.bind_input(state.binding, name, value)
                 state.inputs[name] = (value, value.shape, False)
         first = next(iter(feed.values()))
         return self._bind_outputs_and_run(state, first.shape[0] if first.ndim else 1, out)
@@ -447,7 +453,14 @@ class Model:
             state.out_shape = getattr(out, "shape", None)
             state.batch = batch
         try:
-            self._c_run_bound(binding, None)
+            if self._rebind:
+                # The bind-time copies run on a stream of their own: the run must wait
+                # for them, and the host must wait for the results' copy back.
+                binding.synchronize_inputs()
+                self._c_run_bound(binding, None)
+                binding.synchronize_outputs()
+            else:
+                self._c_run_bound(binding, None)
         except Exception as exc:  # onnxruntime raises untyped exceptions
             raise InferenceError(f"onnxruntime failed on {self.path}: {exc}") from exc
         if out is not None:

@@ -251,7 +251,7 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
     binding = session.io_binding()
     if len(model.inputs) != 1:
         raise InputError("the CUDA io_binding split handles single-input models")
-    info = model.inputs[0]
+    name = model.inputs[0].name
     host = x
     prep, threads = None, model.threads
     if end_to_end:
@@ -260,8 +260,6 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
         prep = PreprocessSpec.from_model(model.spec)
         host = prep(x, threads=threads)
     new_value = ort.OrtValue.ortvalue_from_shape_and_type
-    device_in = new_value(host.shape, host.dtype, device_type, device_id)
-    binding.bind_ortvalue_input(info.name, device_in)
     for o, shape in zip(model.outputs, model.output_shape(host.shape[0])):
         if shape is None:
             binding.bind_output(o.name, device_type, device_id)
@@ -274,7 +272,13 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
         t0 = pc()
         data = prep(x, threads=threads) if prep is not None else host
         t1 = pc()
-        device_in.update_inplace(data)  # CUDA: a synchronous cudaMemcpy from pageable memory
+        # Binding a host array copies it to the device on onnxruntime's own stream
+        # (CopyOneInputAcrossDevices); synchronize_inputs waits for that copy, so the
+        # compute below starts with the data in place.  (OrtValue.update_inplace would
+        # copy on the legacy default stream, which onnxruntime's streams do not wait
+        # for: the split could race and under-count H2D.)
+        binding.bind_cpu_input(name, data)
+        binding.synchronize_inputs()
         t2 = pc()
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
