@@ -24,9 +24,9 @@ from ..errors import (
     ProviderUnavailableError,
 )
 from ..spec import METADATA_KEY, ModelSpec
+from . import binding as _binding
 from . import providers as _providers
 from .session import default_threads
-from . import binding as _binding
 from .session import session_options as session_options_for
 
 __all__ = ["Model", "TensorInfo"]
