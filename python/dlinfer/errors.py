@@ -46,6 +46,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "OptimizeError",
+    "ProviderOptionsError",
     "ProviderUnavailableError",
     "QueueFullError",
     "RequestTimeoutError",
@@ -144,3 +145,8 @@ class BatcherClosedError(DlinferError, RuntimeError):
 class OptimizeError(DlinferError, ValueError):
     """``dlinfer optimize`` refused: a model it cannot convert, bad calibration data, or an
     accuracy drop past ``max_drop`` (the message says by how much and which layer)."""
+
+
+class ProviderOptionsError(InputError):
+    """A ``cuda=``/``tensorrt=`` provider option (or its CLI flag) is unknown or has a bad
+    value; the message names the option and what it takes."""

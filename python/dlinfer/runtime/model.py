@@ -25,6 +25,7 @@ from ..errors import (
 )
 from ..spec import METADATA_KEY, ModelSpec
 from . import binding as _binding
+from . import provider_options as _provider_options
 from . import providers as _providers
 from .session import default_threads
 from .session import session_options as session_options_for
@@ -83,7 +84,15 @@ class Model:
         threads: intra-op threads for onnxruntime and dlinfer's kernels
             (``None`` or 0: every core).
         session_options: an ``onnxruntime.SessionOptions`` to use as is.
-        provider_options: options for the chosen provider (e.g. ``{"gpu_mem_limit": ...}``).
+        cuda: CUDA provider options by onnxruntime's names, e.g.
+            ``{"cudnn_conv_algo_search": "HEURISTIC", "gpu_mem_limit": 2**31,
+            "enable_cuda_graph": True}``; checked (an unknown name or a bad value raises
+            :class:`~dlinfer.ProviderOptionsError`), with serving defaults
+            (:mod:`dlinfer.runtime.provider_options`).
+        tensorrt: TensorRT provider options, e.g. ``{"trt_fp16_enable": True,
+            "trt_engine_cache_path": "...", "max_batch": 32}`` (one optimization
+            profile for batch sizes 1..32); checked the same way.
+        provider_options: options for the chosen provider, passed on unchecked.
         io_binding: run through an onnxruntime IOBinding: inputs are bound without a
             copy and outputs are written into arrays dlinfer (or the caller, through
             ``run(x, out=...)``) allocates, skipping onnxruntime's per-call output
@@ -101,6 +110,8 @@ class Model:
         session_options: ort.SessionOptions | None = None,
         provider_options: dict[str, Any] | None = None,
         io_binding: bool = False,
+        cuda: Mapping[str, Any] | None = None,
+        tensorrt: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         request = _providers.parse_device(device)
@@ -112,6 +123,8 @@ class Model:
         if os.path.isdir(self.path):
             raise ModelLoadError(f"model path is a directory, not an ONNX file: {self.path}")
 
+        self._checked_options = _provider_options.for_device(request.kind, self.path, cuda,
+                                                             tensorrt)
         if session_options is None:
             session_options = session_options_for(self.threads)
 
@@ -147,7 +160,7 @@ class Model:
         options: ort.SessionOptions,
         provider_options: dict[str, Any] | None,
     ) -> ort.InferenceSession:
-        providers = request.providers(provider_options)
+        providers = request.providers(provider_options, **self._checked_options)
         if request.kind != "cpu":
             load_error = _providers.provider_load_error(request.wanted)
             if load_error is not None and request.kind == "auto":

@@ -40,15 +40,22 @@ class DeviceRequest:
     def label(self) -> str:
         return self.kind if self.kind in ("cpu", "auto") else f"{self.kind}:{self.index}"
 
-    def providers(self, provider_options: dict[str, Any] | None = None) -> list[Any]:
-        """The provider list to hand to InferenceSession, CPU always last as fallback."""
+    def providers(self, provider_options: dict[str, Any] | None = None, *,
+                  cuda: dict[str, str] | None = None,
+                  tensorrt: dict[str, str] | None = None) -> list[Any]:
+        """The provider list to hand to InferenceSession, CPU always last as fallback.
+
+        ``cuda`` and ``tensorrt`` are checked options (runtime.provider_options);
+        ``provider_options`` go unchecked to the chosen provider.
+        """
         opts = dict(provider_options or {})
         if self.kind == "cpu":
             return [(CPU, opts)] if opts else [CPU]
-        gpu = {"device_id": self.index, **opts}
+        on_cuda = {"device_id": self.index, **(cuda or {})}
         if self.kind == "tensorrt":
-            return [(TENSORRT, gpu), (CUDA, {"device_id": self.index}), CPU]
-        return [(CUDA, gpu), CPU]
+            return [(TENSORRT, {"device_id": self.index, **(tensorrt or {}), **opts}),
+                    (CUDA, on_cuda), CPU]
+        return [(CUDA, {**on_cuda, **opts}), CPU]
 
     @property
     def wanted(self) -> str:

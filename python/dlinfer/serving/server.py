@@ -46,6 +46,7 @@ from ..errors import (
 from ..preprocessing.decode import decode_bytes
 from ..preprocessing.transform import PreprocessSpec
 from ..runtime.session import batching_session_options
+from ..runtime.warmup import serving_provider_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
 from .batcher import Batcher
 
@@ -71,6 +72,8 @@ class ServeConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     device: str = "cpu"
     threads: int | None = None
+    cuda: dict[str, Any] | None = None  # provider options (dlinfer.runtime.provider_options)
+    tensorrt: dict[str, Any] | None = None
 
     def resolved_names(self) -> list[str]:
         names = self.names or [model_name(p) for p in self.models]
@@ -269,7 +272,9 @@ def create_app(config: ServeConfig) -> Starlette:
     names = config.resolved_names()
     classifiers = {
         name: Classifier(_model_path(arg), device=config.device, threads=config.threads,
-                         session_options=batching_session_options(config.threads))
+                         session_options=batching_session_options(config.threads),
+                         **serving_provider_options(config.device, config.cuda,
+                                                    config.tensorrt, config.max_batch_size))
         for name, arg in zip(names, config.models, strict=True)
     }
     for name, clf in classifiers.items():
@@ -279,6 +284,7 @@ def create_app(config: ServeConfig) -> Starlette:
                 f"cannot serve {name!r} ({clf.model.path}): it takes the inputs "
                 f"{[i.name for i in clf.model.inputs]}, and a request carries images only; "
                 "call dlinfer.Classifier with a dict of every input instead")
+        warm_up_for_batcher(clf.model, config.max_batch_size)  # GPU: every batch size once
     batchers: dict[str, Batcher] = {}
 
     @asynccontextmanager

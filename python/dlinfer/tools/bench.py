@@ -342,6 +342,8 @@ def benchmark(
     seed: int = 0,
     environment: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    cuda: dict[str, Any] | None = None,
+    tensorrt: dict[str, Any] | None = None,
 ) -> BenchResults:
     """Time ``model`` on each device and batch size; one record per cell (see module doc).
 
@@ -364,6 +366,8 @@ def benchmark(
         seed: for the random inputs.
         environment: facts to record instead of running ``doctor.diagnose()``.
         progress: called with each record as it is finished.
+        cuda / tensorrt: provider options (as for :class:`Model`) for the devices that
+            use that provider; CPU devices run without them.
     """
     from .doctor import diagnose
 
@@ -393,6 +397,7 @@ def benchmark(
         "compare_keras": None if compare_keras is None else os.fspath(compare_keras),
         "stability_pct": stability_pct, "max_seconds": max_seconds,
         "min_windows": min_windows, "window_seconds": WINDOW_SECONDS, "seed": seed,
+        "cuda": cuda, "tensorrt": tensorrt,
     }
     env = environment if environment is not None else diagnose()
     gpus = env.get("gpu", {}).get("devices") or []
@@ -411,7 +416,13 @@ def benchmark(
             progress(record)
 
     # Open every device first: a device that cannot run fails before any timing.
-    models = [Model(model, device=d, threads=threads, io_binding=io_binding) for d in devices]
+    def options(device: str) -> dict[str, Any]:
+        kind = parse_device(device).kind
+        return {"cuda": cuda if kind != "cpu" else None,
+                "tensorrt": tensorrt if kind == "tensorrt" else None}
+
+    models = [Model(model, device=d, threads=threads, io_binding=io_binding, **options(d))
+              for d in devices]
     name = (models[0].spec.name if models[0].spec else
             os.path.splitext(os.path.basename(os.fspath(model)))[0])
     base = {"model": os.path.basename(os.fspath(model)), "model_name": name,

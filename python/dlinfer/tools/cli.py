@@ -16,12 +16,14 @@ from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
 from .optimize_command import add_optimize_parser
+from .provider_flags import add_provider_flags, provider_kwargs
 from .spec_tool import add_spec_parser, describe_spec
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, tensorrt or auto")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all)")
+    add_provider_flags(p)
 
 
 def _tensor_json(t: Any) -> dict[str, Any]:
@@ -29,7 +31,7 @@ def _tensor_json(t: Any) -> dict[str, Any]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    model = Model(args.model, device=args.device, threads=args.threads)
+    model = Model(args.model, device=args.device, threads=args.threads, **provider_kwargs(args))
     spec = model.spec
     data: dict[str, Any] = {
         "path": model.path,
@@ -118,7 +120,8 @@ def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    clf = Classifier(args.model, device=args.device, threads=args.threads)
+    clf = Classifier(args.model, device=args.device, threads=args.threads,
+                     **provider_kwargs(args))
     if len(args.images) == 1 and os.path.isdir(args.images[0]):
         return _predict_folder(clf, args)
     preds = clf.predict(args.images, top_k=args.top_k)
@@ -169,6 +172,7 @@ def _bench(args: argparse.Namespace) -> int:
         iters=args.iters, duration=args.duration, io_binding=args.io_binding,
         end_to_end=args.end_to_end, compare_keras=args.compare_keras,
         stability_pct=args.stability, max_seconds=args.max_seconds, progress=progress,
+        **provider_kwargs(args),
     )
     for target, write in ((args.json, results.to_json), (args.csv, results.to_csv)):
         if target == "-":
@@ -188,6 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
         models=args.models, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
         max_queue=args.max_queue, timeout_ms=args.timeout_ms or None,
         max_body_bytes=args.max_body_bytes, device=args.device, threads=args.threads,
+        **provider_kwargs(args),
     )
     try:
         config.resolved_names()
@@ -297,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", nargs="?", const="-", metavar="PATH",
                    help="write CSV (- or no PATH: stdout)")
     p.add_argument("--plot", metavar="PNG", help="write latency/throughput plot (needs matplotlib)")
+    add_provider_flags(p)
     p.set_defaults(func=_bench)
 
     _add_serve(sub)
