@@ -6,18 +6,15 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import (
-    EmptyBatchError,
     InferenceError,
     InputDtypeError,
     InputError,
-    InputRankError,
     InputShapeError,
     ModelLoadError,
     ModelNotFoundError,
@@ -25,10 +22,12 @@ from ..errors import (
 )
 from ..spec import METADATA_KEY, ModelSpec
 from . import binding as _binding
+from . import device_io as _device_io
 from . import provider_options as _provider_options
 from . import providers as _providers
 from .session import default_threads
 from .session import session_options as session_options_for
+from .tensors import TensorInfo, check_tensor
 
 __all__ = ["Model", "TensorInfo"]
 
@@ -37,40 +36,6 @@ logger = logging.getLogger("dlinfer")
 # Inputs up to this size are copied into a buffer that stays bound rather than bound
 # anew (see Model._run_bound_one).
 _COPY_BYTES = 16 * 1024
-
-# onnxruntime's type strings -> NumPy dtypes, for the types the zoo uses.
-_ORT_DTYPES = {
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(uint8)": np.dtype(np.uint8),
-    "tensor(int8)": np.dtype(np.int8),
-    "tensor(bool)": np.dtype(np.bool_),
-}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape (None for dynamic dimensions) and dtype of a model input or output."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: np.dtype
-
-    @classmethod
-    def from_ort(cls, node: Any) -> TensorInfo:
-        shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in node.shape)
-        dtype = _ORT_DTYPES.get(node.type)
-        if dtype is None:
-            raise ModelLoadError(f"tensor {node.name!r} has unsupported type {node.type}")
-        return cls(node.name, shape, dtype)
-
-    def __str__(self) -> str:
-        dims = ", ".join("N" if d is None else str(d) for d in self.shape)
-        return f"{self.name}: {self.dtype.name}[{dims}]"
-
 
 class Model:
     """An ONNX model ready to run.
@@ -201,30 +166,7 @@ class Model:
     def _check(self, info: TensorInfo, x: Any) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
-        if x.dtype != info.dtype:
-            # Integer <-> float casts change meaning (pixels vs. normalized values,
-            # token ids vs. embeddings), so they are refused rather than guessed.
-            raise InputDtypeError(
-                f"input {info.name!r} needs dtype {info.dtype.name}, got {x.dtype.name}"
-                + (
-                    "; for raw image pixels use dlinfer.Classifier, which normalizes them"
-                    if x.dtype == np.uint8 and info.dtype.kind == "f"
-                    else ""
-                )
-            )
-        if x.ndim != len(info.shape):
-            raise InputRankError(
-                f"input {info.name!r} needs rank {len(info.shape)} {_fmt_shape(info.shape)}, "
-                f"got shape {x.shape}"
-            )
-        for axis, (want, got) in enumerate(zip(info.shape, x.shape)):
-            if want is not None and want != got:
-                raise InputShapeError(
-                    f"input {info.name!r} needs size {want} on axis {axis} "
-                    f"{_fmt_shape(info.shape)}, got shape {x.shape}"
-                )
-        if x.ndim and x.shape[0] == 0:
-            raise EmptyBatchError(f"input {info.name!r} is an empty batch (shape {x.shape})")
+        check_tensor(info, x.dtype, x.shape)
         return np.ascontiguousarray(x)
 
     def _prepare_hot_path(self, io_binding: bool) -> None:
@@ -303,7 +245,7 @@ class Model:
         if len(set(sizes.values())) > 1:
             raise InputShapeError(f"the inputs' batch sizes differ: {sizes}")
 
-    def run(self, x: Any, *more: Any, out: Any = None) -> Any:
+    def run(self, x: Any, *more: Any, out: Any = None, keep_on_device: bool = False) -> Any:
         """Run the model.
 
         ``x`` is an array for a single-input model.  A multi-input model takes a
@@ -317,9 +259,13 @@ class Model:
         dtype and shape for this batch.  The results are written there and ``out`` is
         returned, so a loop that reuses ``out`` allocates nothing per call.  A
         single-input model also takes it positionally, ``run(x, out)``.
+
+        Inputs may also be ``onnxruntime.OrtValue``s or DLPack tensors (CuPy, torch),
+        on the model's device or not; ``keep_on_device=True`` returns ``OrtValue``s on
+        the model's device instead of arrays.  docs/runtime.md says which paths copy.
         """
         fast = self._fast
-        if fast is not None and type(x) is np.ndarray:
+        if fast is not None and type(x) is np.ndarray and not keep_on_device:
             if more:
                 out = self._single_out(more, out)
             # The common call, checked with a few comparisons; anything unusual takes
@@ -338,6 +284,8 @@ class Model:
                 feed = {name: x}
             else:
                 feed = self._feed(x)
+        elif keep_on_device or _device_io.holds_device_values(x, more):
+            return _device_io.run(self, x, more, out, keep_on_device)
         else:
             feed, out = self._feed_args(x, more, out)
         if self._local is not None:
@@ -512,6 +460,3 @@ class _BoundState:
         self.out_shape: tuple[int, ...] | None = None
         self.batch = -1
 
-
-def _fmt_shape(shape: tuple[int | None, ...]) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
