@@ -12,96 +12,22 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-import zlib
 
 import dlinfer
 import numpy as np
 import pytest
 from dlinfer.preprocessing.decode import DEFAULT_MAX_IMAGE_BYTES, decode_bytes
 from optional import requires
+from serve_helpers import Server, call, metric_samples, multipart, post_json, zero_png
 
 serving = requires("starlette", "uvicorn")
 
 MAX_QUEUE = 4
 MAX_BODY = 1024 * 1024  # room for the bombs below (a few hundred KB each)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, tmp_path, *args: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp_path / f"serve-{self.port}.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dlinfer", "serve", *args, "--port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if call(self, "GET", "/healthz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"server never became ready:\n{self.output()}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-
-
-def call(server, method, path, body=None, headers=None):
-    req = urllib.request.Request(server.base + path, data=body, method=method,
-                                 headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status, ctype, data = resp.status, resp.headers.get("content-type", ""), resp.read()
-    except urllib.error.HTTPError as err:
-        status, ctype, data = err.code, err.headers.get("content-type", ""), err.read()
-    return status, json.loads(data) if "json" in ctype else data.decode()
-
-
-def post_json(server, path, payload):
-    return call(server, "POST", path, json.dumps(payload).encode(),
-                {"content-type": "application/json"})
-
-
-def multipart(files: dict[str, bytes]) -> tuple[bytes, dict[str, str]]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
-        for name, data in files.items()
-    ]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {
-        "content-type": f"multipart/form-data; boundary={boundary}"}
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +96,20 @@ def test_predict_multipart_and_json(server, clf, digit_pngs, mnist_digits):
 
 
 @serving
-def test_metrics(server):
+def test_metrics(server, digit_pngs):
     call(server, "POST", "/v1/models/mnist/predict", b"not an image")
+    with open(digit_pngs[0][0], "rb") as f:
+        call(server, "POST", "/v1/models/mnist/predict", f.read())
     status, text = call(server, "GET", "/metrics")
     assert status == 200
-    assert 'dlinfer_requests_total{model="mnist",outcome="completed"}' in text
-    assert 'dlinfer_queue_wait_seconds{model="mnist",quantile="0.99"}' in text
-    assert "# TYPE dlinfer_batches_total counter" in text
+    route = "/v1/models/{name}/predict"
+    assert metric_samples(text, "dlinfer_http_requests_total", route=route, model="mnist",
+                          status="400", outcome="not_an_image") >= 1
+    assert metric_samples(text, "dlinfer_http_requests_total", route=route, model="mnist",
+                          status="200", outcome="ok") >= 1
+    assert metric_samples(text, "dlinfer_batch_size_count", model="mnist") >= 1
+    assert metric_samples(text, "dlinfer_queue_wait_seconds_count", model="mnist") >= 1
+    assert "# TYPE dlinfer_http_request_duration_seconds histogram" in text
 
 
 # -- errors: JSON, 4xx, and the server stays up ------------------------------------------------
@@ -203,7 +136,7 @@ def test_metrics(server):
          {"content-type": "application/json"}, 429, "queue_full", "queue is full"),
         ("/v1/models/mnist/predict?timeout_ms=0", json.dumps({"image": [[0] * 28] * 28}).encode(),
          {"content-type": "application/json"}, 504, "timeout", "not computed"),
-        ("/v1/models/mnist/predict?top_k=0", b"x", {}, 400, "bad_parameter", "top_k must be >= 1"),
+        ("/v1/models/mnist/predict?top_k=0", b"x", {}, 400, "bad_parameter", "top_k must be between 1 and"),
         ("/v1/nowhere", None, {}, 404, "not_found", ""),
     ],
     ids=["not-image", "empty", "wrong-shape", "ragged", "bad-json", "json-keys", "unknown-model",
@@ -231,22 +164,6 @@ def test_chunked_body_over_the_limit_gets_413(server):
 
 
 # -- decompression bombs: a JSON 413 naming the budget, and the server keeps serving --------
-
-def zero_png(width: int, height: int, bit_depth: int = 8) -> bytes:
-    """A valid all-black gray PNG, written by hand: a few hundred KB that declare a
-    huge image (zeros deflate about 1000:1), without ever holding its pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (len(data).to_bytes(4, "big") + kind + data
-                + zlib.crc32(kind + data).to_bytes(4, "big"))
-
-    deflate = zlib.compressobj(9)
-    row = bytes(1 + width * bit_depth // 8)  # filter byte 0, then the samples
-    idat = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
-    header = (width.to_bytes(4, "big") + height.to_bytes(4, "big")
-              + bytes([bit_depth, 0, 0, 0, 0]))  # gray, deflate, no filter, no interlace
-    signature = b"\x89PNG\r\n\x1a\n"
-    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
 
 @pytest.fixture(scope="module")
 def bombs() -> dict[str, bytes]:
@@ -307,7 +224,8 @@ def test_sigterm_finishes_queued_requests_and_exits_0(mnist_onnx, clf, digit_png
         thread = threading.Thread(target=client)
         thread.start()
         deadline = time.monotonic() + 60
-        while f'dlinfer_queue_depth{{model="{name}"}} 1' not in call(srv, "GET", "/metrics")[1]:
+        while metric_samples(call(srv, "GET", "/metrics")[1], "dlinfer_queue_depth",
+                             model=name) != 1:
             assert time.monotonic() < deadline and thread.is_alive(), "request never queued"
             time.sleep(0.02)
         srv.proc.send_signal(signal.SIGTERM)

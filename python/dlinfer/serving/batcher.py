@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import math
 import os
 import threading
 import time
@@ -30,6 +32,7 @@ import numpy as np
 from ..errors import (
     BatcherClosedError,
     InferenceError,
+    InputError,
     QueueFullError,
     RequestTimeoutError,
 )
@@ -38,10 +41,15 @@ from ..runtime.session import batching_session_options
 from ..tasks.classifier import Classifier
 from .runners import runner_for
 
-__all__ = ["Batcher", "BatcherStats", "batching_session_options"]
+__all__ = ["MAX_WAIT_MS", "Batcher", "BatcherStats", "batching_session_options"]
 
 # How many recent queue waits the percentiles in `stats()` are computed over.
 _WAIT_WINDOW = 10_000
+#: The longest max_delay_ms or timeout_ms taken (one day): a wait must fit a timer, and
+#: time.monotonic() + inf (or 1e13 s) overflows threading's.
+MAX_WAIT_MS = 86_400_000.0
+
+_log = logging.getLogger("dlinfer.serving")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,12 @@ class Batcher:
             check runs whenever the worker forms a batch, so the error arrives at most
             one batch's compute time after the deadline.  None waits forever.
             ``submit(..., timeout_ms=)`` overrides it per request.
+        on_batch: called by the worker after each batch as ``on_batch(size,
+            queue_waits_s, run_s)`` (the server's metrics); an error in it is logged.
+
+    Delays and timeouts must be finite and at most :data:`MAX_WAIT_MS` (a day); bad
+    arguments raise :class:`~dlinfer.InputError` naming them.  An unexpected error in
+    the worker fails the requests of its batch and is logged; the worker goes on.
 
     ``submit(x)`` returns a :class:`concurrent.futures.Future`; ``await predict(x)``
     serves asyncio.  ``close()`` (or leaving a ``with`` block) runs every queued
@@ -123,23 +137,19 @@ class Batcher:
         timeout_ms: float | None = None,
         *,
         name: str | None = None,
+        on_batch: Callable[[int, list[float], float], None] | None = None,
     ) -> None:
-        if not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
-        if not max_delay_ms >= 0:
-            raise ValueError(f"max_delay_ms must be >= 0, got {max_delay_ms!r}")
-        if not isinstance(max_queue, int) or max_queue < 1:
-            raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
-        _check_timeout(timeout_ms)
+        self.check_arguments(max_batch_size, max_delay_ms, max_queue, timeout_ms)
         self._runner = runner_for(model)
         self.model = model
         self.max_batch_size = max_batch_size
-        self.max_delay_ms = float(max_delay_ms)
+        self._max_delay_ms = float(max_delay_ms)
         self.max_queue = max_queue
         self._timeout_ms: float | None = None
         self._timeout_s: float | None = None
         self.timeout_ms = timeout_ms
         self.name = name or type(model).__name__
+        self.on_batch = on_batch
 
         self._queue: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
@@ -150,6 +160,16 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name=f"dlinfer-batcher-{self.name}",
                                         daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def check_arguments(max_batch_size: Any, max_delay_ms: Any, max_queue: Any,
+                        timeout_ms: Any) -> None:
+        """Raise :class:`~dlinfer.InputError` naming the first bad setting (the checks
+        ``Batcher()`` runs, for callers that validate a configuration up front)."""
+        _check_count("max_batch_size", max_batch_size)
+        _check_ms("max_delay_ms", max_delay_ms)
+        _check_count("max_queue", max_queue)
+        _check_ms("timeout_ms", timeout_ms, none_ok=True)
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -187,11 +207,11 @@ class Batcher:
             top_k = 1
         elif self._runner.kind != "classifier":
             raise TypeError("top_k applies only to a Batcher over a Classifier")
-        elif not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        else:
+            _check_count("top_k", top_k)
         if timeout_ms is None:
             return top_k, self._timeout_s
-        _check_timeout(timeout_ms)
+        _check_ms("timeout_ms", timeout_ms)
         return top_k, timeout_ms / 1000.0
 
     def _enqueue_one(self, x: Any, top_k: int, timeout_s: float | None,
@@ -264,19 +284,41 @@ class Batcher:
 
     @timeout_ms.setter
     def timeout_ms(self, value: float | None) -> None:
-        _check_timeout(value)
+        _check_ms("timeout_ms", value, none_ok=True)
         # Kept in seconds too, for the hot path's deadline arithmetic.
-        self._timeout_ms, self._timeout_s = value, None if value is None else value / 1000.0
+        self._timeout_ms = None if value is None else float(value)
+        self._timeout_s = None if value is None else value / 1000.0
+
+    @property
+    def max_delay_ms(self) -> float:
+        """How long a partial batch waits to fill; may be changed at any time."""
+        return self._max_delay_ms
+
+    @max_delay_ms.setter
+    def max_delay_ms(self, value: float) -> None:
+        _check_ms("max_delay_ms", value)
+        self._max_delay_ms = float(value)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch now (read without the lock: a gauge)."""
+        return len(self._queue)
 
     # -- the worker ----------------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            if batch:
-                self._run(batch)
+            batch: list[_Request] = []
+            try:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if batch:
+                    self._run(batch)
+            except Exception as exc:  # a bug, not a model error: fail the batch, keep serving
+                _log.exception("Batcher %r: unexpected error in the worker; failing its batch "
+                               "of %d", self.name, len(batch or ()))
+                self._fail(batch or [], exc)
 
     def _next_batch(self) -> list[_Request] | None:
         """Wait for a full batch or the oldest request's delay; None once closed and drained."""
@@ -319,22 +361,17 @@ class Batcher:
 
     def _run(self, batch: list[_Request]) -> None:
         outcome: list[tuple[_Request, bool, Any]]
+        started = time.monotonic()
         try:
             results, errors = self._runner.run([r.item for r in batch], [r.top_k for r in batch])
         except Exception as exc:  # a failed batch must not stop the worker
-            outcome = []
-            for req in batch:
-                err = InferenceError(
-                    f"inference failed for a batch of {len(batch)} in Batcher {self.name!r}: "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                err.__cause__ = exc
-                outcome.append((req, False, err))
+            outcome = [(req, False, self._batch_error(batch, exc)) for req in batch]
         else:
             outcome = [
                 (req, False, errors[i]) if i in errors else (req, True, results[i])
                 for i, req in enumerate(batch)
             ]
+        elapsed = time.monotonic() - started
         failed = sum(1 for _, ok, _ in outcome if not ok)
         with self._cond:
             self._counts["batches"] += 1
@@ -342,6 +379,29 @@ class Batcher:
             self._counts["completed"] += len(batch) - failed
             self._counts["failed"] += failed
         self._settle(outcome)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(len(batch), [started - r.enqueued for r in batch], elapsed)
+            except Exception:  # the results are out; a broken hook only loses its numbers
+                _log.exception("Batcher %r: on_batch hook failed", self.name)
+
+    def _batch_error(self, batch: list[_Request], exc: Exception) -> InferenceError:
+        err = InferenceError(
+            f"inference failed for a batch of {len(batch)} in Batcher {self.name!r}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        err.__cause__ = exc
+        return err
+
+    def _fail(self, batch: list[_Request], exc: Exception) -> None:
+        """Fail whatever of ``batch`` is not settled yet (after an unexpected error)."""
+        pending = [r for r in batch if not r.future.done()]
+        with self._cond:
+            self._counts["failed"] += len(pending)
+        try:
+            self._settle([(r, False, self._batch_error(batch, exc)) for r in pending])
+        except Exception:  # nothing more can be done for these; the worker must live on
+            _log.exception("Batcher %r: could not fail a batch's requests", self.name)
 
     @staticmethod
     def _settle(outcome: list[tuple[_Request, bool, Any]]) -> None:
@@ -426,6 +486,18 @@ def _settle_async(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
             fut.set_exception(value)
 
 
-def _check_timeout(timeout_ms: float | None) -> None:
-    if timeout_ms is not None and not timeout_ms >= 0:
-        raise ValueError(f"timeout_ms must be None or >= 0, got {timeout_ms!r}")
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _check_ms(name: str, value: Any, *, none_ok: bool = False) -> None:
+    """A delay or timeout in ms: a finite real number in [0, MAX_WAIT_MS]."""
+    if value is None and none_ok:
+        return
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+          and math.isfinite(value) and 0 <= value <= MAX_WAIT_MS)
+    if not ok:
+        allowed = "None or a" if none_ok else "a"
+        raise InputError(f"{name} must be {allowed} finite number of ms in [0, {MAX_WAIT_MS:.0f}] "
+                         f"(a day), got {value!r}")

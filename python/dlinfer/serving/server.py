@@ -6,62 +6,66 @@ Built on Starlette and uvicorn (``pip install 'dlinfer[serve]'``).  Routes::
     GET  /v1/models                    names and metadata
     GET  /v1/models/{name}             one model's metadata
     POST /v1/models/{name}/predict     image bytes, multipart files, or JSON arrays
-    GET  /metrics                      Prometheus text format
+    GET  /metrics                      Prometheus text format (prometheus_client)
 
-Every error is JSON ``{"error": code, "detail": message}`` with a 4xx/5xx status,
-and the server keeps serving.  SIGTERM stops accepting connections, finishes the
-requests already taken, drains the batchers and exits 0.
+Every answer is JSON; an error is ``{"error": code, "detail": message}`` with a 4xx/5xx
+status (:func:`~.responses.error_response`), and the server keeps serving.  Every wait
+has a bound: bodies (``body_timeout_s``), queued requests (``timeout_ms``) and shutdown
+(``graceful_timeout_s``).  SIGTERM stops accepting connections, finishes the requests
+already taken, drains the batchers and exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import math
 import os
+import shutil
 import signal
-from collections.abc import Mapping
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import (
-    BatcherClosedError,
-    DecompressionBombError,
-    DlinferError,
-    ImageDecodeError,
-    InferenceError,
-    InputError,
-    QueueFullError,
-    RequestTimeoutError,
-    SpecError,
-)
-from ..preprocessing.decode import decode_bytes
-from ..preprocessing.transform import PreprocessSpec
+from ..errors import InputError, SpecError
 from ..runtime.session import batching_session_options
 from ..runtime.warmup import serving_provider_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
-from .batcher import Batcher
+from .batcher import MAX_WAIT_MS, Batcher
+from .metrics import MULTIPROC_ENV, Metrics
+from .responses import ErrorResponse, HTTPError, error_response, json_response
+from .uploads import BodyReader, images_from
 
 __all__ = ["ServeConfig", "create_app", "model_name", "serve"]
 
 _CONFIG_ENV = "DLINFER_SERVE_CONFIG"
-# Bodies this big are decoded off the event loop; smaller ones cost less than the hop.
-_DECODE_INLINE_BYTES = 256 * 1024
-# How much of a body over the size limit is read and dropped before answering 413.
-_DRAIN_BYTES = 1024 * 1024
+#: Longest body timeout and graceful-shutdown timeout taken, in seconds (an hour).
+MAX_SERVER_TIMEOUT_S = 3600.0
 
 
 @dataclass
 class ServeConfig:
-    """Everything ``dlinfer serve`` needs to build the app (JSON-able for worker processes)."""
+    """Everything ``dlinfer serve`` needs to build the app (JSON-able for worker processes).
+
+    ``body_timeout_s`` bounds the time to receive a request body (slower: 408);
+    ``graceful_timeout_s`` bounds a shutdown's wait for requests in flight.  An upload
+    needing more than ``max_image_bytes`` decoded is refused from its header (None: each
+    model's own budget, 512 MiB unless its spec says otherwise), and at most
+    ``decode_threads`` uploads are decoded at once (None: min(4, cores)), so decoding
+    never holds more than that many budgets.
+    """
 
     models: list[str]
     names: list[str] = field(default_factory=list)
@@ -72,6 +76,10 @@ class ServeConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     device: str = "cpu"
     threads: int | None = None
+    body_timeout_s: float = 60.0
+    graceful_timeout_s: float = 20.0
+    max_image_bytes: int | None = None
+    decode_threads: int | None = None
     cuda: dict[str, Any] | None = None  # provider options (dlinfer.runtime.provider_options)
     tensorrt: dict[str, Any] | None = None
 
@@ -85,6 +93,23 @@ class ServeConfig:
                 f"two models would both be served as {dupes[0]!r}; name them NAME=PATH")
         return names
 
+    def check(self) -> None:
+        """Refuse limits that are not finite or out of range (:class:`~dlinfer.InputError`);
+        the batching settings get the Batcher's own checks."""
+        Batcher.check_arguments(self.max_batch_size, self.max_delay_ms, self.max_queue,
+                                self.timeout_ms)
+        for name in ("body_timeout_s", "graceful_timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)
+                    and 0 < value <= MAX_SERVER_TIMEOUT_S):
+                raise InputError(f"{name} must be a finite number of seconds in "
+                                 f"(0, {MAX_SERVER_TIMEOUT_S:g}], got {value!r}")
+        for name in ("max_body_bytes", "max_image_bytes", "decode_threads"):
+            value = getattr(self, name)
+            if not (value is None and name != "max_body_bytes") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name} must be an int >= 1, got {value!r}")
+
 
 def model_name(arg: str) -> str:
     """``NAME=PATH`` gives NAME; a bare path gives its file stem."""
@@ -97,130 +122,33 @@ def _model_path(arg: str) -> str:
     return arg.split("=", 1)[1] if "=" in arg else arg
 
 
-class _HTTPError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+# -- query parameters -------------------------------------------------------------------------
 
-
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
-
-
-# Batcher and input errors -> HTTP, most specific first.
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (QueueFullError, 429, "queue_full"),
-    (RequestTimeoutError, 504, "timeout"),
-    (DecompressionBombError, 413, "image_too_large"),
-    (ImageDecodeError, 400, "not_an_image"),
-    (InputError, 422, "bad_input"),
-    (BatcherClosedError, 503, "shutting_down"),
-    (InferenceError, 500, "inference_failed"),
-]
-
-
-def _json_images(payload: Any) -> list[np.ndarray]:
-    if isinstance(payload, dict) and "image" in payload:
-        raw = [payload["image"]]
-    elif isinstance(payload, dict) and isinstance(payload.get("images"), list):
-        raw = payload["images"]
-    else:
-        raise _HTTPError(400, "bad_json",
-                         'JSON body must be {"image": pixels} or {"images": [pixels, ...]}')
-    images = []
-    for i, item in enumerate(raw):
-        try:
-            arr = np.asarray(item)
-        except ValueError as exc:  # ragged nested lists
-            raise _HTTPError(422, "bad_input",
-                             f"image {i}: not a rectangular array ({exc})") from None
-        if arr.dtype.kind in "iu":
-            if arr.size and (arr.min() < 0 or arr.max() > 255):
-                raise _HTTPError(422, "bad_input",
-                                 f"image {i}: integer pixels must be in [0, 255]")
-            arr = arr.astype(np.uint8)
-        elif arr.dtype.kind == "f":
-            arr = arr.astype(np.float32)
-        else:
-            raise _HTTPError(422, "bad_input",
-                             f"image {i}: pixels must be numbers, got {arr.dtype}")
-        images.append(arr)
-    if not images:
-        raise _HTTPError(422, "bad_input", "no images in the request")
-    return images
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_big = declared is not None and declared.isdigit() and int(declared) > limit
-    if too_big and int(declared) > limit + _DRAIN_BYTES:
-        raise _HTTPError(413, "payload_too_large",
-                         f"body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    # Chunked bodies have no length to check up front, so the count happens here.  A
-    # body over the limit is still read (up to a bound) and dropped: closing a socket
-    # with unread data resets it, and the client would never see the 413.
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif size > limit + _DRAIN_BYTES:
-            break
-    if size > limit:
-        raise _HTTPError(413, "payload_too_large",
-                         f"body of {declared or 'at least ' + str(size)} bytes is over the "
-                         f"limit of {limit} bytes")
-    return b"".join(chunks)
-
-
-async def _images_from(request: Request, body: bytes,
-                       spec: PreprocessSpec | None) -> list[Any]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        try:
-            return _json_images(json.loads(body))
-        except json.JSONDecodeError as exc:
-            raise _HTTPError(400, "bad_json", f"body is not valid JSON: {exc}") from None
-    if spec is None:
-        raise _HTTPError(422, "bad_input",
-                         "this model takes token ids, not images; send them as JSON")
-    if ctype == "multipart/form-data":
-        async def replay() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        form = await Request(request.scope, replay).form()
-        try:
-            files = [(v.filename or k, await v.read()) for k, v in form.multi_items()
-                     if isinstance(v, UploadFile)]
-        finally:
-            await form.close()
-        if not files:
-            raise _HTTPError(400, "not_an_image", "multipart body has no file parts")
-        return [await _decode(data, name, spec) for name, data in files]
-    if not body:
-        raise ImageDecodeError("empty body; send image bytes, multipart files or JSON")
-    return [await _decode(body, "body", spec)]
-
-
-async def _decode(data: bytes, where: str, spec: PreprocessSpec) -> np.ndarray:
-    """Pixels of one uploaded image, through the same decoder and budget as files."""
-    # The model's size lets Pillow draft-decode a large JPEG, as for files.
-    args = (data, where, spec.draft_target, spec.max_image_bytes)
-    if len(data) <= _DECODE_INLINE_BYTES:
-        return decode_bytes(*args)[0]
-    return (await asyncio.get_running_loop().run_in_executor(None, decode_bytes, *args))[0]
-
-
-def _int_param(request: Request, name: str, default: Any, low: float) -> Any:
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
     try:
-        value = float(raw) if name.endswith("_ms") else int(raw)
+        value = int(raw)
     except ValueError:
-        raise _HTTPError(400, "bad_parameter", f"{name} must be a number, got {raw!r}") from None
-    if value < low:
-        raise _HTTPError(400, "bad_parameter", f"{name} must be >= {low:g}, got {raw!r}")
+        raise HTTPError(400, "bad_parameter", f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise HTTPError(400, "bad_parameter",
+                        f"{name} must be between {low} and {high}, got {raw!r}")
+    return value
+
+
+def _query_ms(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPError(400, "bad_parameter", f"{name} must be a number, got {raw!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_WAIT_MS):
+        raise HTTPError(400, "bad_parameter", f"{name} must be a finite number of ms in "
+                        f"[0, {MAX_WAIT_MS:.0f}], got {raw!r}")
     return value
 
 
@@ -242,33 +170,40 @@ def _metadata(name: str, clf: Classifier, batcher: Batcher) -> dict[str, Any]:
     }
 
 
-def _metrics_text(batchers: Mapping[str, Batcher]) -> str:
-    lines: list[str] = []
+def _chain_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on this loop when SIGTERM or SIGINT arrives, then the handler the
+    server installed (uvicorn's, which starts its shutdown).  Returns the undo.
 
-    def family(metric: str, kind: str, help_text: str, rows: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {metric} {help_text}")
-        lines.append(f"# TYPE {metric} {kind}")
-        lines.extend(f"{metric}{{{labels}}} {value:g}" for labels, value in rows)
+    The app learns of a shutdown no other way before uvicorn waits on the requests in
+    flight, and a request still receiving its body would hold that wait.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # no server handler to chain to: leave the signal alone
 
-    stats = {name: b.stats() for name, b in batchers.items()}
-    outcomes = ("completed", "failed", "rejected", "timed_out", "cancelled")
-    family("dlinfer_requests_total", "counter", "Requests by outcome.",
-           [(f'model="{n}",outcome="{o}"', getattr(s, o))
-            for n, s in stats.items() for o in outcomes])
-    family("dlinfer_batches_total", "counter", "Batches run.",
-           [(f'model="{n}"', s.batches) for n, s in stats.items()])
-    family("dlinfer_batch_size_mean", "gauge", "Mean requests per batch since start.",
-           [(f'model="{n}"', s.mean_batch_size) for n, s in stats.items()])
-    family("dlinfer_queue_depth", "gauge", "Requests waiting for a batch.",
-           [(f'model="{n}"', s.queue_depth) for n, s in stats.items()])
-    family("dlinfer_queue_wait_seconds", "summary", "Time queued before the batch ran (recent).",
-           [(f'model="{n}",quantile="{q}"', s.queue_wait_ms[f"p{round(q * 100)}"] / 1000.0)
-            for n, s in stats.items() for q in (0.5, 0.9, 0.99)])
-    return "\n".join(lines) + "\n"
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(callback)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def undo() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+
+    return undo
 
 
 def create_app(config: ServeConfig) -> Starlette:
     """The Starlette app; models load now, batchers start and drain with the app's lifespan."""
+    config.check()
     names = config.resolved_names()
     classifiers = {
         name: Classifier(_model_path(arg), device=config.device, threads=config.threads,
@@ -286,76 +221,104 @@ def create_app(config: ServeConfig) -> Starlette:
                 "call dlinfer.Classifier with a dict of every input instead")
         warm_up_for_batcher(clf.model, config.max_batch_size)  # GPU: every batch size once
     batchers: dict[str, Batcher] = {}
+    metrics = Metrics()
+    bodies = BodyReader(config.max_body_bytes, config.body_timeout_s)
+    decode_threads = config.decode_threads or min(4, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="dlinfer-decode")
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         for name, clf in classifiers.items():
-            batchers[name] = Batcher(clf, config.max_batch_size, config.max_delay_ms,
-                                     config.max_queue, config.timeout_ms, name=name)
+            batcher = Batcher(clf, config.max_batch_size, config.max_delay_ms,
+                              config.max_queue, config.timeout_ms, name=name)
+            batcher.on_batch = metrics.batch_hook(name, lambda b=batcher: b.queue_depth)
+            batchers[name] = batcher
+        undo_signals = _chain_stop_signals(bodies.begin_shutdown)
         try:
             yield
         finally:
-            # uvicorn has already finished the in-flight requests; this drains the rest.
+            undo_signals()
+            # uvicorn has finished the requests in flight (or given up on them after
+            # graceful_timeout_s); this drains what is still queued, within that bound too.
             loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(None, b.close) for b in batchers.values()))
+            await asyncio.gather(*(loop.run_in_executor(None, b.close, config.graceful_timeout_s)
+                                   for b in batchers.values()))
+            pool.shutdown(wait=False, cancel_futures=True)
+            metrics.process_exited()
 
     def batcher_for(name: str) -> Batcher:
         if name not in batchers:
-            raise _HTTPError(404, "unknown_model",
-                             f"no model named {name!r}; serving {sorted(batchers)}")
+            raise HTTPError(404, "unknown_model",
+                            f"no model named {name!r}; serving {sorted(batchers)}")
         return batchers[name]
 
-    async def healthz(request: Request) -> JSONResponse:
+    def observed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
+        """``handler`` with every error answered as JSON and every request counted once."""
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                response = error_response(exc)
+            name = request.path_params.get("name", "")
+            outcome = response.code if isinstance(response, ErrorResponse) else "ok"
+            metrics.observe_request(route, name if name in batchers else "",
+                                    response.status_code, outcome,
+                                    time.perf_counter() - started)
+            return response
+
+        methods = ["POST"] if route.endswith("/predict") else ["GET"]
+        return Route(route, endpoint, methods=methods)
+
+    async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "models": sorted(batchers)})
 
-    async def list_models(request: Request) -> JSONResponse:
+    async def list_models(request: Request) -> Response:
         return JSONResponse(
             {"models": [_metadata(n, classifiers[n], b) for n, b in batchers.items()]})
 
-    async def show_model(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        return JSONResponse(_metadata(name, classifiers[name], batcher_for(name)))
-
-    async def predict(request: Request) -> JSONResponse:
+    async def show_model(request: Request) -> Response:
         name = request.path_params["name"]
         batcher = batcher_for(name)
-        top_k = _int_param(request, "top_k", 1, 1)
-        timeout_ms = _int_param(request, "timeout_ms", None, 0)
-        body = await _read_body(request, config.max_body_bytes)
-        images = await _images_from(request, body, classifiers[name].preprocessing)
+        return JSONResponse(_metadata(name, classifiers[name], batcher))
+
+    async def predict(request: Request) -> Response:
+        name = request.path_params["name"]
+        batcher = batcher_for(name)
+        top_k = _query_int(request, "top_k", 1, 1, 2**31 - 1)
+        timeout_ms = _query_ms(request, "timeout_ms")
+        body = await bodies.read(request)
+        images = await images_from(request, body, classifiers[name].preprocessing, pool,
+                                   config.max_image_bytes)
         preds = await batcher.predict_many(images, top_k=top_k, timeout_ms=timeout_ms)
-        return JSONResponse({"model": name, "predictions": [p.to_dict() for p in preds]})
+        return json_response({"model": name, "predictions": [p.to_dict() for p in preds]})
 
-    async def metrics(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(_metrics_text(batchers),
-                                 media_type="text/plain; version=0.0.4")
+    async def metrics_route(request: Request) -> Response:
+        for name, batcher in batchers.items():
+            metrics.set_queue_depth(name, batcher.queue_depth)
+        text, ctype = metrics.render()
+        return Response(text, media_type=ctype)
 
-    async def on_http_error(request: Request, exc: _HTTPError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.detail)
+    async def unrouted(request: Request, exc: HTTPException) -> Response:
+        # No route matched (404) or the method is wrong (405): answered and counted here.
+        response = error_response(exc)
+        metrics.observe_request("unmatched", "", response.status_code, response.code, 0.0)
+        return response
 
-    async def on_dlinfer_error(request: Request, exc: DlinferError) -> JSONResponse:
-        for cls, status, code in _STATUS:
-            if isinstance(exc, cls):
-                return _error(status, code, str(exc))
-        return _error(500, "error", str(exc))
-
-    async def on_starlette_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, "not_found" if exc.status_code == 404 else "http_error",
-                      exc.detail or "")
+    async def uncaught(request: Request, exc: Exception) -> Response:
+        # Only errors outside the routes reach here; Starlette re-raises them afterwards and
+        # uvicorn logs the traceback, so this one does not log.
+        return ErrorResponse(500, "internal", f"internal server error ({type(exc).__name__})")
 
     return Starlette(
         routes=[
-            Route("/healthz", healthz),
-            Route("/v1/models", list_models),
-            Route("/v1/models/{name}", show_model),
-            Route("/v1/models/{name}/predict", predict, methods=["POST"]),
-            Route("/metrics", metrics),
+            observed("/healthz", healthz),
+            observed("/v1/models", list_models),
+            observed("/v1/models/{name}", show_model),
+            observed("/v1/models/{name}/predict", predict),
+            observed("/metrics", metrics_route),
         ],
-        exception_handlers={
-            _HTTPError: on_http_error,
-            DlinferError: on_dlinfer_error,
-            HTTPException: on_starlette_error,
-        },
+        exception_handlers={HTTPException: unrouted, Exception: uncaught},
         lifespan=lifespan,
     )
 
@@ -365,22 +328,48 @@ def app_from_env() -> Starlette:
     return create_app(ServeConfig(**json.loads(os.environ[_CONFIG_ENV])))
 
 
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with dlinfer's server log lines printed the same way."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["dlinfer"] = {"handlers": ["default"], "level": "INFO",
+                                        "propagate": False}
+    return log_config
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           log_level: str = "info") -> int:
     """Run the server until SIGINT or SIGTERM; returns 0 after a graceful shutdown."""
     import uvicorn
 
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be an int >= 1, got {workers!r}")
+    if not (isinstance(port, int) and 0 <= port <= 65_535):
+        raise InputError(f"port must be an int in [0, 65535], got {port!r}")
+    config.check()
     # uvicorn re-raises the signal it stopped on once it is done, to run the previous
     # handler; a no-op handler makes a completed graceful shutdown exit 0, not -15.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    options = dict(host=host, port=port, log_level=log_level, log_config=_log_config(),
+                   timeout_graceful_shutdown=config.graceful_timeout_s)
     if workers == 1:
         app = create_app(config)
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
         return 0
-    create_app(config)  # fail here, once, on a bad model rather than in every worker
-    os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
-    uvicorn.run("dlinfer.serving.server:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level)
+    # Each worker process writes its metrics to files here and a scrape sums them all;
+    # set before any prometheus_client import, which reads it once.
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="dlinfer-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir
+    try:
+        create_app(config)  # fail here, once, on a bad model rather than in every worker
+        os.environ[_CONFIG_ENV] = json.dumps(asdict(config))
+        uvicorn.run("dlinfer.serving.server:app_from_env", factory=True, workers=workers,
+                    **options)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+            os.environ.pop(MULTIPROC_ENV, None)
     return 0
