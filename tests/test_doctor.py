@@ -87,3 +87,102 @@ def test_gpu_section_explains_absence(facts):
         assert all(d["name"] and d["driver"] for d in gpu["devices"])
     else:
         assert gpu["reason"] or gpu["source"]
+
+
+# -- the convolution probe and per-node provider assignment ------------------------------
+
+
+@requires("onnx")
+def test_conv_probe_is_valid_onnx_and_exact_on_cpu():
+    import onnx
+    from dlinfer.tools import probe
+    from reference import conv2d_nhwc
+
+    data = probe.conv_probe_model_bytes()
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    x, want = probe.conv_probe_reference()
+    weights = {t.name: onnx.numpy_helper.to_array(t)
+               for t in onnx.load_from_string(data).graph.initializer}
+    # the naive NumPy conv of tests/reference.py agrees with the probe's own reference
+    nhwc = conv2d_nhwc(x.transpose(0, 2, 3, 1).astype(np.float64),
+                       weights["w"].transpose(2, 3, 1, 0).astype(np.float64),
+                       weights["b"], pads=(1, 1, 1, 1))
+    np.testing.assert_allclose(np.maximum(nhwc, 0).transpose(0, 3, 1, 2), want, atol=1e-12)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], want.astype(np.float32))
+
+
+def test_cpu_probe_runs_the_convolution_and_records_where(facts):
+    probe = facts["providers"]["probes"]["CPUExecutionProvider"]
+    assert probe["usable"]
+    placed = probe["assignment"]
+    assert placed["recorded"] and placed["cpu_fallbacks"] == []
+    assert placed["nodes_per_provider"] == {"CPUExecutionProvider": 2}  # Conv, Relu
+
+
+def test_assignment_names_every_node_and_the_cpu_fallbacks(mnist_cnn_like):
+    """The CPU provider assigns this model fully; asked as if CUDA were wanted, every node
+    is a CPU fallback and is named."""
+    import dlinfer
+    from dlinfer.runtime import assignment
+
+    model = dlinfer.Model(mnist_cnn_like)
+    nodes = assignment.node_assignment(model.session)
+    assert nodes and {n["provider"] for n in nodes} == {"CPUExecutionProvider"}
+    assert {n["op_type"] for n in nodes} >= {"Conv", "Relu", "Gemm"}
+    on_cpu = assignment.of_model(model)
+    assert on_cpu["cpu_fallbacks"] == [] and on_cpu["nodes_per_provider"] == {
+        "CPUExecutionProvider": len(nodes)}
+    as_if_cuda = assignment.summarize(nodes, CUDA)
+    assert [f["op_type"] for f in as_if_cuda["cpu_fallbacks"]] == [n["op_type"] for n in nodes]
+    text = "\n".join(assignment.describe(as_if_cuda))
+    assert f"CPU fallbacks ({len(nodes)} nodes not on {CUDA})" in text and "(Conv)" in text
+    # a session opened with the caller's own options records nothing, and says so
+    bare = ort.InferenceSession(mnist_cnn_like, providers=["CPUExecutionProvider"])
+    assert assignment.node_assignment(bare) is None
+    assert "not recorded" in assignment.describe(assignment.summarize(None, CUDA))[0]
+
+
+def test_info_and_bench_report_the_assignment(mnist_cnn_like, capsys):
+    import dlinfer
+
+    assert cli.main(["info", mnist_cnn_like, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["assignment"]["recorded"] and data["assignment"]["cpu_fallbacks"] == []
+    assert cli.main(["info", mnist_cnn_like]) == 0
+    assert "nodes per provider: CPUExecutionProvider" in capsys.readouterr().out
+    results = dlinfer.benchmark(mnist_cnn_like, "cpu", [1], iters=2, warmup=0, environment={})
+    assert results.settings["assignment"]["cpu"]["recorded"]
+    assert "cpu: nodes per provider: CPUExecutionProvider" in results.table()
+
+
+def test_preload_dlls_output_goes_into_the_report_not_stdout(monkeypatch, capsys):
+    import importlib.util
+
+    from dlinfer.runtime import providers
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "nvidia" else real_find_spec(name, *a))
+    monkeypatch.setattr(ort, "preload_dlls",
+                        lambda *a, **k: print("WARNING: another CUDA 12.8 found in torch/lib"),
+                        raising=False)
+    monkeypatch.setattr(providers, "PRELOAD_OUTPUT", "")
+    assert cli.main(["doctor", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)  # nothing else on stdout
+    assert "another CUDA 12.8 found" in data["cuda"]["preload_output"]
+
+
+@pytest.fixture(scope="module")
+def mnist_cnn_like(tmp_path_factory) -> str:
+    """A small conv classifier built with onnx.helper: Conv, Relu, pooling, Gemm."""
+    import onnx_models
+
+    rng = np.random.default_rng(25)
+    net = onnx_models.ConvNet(rng.standard_normal((4, 3, 3, 3), np.float32),
+                              rng.standard_normal(4, np.float32),
+                              rng.standard_normal((4, 5), np.float32),
+                              rng.standard_normal(5, np.float32))
+    path = tmp_path_factory.mktemp("doctor") / "conv.onnx"
+    path.write_bytes(onnx_models.build_plain_classifier(net, 8, 8).SerializeToString())
+    return str(path)

@@ -10,7 +10,9 @@ provider library itself: the loader's error names the missing library.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -140,6 +142,10 @@ def check_active(request: DeviceRequest, active: list[str]) -> None:
     )
 
 
+# What onnxruntime.preload_dlls() printed, kept for `dlinfer doctor` instead of stdout.
+PRELOAD_OUTPUT = ""
+
+
 def preload_cuda_libraries() -> None:
     """Load CUDA/cuDNN from the nvidia-* pip wheels, when they are installed.
 
@@ -155,7 +161,13 @@ def preload_cuda_libraries() -> None:
             return
     except (ImportError, ValueError):
         return
+    global PRELOAD_OUTPUT
+    captured = io.StringIO()
     try:
-        ort.preload_dlls()
-    except Exception:  # noqa: BLE001 - a failed preload shows up as an inactive provider
-        pass
+        # preload_dlls prints its warnings (other CUDA versions found, e.g. torch's);
+        # on stdout they would corrupt `dlinfer doctor --json` and `info --json`.
+        with contextlib.redirect_stdout(captured):
+            ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - a failed preload shows up as an inactive provider
+        captured.write(f"preload_dlls failed: {type(exc).__name__}: {exc}\n")
+    PRELOAD_OUTPUT += captured.getvalue()

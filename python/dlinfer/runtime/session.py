@@ -21,11 +21,14 @@ def session_options(threads: int | None = None, *, spinning: bool = True) -> ort
     log is kept at errors only: its warnings (a CUDA fallback, say) would reach
     the user's terminal, and dlinfer turns the ones that matter into exceptions.
     ``spinning=False`` stops idle intra-op threads from spinning (see
-    :func:`batching_session_options`).
+    :func:`batching_session_options`).  The provider of every node is recorded
+    (:mod:`dlinfer.runtime.assignment`).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.log_severity_level = 3
+    # Which provider runs each node (dlinfer.runtime.assignment): recorded once, at load.
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, InputShapeError, SpecError
+from ..runtime.assignment import of_model
 from ..runtime.model import Model
 from ..runtime.providers import parse_device
 from .bench_results import FIELDS, BenchResults
@@ -423,6 +424,8 @@ def benchmark(
 
     models = [Model(model, device=d, threads=threads, io_binding=io_binding, **options(d))
               for d in devices]
+    # Which provider runs each node, and the nodes a GPU device left on the CPU.
+    settings["assignment"] = {parse_device(d).label: of_model(m) for d, m in zip(devices, models)}
     name = (models[0].spec.name if models[0].spec else
             os.path.splitext(os.path.basename(os.fspath(model)))[0])
     base = {"model": os.path.basename(os.fspath(model)), "model_name": name,

@@ -180,6 +180,10 @@ class BenchResults(list):
                 where = (f"from batch {c['batch_size']}" if c["batch_size"] is not None
                          else f"at none of batch sizes {c['compared_batch_sizes']}")
                 lines.append(f"{method}: CUDA beats CPU {where}")
+        from ..runtime.assignment import describe
+
+        for device, placed in (self.settings.get("assignment") or {}).items():
+            lines += [f"{device}: {line}" for line in describe(placed)]
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike[str]) -> str:

@@ -1,15 +1,12 @@
 """``dlinfer doctor``: what this machine can really run, and why not.
 
-Every fact is measured rather than assumed: a provider counts as usable only after
-a one-node session was created on it, ran, gave the right answer, and
-``session.get_providers()`` still listed it first.  onnxruntime-gpu lists
-``CUDAExecutionProvider`` as *available* even where CUDA cannot load.
-
-The probe model is encoded here as raw protobuf bytes (a 1-node ``Relu``) rather
-than built with the ``onnx`` package or shipped as a data file: ``onnx`` is not a
-runtime dependency of dlinfer, and 40 bytes of protobuf written by 20 lines of code
-cannot drift from the file they describe.  ``tests/test_doctor.py`` checks the bytes
-with ``onnx.checker``.
+Every fact is measured rather than assumed: a provider counts as usable only after a
+session on it ran a real convolution, gave the exact answer, still listed the provider
+first in ``session.get_providers()`` and ran the convolution there rather than on CPU
+(:mod:`dlinfer.tools.probe`).  onnxruntime-gpu lists ``CUDAExecutionProvider`` as
+*available* even where CUDA cannot load.  What ``onnxruntime.preload_dlls()`` prints
+(it warns about other CUDA versions, torch's say) is captured into the report rather
+than written to stdout, where it would corrupt ``--json``.
 """
 
 from __future__ import annotations
@@ -22,99 +19,16 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from ..runtime import providers as _providers
-from ..runtime.session import session_options
+from ..runtime.assignment import describe as describe_assignment
+from .probe import probe_model_bytes, probe_provider
 
 __all__ = ["diagnose", "format_report", "probe_model_bytes", "probe_provider"]
-
-# -- the probe model -----------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, value: int | bytes | str) -> bytes:
-    """One protobuf field: varint (wire type 0) or length-delimited (wire type 2)."""
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    data = value.encode() if isinstance(value, str) else value
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _tensor_value_info(name: str, size: int) -> bytes:
-    # ValueInfoProto{name=1, type=2: TypeProto{tensor_type=1: {elem_type=1 (FLOAT),
-    # shape=2: TensorShapeProto{dim=1: Dimension{dim_value=1}}}}}
-    shape = _field(1, _field(1, size))
-    tensor_type = _field(1, 1) + _field(2, shape)
-    return _field(1, name) + _field(2, _field(1, tensor_type))
-
-
-def probe_model_bytes(size: int = 4) -> bytes:
-    """A valid ONNX model, ``y = Relu(x)`` on ``float32[size]``, opset 13, IR 7."""
-    node = _field(1, "x") + _field(2, "y") + _field(3, "relu") + _field(4, "Relu")
-    graph = (
-        _field(1, node)
-        + _field(2, "dlinfer_probe")
-        + _field(11, _tensor_value_info("x", size))
-        + _field(12, _tensor_value_info("y", size))
-    )
-    opset = _field(1, "") + _field(2, 13)
-    return _field(1, 7) + _field(2, "dlinfer.doctor") + _field(7, graph) + _field(8, opset)
-
-
-def probe_provider(provider: str, device_id: int = 0) -> dict[str, Any]:
-    """Create and run a 1-node session on ``provider``; report whether it really ran there.
-
-    Returns ``{"provider", "usable", "active", "reason", "seconds"}``; ``active`` is what
-    ``session.get_providers()`` reported, ``reason`` is None when usable.
-    """
-    started = time.perf_counter()
-    result: dict[str, Any] = {"provider": provider, "usable": False, "active": [], "reason": None}
-    options = session_options(1)
-    options.log_severity_level = 4  # the fallback warning is what we are measuring
-    wanted: list[Any] = [provider]
-    if provider not in (_providers.CPU,):
-        wanted = [(provider, {"device_id": device_id}), _providers.CPU]
-    if provider != _providers.CPU:
-        load_error = _providers.provider_load_error(provider)
-        if load_error:
-            # Do not ask onnxruntime to try: it would log errors and fall back anyway.
-            result["reason"] = load_error
-            result["seconds"] = round(time.perf_counter() - started, 4)
-            return result
-    try:
-        session = ort.InferenceSession(probe_model_bytes(), options, providers=wanted)
-        result["active"] = list(session.get_providers())
-        if result["active"][0] != provider:
-            result["reason"] = _providers.cuda_unavailable_reason(provider)
-        else:
-            x = np.array([-1.0, 0.0, 1.5, 2.0], np.float32)
-            (y,) = session.run(None, {"x": x})
-            if np.array_equal(y, np.maximum(x, 0)):
-                result["usable"] = True
-            else:
-                result["reason"] = f"the probe session ran but computed {y.tolist()}"
-    except Exception as exc:  # noqa: BLE001 - any failure makes the provider unusable
-        last = str(exc).strip().splitlines()[-1:] or [""]
-        result["reason"] = f"{type(exc).__name__}: {last[0]}"
-    result["seconds"] = round(time.perf_counter() - started, 4)
-    return result
-
 
 # -- CUDA libraries --------------------------------------------------------------------------
 
@@ -252,6 +166,7 @@ def cuda_libraries() -> dict[str, Any]:
         "provider_library": provider_lib if os.path.exists(provider_lib) else None,
         "libraries": libraries,
         "missing": [e["name"] for e in libraries if not e["found"]],
+        "preload_output": _providers.PRELOAD_OUTPUT or None,
         "versions": versions,
         "nvidia_wheels_installed": wheels,
     }
@@ -433,7 +348,7 @@ def format_report(facts: dict[str, Any]) -> str:
         lines.append(f"build:        {o['build']}")
     lines.append(f"get_device(): {o['device_reported']}  (not evidence of a usable GPU)")
     lines.append("")
-    lines.append("providers (available -> usable, each tested with a 1-node session):")
+    lines.append("providers (available -> usable, each tested with a 3x3 convolution):")
     for name in facts["providers"]["available"]:
         r = facts["providers"]["probes"].get(name)
         if r is None:
@@ -442,6 +357,8 @@ def format_report(facts: dict[str, Any]) -> str:
             lines.append(f"  {name:<28} usable")
         else:
             lines.append(f"  {name:<28} NOT usable: {r['reason']}")
+        if r is not None and r.get("assignment"):
+            lines += [f"  {'':<28} {line}" for line in describe_assignment(r["assignment"])]
     c = facts["cuda"]
     req = c["required"]
     lines.append("")
@@ -454,6 +371,8 @@ def format_report(facts: dict[str, Any]) -> str:
     v = c["versions"]
     found = ", ".join(f"{k} {val}" for k, val in v.items() if val) or "none found"
     lines.append(f"  versions found: {found}")
+    if c.get("preload_output"):
+        lines.append(f"  onnxruntime.preload_dlls() said: {c['preload_output'].strip()}")
     if req["wheels"]:
         wheels = ", ".join(f"{k}{s}" for k, s in req["wheels"].items())
         state = "installed" if c["nvidia_wheels_installed"] else "not installed"
