@@ -184,7 +184,8 @@ def test_graph_mode_records_its_provider(case, mnist_digits, tmp_path):
     assert report.evaluation.startswith("random")
     stored = dlinfer.Model(out).spec.extra["optimize"]
     assert stored["settings"] == {"level": "extended", "device": "cpu",
-                                  "provider": "CPUExecutionProvider"}
+                                  "provider": "CPUExecutionProvider",
+                                  "rewrites": {"reshape_to_flatten": 1}}
     x = _held_out(mnist_digits)
     # Fusions reorder float sums; 1e-5 covers that on probabilities.
     assert_close(_run(out, x), _run(case.model, x), atol=1e-5, context="graph vs float32")

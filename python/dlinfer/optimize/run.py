@@ -17,6 +17,7 @@ import onnx
 from ..errors import DlinferError, InputError, OptimizeError
 from ..export.onnx_file import save, set_spec
 from ..runtime.model import Model
+from ..runtime.session import SESSION_METADATA_KEY
 from ..spec import InputSpec
 from ..verification.samples import load_samples
 from .checks import check_float_model
@@ -66,9 +67,18 @@ class OptimizeReport:
 
     def format(self) -> str:
         m = self.metrics
-        lines = [f"mode:        {self.mode} ({', '.join(f'{k}={v}' for k, v in self.settings.items() if not isinstance(v, dict))})",  # noqa: E501
+        plain = ", ".join(f"{k}={v}" for k, v in self.settings.items()
+                          if not isinstance(v, (dict, list)))
+        lines = [f"mode:        {self.mode} ({plain})",
                  f"size:        {self.source_bytes:,} -> {self.out_bytes:,} bytes "
-                 f"({self.out_bytes / max(self.source_bytes, 1):.0%})"]
+                 f"({self.out_bytes / max(self.source_bytes, 1):.1%})"]
+        if self.settings.get("rewrites"):
+            lines.append("rewrites:    " + ", ".join(
+                f"{k} x{v}" for k, v in self.settings["rewrites"].items()))
+        if self.settings.get("float_nodes"):
+            lines.append(f"float32:     {len(self.settings['float_nodes'])} nodes kept "
+                         f"(shallow convolutions: {self.settings['float_nodes'][0]}, ...); "
+                         f"runs without {', '.join(self.settings['disabled_optimizers'])}")
         if self.calibration:
             lines.append(f"calibrated:  {self.calibration}")
         lines.append(f"evaluated:   {self.evaluation}")
@@ -145,16 +155,35 @@ def _check_runs(reference: Model, batch: dict[str, np.ndarray], source: str) -> 
         raise type(exc)(f"{source}: {exc}") from exc
 
 
+def _static_layout(path: str, proto: onnx.ModelProto, work: str, inputs: tuple[InputSpec, ...],
+                   samples: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
+    """``path`` rewritten for onnxruntime's fast CPU kernels (:mod:`.layout`, :mod:`.convs`)."""
+    from .layout import rewrite_for_cpu, sample_batches
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    done = rewrite_for_cpu(copy, sample_batches(inputs, samples))
+    if not done:
+        return path, {}
+    dst = os.path.join(work, "static.onnx")
+    onnx.save(copy, dst)
+    return dst, {"rewrites": done}
+
+
 def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
-             calibration: dict[str, np.ndarray] | None, options: dict[str, Any]
+             calibration: dict[str, np.ndarray] | None, options: dict[str, Any],
+             inputs: tuple[InputSpec, ...], samples: dict[str, np.ndarray]
              ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     if mode == "int8":
         from .quantize import int8_settings, quantize_int8
 
         settings = int8_settings(options.get("method", "minmax"),
-                                 options.get("per_channel", True), options.get("reduce_range"))
+                                 options.get("per_channel", True), options.get("reduce_range"),
+                                 options.get("keep_shallow", True))
         assert calibration is not None
-        return onnx.load(quantize_int8(path, work, calibration, settings)), settings
+        static, rewrites = _static_layout(path, proto, work, inputs, calibration)
+        return onnx.load(quantize_int8(static, work, calibration, settings)), {**settings,
+                                                                               **rewrites}
     if mode == "fp16":
         from .fp16 import to_fp16
 
@@ -164,9 +193,11 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
     from .graph import PROVIDERS, offline_optimize
 
     level, device = options.get("level", "extended"), options.get("device", "cpu")
+    static, rewrites = _static_layout(path, proto, work, inputs, samples)
     dst = os.path.join(work, "graph.onnx")
-    offline_optimize(path, dst, level=level, device=device)
-    return onnx.load(dst), {"level": level, "device": device, "provider": PROVIDERS[device]}
+    offline_optimize(static, dst, level=level, device=device)
+    return onnx.load(dst), {"level": level, "device": device, "provider": PROVIDERS[device],
+                            **rewrites}
 
 
 def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: str = "int8",
@@ -179,8 +210,9 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     ``{input name: array}`` dict (uint8 images are normalized per the model's spec); a
     ``labels`` array beside the inputs makes accuracy the gated metric.  int8 needs
     ``calibrate``; evaluation uses ``eval``, else the calibration data, else random
-    inputs drawn from the spec.  ``options``: ``method``, ``per_channel``, ``reduce_range``
-    (int8); ``level``, ``device`` (graph).
+    inputs drawn from the spec.  ``options``: ``method``, ``per_channel``, ``reduce_range``,
+    ``keep_shallow`` (int8: shallow first convolutions stay float32); ``level``,
+    ``device`` (graph).
 
     Raises :class:`~dlinfer.OptimizeError` when the drop exceeds ``max_drop`` points,
     naming the layer that adds the most error; then nothing is written.
@@ -225,9 +257,13 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     if not os.path.isdir(out_dir):
         raise OptimizeError(f"the output folder {out_dir} does not exist")
     with tempfile.TemporaryDirectory(prefix="dlinfer-optimize-", dir=out_dir) as work:
-        candidate, settings = _convert(mode, path, proto, work, calibration, options)
+        candidate, settings = _convert(mode, path, proto, work, calibration, options, inputs,
+                                       calibration if calibration is not None else evaluation)
         del candidate.metadata_props[:]
         candidate.metadata_props.extend(proto.metadata_props)
+        if settings.get("disabled_optimizers"):
+            candidate.metadata_props.add(key=SESSION_METADATA_KEY, value=json.dumps(
+                {"disabled_optimizers": settings["disabled_optimizers"]}))
         trial = os.path.join(work, "candidate.onnx")
         onnx.save(candidate, trial)
         metrics = evaluate(reference, _model(trial, f"{mode}"), evaluation, labels, output,

@@ -25,7 +25,7 @@ from . import binding as _binding
 from . import device_io as _device_io
 from . import provider_options as _provider_options
 from . import providers as _providers
-from .session import default_threads
+from .session import default_threads, disabled_optimizers
 from .session import session_options as session_options_for
 from .tensors import TensorInfo, check_tensor
 
@@ -96,6 +96,11 @@ class Model:
         if request.kind != "cpu":
             _providers.preload_cuda_libraries()
         self._session = self._create_session(request, session_options, provider_options)
+        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        disabled = disabled_optimizers(self.metadata)
+        if disabled:  # the file asks to run without some optimizers: only a new session can
+            self._session = self._create_session(request, session_options, provider_options,
+                                                 disabled)
         self.providers: list[str] = list(self._session.get_providers())
         if request.kind == "auto":
             self.device = "cuda" if self.providers[0] == _providers.CUDA else "cpu"
@@ -115,7 +120,6 @@ class Model:
         self._input_names = [i.name for i in self.inputs]
         self._output_names = [o.name for o in self.outputs]
         self._prepare_hot_path(io_binding)
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         spec_json = self.metadata.get(METADATA_KEY)
         self.spec: ModelSpec | None = ModelSpec.from_json(spec_json) if spec_json else None
 
@@ -124,6 +128,7 @@ class Model:
         request: _providers.DeviceRequest,
         options: ort.SessionOptions,
         provider_options: dict[str, Any] | None,
+        disabled: list[str] | None = None,
     ) -> ort.InferenceSession:
         providers = request.providers(provider_options, **self._checked_options)
         if request.kind != "cpu":
@@ -137,7 +142,8 @@ class Model:
                 # errors onnxruntime would print on the way.
                 _providers.check_active(request, [_providers.CPU])
         try:
-            return ort.InferenceSession(self.path, sess_options=options, providers=providers)
+            return ort.InferenceSession(self.path, sess_options=options, providers=providers,
+                                        disabled_optimizers=disabled or None)
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             message = str(exc)
             if request.kind != "cpu" and "provider" in message.lower():

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 
 import onnxruntime as ort
 
-__all__ = ["default_threads", "session_options", "batching_session_options"]
+__all__ = ["SESSION_METADATA_KEY", "batching_session_options", "default_threads",
+           "disabled_optimizers", "session_options"]
+
+# Metadata a file carries about how it must be run (written by ``dlinfer optimize``).
+SESSION_METADATA_KEY = "dlinfer.session"
+# The onnxruntime optimizers a file may ask to run without, and why each may be asked:
+# QDQPropagationTransformer moves an int8 model's QuantizeLinear above a float32
+# MaxPool, onto onnxruntime's slow generic uint8 NCHW pooling (dlinfer.optimize.quantize).
+_DISABLEABLE = frozenset({"QDQPropagationTransformer"})
 
 
 def default_threads() -> int:
@@ -45,3 +55,20 @@ def batching_session_options(threads: int | None = None) -> ort.SessionOptions:
     1,300-4,200 to 5,700-7,300 requests/s and cut CPU time per request by a third.
     """
     return session_options(threads, spinning=False)
+
+
+def disabled_optimizers(metadata: Mapping[str, str]) -> list[str]:
+    """The onnxruntime optimizers a model file asks to run without (its metadata).
+
+    Only names dlinfer knows the reason for are honoured: a file must not be able to
+    switch off arbitrary optimizations, and an unreadable entry is ignored, since the
+    model runs correctly either way (only slower).
+    """
+    raw = metadata.get(SESSION_METADATA_KEY)
+    if not raw:
+        return []
+    try:
+        names = json.loads(raw).get("disabled_optimizers", [])
+    except (ValueError, AttributeError):
+        return []
+    return sorted(n for n in names if isinstance(n, str) and n in _DISABLEABLE)
