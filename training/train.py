@@ -57,6 +57,12 @@ class _Fitted:
     report: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     evaluate: Callable[[Any, dlinfer.Model], dict[str, Any]] | None = None
+    # Model inputs from the training split for int8 calibration (None: not an image model).
+    x_calibrate: np.ndarray | None = None
+
+
+# int8 calibration takes the first this many training images (`dlinfer optimize`'s default).
+_CALIBRATION_SAMPLES = 512
 
 
 def _input_spec(spec: dict[str, Any],
@@ -95,18 +101,30 @@ def _optimize(entry: zoo.ZooEntry, fitted: _Fitted, onnx_model: dlinfer.Model, m
     name = onnx_model.inputs[0].name
     calibrate = None
     if mode == "int8":
-        if entry.kind != "pixels":
+        if fitted.x_calibrate is None:
             raise dlinfer.OptimizeError(
-                f"{entry.name}: the training hook calibrates int8 on the pixel models' "
+                f"{entry.name}: the training hook calibrates int8 on the image models' "
                 "training images; run `dlinfer optimize` with --calibrate for this one")
-        calibrate = _to_input(fitted.split.x_train[:512], _input_spec(entry.spec))
+        calibrate = fitted.x_calibrate
     evaluation: dict[str, np.ndarray] = {name: fitted.x_test}
     if fitted.y_test is not None and entry.spec.get("task", "classification") == \
             "classification":
         evaluation["labels"] = np.asarray(fitted.y_test)
-    out = onnx_model.path[: -len(".onnx")] + f".{mode}.onnx"
-    return optimize(onnx_model.path, out, mode, calibrate=calibrate, eval=evaluation,
-                    max_drop=max_drop)
+    stem = onnx_model.path[: -len(".onnx")]
+    # The data the gate used, kept beside the model: `dlinfer optimize --eval
+    # NAME.heldout.npz [--calibrate NAME.calibration.npy]` replays it without TensorFlow.
+    _save_atomic(f"{stem}.heldout.npz", lambda f: np.savez(f, **evaluation))
+    if calibrate is not None:
+        _save_atomic(f"{stem}.calibration.npy", lambda f: np.save(f, calibrate))
+    return optimize(onnx_model.path, f"{stem}.{mode}.onnx", mode, calibrate=calibrate,
+                    eval=evaluation, max_drop=max_drop)
+
+
+def _save_atomic(path: str, write: Callable[[Any], None]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def _checked_build(entry: zoo.ZooEntry, **kwargs: Any) -> Any:
@@ -137,7 +155,8 @@ def _fit_pixels(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     _log_start(entry, model, o)
     trainer.fit(x_train, y_train, epochs=o["epochs"], batch_size=o["batch_size"],
                 verbose=o["verbose"], **entry.fit_options)
-    return _Fitted(model, split, x_test, split.y_test, dict(entry.spec))
+    return _Fitted(model, split, x_test, split.y_test, dict(entry.spec),
+                   x_calibrate=x_train[:_CALIBRATION_SAMPLES])
 
 
 def _optimizer(entry: zoo.ZooEntry, n_train: int, o: dict[str, Any]) -> Any:
@@ -188,6 +207,8 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
 
     train_ds = train_ds.map(prepare).prefetch(2)
     pixels_test, y_test = _materialize(test_ds)
+    # int8 calibration inputs: training images, normalized by `prepare`.
+    x_calibrate, _ = _materialize(train_ds.unbatch().take(_CALIBRATION_SAMPLES).batch(64))
     x_test = normalize(pixels_test)
     kwargs: dict[str, Any] = {"n_classes": len(classes), "image_size": size}
     if entry.pretrained:
@@ -218,7 +239,7 @@ def _fit_folder(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
         report["fine_tune_epochs"] = o["fine_tune_epochs"]
     split = datasets.Split(np.empty((0,)), np.empty((0,)), pixels_test, y_test,
                            f"image folder {root}")
-    return _Fitted(model, split, x_test, y_test, spec, report)
+    return _Fitted(model, split, x_test, y_test, spec, report, x_calibrate=x_calibrate)
 
 
 def _fit_series(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
