@@ -44,6 +44,7 @@ from ..runtime.session import batching_session_options
 from ..runtime.warmup import serving_provider_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
 from .batcher import MAX_WAIT_MS, Batcher
+from .kserve import v2_routes
 from .metrics import MULTIPROC_ENV, Metrics
 from .responses import ErrorResponse, HTTPError, error_response, json_response
 from .uploads import BodyReader, images_from
@@ -252,7 +253,8 @@ def create_app(config: ServeConfig) -> Starlette:
                             f"no model named {name!r}; serving {sorted(batchers)}")
         return batchers[name]
 
-    def observed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
+    def observed(route: str, handler: Callable[[Request], Awaitable[Response]],
+                 method: str | None = None) -> Route:
         """``handler`` with every error answered as JSON and every request counted once."""
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
@@ -267,7 +269,7 @@ def create_app(config: ServeConfig) -> Starlette:
                                     time.perf_counter() - started)
             return response
 
-        methods = ["POST"] if route.endswith("/predict") else ["GET"]
+        methods = [method] if method else ["POST"] if route.endswith("/predict") else ["GET"]
         return Route(route, endpoint, methods=methods)
 
     async def healthz(request: Request) -> Response:
@@ -317,6 +319,8 @@ def create_app(config: ServeConfig) -> Starlette:
             observed("/v1/models/{name}", show_model),
             observed("/v1/models/{name}/predict", predict),
             observed("/metrics", metrics_route),
+            # The KServe v2 / Open Inference Protocol routes, through the same batchers.
+            *(observed(*route) for route in v2_routes(classifiers, batcher_for, bodies, pool)),
         ],
         exception_handlers={HTTPException: unrouted, Exception: uncaught},
         lifespan=lifespan,
