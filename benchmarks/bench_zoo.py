@@ -15,6 +15,13 @@ does not have a ``mnist_mlp`` yet.  Then, per model, a separate process runs
 (TAG is ``cpu``, or ``cuda`` when CUDA is among the devices), and this script collects
 the JSON files into the tables between the ``<!-- zoo:TAG -->`` markers in
 ``benchmarks/README.md`` and a summary plot ``results/zoo.TAG.png``.
+
+On a machine without TensorFlow (the offline GPU host of ``benchmarks/gpu_check.sh``),
+``--no-keras`` benchmarks the ``.onnx`` files already in ``--models`` and imports no
+TensorFlow; ``--export-only`` is the half that runs where TensorFlow is:
+
+    .venv/bin/python benchmarks/bench_zoo.py --export-only --models .gpu/models
+    python3 benchmarks/bench_zoo.py --device cpu,cuda --io-binding --no-keras --models DIR
 """
 
 from __future__ import annotations
@@ -119,6 +126,26 @@ def prepare(folder: str, only: list[str] | None) -> tuple[Prepared, dict[str, st
     return ready, skipped
 
 
+def exported(folder: str, only: list[str] | None) -> tuple[Prepared, dict[str, str]]:
+    """The ``.onnx`` files already in ``folder`` (no TensorFlow): {name: (onnx, "")}."""
+    names = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".onnx")) \
+        if os.path.isdir(folder) else []
+    ready = {n: (os.path.join(folder, f"{n}.onnx"), "") for n in names if not only or n in only}
+    skipped = {n: f"no {n}.onnx in {folder}" for n in (only or []) if n not in ready}
+    return ready, skipped
+
+
+def _offline(args: argparse.Namespace, only: list[str]) -> bool:
+    """Benchmark what is in --models without TensorFlow: asked for, or the only way."""
+    if not args.no_keras:
+        return False
+    import importlib.util
+
+    ready, _ = exported(args.models, only)
+    return bool(ready) and (importlib.util.find_spec("tensorflow") is None
+                            or all(n in ready for n in only))
+
+
 def run_bench(name: str, onnx_path: str, keras_path: str, args: argparse.Namespace,
               tag: str) -> str:
     base = os.path.join(args.out, f"{name}.{tag}")
@@ -127,6 +154,8 @@ def run_bench(name: str, onnx_path: str, keras_path: str, args: argparse.Namespa
            "--json", base + ".json", "--csv", base + ".csv", "--plot", base + ".png"]
     if args.io_binding:
         cmd.append("--io-binding")
+    if args.warmup is not None:
+        cmd += ["--warmup", str(args.warmup)]
     if not args.no_keras:
         cmd += ["--compare-keras", keras_path]
     shown = " ".join(os.path.relpath(c, ROOT) if os.path.isabs(c) else c for c in cmd[1:])
@@ -192,14 +221,26 @@ def cpu_tables(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cpu_fallbacks(rep: dict[str, Any]) -> str:
+    """The GPU device's nodes left on CPU, from the bench's per-node assignment."""
+    placed = [a for d, a in (rep.get("settings", {}).get("assignment") or {}).items()
+              if d != "cpu"]
+    if not placed or not placed[0].get("recorded"):
+        return "?"
+    fallbacks = placed[0]["cpu_fallbacks"]
+    ops = sorted({f["op_type"] for f in fallbacks})
+    return f"{len(fallbacks)} ({', '.join(ops)})" if fallbacks else "0"
+
+
 def gpu_tables(reports: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| model | batch | CPU items/s | CUDA items/s | CUDA p50 ms | H2D | compute | D2H "
-        "| CUDA beats CPU from batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CUDA beats CPU from batch | nodes on CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, rep in reports.items():
         cross = (rep.get("crossover") or {}).get("dlinfer") or {}
+        fallbacks = _cpu_fallbacks(rep)
         recs = [r for r in rep["records"] if r["method"] == "dlinfer"]
         for b in sorted({r["batch_size"] for r in recs}):
             cpu = next((r for r in recs if r["batch_size"] == b
@@ -211,7 +252,8 @@ def gpu_tables(reports: dict[str, dict[str, Any]]) -> str:
                 f"| {_fmt(gpu and gpu['items_per_s'], ',.0f')} "
                 f"| {_fmt(gpu and gpu['latency_ms_p50'])} | {_fmt(gpu and gpu['h2d_ms_p50'])} "
                 f"| {_fmt(gpu and gpu['compute_ms_p50'])} | {_fmt(gpu and gpu['d2h_ms_p50'])} "
-                f"| {cross.get('batch_size') if cross.get('batch_size') is not None else 'never'} |"
+                f"| {cross.get('batch_size') if cross.get('batch_size') is not None else 'never'} "
+                f"| {fallbacks} |"
             )
     return "\n".join(lines)
 
@@ -272,12 +314,23 @@ def main() -> int:
     parser.add_argument("--models", default=os.path.join(ROOT, "artifacts", "bench"))
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--readme", default=os.path.join(HERE, "README.md"))
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls per cell")
+    parser.add_argument("--export-only", action="store_true",
+                        help="build and export the models into --models, then stop")
     args = parser.parse_args()
     tag = "cuda" if re.search(r"cuda|tensorrt", args.device) else "cpu"
     os.makedirs(args.out, exist_ok=True)
 
     only = [n for n in args.only.split(",") if n]
-    ready, skipped = prepare(args.models, only)
+    if args.export_only:
+        ready, skipped = prepare(args.models, only)
+        for name, (onnx_path, _) in ready.items():
+            print(f"{name}: {onnx_path} ({os.path.getsize(onnx_path):,} bytes)")
+        return 1 if skipped else 0
+    if _offline(args, only):
+        ready, skipped = exported(args.models, only)
+    else:
+        ready, skipped = prepare(args.models, only)
     load = os.getloadavg()[0]
     started = time.time()
     reports = {}

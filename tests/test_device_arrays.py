@@ -12,7 +12,7 @@ import onnx_models
 import onnxruntime as ort
 import pytest
 from device_checks import CUDA_USABLE
-from dlinfer.verification import compare
+from dlinfer.verification.compare import compare
 from optional import requires
 
 

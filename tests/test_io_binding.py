@@ -20,7 +20,7 @@ import onnx_models
 import pytest
 from device_checks import CUDA_USABLE
 from dlinfer.runtime import binding as rt_binding
-from dlinfer.verification import compare
+from dlinfer.verification.compare import compare
 
 H = W = 8  # 3x8x8 float32 = 768 bytes per image: batch 3 takes the small-input copy path
 
