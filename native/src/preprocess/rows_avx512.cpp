@@ -5,6 +5,12 @@
 #include "dlinfer/cpu_features.hpp"
 
 #if DLINFER_X86_GNU
+// GCC 12 says its own _mm512_undefined_* values "may be used uninitialized"
+// once inlined here (GCC bug 105593, fixed in 13): they are undefined on
+// purpose.  Silenced for this file, before the intrinsics headers it points into.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
