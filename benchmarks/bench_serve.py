@@ -1,6 +1,8 @@
 """Load test: the in-process Batcher and `dlinfer serve`, batching on and off.
 
     python benchmarks/bench_serve.py [artifacts/mnist_cnn.onnx] [--requests N] [--seconds S]
+    python benchmarks/bench_serve.py --soak S [--clients 64] [--bad-fraction 0.05] [--workers N]
+    python benchmarks/bench_serve.py --hostile
 
 Load goes only to 127.0.0.1, and every cell is bounded by a request count and a
 time limit.  Contenders run side by side in one process run, so ratios compare
@@ -18,6 +20,9 @@ like with like on a shared machine:
 Every response is checked against a direct ``Classifier.predict`` of the same
 input: same label and top index, probability within 1e-5.  Lost or mismatched
 responses are counted and make the run fail.
+
+``--soak S`` instead runs one server under C HTTP clients for S seconds, a fraction
+of the requests bad, and checks /metrics against what was sent (serve_soak.py).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -208,6 +215,17 @@ def run_http(port: int, name: str, bodies: list[bytes], n_clients: int, n_reques
     return {"n": n, "sent": n + len(errors), "errors": errors, "rps": n / elapsed, "lat": lat}
 
 
+def png_bodies(pool: np.ndarray) -> list[bytes]:
+    from PIL import Image
+
+    bodies = []
+    for img in pool:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        bodies.append(buf.getvalue())
+    return bodies
+
+
 # -- the server --------------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -217,12 +235,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model: str, max_batch: int, max_delay_ms: float) -> None:
+    def __init__(self, model: str, max_batch: int, max_delay_ms: float, workers: int = 1) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dlinfer", "serve", f"bench={model}", "--port", str(self.port),
              "--max-batch-size", str(max_batch), "--max-delay-ms", str(max_delay_ms),
-             "--max-queue", "4096", "--log-level", "warning"],
+             "--max-queue", "4096", "--log-level", "warning", "--workers", str(workers)],
         )
         deadline = time.monotonic() + 120
         while True:
@@ -255,6 +273,13 @@ def main() -> int:
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--spin", action="store_true",
                     help="leave onnxruntime's intra-op spinning on (dlinfer serve turns it off)")
+    ap.add_argument("--soak", type=float, metavar="S",
+                    help="only a soak: --clients HTTP clients for S seconds against one server")
+    ap.add_argument("--clients", type=int, default=64, help="soak: concurrent clients")
+    ap.add_argument("--bad-fraction", type=float, default=0.05, help="soak: bad requests")
+    ap.add_argument("--workers", type=int, default=1, help="soak: server processes")
+    ap.add_argument("--hostile", action="store_true",
+                    help="only the memory cases: a 13000x13000 PNG bomb, eight large PNGs")
     args = ap.parse_args()
 
     # Every contender shares this session, configured as `dlinfer serve` configures its own.
@@ -269,6 +294,34 @@ def main() -> int:
     print(f"cells: {args.rounds} interleaved rounds of at most {args.requests} requests or "
           f"{args.seconds / args.rounds:g} s each; "
           f"batching on = max batch {FULL_BATCH}, max delay {args.max_delay_ms:g} ms")
+
+    if args.hostile:
+        from serve_soak import hostile
+
+        server = ServerProcess(args.model, FULL_BATCH, args.max_delay_ms)
+        try:
+            code = hostile(server, "bench")
+        finally:
+            stopped = server.stop()
+        return code or (1 if stopped else 0)
+    if args.soak:
+        from serve_soak import soak
+
+        own_dir = None
+        if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # A folder of our own, so the soak can also read each worker's own counts.
+            own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-")
+        server = ServerProcess(args.model, FULL_BATCH, args.max_delay_ms, args.workers)
+        print(f"soak: --workers {args.workers}, bad fraction {args.bad_fraction:g}")
+        try:
+            code = soak(server, "bench", png_bodies(pool), Checker(expected), args.clients,
+                        args.soak, args.bad_fraction)
+        finally:
+            stopped = server.stop()
+            if own_dir:
+                shutil.rmtree(own_dir, ignore_errors=True)
+        print(f"server exited with {stopped} after SIGTERM")
+        return code or (1 if stopped else 0)
 
     sess, name = clf.model.session, clf.model.inputs[0].name
 
@@ -306,13 +359,7 @@ def main() -> int:
     ]
     servers: dict[str, ServerProcess] = {}
     if not args.no_http:
-        from PIL import Image
-
-        bodies = []
-        for img in pool:
-            buf = io.BytesIO()
-            Image.fromarray(img).save(buf, format="PNG")
-            bodies.append(buf.getvalue())
+        bodies = png_bodies(pool)
         for label, mb in (("HTTP serve, batching on", FULL_BATCH), ("HTTP serve, batching off", 1)):
             servers[label] = ServerProcess(args.model, mb, args.max_delay_ms)
             contenders.append((label, lambda c, chk, srv=servers[label]: run_http(

@@ -29,6 +29,9 @@ from ..tasks.classifier import Classifier
 
 __all__ = ["runner_for"]
 
+# Same-shape images up to this many bytes in all are stacked into one array.
+_STACK_BYTES = 64 * 2**20
+
 
 class _ClassifierRunner:
     """Images in, :class:`~dlinfer.Prediction` out, through the Classifier's batch path."""
@@ -61,12 +64,13 @@ class _ClassifierRunner:
         first = items[0]
         one_image = (isinstance(first, np.ndarray) and first.dtype.kind in "fu"
                      and first.ndim in (2, 3) and not is_batch(first))
-        if (one_image
+        if (one_image and first.nbytes * len(items) <= _STACK_BYTES
                 and all(isinstance(x, np.ndarray) and x.shape == first.shape
                         and x.dtype == first.dtype for x in items)):
             # Same-shape images become one array: uint8 pixels then cost the native
             # kernel one call with no Python object per image, and float images are
-            # normalized by NumPy in one vectorized pass.
+            # normalized by NumPy in one vectorized pass.  Large images are left as a
+            # list: a copy would double their memory and save nothing per image.
             stacked = np.stack(items)
             items = stacked[..., None] if first.ndim == 2 else stacked
         # The one coupling to preprocessing: the whole batch goes through the
