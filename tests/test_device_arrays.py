@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dlinfer
 import numpy as np
-import onnx_models
 import onnxruntime as ort
 import pytest
-from device_checks import CUDA_USABLE
+from device_checks import CUDA_USABLE, conv_classifier, two_input_model
 from dlinfer.verification.compare import compare
 from optional import requires
 
@@ -32,26 +31,12 @@ class DLPackTensor:
 
 @pytest.fixture(scope="module")
 def conv_path(tmp_path_factory) -> str:
-    rng = np.random.default_rng(21)
-    net = onnx_models.ConvNet(rng.standard_normal((4, 3, 3, 3), np.float32),
-                              rng.standard_normal(4, np.float32),
-                              rng.standard_normal((4, 5), np.float32),
-                              rng.standard_normal(5, np.float32))
-    path = tmp_path_factory.mktemp("device_arrays") / "conv.onnx"
-    path.write_bytes(onnx_models.build_plain_classifier(net, 8, 8).SerializeToString())
-    return str(path)
+    return conv_classifier(tmp_path_factory.mktemp("device_arrays"), 21)
 
 
 @pytest.fixture(scope="module")
 def two_input_path(tmp_path_factory) -> str:
-    rng = np.random.default_rng(22)
-    proto = onnx_models.build_two_input(
-        (None, 4, 4), (None, 3), rng.standard_normal((16, 5), np.float32),
-        rng.standard_normal((3, 5), np.float32), rng.standard_normal(5, np.float32),
-        rng.standard_normal((3, 2), np.float32))
-    path = tmp_path_factory.mktemp("device_arrays2") / "two.onnx"
-    path.write_bytes(proto.SerializeToString())
-    return str(path)
+    return two_input_model(tmp_path_factory.mktemp("device_arrays2"), 22)
 
 
 @pytest.fixture(scope="module")

@@ -176,13 +176,6 @@ def test_preload_dlls_output_goes_into_the_report_not_stdout(monkeypatch, capsys
 @pytest.fixture(scope="module")
 def mnist_cnn_like(tmp_path_factory) -> str:
     """A small conv classifier built with onnx.helper: Conv, Relu, pooling, Gemm."""
-    import onnx_models
+    from device_checks import conv_classifier
 
-    rng = np.random.default_rng(25)
-    net = onnx_models.ConvNet(rng.standard_normal((4, 3, 3, 3), np.float32),
-                              rng.standard_normal(4, np.float32),
-                              rng.standard_normal((4, 5), np.float32),
-                              rng.standard_normal(5, np.float32))
-    path = tmp_path_factory.mktemp("doctor") / "conv.onnx"
-    path.write_bytes(onnx_models.build_plain_classifier(net, 8, 8).SerializeToString())
-    return str(path)
+    return conv_classifier(tmp_path_factory.mktemp("doctor"), 25)

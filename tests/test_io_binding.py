@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import dlinfer
 import numpy as np
-import onnx_models
 import pytest
-from device_checks import CUDA_USABLE
+from device_checks import CUDA_USABLE, conv_classifier, two_input_model
 from dlinfer.runtime import binding as rt_binding
 from dlinfer.verification.compare import compare
 
@@ -27,26 +26,12 @@ H = W = 8  # 3x8x8 float32 = 768 bytes per image: batch 3 takes the small-input 
 
 @pytest.fixture(scope="module")
 def conv_path(tmp_path_factory) -> str:
-    rng = np.random.default_rng(18)
-    net = onnx_models.ConvNet(rng.standard_normal((4, 3, 3, 3), np.float32),
-                              rng.standard_normal(4, np.float32),
-                              rng.standard_normal((4, 5), np.float32),
-                              rng.standard_normal(5, np.float32))
-    path = tmp_path_factory.mktemp("io_binding") / "conv.onnx"
-    path.write_bytes(onnx_models.build_plain_classifier(net, H, W).SerializeToString())
-    return str(path)
+    return conv_classifier(tmp_path_factory.mktemp("io_binding"), 18)
 
 
 @pytest.fixture(scope="module")
 def two_input_path(tmp_path_factory) -> str:
-    rng = np.random.default_rng(19)
-    proto = onnx_models.build_two_input(
-        (None, 4, 4), (None, 3), rng.standard_normal((16, 5), np.float32),
-        rng.standard_normal((3, 5), np.float32), rng.standard_normal(5, np.float32),
-        rng.standard_normal((3, 2), np.float32))
-    path = tmp_path_factory.mktemp("io_binding2") / "two.onnx"
-    path.write_bytes(proto.SerializeToString())
-    return str(path)
+    return two_input_model(tmp_path_factory.mktemp("io_binding2"), 19)
 
 
 @pytest.fixture

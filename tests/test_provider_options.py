@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dlinfer
 import numpy as np
-import onnx_models
 import onnxruntime as ort
 import pytest
-from device_checks import CUDA_USABLE, TENSORRT_USABLE
+from device_checks import CUDA_USABLE, TENSORRT_USABLE, conv_classifier
 from dlinfer.runtime import provider_options as po
 from dlinfer.runtime import providers
 
@@ -21,14 +20,7 @@ CUDA = "CUDAExecutionProvider"
 
 @pytest.fixture(scope="module")
 def conv_path(tmp_path_factory) -> str:
-    rng = np.random.default_rng(20)
-    net = onnx_models.ConvNet(rng.standard_normal((4, 3, 3, 3), np.float32),
-                              rng.standard_normal(4, np.float32),
-                              rng.standard_normal((4, 5), np.float32),
-                              rng.standard_normal(5, np.float32))
-    path = tmp_path_factory.mktemp("provider_options") / "conv.onnx"
-    path.write_bytes(onnx_models.build_plain_classifier(net, 8, 8).SerializeToString())
-    return str(path)
+    return conv_classifier(tmp_path_factory.mktemp("provider_options"), 20)
 
 
 @pytest.mark.parametrize(
