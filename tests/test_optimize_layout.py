@@ -223,3 +223,38 @@ def test_convs_the_rewrite_does_not_fit_are_left_alone(out_channels, attrs, hw):
     before = proto.SerializeToString()
     assert block_narrow_convs(proto, {"x": [1, 8, hw, hw]}) == 0
     assert proto.SerializeToString() == before
+
+
+@pytest.fixture(scope="module")
+def regression_model(tmp_path_factory) -> str:
+    """A linear forecaster (N, 8) -> (N, 1) with a regression spec: values, not classes."""
+    rng = np.random.default_rng(seed_of("optimize_layout", "regression"))
+    w = rng.standard_normal((8, 1)).astype(np.float32) * 40
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["series", "w"], ["forecast"], name="dense")], "forecaster",
+        [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(w, "w")])
+    spec = dlinfer.ModelSpec(
+        name="forecaster", task="regression",
+        inputs=[dlinfer.InputSpec(name="series", shape=(None, 8), kind="series", layout="NC",
+                                  color=None, scale=1.0)],
+        outputs=[dlinfer.OutputSpec(name="forecast", kind="value")])
+    return onnx_models.save(onnx_models.checked_model(graph), spec,
+                            tmp_path_factory.mktemp("regression"))
+
+
+def test_values_are_gated_on_their_relative_rms_error(regression_model, tmp_path):
+    data = np.random.default_rng(seed_of("regression", "eval")).standard_normal(
+        (256, 8)).astype(np.float32) * 100
+    report = optimize(regression_model, tmp_path / "half.onnx", "fp16", eval=data)
+    m = report.metrics
+    assert m["metric"] == "relative_rms_error" and report.drop_points == m[
+        "relative_rms_error_pct"]
+    # float16 keeps 11 significant bits: about 0.05% of the outputs' scale, well under 0.5.
+    assert 0 < report.drop_points < 0.5, report.format()
+    assert "relative RMS error against float32" in report.format()
+    assert dlinfer.Model(str(tmp_path / "half.onnx")).spec.extra["optimize"]["passed"]
+    with pytest.raises(dlinfer.OptimizeError, match=r"outputs moved by .*% of their RMS"):
+        optimize(regression_model, tmp_path / "strict.onnx", "fp16", eval=data, max_drop=0)
+    assert not (tmp_path / "strict.onnx").exists()

@@ -2,7 +2,9 @@
 
 The drop is in percentage points: of accuracy when labels are given, else of top-1
 agreement with the float32 model (100 minus the agreement).  Outputs that are not class
-scores get max/mean abs diff only, and no drop.
+scores (regression values, generated images) are gated on their relative RMS error
+against the float32 outputs, in percent: ``100 * rms(optimized - float32) / rms(float32)``,
+so ``max_drop=0.5`` lets a forecast or an image move by 0.5% of its own scale.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ def _classes(scores: np.ndarray, threshold: float | None) -> np.ndarray | None:
 
 
 def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray],
-             labels: np.ndarray | None, output: str, threshold: float | None = None
-             ) -> dict[str, Any]:
-    """Metrics of ``candidate`` against ``reference`` on ``batch``; ``drop_points`` is None
-    when the output is not class scores."""
+             labels: np.ndarray | None, output: str, threshold: float | None = None,
+             kind: str | None = None) -> dict[str, Any]:
+    """Metrics of ``candidate`` against ``reference`` on ``batch``, with the gated
+    ``drop_points`` (see the module doc).  ``kind``: the spec's output kind; without
+    one, 2-D outputs are taken as class scores."""
     want = _outputs(reference, batch, output)
     got = _outputs(candidate, batch, output)
     diff = np.abs(got - want)
@@ -55,7 +58,12 @@ def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray]
                                "mean_abs_diff": float(diff.mean()),
                                "metric": None, "drop_points": None}
     ref_classes, classes = _classes(want, threshold), _classes(got, threshold)
-    if ref_classes is None or classes is None:
+    if ref_classes is None or classes is None or kind in ("value", "images"):
+        scale = float(np.sqrt(np.mean(want ** 2)))
+        error = float(np.sqrt(np.mean(diff ** 2)))
+        relative = 100.0 * error / scale if scale > 0 else (0.0 if error == 0 else np.inf)
+        metrics.update(metric="relative_rms_error", relative_rms_error_pct=relative,
+                       drop_points=relative)
         return metrics
     agreement = float(np.mean(ref_classes == classes))
     metrics.update(top1_agreement=agreement, metric="top1_agreement",

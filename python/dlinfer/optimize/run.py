@@ -88,8 +88,11 @@ class OptimizeReport:
             lines.append(f"top-1 agreement with float32: {m['top1_agreement']:.2%}")
         if "accuracy" in m:
             lines.append(f"accuracy:    {m['accuracy_float32']:.2%} -> {m['accuracy']:.2%}")
-        if self.drop_points is None:
-            lines.append("drop:        not measured (the output is not class scores)")
+        if m["metric"] == "relative_rms_error":
+            lines.append(f"drop:        {self.drop_points:.3g}% relative RMS error against "
+                         f"float32 (max {self.max_drop:g}%)")
+        elif self.drop_points is None:
+            lines.append("drop:        not measured")
         else:
             lines.append(f"drop:        {self.drop_points:.2f} points of {m['metric']} "
                          f"(max {self.max_drop:g})")
@@ -253,6 +256,7 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
 
     output = spec.output.name if spec is not None else reference.outputs[0].name
     threshold = spec.output.threshold if spec is not None else None
+    kind = spec.output.kind if spec is not None else None
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise OptimizeError(f"the output folder {out_dir} does not exist")
@@ -267,7 +271,7 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
         trial = os.path.join(work, "candidate.onnx")
         onnx.save(candidate, trial)
         metrics = evaluate(reference, _model(trial, f"{mode}"), evaluation, labels, output,
-                           threshold)
+                           threshold, kind)
         import onnxruntime as ort
 
         report = OptimizeReport(
@@ -296,9 +300,12 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
 
 def _refusal(report: OptimizeReport) -> str:
     m = report.metrics
-    what = (f"accuracy fell {m['accuracy_float32']:.2%} -> {m['accuracy']:.2%}"
-            if m["metric"] == "accuracy" else
-            f"top-1 agreement with float32 is {m['top1_agreement']:.2%}")
+    what = {"accuracy": lambda: f"accuracy fell {m['accuracy_float32']:.2%} -> "
+                                f"{m['accuracy']:.2%}",
+            "relative_rms_error": lambda: "the outputs moved by "
+                                          f"{m['relative_rms_error_pct']:.3g}% of their RMS",
+            }.get(m["metric"], lambda: f"top-1 agreement with float32 is "
+                                       f"{m['top1_agreement']:.2%}")()
     where = ("; no layer could be singled out" if report.worst_layer is None else
              f"; the layer adding the most error is {report.worst_layer['node']!r} "
              f"({report.worst_layer['op']}, relative error "
