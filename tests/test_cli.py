@@ -39,14 +39,15 @@ def test_predict_text_and_json(mnist_onnx, digit_pngs):
     assert sum(r["index"] == y for r, y in zip(result, labels)) >= 7
 
 
-def test_errors_exit_2_with_a_message(tmp_path, mnist_onnx):
+def test_errors_exit_with_a_message(tmp_path, mnist_onnx):
+    """A failure while running: exit 1; a bad argument, caught at parse time: exit 2."""
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     proc = dlinfer_cli("predict", mnist_onnx, str(bad), check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "bad.png: not an image" in proc.stderr and "Traceback" not in proc.stderr
     proc = dlinfer_cli("info", str(tmp_path / "missing.onnx"), check=False)
-    assert proc.returncode == 2 and "model file not found" in proc.stderr
+    assert proc.returncode == 2 and "argument model: no such file" in proc.stderr
 
 
 def test_info_lists_every_spec_input_and_output(tmp_path):

@@ -190,9 +190,9 @@ def test_export_cli_checks_against_given_data_and_reports_parity(tmp_path, capsy
                  str(tmp_path / "data.npz")]) == 0
     assert "5 uint8 samples from" in capsys.readouterr().out
 
-    # Data that does not fit the model: exit 2, a message naming the inputs, no file.
+    # Data that does not fit the model: exit 1, a message naming the inputs, no file.
     np.save(tmp_path / "one.npy", np.zeros((3, 2), np.float32))
     assert main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "bad.onnx"),
-                 "--data", str(tmp_path / "one.npy")]) == 2
+                 "--data", str(tmp_path / "one.npy")]) == 1
     assert "give the data as a dict or .npz" in capsys.readouterr().err
     assert not (tmp_path / "bad.onnx").exists()

@@ -156,8 +156,8 @@ def test_dlinfer_export_runs_from_the_installed_package_outside_the_repo(tmp_pat
     pixels = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
     keras_p = np.asarray(model.predict_on_batch(pixels.astype(np.float32) / 255))
     assert np.abs(clf.predict_proba(pixels) - keras_p).max() <= ATOL
-    # A file that is not a Keras model: a clear error, exit 2, and nothing written.
+    # A file that is not a Keras model: a clear error, exit 1, and nothing written.
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     proc = subprocess.run([script, "export", "junk.keras", "--out", "junk.onnx"], **run)
-    assert proc.returncode == 2 and "cannot load junk.keras" in proc.stderr
+    assert proc.returncode == 1 and "cannot load junk.keras" in proc.stderr
     assert not (tmp_path / "junk.onnx").exists()

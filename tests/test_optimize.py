@@ -294,12 +294,12 @@ def test_cli_writes_the_model_and_the_json_report(case, tmp_path, capsys):
     assert "optimized: int8, " in info and f"drop {data['drop_points']:.2f} points" in info
 
 
-def test_cli_refusal_exits_2_and_writes_nothing(case, tmp_path, capsys):
+def test_cli_refusal_exits_1_and_writes_nothing(case, tmp_path, capsys):
     out = tmp_path / "refused.onnx"
     status = main(["optimize", case.model, "--out", str(out), "--mode", "int8",
                    "--calibrate", case.zeros, "--eval", case.eval,
                    "--json", str(tmp_path / "r.json")])
-    assert status == 2
+    assert status == 1
     err = capsys.readouterr().err
     assert "dlinfer: error: int8 refused" in err and "dense_bias" in err
     assert _only_files(tmp_path) == []

@@ -204,7 +204,6 @@ REFUSALS = {
                   "--threshold applies to binary_classification"),
     "binary-width": (["--task", "binary_classification"], "reads a single sigmoid unit"),
     "no-task": ([], "the file has no dlinfer spec yet: give --task"),
-    "size": (["--task", "classification", "--size", "big"], "--size takes 224 or HxW"),
     "static-size": (["--task", "classification", "--size", "32"],
                     "--size 32x32 contradicts input 'input''s static shape (N, 3, 64, 64)"),
     "gray-3-channels": (["--task", "classification", "--color", "GRAY"],
@@ -216,16 +215,24 @@ REFUSALS = {
 def test_refusals_name_the_problem_and_leave_the_file_untouched(static, case, capsys):
     args, message = REFUSALS[case]
     before = open(static, "rb").read()
-    assert spec_cli("set", static, *args) == 2
+    assert spec_cli("set", static, *args) == 1
     err = capsys.readouterr().err
     assert message in err and f"{static} is unchanged" in err, err
+    assert open(static, "rb").read() == before
+
+
+def test_a_bad_size_is_refused_at_parse_time(static, capsys):
+    before = open(static, "rb").read()
+    with pytest.raises(SystemExit) as info:
+        spec_cli("set", static, "--task", "classification", "--size", "big")
+    assert info.value.code == 2 and "--size takes 224 or HxW" in capsys.readouterr().err
     assert open(static, "rb").read() == before
 
 
 def test_a_file_that_is_not_onnx_is_refused_untouched(tmp_path, capsys):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"this is a text file, not a model\n")
-    assert spec_cli("set", str(path), "--task", "classification") == 2
+    assert spec_cli("set", str(path), "--task", "classification") == 1
     assert "is not an ONNX model" in capsys.readouterr().err
     assert path.read_bytes() == b"this is a text file, not a model\n"
 

@@ -19,7 +19,8 @@ NumPy conventions keeps working::
     ├── QueueFullError              Batcher queue full: request rejected at once
     ├── RequestTimeoutError         (also TimeoutError) waited past timeout_ms; never computed
     ├── BatcherClosedError          (also RuntimeError) submitted to a closed Batcher
-    └── InputError                  (also ValueError) bad input array
+    └── InputError                  (also ValueError) bad input array or argument
+        ├── InputTypeError          (also TypeError) an argument or image of the wrong type
         ├── InputDtypeError         (also TypeError) wrong dtype or value range
         ├── InputRankError          wrong number of dimensions
         ├── InputShapeError         wrong size for a fixed dimension
@@ -42,6 +43,7 @@ __all__ = [
     "InputError",
     "InputRankError",
     "InputShapeError",
+    "InputTypeError",
     "MissingExtraError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -104,7 +106,12 @@ class DecompressionBombError(ImageDecodeError):
 
 
 class InputError(DlinferError, ValueError):
-    """An input array cannot be fed to the model."""
+    """An input array cannot be fed to the model, or an argument is out of range."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument, or an item where images are expected, has the wrong type (None, a
+    number, a dict, bytes, a string where a number belongs); the message names it."""
 
 
 class InputDtypeError(InputError, TypeError):

@@ -21,6 +21,8 @@ where ``pixels`` are uint8.  A float image given to the runtime is taken to be
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -53,6 +55,48 @@ def scaled_pixel_range(scale: float) -> tuple[float, float]:
     """The range of ``pixels * scale`` for uint8 pixels (a negative scale flips it)."""
     lo, hi = 0.0, 255.0 * scale
     return (min(lo, hi), max(lo, hi))
+
+
+IMAGE_DTYPES = ("float32", "float16")
+# Largest finite float32 (np.finfo(np.float32).max): the native pass computes in float32.
+_FLOAT32_MAX = 3.4028234663852886e38
+_DTYPE_MAX = {"float32": _FLOAT32_MAX, "float16": 65504.0}
+
+
+def is_number(value: object) -> bool:
+    """A real number (int, float, NumPy scalar), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def normalization_problem(scale: object, mean: Sequence[object], std: Sequence[object],
+                          dtype: str = "float32") -> str | None:
+    """Why ``(pixels * scale - mean[c]) / std[c]`` would not be finite numbers in ``dtype``
+    for some uint8 pixel, or None when it always is.
+
+    The one rule for normalization parameters: the spec, :class:`PreprocessSpec` and the
+    CLI all refuse what it names (``std: [1e-45]`` would turn every pixel into inf or NaN).
+    """
+    for what, values in (("scale", (scale,)), ("mean", mean), ("std", std)):
+        bad = [v for v in values if not is_number(v) or not math.isfinite(float(v))]
+        if bad:
+            return f"{what} must be finite numbers, got {list(values)}"
+    limit = _DTYPE_MAX.get(dtype, _FLOAT32_MAX)
+    if 255 * abs(float(scale)) > _FLOAT32_MAX:
+        return f"scale {scale} overflows float32 for pixel 255"
+    for m in mean:
+        for s in std:
+            s, m = float(s), float(m)
+            # The kernels multiply by 1/std, which must be finite in float32 too.
+            if s == 0:
+                return f"std values must be non-zero, got {list(std)}"
+            if 1 / abs(s) > _FLOAT32_MAX:
+                return f"|std| must be at least {1 / _FLOAT32_MAX:.3g}, got {s}"
+            worst = max(abs(p * float(scale) - m) for p in (0.0, 255.0)) / abs(s)
+            if worst > limit:
+                return (f"std {s} with mean {m} and scale {float(scale):g} maps pixels to "
+                        f"{worst:.3g}, beyond the largest {dtype} ({limit:.4g}); |std| is "
+                        "too small")
+    return None
 
 
 @dataclass(frozen=True)
@@ -92,6 +136,10 @@ class InputSpec:
         where = f"input {self.name!r}"
         if self.kind not in INPUT_KINDS:
             raise SpecError(f"{where}: kind must be one of {INPUT_KINDS}, got {self.kind!r}")
+        if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                   for d in self.shape):
+            raise SpecError(f"{where}: shape must hold positive integers or null (a dynamic "
+                            f"size), got {list(self.shape)}")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise SpecError(f"{where}: vocab_size must be >= 1, got {self.vocab_size}")
         if self.kind != "image":
@@ -107,13 +155,17 @@ class InputSpec:
             raise SpecError(f"{where}: an image must have 1 or 3 channels, got {channels}")
         if (self.color == "GRAY") != (channels == 1):
             raise SpecError(f"{where}: color {self.color} does not fit {channels} channel(s)")
+        if self.dtype not in IMAGE_DTYPES:
+            raise SpecError(f"{where}: an image input's dtype must be one of {IMAGE_DTYPES}, "
+                            f"got {self.dtype!r}")
         for what, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, channels):
                 raise SpecError(f"{where}: {what} needs 1 or {channels} values, got {len(values)}")
-        if any(s == 0 or s != s for s in self.std):
-            raise SpecError(f"{where}: std values must be non-zero numbers, got {list(self.std)}")
-        if self.scale == 0 or self.scale != self.scale:
-            raise SpecError(f"{where}: scale must be a non-zero number, got {self.scale}")
+        problem = normalization_problem(self.scale, self.mean, self.std, self.dtype)
+        if problem is not None:
+            raise SpecError(f"{where}: {problem}")
+        if self.scale == 0:  # every image would look the same to the model
+            raise SpecError(f"{where}: scale must be non-zero, got 0")
 
 
 @dataclass(frozen=True)
@@ -127,8 +179,15 @@ class OutputSpec:
         if self.kind not in OUTPUT_KINDS:
             raise SpecError(f"output {self.name!r}: kind must be one of {OUTPUT_KINDS}, "
                             f"got {self.kind!r}")
+        if not all(isinstance(label, str) for label in self.labels):
+            raise SpecError(f"output {self.name!r}: labels must be strings, got "
+                            f"{list(self.labels)[:12]}")
         if len(set(self.labels)) != len(self.labels):
             raise SpecError(f"output {self.name!r}: labels must be unique")
+        if self.threshold is not None and not (
+                is_number(self.threshold) and 0 <= float(self.threshold) <= 1):
+            raise SpecError(f"output {self.name!r}: threshold must be a number in [0, 1] "
+                            f"(a probability), got {self.threshold!r}")
 
 
 @dataclass(frozen=True, init=False)

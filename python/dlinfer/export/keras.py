@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -318,6 +319,28 @@ def to_onnx(
     return proto
 
 
+def load_keras_file(keras_file: str | os.PathLike[str],
+                    error: type[Exception] = ExportError) -> Any:
+    """A saved ``.keras`` (zip) or ``.h5`` model, or ``error`` saying why not.
+
+    Keras reports any file it cannot open as a zip as "File not found", so a file that
+    is there but is no Keras model is told apart here first.
+    """
+    keras_file = os.fspath(keras_file)
+    if not os.path.isfile(keras_file):
+        raise error(f"Keras file not found: {keras_file}")
+    with open(keras_file, "rb") as f:
+        head = f.read(8)
+    if not (zipfile.is_zipfile(keras_file) or head == b"\x89HDF\r\n\x1a\n"):
+        raise error(f"cannot load {keras_file} as a Keras model: it is neither a .keras "
+                    "(zip) nor an .h5 (HDF5) file")
+    keras, _ = import_tensorflow()
+    try:
+        return keras.models.load_model(keras_file, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors ...
+        raise error(f"cannot load {keras_file} as a Keras model: {exc}") from exc
+
+
 def export_file(
     keras_file: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -328,12 +351,5 @@ def export_file(
     **options: Any,
 ) -> onnx.ModelProto:
     """Export a saved ``.keras`` file; see :func:`to_onnx` for the defaults and ``options``."""
-    keras, _ = import_tensorflow()
-    keras_file = os.fspath(keras_file)
-    if not os.path.isfile(keras_file):
-        raise ExportError(f"Keras file not found: {keras_file}")
-    try:
-        model = keras.models.load_model(keras_file, compile=False)
-    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors ...
-        raise ExportError(f"cannot load {keras_file} as a Keras model: {exc}") from exc
+    model = load_keras_file(keras_file)
     return to_onnx(model, out, labels=labels, task=task, scale=scale, **options)

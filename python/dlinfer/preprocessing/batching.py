@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ChannelError, InputDtypeError, InputError, InputRankError, InputShapeError
+from ..errors import (
+    ChannelError,
+    InputDtypeError,
+    InputError,
+    InputRankError,
+    InputShapeError,
+    InputTypeError,
+)
 
 __all__ = [
     "CHANNEL_ORDERS",
@@ -27,6 +34,7 @@ __all__ = [
     "is_batch",
     "item_name",
     "split_items",
+    "unsupported_item",
 ]
 
 # (uint8 (H, W, C) array, its colour order: GRAY, RGB, BGR, RGBA or BGRA)
@@ -53,12 +61,25 @@ def split_items(images: Any) -> list[Any]:
         return [images]
     if isinstance(images, np.ndarray):
         return list(images) if is_batch(images) else [images]
-    if isinstance(images, Sequence):
+    if isinstance(images, Sequence) and not isinstance(images, (bytes, bytearray)):
         return list(images)
-    raise TypeError(
-        "images must be a path, a PIL image, a numpy array, or a list of those; "
-        f"got {type(images).__name__}"
-    )
+    raise InputTypeError(f"images must be {IMAGE_KINDS}, or a list of those; got "
+                         f"{type(images).__name__}{_BYTES_HINT if _is_bytes(images) else ''}")
+
+
+# What every "unsupported image" message lists.
+IMAGE_KINDS = "a path, a PIL image or a uint8 numpy array"
+_BYTES_HINT = " (encoded image bytes: decode them with dlinfer.preprocessing.decode_bytes)"
+
+
+def _is_bytes(item: Any) -> bool:
+    return isinstance(item, (bytes, bytearray, memoryview))
+
+
+def unsupported_item(item: Any, where: str) -> InputTypeError:
+    """The error for one item of an image list that is none of the kinds dlinfer reads."""
+    return InputTypeError(f"{where}: an image must be {IMAGE_KINDS}; got "
+                          f"{type(item).__name__}{_BYTES_HINT if _is_bytes(item) else ''}")
 
 
 def item_name(item: Any, i: int, n: int) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DecompressionBombError, ImageDecodeError
-from .batching import Pixels, array_pixels, item_name
+from ..errors import DecompressionBombError, ImageDecodeError, InputShapeError
+from .batching import Pixels, array_pixels, item_name, unsupported_item
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -77,10 +77,37 @@ def _gray_palette(img: Image.Image) -> bool:
     return bool(triples) and all(r == g == b for r, g, b in triples)
 
 
-def from_pil(img: Image.Image) -> Pixels:
-    """A PIL image (already opened by the caller) as uint8 pixels."""
-    img.load()
-    return _pil_mode_pixels(img)
+def from_pil(img: Image.Image, where: str = "image",
+             max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Pixels:
+    """A PIL image (already opened by the caller) as uint8 pixels.
+
+    An image opened but not loaded yet is decoded here, under the same budget as a file;
+    a closed, truncated or empty one is refused naming ``where``.
+    """
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise InputShapeError(f"{where}: the image is empty ({w}x{h} PIL image)")
+    _check_budget(img, where, max_image_bytes)
+    try:
+        img.load()
+        return _pil_mode_pixels(img)
+    except ValueError as exc:  # Pillow: "Operation on closed image"
+        raise ImageDecodeError(f"{where}: cannot read the PIL image ({exc})") from exc
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(f"{where}: corrupt or truncated image ({exc})") from exc
+
+
+def _check_budget(img: Image.Image, where: str, max_image_bytes: int) -> None:
+    """Refuse, from the header alone, an image needing more than the budget decoded."""
+    w, h = img.size
+    bands = len(img.getbands()) + (1 if "transparency" in img.info else 0)
+    needed = w * h * max(bands, 3) * (2 if img.mode in _SIXTEEN_BIT else 1)
+    if needed > max_image_bytes:
+        raise DecompressionBombError(
+            f"{where}: a {w}x{h} {img.mode} image needs {needed:,} bytes decoded, "
+            f"over the budget of {max_image_bytes:,} (max_image_bytes); refusing to "
+            "decode it"
+        )
 
 
 def decode_file(
@@ -131,6 +158,9 @@ def _decode(
     """The one decoder: budget check from the header, then decode, orient, convert."""
     try:
         with Image.open(source) as img:
+            if img.format != "JPEG":  # (a JPEG may fit once drafted, below)
+                # Before getexif(): a PNG's decodes the whole image to look for an eXIf chunk.
+                _check_budget(img, where, max_image_bytes)
             orientation = img.getexif().get(0x0112, 1)
             # Draft only plain L/RGB JPEGs: CMYK and YCCK keep their own conversion.
             if target is not None and img.format == "JPEG" and img.mode in ("L", "RGB"):
@@ -143,15 +173,7 @@ def _decode(
                     if orientation in _TRANSPOSED:
                         request = request[::-1]
                     img.draft(img.mode, request)
-            w, h = img.size
-            bands = len(img.getbands()) + (1 if "transparency" in img.info else 0)
-            needed = w * h * max(bands, 3) * (2 if img.mode in _SIXTEEN_BIT else 1)
-            if needed > max_image_bytes:
-                raise DecompressionBombError(
-                    f"{where}: a {w}x{h} {img.mode} image needs {needed:,} bytes decoded, "
-                    f"over the budget of {max_image_bytes:,} (max_image_bytes); refusing to "
-                    "decode it"
-                )
+            _check_budget(img, where, max_image_bytes)
             img.load()  # decode now, so truncation fails here and names this image
             img = ImageOps.exif_transpose(img)
             return _pil_mode_pixels(img)
@@ -196,11 +218,11 @@ def to_pixels(
         if isinstance(item, (str, os.PathLike)):
             files.append(i)
         elif isinstance(item, Image.Image):
-            out[i] = from_pil(item)
-        elif isinstance(item, np.ndarray) or (np.ndim(item) > 0 and not isinstance(item, str)):
+            out[i] = from_pil(item, name, max_image_bytes)
+        elif isinstance(item, np.ndarray) or _nested_numbers(item):
             out[i] = array_pixels(np.asarray(item), name, input_color)
         else:
-            raise TypeError(f"{name}: unsupported image type {type(item).__name__}")
+            raise unsupported_item(item, name)
 
     def decode(i: int) -> Pixels:
         return decode_file(items[i], target, max_image_bytes)
@@ -217,8 +239,22 @@ def to_pixels(
     return out  # type: ignore[return-value]
 
 
+def _nested_numbers(item: Any) -> bool:
+    """A (nested) list of pixel values, as NumPy would read it into an array."""
+    if not isinstance(item, (list, tuple)):
+        return False
+    try:
+        return np.asarray(item).dtype.kind in "biuf"
+    except ValueError:  # ragged lists
+        return False
+
+
 def iter_image_files(root: str, recursive: bool = True) -> Iterator[str]:
-    """Image files under ``root`` (by extension), lazily, in sorted order per folder."""
+    """Image files under ``root`` (by extension), lazily, in sorted order per folder.
+
+    Regular files only (a symlink counts as what it points to): a FIFO named ``x.png``
+    would block the first read forever.
+    """
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
@@ -227,5 +263,6 @@ def iter_image_files(root: str, recursive: bool = True) -> Iterator[str]:
         if entry.is_dir(follow_symlinks=False):
             if recursive:
                 yield from iter_image_files(entry.path, recursive)
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+        elif (os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+              and entry.is_file(follow_symlinks=True)):
             yield entry.path

@@ -18,6 +18,7 @@ OpenCV do; colour from gray repeats the channel; alpha is dropped.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._native_loader import native
+from ..checks import check_int, check_threads
 from ..errors import (
     ChannelError,
     EmptyBatchError,
@@ -33,9 +35,10 @@ from ..errors import (
     InputError,
     InputRankError,
     InputShapeError,
+    InputTypeError,
     SpecError,
 )
-from ..spec import COLORS, InputSpec, ModelSpec, scaled_pixel_range
+from ..spec import COLORS, InputSpec, ModelSpec, normalization_problem, scaled_pixel_range
 from .batching import CHANNEL_ORDERS, Pixels, array_pixels, is_batch, split_items
 from .decode import DEFAULT_MAX_IMAGE_BYTES, to_pixels
 
@@ -75,15 +78,17 @@ def empty_batch(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+# Largest output side: a typo must not ask for a terabyte batch.
+MAX_SIZE = 65_536
+
+
+def _size(size: Any) -> tuple[int, int] | None:
     if size is None:
         return None
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise InputError(f"size must be an int or (height, width) >= 1, got {size}")
-    return size  # type: ignore[return-value]
+    sides = (size, size) if isinstance(size, numbers.Integral) else size
+    if isinstance(sides, (str, bytes)) or not isinstance(sides, Sequence) or len(sides) != 2:
+        raise InputTypeError(f"size must be an int or (height, width), got {size!r}")
+    return tuple(check_int(s, "size", min=1, max=MAX_SIZE) for s in sides)  # type: ignore
 
 
 @dataclass(frozen=True)
@@ -156,14 +161,15 @@ class PreprocessSpec:
             )
         channels = self.channels
         for name, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) not in (1, channels) or not np.all(np.isfinite(values)):
+            if len(values) not in (1, channels):
                 raise InputError(
-                    f"{name} needs 1 or {channels} finite values for {self.color}, got {values}"
+                    f"{name} needs 1 or {channels} values for {self.color}, got {values}"
                 )
-        if any(s == 0 for s in self.std):
-            raise InputError("std values must be non-zero")
-        if not np.isfinite(self.scale) or not np.isfinite(self.pad):
-            raise InputError("scale and pad must be finite")
+        problem = normalization_problem(self.scale, self.mean, self.std, self.dtype)
+        if problem is not None:
+            raise InputError(problem)
+        if not 0 <= self.pad <= 255:  # NaN fails too
+            raise InputError(f"pad is a pixel value in [0, 255], got {self.pad}")
 
     @property
     def channels(self) -> int:
@@ -293,6 +299,7 @@ class PreprocessSpec:
         The building block for batchers: ``out`` may be a slice ``batch[i:j]`` of a
         larger C-contiguous batch.
         """
+        check_threads(threads)
         fit, ratio = self._fit()
         arrays = [p[0] for p in pixels]
         colors = [p[1] for p in pixels]
@@ -391,8 +398,7 @@ class PreprocessSpec:
         return_geometry: bool = False,
     ) -> np.ndarray | tuple[np.ndarray, list[Geometry]]:
         """The batch for ``images``; see :func:`preprocess`."""
-        if threads is not None and threads < 0:
-            raise InputError(f"threads must be None or >= 0, got {threads}")
+        check_threads(threads)
         stacked = self._stacked(images)
         if stacked is not None:
             batch, order = stacked

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ..checks import check_threads
 from ..errors import (
     InferenceError,
     InputDtypeError,
@@ -21,6 +22,7 @@ from ..errors import (
     ProviderUnavailableError,
 )
 from ..spec import METADATA_KEY, ModelSpec
+from ..spec_graph import check_against_graph
 from . import binding as _binding
 from . import device_io as _device_io
 from . import provider_options as _provider_options
@@ -80,8 +82,7 @@ class Model:
     ) -> None:
         self.path = os.fspath(path)
         request = _providers.parse_device(device)
-        if threads is not None and threads < 0:
-            raise ValueError(f"threads must be None or >= 0, got {threads}")
+        check_threads(threads)
         self.threads = threads or default_threads()
         if not os.path.exists(self.path):
             raise ModelNotFoundError(f"model file not found: {self.path}")
@@ -122,6 +123,8 @@ class Model:
         self._prepare_hot_path(io_binding)
         spec_json = self.metadata.get(METADATA_KEY)
         self.spec: ModelSpec | None = ModelSpec.from_json(spec_json) if spec_json else None
+        if self.spec is not None:  # a spec the graph contradicts is refused by name
+            check_against_graph(self.spec, self.inputs, self.outputs, self.path)
 
     def _create_session(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from ..errors import ProviderUnavailableError
+from ..errors import InputError, ProviderUnavailableError
 
 __all__ = ["DeviceRequest", "cuda_unavailable_reason", "parse_device"]
 
@@ -68,7 +68,7 @@ class DeviceRequest:
 def parse_device(device: str) -> DeviceRequest:
     match = _DEVICE_RE.match(str(device).strip().lower())
     if not match or (match.group(1) in ("cpu", "auto") and match.group(2)):
-        raise ValueError(
+        raise InputError(
             f"device must be 'cpu', 'cuda', 'cuda:N', 'tensorrt', 'tensorrt:N' or 'auto', "
             f"got {device!r}"
         )

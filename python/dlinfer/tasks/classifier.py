@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import MAX_BATCH, check_int, check_threads
 from ..errors import (
     DlinferError,
     ImageDecodeError,
@@ -18,6 +19,7 @@ from ..errors import (
     InputShapeError,
     SpecError,
 )
+from ..preprocessing.batching import is_batch
 from ..preprocessing.decode import iter_image_files
 from ..preprocessing.tokens import token_batch
 from ..preprocessing.transform import PreprocessSpec, empty_batch
@@ -26,7 +28,11 @@ from ..spec import InputSpec, ModelSpec, OutputSpec
 from ._open import open_for_task
 from .predictions import Prediction, top_k_predictions
 
-__all__ = ["Classifier"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier"]
+
+# Images per model call when predict() is given more: large enough to amortize a call,
+# small enough that a long list never becomes one huge batch (100k images: 15.8 GB).
+DEFAULT_BATCH_SIZE = 256
 
 
 class Classifier:
@@ -65,6 +71,7 @@ class Classifier:
         output: str | None = None,
         **model_options: Any,
     ) -> None:
+        check_threads(threads)
         self.model, spec = open_for_task(
             model, device, threads, model_options,
             tasks=("classification", "binary_classification"), role="classifier",
@@ -127,9 +134,29 @@ class Classifier:
                 batch[info.name] = _array_of(value, info)
         return batch
 
-    def predict_proba(self, images: Any) -> np.ndarray:
-        """Class probabilities, shape (N, number of labels)."""
-        return self.run_batch(self.preprocess(images))
+    def predict_proba(self, images: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities, shape (N, number of labels).
+
+        More than ``batch_size`` images (a list, or a batch array) run ``batch_size`` at
+        a time, so memory stays bounded however many are given.
+        """
+        batch_size = check_int(batch_size, "batch_size", min=1, max=MAX_BATCH)
+        chunks = self._chunks(images, batch_size)
+        if chunks is None:
+            return self.run_batch(self.preprocess(images))
+        return np.concatenate([self.run_batch(self.preprocess(c)) for c in chunks])
+
+    def _chunks(self, images: Any, size: int) -> list[Any] | None:
+        """``images`` cut into pieces of ``size`` items; None for one call (few enough
+        items, a multi-input dict, or token sequences, whose lists are not image lists)."""
+        if self._multi or self.preprocessing is None:
+            return None
+        if isinstance(images, np.ndarray):
+            if not is_batch(images) or len(images) <= size:
+                return None
+        elif not isinstance(images, (list, tuple)) or len(images) <= size:
+            return None
+        return [images[i:i + size] for i in range(0, len(images), size)]
 
     def run_batch(self, batch: Any) -> np.ndarray:
         """Class probabilities for a batch :meth:`preprocess` already built."""
@@ -138,6 +165,12 @@ class Classifier:
             out = out[self.output.name]
         out = np.asarray(out, dtype=np.float32)
         out = out.reshape(len(out), -1)
+        want = 1 if self._binary else len(self.labels)
+        if out.shape[1] != want:  # a dynamic output width, checked here as it comes
+            raise SpecError(f"{self.model.path}: output {self.output.name!r} gave "
+                            f"{out.shape[1]} values per item, but the spec has "
+                            f"{len(self.labels)} labels" + (" and a threshold (one sigmoid "
+                                                            "unit)" if self._binary else ""))
         if self._binary:
             # A single sigmoid unit is P(labels[1]); expand to both classes.
             p = out[:, :1]
@@ -146,11 +179,12 @@ class Classifier:
             return np.concatenate([1.0 - p, p], axis=1)
         return _softmax(out) if self.output.kind == "logits" else out
 
-    def predict(self, images: Any, top_k: int = 1) -> list[Prediction]:
-        """One :class:`Prediction` per image, in input order."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        return self.postprocess(self.predict_proba(images), top_k)
+    def predict(self, images: Any, top_k: int = 1,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
+        """One :class:`Prediction` per image, in input order (``batch_size`` images per
+        model call, see :meth:`predict_proba`)."""
+        top_k = check_int(top_k, "top_k", min=1)
+        return self.postprocess(self.predict_proba(images, batch_size), top_k)
 
     def postprocess(self, proba: np.ndarray, top_k: int | Sequence[int] = 1) -> list[Prediction]:
         """Predictions from (N, labels) probabilities; ``top_k`` for all rows or one per row."""
@@ -183,10 +217,10 @@ class Classifier:
                      f"several inputs {[(i.name, i.kind) for i in self._inputs]}")
             raise InputError(f"predict_folder classifies image files with a single-input "
                              f"image model; {self.model.path} takes {takes}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_int(batch_size, "batch_size", min=1, max=MAX_BATCH)
+        top_k = check_int(top_k, "top_k", min=1)
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         root = os.fspath(path)
         if not os.path.isdir(root):
             raise ImageDecodeError(f"{root}: not a directory")
@@ -277,10 +311,8 @@ def _classifier_output(spec: ModelSpec, name: str | None, model: Model) -> Outpu
     if tensor is None:
         raise SpecError(f"{model.path}: its spec's output {out.name!r} is not one of the "
                         f"model's outputs {list(tensors)}; fix it with `dlinfer spec set`")
-    width = None if None in tensor.shape[1:] else int(np.prod(tensor.shape[1:]))
-    if width is not None and out.threshold is None and width != len(out.labels):
-        raise SpecError(f"output {out.name!r} of {model.path} has {width} values per item "
-                        f"but {len(out.labels)} labels")
+    # Model checked the label count against a fixed output width when it opened;
+    # run_batch checks a dynamic one on every batch.
     return out
 
 

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_int
+from ..errors import InputError
+
 __all__ = ["Candidate", "Prediction", "top_k_predictions"]
 
 
@@ -47,9 +50,15 @@ def top_k_predictions(
     With ``threshold`` the model is a binary classifier: column 1 is P(labels[1])
     and it wins at or above the threshold.  Ties go to the lower class index.
     """
-    ks = [int(top_k)] * len(proba) if np.ndim(top_k) == 0 else [int(k) for k in top_k]
-    if len(ks) != len(proba) or any(k < 1 for k in ks):
-        raise ValueError(f"top_k must be >= 1 for each of the {len(proba)} rows, got {top_k}")
+    if np.ndim(top_k) == 0:
+        ks = [check_int(top_k, "top_k", min=1)] * len(proba)
+    else:  # per row, as a Batcher passes them: checked in full only when one is odd
+        ks = list(top_k)
+        if not all(type(k) is int and k >= 1 for k in ks):
+            ks = [check_int(k, "top_k", min=1) for k in ks]
+    if len(ks) != len(proba):
+        raise InputError(f"top_k must give one value for each of the {len(proba)} rows, "
+                         f"got {len(ks)}")
     kmax = min(max(ks, default=1), proba.shape[1])
     if threshold is not None:
         first = (proba[:, 1] >= threshold).astype(np.int64)

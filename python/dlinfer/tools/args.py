@@ -21,12 +21,21 @@ import stat
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..checks import MAX_BATCH, MAX_THREADS
 from ..runtime.providers import parse_device
 
 __all__ = [
     "DAY_MS",
+    "HOUR_S",
     "MAX_BATCH",
+    "MAX_BODY_BYTES",
+    "MAX_DELAY_MS",
+    "MAX_ITERS",
+    "MAX_QUEUE",
+    "MAX_SAMPLES",
     "MAX_THREADS",
+    "MAX_WORKERS",
+    "MIN_BODY_BYTES",
     "batch_sizes",
     "device",
     "devices",
@@ -34,20 +43,30 @@ __all__ = [
     "existing_path",
     "output_file",
     "finite_float",
+    "image_size",
     "int_range",
     "is_validating",
     "non_negative_int",
+    "number",
+    "numbers",
     "port",
     "positive_float",
     "positive_int",
     "threads",
 ]
 
-# Bounds a user never needs to pass, so that a typo cannot ask for a 99999999-image batch
-# (a MemoryError) or a timer that overflows (time.monotonic() + 1e13 s).
-MAX_BATCH = 65_536
-MAX_THREADS = 4_096
+# Upper bounds no real use reaches, so that a typo fails at parse time instead of
+# overflowing a timer (--max-delay-ms 1e13), allocating a terabyte or binding port 4464.
 DAY_MS = 86_400_000.0
+HOUR_S = 3_600.0
+MAX_DELAY_MS = 60_000.0
+MAX_QUEUE = 1_000_000
+MAX_WORKERS = 256
+MAX_ITERS = 10_000_000
+MAX_SAMPLES = 1_000_000
+# A request body smaller than 1 KiB holds no real image: --max-body-bytes 0 would refuse all.
+MIN_BODY_BYTES = 1_024
+MAX_BODY_BYTES = 2**32
 
 T = TypeVar("T")
 
@@ -192,3 +211,44 @@ existing_file = validating(_existing_file, "file")
 existing_path = validating(_existing_path, "path")
 #: A file to write: not a folder, in a folder that exists.
 output_file = validating(_output_file, "output file")
+
+
+def _number(text: str) -> float:
+    """A finite number, or a fraction like 1/255 (a pixel scale)."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(_number(t.strip()) for t in str(text).split(","))
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = str(text).lower().replace("x", ",").split(",")
+    side = int_range(1, 65_536)
+    try:
+        size = tuple(side(p) for p in parts)
+    except argparse.ArgumentTypeError:
+        size = ()
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2:
+        raise argparse.ArgumentTypeError(
+            f"--size takes 224 or HxW with sizes from 1 to 65536, got {text!r}")
+    return size  # type: ignore[return-value]
+
+
+#: A finite number, or a fraction such as ``1/255``.
+number = validating(_number, "number")
+#: Comma-separated finite numbers or fractions: ``0.485,0.456,0.406``.
+numbers = validating(_numbers, "numbers")
+#: ``224`` (a square) or ``HxW``, each side 1..65536: ``(height, width)``.
+image_size = validating(_image_size, "size")

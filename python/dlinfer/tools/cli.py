@@ -7,15 +7,15 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from .._optional import import_optional
 from ..errors import DlinferError
-from ..runtime.assignment import describe as describe_assignment
-from ..runtime.assignment import of_model as assignment_of
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
+from . import args as arg
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
 from .optimize_command import add_optimize_parser
 from .provider_flags import add_provider_flags, provider_kwargs
@@ -23,8 +23,10 @@ from .spec_tool import add_spec_parser, describe_spec
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, tensorrt or auto")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all)")
+    p.add_argument("--device", type=arg.device, default="cpu",
+                   help="cpu, cuda, cuda:N, tensorrt, tensorrt:N or auto")
+    p.add_argument("--threads", type=arg.threads, default=None,
+                   help="intra-op threads (default or 0: all)")
     add_provider_flags(p)
 
 
@@ -43,15 +45,12 @@ def _info(args: argparse.Namespace) -> int:
         "outputs": [_tensor_json(t) for t in model.outputs],
         "spec": json.loads(spec.to_json()) if spec else None,
         "metadata_keys": sorted(model.metadata),
-        "assignment": assignment_of(model),  # which provider runs each node; CPU fallbacks
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     print(f"model:     {model.path} ({os.path.getsize(model.path):,} bytes)")
     print(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
-    for line in describe_assignment(data["assignment"]):
-        print(f"           {line}")
     if args.device == "auto":
         print(f"           {model.device_reason}")
     for t in model.inputs:
@@ -129,7 +128,7 @@ def _predict(args: argparse.Namespace) -> int:
                      **provider_kwargs(args))
     if len(args.images) == 1 and os.path.isdir(args.images[0]):
         return _predict_folder(clf, args)
-    preds = clf.predict(args.images, top_k=args.top_k)
+    preds = clf.predict(args.images, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         out = [{"file": path, **p.to_dict()} for path, p in zip(args.images, preds)]
         print(json.dumps(out, indent=2))
@@ -157,7 +156,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import benchmark, parse_int_list
+    from .bench import benchmark
 
     to_stdout = "-" in (args.json, args.csv)
 
@@ -167,13 +166,8 @@ def _bench(args: argparse.Namespace) -> int:
                   f"p50 {r['latency_ms_p50']:.4f} ms, {r['items_per_s']:.0f} items/s "
                   f"({r['stop']}, {r['iters']} calls)", file=sys.stderr)
 
-    try:
-        batch_sizes = parse_int_list(args.batch_sizes, "--batch-sizes")
-    except ValueError as exc:
-        print(f"dlinfer: error: {exc}", file=sys.stderr)
-        return 2
     results = benchmark(
-        args.model, args.device, batch_sizes, threads=args.threads, warmup=args.warmup,
+        args.model, args.device, args.batch_sizes, threads=args.threads, warmup=args.warmup,
         iters=args.iters, duration=args.duration, io_binding=args.io_binding,
         end_to_end=args.end_to_end, compare_keras=args.compare_keras,
         stability_pct=args.stability, max_seconds=args.max_seconds, progress=progress,
@@ -198,6 +192,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, timeout_ms=args.timeout_ms or None,
         max_body_bytes=args.max_body_bytes, device=args.device, threads=args.threads,
         **provider_kwargs(args),
+        body_timeout_s=args.body_timeout_s, graceful_timeout_s=args.graceful_timeout_s,
+        max_image_bytes=args.max_image_bytes, decode_threads=args.decode_threads,
     )
     try:
         config.resolved_names()
@@ -213,17 +209,26 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="an .onnx file, or NAME=PATH (default name: the file stem)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--max-delay-ms", type=float, default=2.0,
+    p.add_argument("--port", type=arg.port, default=8000)
+    p.add_argument("--max-batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=32)
+    p.add_argument("--max-delay-ms", type=arg.finite_float(0, arg.MAX_DELAY_MS), default=2.0,
                    help="longest a request waits for its batch to fill")
-    p.add_argument("--max-queue", type=int, default=1024, help="beyond this, answer 429")
-    p.add_argument("--timeout-ms", type=float, default=10_000.0,
+    p.add_argument("--max-queue", type=arg.int_range(1, arg.MAX_QUEUE), default=1024,
+                   help="beyond this, answer 429")
+    p.add_argument("--timeout-ms", type=arg.finite_float(0, arg.DAY_MS), default=10_000.0,
                    help="queued longer than this: answer 504 (0: no limit)")
-    p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024,
-                   help="larger request bodies get 413")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--max-body-bytes", type=arg.int_range(arg.MIN_BODY_BYTES, arg.MAX_BODY_BYTES),
+                   default=10 * 1024 * 1024, help="larger request bodies get 413")
+    p.add_argument("--workers", type=arg.int_range(1, arg.MAX_WORKERS), default=1,
                    help="server processes, each with its own batchers")
+    p.add_argument("--body-timeout-s", type=arg.positive_float(arg.HOUR_S), default=60.0,
+                   help="a request body not received in this time: answer 408")
+    p.add_argument("--graceful-timeout-s", type=arg.positive_float(arg.HOUR_S), default=20.0,
+                   help="at shutdown, longest wait for the requests in flight")
+    p.add_argument("--max-image-bytes", type=arg.positive_int, default=None,
+                   help="an upload needing more decoded gets 413 (default: the model's, 512 MiB)")
+    p.add_argument("--decode-threads", type=arg.int_range(1, 64), default=None,
+                   help="uploads decoded at once (default: min(4, cores))")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     _add_device(p)
@@ -237,19 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="show a model's inputs, outputs, metadata and providers")
-    p.add_argument("model")
+    p.add_argument("model", type=arg.existing_file)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_device(p)
     p.set_defaults(func=_info)
 
     p = sub.add_parser("predict", help="classify image files, or every image in a folder")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+", metavar="IMAGE",
+    p.add_argument("model", type=arg.existing_file)
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=arg.existing_path,
                    help="image files, or one folder to walk (streamed in batches)")
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--top-k", type=arg.positive_int, default=1)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--batch-size", type=int, default=64, help="folder mode: images per batch")
-    p.add_argument("--csv", metavar="OUT", help="folder mode: write file,label,... rows here")
+    p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=64,
+                   help="images per model call (a folder is streamed in batches this size)")
+    p.add_argument("--csv", metavar="OUT", type=arg.output_file,
+                   help="folder mode: write file,label,... rows here")
     p.add_argument("--progress", action="store_true", help="folder mode: always show progress")
     p.add_argument("--no-progress", action="store_true", help="folder mode: never show it")
     _add_device(p)
@@ -261,16 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare a Keras model with its ONNX export on the same samples: Keras, "
         "onnxruntime and dlinfer's reference executor. Exit status 1 on mismatch.",
     )
-    p.add_argument("keras", metavar="KERAS_FILE")
-    p.add_argument("onnx", metavar="ONNX_FILE")
-    p.add_argument("--data", metavar="NPY|NPZ|DIR",
+    p.add_argument("keras", metavar="KERAS_FILE", type=arg.existing_file)
+    p.add_argument("onnx", metavar="ONNX_FILE", type=arg.existing_file)
+    p.add_argument("--data", metavar="NPY|NPZ|DIR", type=arg.existing_path,
                    help=".npy array, .npz keyed by input name, or image folder (default: "
                         "random valid inputs drawn from the spec)")
-    p.add_argument("--samples", type=int, default=16, help="at most this many samples (default 16)")
+    p.add_argument("--samples", type=arg.int_range(1, arg.MAX_SAMPLES), default=16,
+                   help="at most this many samples (default 16)")
     p.add_argument("--per-layer", action="store_true",
                    help="find the first Keras layer that diverges")
-    p.add_argument("--atol", type=float, default=1e-4)
-    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--atol", type=arg.finite_float(0), default=1e-4)
+    p.add_argument("--rtol", type=arg.finite_float(0), default=1e-4)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=_verify)
 
@@ -284,29 +292,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--stability percent between windows (or --max-seconds passes), unless --iters "
         "or --duration fixes the amount.  Fields are documented in dlinfer.bench.",
     )
-    p.add_argument("model")
-    p.add_argument("--device", default="cpu", help="comma-separated: cpu,cuda,cuda:N,tensorrt,auto")
-    p.add_argument("--batch-sizes", default="1,8,32,128",
-                   help="comma-separated (default 1,8,32,128)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls per cell (default 10)")
+    p.add_argument("model", type=arg.existing_file)
+    p.add_argument("--device", type=arg.devices, default="cpu",
+                   help="comma-separated: cpu,cuda,cuda:N,tensorrt,auto")
+    p.add_argument("--batch-sizes", type=arg.batch_sizes(), default=[1, 8, 32, 128],
+                   help=f"comma-separated, each 1..{arg.MAX_BATCH} (default 1,8,32,128)")
+    p.add_argument("--threads", type=arg.threads, default=None,
+                   help="intra-op threads (default or 0: all)")
+    p.add_argument("--warmup", type=arg.int_range(0, arg.MAX_ITERS), default=10,
+                   help="untimed calls per cell (default 10)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--iters", type=int, default=None, help="fixed timed calls per cell")
-    amount.add_argument("--duration", type=float, default=None, help="fixed seconds per cell")
-    p.add_argument("--stability", type=float, default=2.0,
+    amount.add_argument("--iters", type=arg.int_range(1, arg.MAX_ITERS), default=None,
+                        help="fixed timed calls per cell")
+    amount.add_argument("--duration", type=arg.positive_float(arg.HOUR_S), default=None,
+                        help="fixed seconds per cell")
+    p.add_argument("--stability", type=arg.positive_float(100.0), default=2.0,
                    help="stop when window medians differ by less than this %% (default 2)")
-    p.add_argument("--max-seconds", type=float, default=10.0,
+    p.add_argument("--max-seconds", type=arg.positive_float(arg.HOUR_S), default=10.0,
                    help="time cap per cell for the stability rule (default 10)")
     p.add_argument("--io-binding", action="store_true",
                    help="CPU: preallocated outputs; CUDA: device buffers, split H2D/compute/D2H")
     p.add_argument("--end-to-end", action="store_true", help="include preprocessing from uint8")
-    p.add_argument("--compare-keras", metavar="KERAS_FILE",
+    p.add_argument("--compare-keras", metavar="KERAS_FILE", type=arg.existing_file,
                    help="add Keras predict_on_batch and tf.function baselines (imports TensorFlow)")
-    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
+    p.add_argument("--json", nargs="?", const="-", metavar="PATH", type=arg.output_file,
                    help="write JSON (- or no PATH: stdout)")
-    p.add_argument("--csv", nargs="?", const="-", metavar="PATH",
+    p.add_argument("--csv", nargs="?", const="-", metavar="PATH", type=arg.output_file,
                    help="write CSV (- or no PATH: stdout)")
-    p.add_argument("--plot", metavar="PNG", help="write latency/throughput plot (needs matplotlib)")
+    p.add_argument("--plot", metavar="PNG", type=arg.output_file,
+                   help="write latency/throughput plot (needs matplotlib)")
     add_provider_flags(p)
     p.set_defaults(func=_bench)
 
@@ -317,13 +331,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--debug`` on every parser, so it may come before or after the subcommand."""
+    parser.add_argument("--debug", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="on an error, print the traceback too")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child, top=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Usage errors exit 2 (argparse, at parse time); errors while running exit 1 with
+    ``dlinfer: error: ...``, and a traceback only with ``--debug``."""
+    parser = build_parser()
+    _add_debug(parser)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except DlinferError as exc:
-        print(f"dlinfer: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("dlinfer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        # dlinfer's own errors say what and where; anything else also needs its type.
+        text = str(exc) if isinstance(exc, DlinferError) else f"{type(exc).__name__}: {exc}"
+        hint = "" if args.debug else " (--debug shows the traceback)"
+        print(f"dlinfer: error: {text}" + ("" if isinstance(exc, DlinferError) else hint),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from .._optional import import_optional
 from ..errors import SpecError
 from ..spec import METADATA_KEY
 from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from . import args as arg
 from .spec_tool import read_labels
 
 __all__ = ["add_export_arguments", "add_export_parser", "export_command", "parity_summary"]
@@ -65,8 +66,8 @@ def add_export_parser(sub: Any) -> None:
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of `dlinfer export` (the training CLI's export takes the same)."""
-    p.add_argument("keras_file", metavar="KERAS_FILE")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("keras_file", metavar="KERAS_FILE", type=arg.existing_file)
+    p.add_argument("--out", required=True, type=arg.output_file, help="the .onnx file to write")
     p.add_argument("--labels", action="append", metavar="FILE|a,b,c",
                    help="class labels: a file with one per line, or comma-separated; for a "
                         "model with several outputs, NAME=FILE or NAME=a,b,c per output "
@@ -76,14 +77,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                             "generation"],
                    help="default: classification with --labels or a softmax output (binary "
                         "for one sigmoid unit and two labels), else regression")
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--scale", type=arg.number, default=None,
                    help="pixel scale of image inputs (default 1 when the model starts with "
                         "Rescaling/Normalization, else 1/255)")
-    p.add_argument("--data", metavar="NPY|NPZ|DIR", default=None,
+    p.add_argument("--data", metavar="NPY|NPZ|DIR", default=None, type=arg.existing_path,
                    help="real samples to check the export on: .npy (one input), .npz keyed by "
                         "input name, or an image folder (default: random valid inputs)")
-    p.add_argument("--samples", type=int, default=16, help="at most this many samples (16)")
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+    p.add_argument("--samples", type=arg.int_range(1, arg.MAX_SAMPLES), default=16,
+                   help="at most this many samples (16)")
+    p.add_argument("--atol", type=arg.finite_float(0), default=DEFAULT_ATOL,
                    help=f"absolute tolerance against Keras (default {DEFAULT_ATOL:g})")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+    p.add_argument("--rtol", type=arg.finite_float(0), default=DEFAULT_RTOL,
                    help=f"relative tolerance against Keras (default {DEFAULT_RTOL:g})")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import args as arg
+
 __all__ = ["add_optimize_parser", "optimize_command"]
 
 
 def optimize_command(args: argparse.Namespace) -> int:
-    """Parsed arguments in, exit status out (a refusal raises OptimizeError: status 2)."""
+    """Parsed arguments in, exit status out (a refusal raises OptimizeError: status 1)."""
     from ..optimize import optimize
 
     options: dict[str, Any] = {"method": args.method, "level": args.level,
@@ -31,20 +33,25 @@ def add_optimize_parser(sub: Any) -> None:
         description="Convert a float32 ONNX model and compare the result with it on held-out "
         "data (--eval, else the calibration data).  If the drop in accuracy (with labels) or "
         "in top-1 agreement exceeds --max-drop points, nothing is written, the layer adding "
-        "the most error is named and the exit status is 2.  The report goes into the "
+        "the most error is named and the exit status is 1.  The report goes into the "
         "output's spec (extra.optimize).")
-    p.add_argument("model", help="the float32 .onnx file")
-    p.add_argument("--out", required=True, help="where to write the optimized model")
+    p.add_argument("model", type=arg.existing_file, help="the float32 .onnx file")
+    p.add_argument("--out", required=True, type=arg.output_file,
+                   help="where to write the optimized model")
     p.add_argument("--mode", choices=("int8", "fp16", "graph"), required=True)
-    p.add_argument("--calibrate", metavar="DATA",
+    p.add_argument("--calibrate", metavar="DATA", type=arg.existing_path,
                    help="folder of images, or .npy/.npz of model inputs (uint8 images are "
                    "normalized per the spec); an .npz may hold a 'labels' array (int8: required)")
-    p.add_argument("--samples", type=int, default=512, help="calibration samples (default 512)")
-    p.add_argument("--max-drop", type=float, default=0.5,
+    p.add_argument("--samples", type=arg.int_range(1, arg.MAX_SAMPLES), default=512,
+                   help="calibration samples (default 512)")
+    p.add_argument("--max-drop", type=arg.finite_float(0, 100), default=0.5,
                    help="largest accepted drop, in percentage points (default 0.5)")
-    p.add_argument("--eval", metavar="DATA", help="held-out data, as --calibrate")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    p.add_argument("--seed", type=int, default=0, help="for inputs drawn at random")
+    p.add_argument("--eval", metavar="DATA", type=arg.existing_path,
+                   help="held-out data, as --calibrate")
+    p.add_argument("--json", metavar="PATH", type=arg.output_file,
+                   help="also write the report as JSON")
+    p.add_argument("--seed", type=arg.int_range(0, 2**32 - 1), default=0,
+                   help="for inputs drawn at random")
     p.add_argument("--method", default="minmax", choices=("minmax", "entropy", "percentile"),
                    help="int8 calibration method (default minmax)")
     p.add_argument("--per-tensor", action="store_true",

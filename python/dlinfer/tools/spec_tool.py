@@ -22,6 +22,8 @@ from typing import Any
 from .._optional import import_optional
 from ..errors import ModelLoadError, ModelNotFoundError, SpecError
 from ..spec import METADATA_KEY, TASKS, InputSpec, ModelSpec, OutputSpec, index_labels
+from ..spec_graph import check_against_graph
+from . import args as arg
 
 __all__ = ["add_spec_parser", "build_spec", "describe_spec", "graph_io", "infer_inputs",
            "load_onnx"]
@@ -112,9 +114,13 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
     from :func:`infer_inputs`.  ``image`` holds the image flags (mean, std, scale,
     color, size, layout); None leaves a value as it is.
     """
-    base = existing_spec(proto)
     graph_in, graph_out = graph_io(proto)
     notes: list[str] = []
+    try:
+        base = existing_spec(proto)
+    except SpecError as exc:  # the spec being fixed may be the broken one
+        base = None
+        notes.append(f"the file's spec is invalid ({exc}); starting from the graph")
     task = task or (base.task if base else None)
     if task is None:
         raise SpecError("the file has no dlinfer spec yet: give --task "
@@ -122,6 +128,7 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
     if task not in TASKS:
         raise SpecError(f"--task must be one of {TASKS}, got {task!r}")
     inputs = _described(base.inputs if base else (), graph_in) or infer_inputs(graph_in)
+    inputs = [_graph_shape(i, t, notes) for i, t in zip(inputs, _in_order(inputs, graph_in))]
     shapes = {n: s for n, s, _ in graph_out}
     same_task = base is not None and base.task == task
     outputs = (_described(base.outputs, graph_out) if same_task else None) or [
@@ -161,6 +168,7 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
     spec = ModelSpec(name=name or (base.name if base else default_name), task=task,
                      inputs=inputs, outputs=outputs, versions=versions,
                      parity=base.parity if base else {}, extra=extra)
+    check_against_graph(spec, graph_in, graph_out, "the new spec")
     return spec, notes
 
 
@@ -173,6 +181,24 @@ def _described(items: Sequence[Any], tensors: Sequence[Tensor]) -> list[Any] | N
     if items and sorted(i.name for i in items) == sorted(names):
         return list(items)
     return None
+
+
+def _in_order(inputs: Sequence[InputSpec], tensors: Sequence[Tensor]) -> list[Tensor]:
+    by_name = {t[0]: t for t in tensors}
+    return [by_name[i.name] for i in inputs]
+
+
+def _graph_shape(spec: InputSpec, tensor: Tensor, notes: list[str]) -> InputSpec:
+    """``spec`` with the graph's shape where its own contradicts it (a wrong spec being
+    fixed); sizes the graph leaves dynamic keep the spec's."""
+    shape = tensor[1]
+    fits = len(spec.shape) == len(shape) and all(
+        a is None or b is None or a == b for a, b in zip(spec.shape, shape))
+    if fits:
+        return spec
+    notes.append(f"input {spec.name!r}: the spec's shape {_shape(spec.shape)} contradicted the "
+                 f"graph's {_shape(shape)}; the graph's is kept")
+    return dataclasses.replace(spec, shape=shape)
 
 
 def _pick(items: Sequence[Any], name: str | None, what: str, default: Any) -> Any:
@@ -306,32 +332,6 @@ def _output_text(o: OutputSpec) -> str:
 
 # ---- the command line -------------------------------------------------------------------
 
-def _number(text: str) -> float:
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise SpecError(f"not a number: {text!r}") from None
-
-
-def _numbers(text: str) -> tuple[float, ...]:
-    return tuple(_number(t) for t in text.split(","))
-
-
-def _size_arg(text: str) -> tuple[int, int]:
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise SpecError(f"--size takes 224 or HxW, got {text!r}") from None
-    size = size * 2 if len(size) == 1 else size
-    if len(size) != 2 or min(size) < 1:
-        raise SpecError(f"--size takes 224 or HxW with sizes >= 1, got {text!r}")
-    return size  # type: ignore[return-value]
-
-
 def read_labels(text: str) -> tuple[str, ...]:
     """A labels file (one per line, blank lines skipped) or a comma-separated list."""
     if os.path.isfile(text):
@@ -345,8 +345,12 @@ def read_labels(text: str) -> tuple[str, ...]:
 
 def _show(args: argparse.Namespace) -> int:
     proto = load_onnx(args.model)
-    spec = existing_spec(proto)
     graph_in, graph_out = graph_io(proto)
+    try:
+        spec = existing_spec(proto)
+    except SpecError as exc:
+        print(f"model:     {args.model}\nspec:      invalid: {exc}")
+        return 1
     inferred = None if spec else {
         "inputs": [dataclasses.asdict(i) for i in infer_inputs(graph_in)],
         "outputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in graph_out]}
@@ -367,6 +371,10 @@ def _show(args: argparse.Namespace) -> int:
     print(f"task:      {spec.task}  (spec version {spec.spec_version})")
     for line in describe_spec(spec):
         print(line)
+    try:
+        check_against_graph(spec, graph_in, graph_out, args.model)
+    except SpecError as exc:
+        print(f"problem:   {exc}")
     for key, value in sorted(spec.versions.items()):
         print(f"{key + ':':<10} {value}")
     for key, value in sorted(spec.parity.items()):
@@ -383,11 +391,8 @@ def _set(args: argparse.Namespace) -> int:
             labels=read_labels(args.labels) if args.labels is not None else None,
             input=args.input, output=args.output, logits=args.logits,
             threshold=args.threshold, name=args.name,
-            mean=_numbers(args.mean) if args.mean is not None else None,
-            std=_numbers(args.std) if args.std is not None else None,
-            scale=_number(args.scale) if args.scale is not None else None,
-            color=args.color, layout=args.layout,
-            size=_size_arg(args.size) if args.size is not None else None)
+            mean=args.mean, std=args.std, scale=args.scale, color=args.color,
+            layout=args.layout, size=args.size)
         _check_external_data(proto, args.model, out)
     except SpecError as exc:
         raise SpecError(f"{exc}; {args.model} is unchanged") from None
@@ -421,7 +426,7 @@ def add_spec_parser(sub: Any) -> None:
                        "that Classifier reads, in any ONNX file. Needs no TensorFlow.")
     actions = p.add_subparsers(dest="spec_command", required=True)
     show = actions.add_parser("show", help="print the spec, or what `spec set` would infer")
-    show.add_argument("model", metavar="MODEL.onnx")
+    show.add_argument("model", metavar="MODEL.onnx", type=arg.existing_file)
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=_show)
 
@@ -429,8 +434,9 @@ def add_spec_parser(sub: Any) -> None:
         "set", help="write a spec into the file (starting from its spec, or the graph)",
         description="Write the spec into MODEL.onnx (or --out). Values that contradict "
         "the graph are refused and the file is left unchanged.")
-    s.add_argument("model", metavar="MODEL.onnx")
-    s.add_argument("--out", metavar="OTHER.onnx", help="write here instead of in place")
+    s.add_argument("model", metavar="MODEL.onnx", type=arg.existing_file)
+    s.add_argument("--out", metavar="OTHER.onnx", type=arg.output_file,
+                   help="write here instead of in place")
     s.add_argument("--task", choices=TASKS, help="required when the file has no spec yet")
     s.add_argument("--labels", metavar="FILE|a,b,c",
                    help="a file with one label per line, or a comma-separated list "
@@ -439,14 +445,15 @@ def add_spec_parser(sub: Any) -> None:
     s.add_argument("--output", metavar="NAME", help="the output to classify with")
     s.add_argument("--logits", action="store_true",
                    help="the output is logits: Classifier applies a softmax")
-    s.add_argument("--threshold", type=float,
+    s.add_argument("--threshold", type=arg.finite_float(0, 1),
                    help="binary_classification: P(labels[1]) >= T wins (default 0.5)")
     s.add_argument("--name", help="the model's name in the spec (default: the file stem)")
     image = s.add_argument_group("image input: model_input = (pixels * scale - mean) / std")
-    image.add_argument("--mean", metavar="M|M1,M2,M3")
-    image.add_argument("--std", metavar="S|S1,S2,S3")
-    image.add_argument("--scale", metavar="X", help="default 1/255")
+    image.add_argument("--mean", metavar="M|M1,M2,M3", type=arg.numbers)
+    image.add_argument("--std", metavar="S|S1,S2,S3", type=arg.numbers)
+    image.add_argument("--scale", metavar="X", type=arg.number, help="default 1/255")
     image.add_argument("--color", choices=("RGB", "BGR", "GRAY"))
-    image.add_argument("--size", metavar="224|HxW", help="fills a dynamic height and width")
+    image.add_argument("--size", metavar="224|HxW", type=arg.image_size,
+                       help="fills a dynamic height and width")
     image.add_argument("--layout", choices=("NCHW", "NHWC"))
     s.set_defaults(func=_set)

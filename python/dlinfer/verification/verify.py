@@ -150,12 +150,9 @@ def _input_specs(model: Any) -> list[Any]:
 def _load_keras(keras_model: Any) -> Any:
     if not isinstance(keras_model, (str, os.PathLike)):
         return keras_model
-    from ..export._tf import import_tensorflow
+    from ..export.keras import load_keras_file
 
-    keras, _ = import_tensorflow()
-    if not os.path.exists(keras_model):
-        raise InputError(f"Keras file not found: {keras_model}")
-    return keras.models.load_model(keras_model, compile=False)
+    return load_keras_file(keras_model, InputError)
 
 
 def _keras_args(keras_model: Any, feed: dict[str, np.ndarray], input_names: list[str]) -> Any:

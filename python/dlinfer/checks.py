@@ -1,0 +1,55 @@
+"""Argument checks for the Python API: each raises a DlinferError naming the argument.
+
+Numbers reach dlinfer from Python callers, the CLI (``tools/args.py`` converts the text
+first) and HTTP; these are the limits they all share, so that a typo cannot ask for
+2**40 threads, a 99999999-image batch or a timer that overflows.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from .errors import InputError, InputTypeError
+
+__all__ = ["MAX_BATCH", "MAX_THREADS", "check_int", "check_number", "check_threads"]
+
+MAX_THREADS = 4_096
+MAX_BATCH = 65_536
+
+
+def _bounds(min: float | None, max: float | None, min_open: bool = False) -> str:
+    low = None if min is None else f"{'>' if min_open else '>='} {min:g}"
+    high = None if max is None else f"<= {max:g}"
+    return " and ".join(b for b in (low, high) if b)
+
+
+def check_int(value: Any, name: str, *, min: int | None = None, max: int | None = None) -> int:
+    """``value`` as an int within [min, max]; bools and strings are refused, not converted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be an integer, got {value!r} "
+                             f"({type(value).__name__})")
+    value = int(value)
+    if (min is not None and value < min) or (max is not None and value > max):
+        raise InputError(f"{name} must be an integer {_bounds(min, max)}, got {value}")
+    return value
+
+
+def check_number(value: Any, name: str, *, min: float | None = None,
+                 max: float | None = None, min_open: bool = False) -> float:
+    """``value`` as a finite float within [min, max] (``min_open``: strictly above min)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value}")
+    below = min is not None and (value <= min if min_open else value < min)
+    if below or (max is not None and value > max):
+        raise InputError(f"{name} must be a number {_bounds(min, max, min_open)}, got {value}")
+    return value
+
+
+def check_threads(threads: Any, name: str = "threads") -> int | None:
+    """``None`` or 0 (every core), or a thread count up to :data:`MAX_THREADS`."""
+    return None if threads is None else check_int(threads, name, min=0, max=MAX_THREADS)
