@@ -21,6 +21,7 @@ NumPy conventions keeps working::
     ├── BatcherClosedError          (also RuntimeError) submitted to a closed Batcher
     └── InputError                  (also ValueError) bad input array or argument
         ├── InputTypeError          (also TypeError) an argument or image of the wrong type
+        ├── ProviderOptionsError    a cuda=/tensorrt= option unknown or its value bad
         ├── InputDtypeError         (also TypeError) wrong dtype or value range
         ├── InputRankError          wrong number of dimensions
         ├── InputShapeError         wrong size for a fixed dimension
