@@ -14,6 +14,7 @@ import pytest
 from device_checks import CUDA_USABLE, TENSORRT_USABLE, conv_classifier
 from dlinfer.runtime import provider_options as po
 from dlinfer.runtime import providers
+from optional import requires
 
 CUDA = "CUDAExecutionProvider"
 
@@ -193,3 +194,12 @@ def test_serving_defaults_and_warm_up(conv_path):
     model = dlinfer.Model(conv_path)
     assert warm_up(model, [1, 2, 5])["batch_sizes"] == [1, 2, 5]
     assert warm_up_for_batcher(model, 32) is None  # CPU chooses nothing per shape
+
+
+@requires("starlette")
+def test_serve_passes_provider_options_to_its_models(conv_path):
+    from dlinfer.serving.server import ServeConfig, create_app
+
+    config = ServeConfig(models=[conv_path], device="cpu", cuda={"gpu_mem_limit": 2**30})
+    with pytest.raises(dlinfer.ProviderOptionsError, match="device='cpu'"):
+        create_app(config)
