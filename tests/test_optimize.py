@@ -178,6 +178,22 @@ def test_fp16_agrees_with_float32_on_cpu(case, mnist_digits, tmp_path):
     assert model.spec.extra["optimize"]["settings"]["keep_io_types"] is True
 
 
+def test_fp16_io_takes_and_gives_float16_and_the_classifier_follows(case, mnist_digits,
+                                                                    tmp_path):
+    out = str(tmp_path / "cnn.fp16io.onnx")
+    assert main(["optimize", case.model, "--out", out, "--mode", "fp16", "--fp16-io",
+                 "--eval", case.eval]) == 0
+    model = dlinfer.Model(out)
+    assert model.inputs[0].dtype == np.float16 and model.outputs[0].dtype == np.float16
+    assert model.spec.input.dtype == "float16", "the spec says what the graph takes"
+    assert model.spec.extra["optimize"]["settings"]["keep_io_types"] is False
+    # Classifier preprocesses straight to float16: same classes as the float32 model.
+    digits = list(mnist_digits.x_test[:300])
+    half = [p.index for p in dlinfer.Classifier(out).predict(digits)]
+    full = [p.index for p in dlinfer.Classifier(case.model).predict(digits)]
+    assert np.mean(np.equal(half, full)) >= 0.995
+
+
 def test_graph_mode_records_its_provider(case, mnist_digits, tmp_path):
     out = str(tmp_path / "cnn.graph.onnx")
     report = optimize(case.model, out, "graph")  # no data: random inputs from the spec

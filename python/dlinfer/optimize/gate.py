@@ -29,9 +29,16 @@ def _outputs(model: Model, batch: Mapping[str, np.ndarray], name: str) -> np.nda
     count = len(next(iter(batch.values())))
     parts = []
     for start in range(0, count, _EVAL_BATCH):
-        got = model.run({k: v[start:start + _EVAL_BATCH] for k, v in batch.items()})
+        # A float16-I/O model takes the same samples in its own float type.
+        got = model.run({k: _as_input(model, k, v[start:start + _EVAL_BATCH])
+                         for k, v in batch.items()})
         parts.append(got[name] if isinstance(got, dict) else got)
     return np.concatenate(parts).astype(np.float64)
+
+
+def _as_input(model: Model, name: str, x: np.ndarray) -> np.ndarray:
+    dtype = next(t.dtype for t in model.inputs if t.name == name)
+    return x.astype(dtype) if x.dtype.kind == "f" and dtype.kind == "f" else x
 
 
 def _classes(scores: np.ndarray, threshold: float | None) -> np.ndarray | None:

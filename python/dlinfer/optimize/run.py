@@ -192,7 +192,7 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
 
         copy = onnx.ModelProto()
         copy.CopyFrom(proto)
-        return to_fp16(copy, path)
+        return to_fp16(copy, path, options.get("keep_io_types", True))
     from .graph import PROVIDERS, offline_optimize
 
     level, device = options.get("level", "extended"), options.get("device", "cpu")
@@ -214,8 +214,8 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     ``labels`` array beside the inputs makes accuracy the gated metric.  int8 needs
     ``calibrate``; evaluation uses ``eval``, else the calibration data, else random
     inputs drawn from the spec.  ``options``: ``method``, ``per_channel``, ``reduce_range``,
-    ``keep_shallow`` (int8: shallow first convolutions stay float32); ``level``,
-    ``device`` (graph).
+    ``keep_shallow`` (int8: shallow first convolutions stay float32); ``keep_io_types``
+    (fp16: False for float16 inputs and outputs); ``level``, ``device`` (graph).
 
     Raises :class:`~dlinfer.OptimizeError` when the drop exceeds ``max_drop`` points,
     naming the layer that adds the most error; then nothing is written.
@@ -265,6 +265,9 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
                                        calibration if calibration is not None else evaluation)
         del candidate.metadata_props[:]
         candidate.metadata_props.extend(proto.metadata_props)
+        if spec is not None:  # float16 I/O changes what the inputs take
+            spec = _io_types(spec, candidate)
+            set_spec(candidate, spec)
         if settings.get("disabled_optimizers"):
             candidate.metadata_props.add(key=SESSION_METADATA_KEY, value=json.dumps(
                 {"disabled_optimizers": settings["disabled_optimizers"]}))
@@ -296,6 +299,15 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
             f.write(report.to_json() + "\n")
         os.replace(tmp, json_path)
     return report
+
+
+def _io_types(spec: Any, candidate: onnx.ModelProto) -> Any:
+    """``spec`` with each input's dtype as the converted graph takes it (float16 I/O)."""
+    graph_types = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+                   .name for i in candidate.graph.input}
+    inputs = [dataclasses.replace(i, dtype=graph_types.get(i.name, i.dtype))
+              for i in spec.inputs]
+    return dataclasses.replace(spec, inputs=tuple(inputs))
 
 
 def _refusal(report: OptimizeReport) -> str:

@@ -20,6 +20,10 @@ def optimize_command(args: argparse.Namespace) -> int:
         options["per_channel"] = False
     if args.reduce_range is not None:
         options["reduce_range"] = args.reduce_range == "on"
+    if args.quantize_first:
+        options["keep_shallow"] = False
+    if args.fp16_io:
+        options["keep_io_types"] = False
     report = optimize(args.model, args.out, args.mode, calibrate=args.calibrate,
                       samples=args.samples, max_drop=args.max_drop, eval=args.eval,
                       json_path=args.json, seed=args.seed, **options)
@@ -58,6 +62,12 @@ def add_optimize_parser(sub: Any) -> None:
                    help="int8: one weight scale per tensor instead of per output channel")
     p.add_argument("--reduce-range", choices=("on", "off"), default=None,
                    help="int8: 7-bit weights (default: on for x86 CPUs without VNNI)")
+    p.add_argument("--quantize-first", action="store_true",
+                   help="int8: quantize shallow first convolutions too (by default they stay "
+                   "float32: int8 is slower there)")
+    p.add_argument("--fp16-io", action="store_true",
+                   help="fp16: float16 inputs and outputs too (default: float32 kept, so "
+                   "callers do not change; Classifier feeds either)")
     p.add_argument("--level", default="extended", choices=("basic", "extended", "all"),
                    help="graph: onnxruntime optimization level (default extended)")
     p.add_argument("--graph-device", default="cpu", choices=("cpu", "cuda"),
