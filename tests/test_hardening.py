@@ -296,6 +296,16 @@ def test_an_unexpected_error_is_one_line_with_its_type(digits, monkeypatch, caps
                                        "not foresee (--debug shows the traceback)\n")
 
 
+def test_predict_json_refuses_nan_rather_than_writing_invalid_json(png, tmp_path, capsys):
+    layer = Dense(np.full((784, 10), np.nan, np.float32), np.zeros(10, np.float32), "softmax")
+    proto = build_mlp("nan", (None, 28, 28, 1), "probabilities", [layer])
+    path = _with_raw_spec(tmp_path, "nan", lambda raw: None, proto)
+    assert cli.main(["predict", path, png, "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("dlinfer: error: the model's output holds NaN or infinity, which JSON "
+                   "cannot carry; the model or its input is broken\n")
+
+
 def test_verify_names_a_file_that_is_not_a_keras_model(digits, tmp_path, capsys):
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"garbage")

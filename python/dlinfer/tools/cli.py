@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._optional import import_optional
-from ..errors import DlinferError
+from ..errors import DlinferError, InferenceError
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from . import args as arg
@@ -90,6 +90,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictions_json(value: Any, **options: Any) -> str:
+    """Strict JSON: a NaN probability (a broken model) is an error, never the invalid
+    token ``NaN`` that json.dumps writes by default."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:
+        raise InferenceError("the model's output holds NaN or infinity, which JSON cannot "
+                             "carry; the model or its input is broken") from None
+
+
 def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
     """Stream a folder through the classifier, one CSV/text row per file as it comes."""
     import csv
@@ -112,7 +122,7 @@ def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
             if writer:
                 writer.writerow([rel, pred.label, pred.index, f"{pred.probability:.6f}", top])
             elif args.json:
-                print(json.dumps({"file": rel, **pred.to_dict()}))
+                print(_predictions_json({"file": rel, **pred.to_dict()}))
             else:
                 print(f"{rel}  {top.replace(';', '  ').replace(':', ' ')}")
     finally:
@@ -131,7 +141,7 @@ def _predict(args: argparse.Namespace) -> int:
     preds = clf.predict(args.images, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         out = [{"file": path, **p.to_dict()} for path, p in zip(args.images, preds)]
-        print(json.dumps(out, indent=2))
+        print(_predictions_json(out, indent=2))
         return 0
     width = max(len(p) for p in args.images)
     for path, pred in zip(args.images, preds):
