@@ -234,8 +234,9 @@ def _walk(parser: argparse.ArgumentParser):
             yield parser.prog, action
 
 
-def test_every_flag_taking_a_value_has_a_validating_converter():
-    parser = cli.build_parser()
+def _unchecked(parser: argparse.ArgumentParser) -> tuple[list[str], set]:
+    """Flags taking a value with no validating converter, no choices and no FREE_TEXT
+    reason; and the (prog, dest) of every free-text flag seen."""
     unchecked, seen = [], set()
     for prog, action in _walk(parser):
         if action.nargs == 0 or isinstance(action, argparse._HelpAction):
@@ -245,10 +246,25 @@ def test_every_flag_taking_a_value_has_a_validating_converter():
         seen.add((prog, action.dest))
         if (prog, action.dest) not in FREE_TEXT:
             unchecked.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
+    return unchecked, seen
+
+
+def test_every_flag_taking_a_value_has_a_validating_converter():
+    unchecked, seen = _unchecked(cli.build_parser())
     assert not unchecked, ("these flags take a value without a converter from "
                            f"dlinfer/tools/args.py (or choices=): {unchecked}")
     stale = sorted(set(FREE_TEXT) - seen)
     assert not stale, f"FREE_TEXT names flags that no longer take free text: {stale}"
+
+
+def test_the_walk_catches_a_flag_added_without_a_converter():
+    parser = cli.build_parser()
+    predict = next(a for a in parser._actions
+                   if isinstance(a, argparse._SubParsersAction)).choices["predict"]
+    predict.add_argument("--new-limit", type=int)
+    predict.add_argument("--new-name")
+    predict.add_argument("--new-checked", type=arg.positive_int)
+    assert _unchecked(parser)[0] == ["dlinfer predict --new-limit", "dlinfer predict --new-name"]
 
 
 def test_converters_refuse_and_accept():
