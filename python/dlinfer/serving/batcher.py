@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import os
 import threading
 import time
@@ -29,10 +28,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ..checks import check_int, check_number
 from ..errors import (
     BatcherClosedError,
     InferenceError,
-    InputError,
     QueueFullError,
     RequestTimeoutError,
 )
@@ -487,17 +486,10 @@ def _settle_async(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
 
 
 def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be an int >= 1, got {value!r}")
+    check_int(value, name, min=1)
 
 
 def _check_ms(name: str, value: Any, *, none_ok: bool = False) -> None:
-    """A delay or timeout in ms: a finite real number in [0, MAX_WAIT_MS]."""
-    if value is None and none_ok:
-        return
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-          and math.isfinite(value) and 0 <= value <= MAX_WAIT_MS)
-    if not ok:
-        allowed = "None or a" if none_ok else "a"
-        raise InputError(f"{name} must be {allowed} finite number of ms in [0, {MAX_WAIT_MS:.0f}] "
-                         f"(a day), got {value!r}")
+    """A delay or timeout in ms: a finite number in [0, MAX_WAIT_MS] (a day)."""
+    if not (value is None and none_ok):
+        check_number(value, name, min=0, max=MAX_WAIT_MS)

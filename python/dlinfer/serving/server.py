@@ -39,7 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import InputError, SpecError
+from ..checks import check_int, check_number
+from ..errors import SpecError
 from ..runtime.session import batching_session_options
 from ..runtime.warmup import serving_provider_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
@@ -100,16 +101,12 @@ class ServeConfig:
         Batcher.check_arguments(self.max_batch_size, self.max_delay_ms, self.max_queue,
                                 self.timeout_ms)
         for name in ("body_timeout_s", "graceful_timeout_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value)
-                    and 0 < value <= MAX_SERVER_TIMEOUT_S):
-                raise InputError(f"{name} must be a finite number of seconds in "
-                                 f"(0, {MAX_SERVER_TIMEOUT_S:g}], got {value!r}")
-        for name in ("max_body_bytes", "max_image_bytes", "decode_threads"):
-            value = getattr(self, name)
-            if not (value is None and name != "max_body_bytes") and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{name} must be an int >= 1, got {value!r}")
+            check_number(getattr(self, name), name, min=0, max=MAX_SERVER_TIMEOUT_S,
+                         min_open=True)
+        check_int(self.max_body_bytes, "max_body_bytes", min=1)
+        for name in ("max_image_bytes", "decode_threads"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, min=1)
 
 
 def model_name(arg: str) -> str:
@@ -347,10 +344,8 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
     """Run the server until SIGINT or SIGTERM; returns 0 after a graceful shutdown."""
     import uvicorn
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"workers must be an int >= 1, got {workers!r}")
-    if not (isinstance(port, int) and 0 <= port <= 65_535):
-        raise InputError(f"port must be an int in [0, 65535], got {port!r}")
+    check_int(workers, "workers", min=1)
+    check_int(port, "port", min=0, max=65_535)
     config.check()
     # uvicorn re-raises the signal it stopped on once it is done, to run the previous
     # handler; a no-op handler makes a completed graceful shutdown exit 0, not -15.
