@@ -108,10 +108,12 @@ def test_errors_are_clear(dcgan, gan_1d, mnist_onnx, tmp_path):
     g = dlinfer.Generator(dcgan.onnx_path)
     with pytest.raises(dlinfer.InputShapeError, match=r"\(N, 100\)"):
         g.generate(latent=np.zeros((2, 5), np.float32))
-    with pytest.raises(ValueError, match="either n"):
+    with pytest.raises(dlinfer.InputError, match="either n"):
         g.generate(2, latent=np.zeros((2, 100), np.float32))
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(dlinfer.InputError, match="n must be an integer >= 1, got 0"):
         g.generate(0)
+    with pytest.raises(dlinfer.InputTypeError, match="n must be an integer, got '2'"):
+        g.generate("2")
     with pytest.raises(dlinfer.SpecError, match="not images"):
         dlinfer.Generator(gan_1d.onnx_path).save_grid(tmp_path / "x.png")
     with pytest.raises(dlinfer.SpecError, match="not a generator"):

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputShapeError, SpecError
+from ..checks import check_int
+from ..errors import InputError, InputShapeError, SpecError
 from ..runtime.model import Model
 from ._open import open_for_task
 
@@ -32,12 +33,9 @@ def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.
         raise InputShapeError(
             f"image_grid needs a non-empty batch (N, H, W) or (N, H, W, C), got {images.shape}"
         )
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
+    pad = check_int(pad, "pad", min=0, max=1024)
     n, h, w = images.shape[:3]
-    cols = cols or math.ceil(math.sqrt(n))
-    if cols < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
+    cols = math.ceil(math.sqrt(n)) if cols is None else check_int(cols, "cols", min=1)
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad, *images.shape[3:]), np.uint8)
     pixels = np.clip(np.rint(images.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
@@ -95,8 +93,7 @@ class Generator:
 
     def latent(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` latent vectors (float32) from the model's latent distribution."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        n = check_int(n, "n", min=1)
         rng = np.random.default_rng(seed)
         shape = (n, self.latent_size)
         if self.latent_distribution == "uniform":
@@ -111,7 +108,7 @@ class Generator:
         (``[0, 1]`` for the sigmoid DCGAN); points as (N, D).
         """
         if (latent is None) == (n is None):
-            raise ValueError("give either n (with an optional seed) or latent vectors")
+            raise InputError("give either n (with an optional seed) or latent vectors")
         if latent is None:
             latent = self.latent(n, seed)
         latent = np.asarray(latent)
