@@ -122,31 +122,20 @@ def _model_path(arg: str) -> str:
 
 # -- query parameters -------------------------------------------------------------------------
 
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+def _query(request: Request, name: str, kind: type, low: float, high: float,
+           default: Any = None) -> Any:
+    """A query parameter as ``kind`` (int or float), finite and in [low, high]; else 400."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError
     except ValueError:
-        raise HTTPError(400, "bad_parameter", f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise HTTPError(400, "bad_parameter",
-                        f"{name} must be between {low} and {high}, got {raw!r}")
-    return value
-
-
-def _query_ms(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HTTPError(400, "bad_parameter", f"{name} must be a number, got {raw!r}") from None
-    if not (math.isfinite(value) and 0 <= value <= MAX_WAIT_MS):
-        raise HTTPError(400, "bad_parameter", f"{name} must be a finite number of ms in "
-                        f"[0, {MAX_WAIT_MS:.0f}], got {raw!r}")
+        what = "an integer" if kind is int else "a finite number"
+        raise HTTPError(400, "bad_parameter", f"{name} must be between {low:g} and {high:.0f} "
+                        f"({what}), got {raw!r}") from None
     return value
 
 
@@ -284,8 +273,8 @@ def create_app(config: ServeConfig) -> Starlette:
     async def predict(request: Request) -> Response:
         name = request.path_params["name"]
         batcher = batcher_for(name)
-        top_k = _query_int(request, "top_k", 1, 1, 2**31 - 1)
-        timeout_ms = _query_ms(request, "timeout_ms")
+        top_k = _query(request, "top_k", int, 1, 2**31 - 1, default=1)
+        timeout_ms = _query(request, "timeout_ms", float, 0, MAX_WAIT_MS)
         body = await bodies.read(request)
         images = await images_from(request, body, classifiers[name].preprocessing, pool,
                                    config.max_image_bytes)
