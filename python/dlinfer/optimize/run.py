@@ -114,6 +114,7 @@ def _plain_inputs(model: Model) -> tuple[InputSpec, ...]:
 def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what: str,
           has_spec: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
     """Samples and optional labels from a folder, .npy/.npz file, array or dict."""
+    path_given = None
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         if not os.path.exists(path):
@@ -124,6 +125,7 @@ def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what:
                                 "arrays already normalized (.npy/.npz) or add one with "
                                 "`dlinfer spec`")
         if path.endswith(".npz"):
+            path_given = path
             with np.load(path, allow_pickle=False) as npz:
                 data = {k: npz[k] for k in npz.files}
     labels = None
@@ -133,6 +135,8 @@ def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what:
         if len(data) == 1 and len(inputs) == 1:  # one input: its array's key is free
             data = {inputs[0].name: next(iter(data.values()))}
     batch, source = load_samples(data, inputs, count, seed)
+    if path_given is not None:  # an .npz was read here: name it, not "the given arrays"
+        source = source.replace("the given arrays", path_given)
     n = len(next(iter(batch.values())))
     if labels is not None:
         if len(labels) < n:
