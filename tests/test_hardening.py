@@ -438,6 +438,27 @@ def test_python_api_raises_dlinfer_errors_naming_the_argument(clf, png, tmp_path
     assert isinstance(info.value, DlinferError) and message in str(info.value)
 
 
+def test_token_models_refuse_what_is_not_token_ids(tmp_path):
+    weights = onnx.numpy_helper.from_array(np.ones((5, 2), np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Cast", ["ids"], ["f"], to=onnx.TensorProto.FLOAT),
+         onnx.helper.make_node("MatMul", ["f", "w"], ["z"]),
+         onnx.helper.make_node("Softmax", ["z"], ["probabilities"], axis=1)], "tokens",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", 5])],
+        [onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT,
+                                            ["N", 2])], [weights])
+    path = _with_raw_spec(tmp_path, "tokens", lambda raw: (
+        raw["inputs"][0].update(name="ids", shape=[None, 5], dtype="int64", kind="tokens",
+                                layout="NC", color=None, scale=1.0),
+        raw["outputs"][0].update(labels=["neg", "pos"])), checked_model(graph))
+    clf = Classifier(path)
+    assert len(clf.predict([[1, 2, 3], [4]])) == 2
+    for bad, error in [(None, InputTypeError), (b"ids", InputTypeError), ([[1, [2]]], InputError),
+                       ([1.5, 2.5], InputError), ([-1], InputError)]:
+        with pytest.raises(error):
+            clf.predict(bad)
+
+
 def test_the_built_in_classes_still_catch_them(clf):
     with pytest.raises(TypeError):  # InputTypeError is a TypeError too
         clf.predict(None)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmptyBatchError, InputDtypeError, InputError, InputRankError
+from ..errors import EmptyBatchError, InputDtypeError, InputError, InputRankError, InputTypeError
 from ..spec import InputSpec
 
 __all__ = ["token_batch"]
@@ -27,18 +27,24 @@ def token_batch(sequences: Any, spec: InputSpec) -> np.ndarray:
             raise InputRankError(
                 f"token ids must be one sequence (rank 1) or a batch (rank 2), got shape "
                 f"{sequences.shape}")
-    elif isinstance(sequences, Sequence) and not isinstance(sequences, str):
-        flat = all(np.ndim(x) == 0 for x in sequences)
+    elif isinstance(sequences, Sequence) and not isinstance(sequences, (str, bytes)):
+        flat = all(np.isscalar(x) or (isinstance(x, np.ndarray) and x.ndim == 0)
+                   for x in sequences)
         rows = [sequences] if flat and len(sequences) else list(sequences)
     else:
-        raise TypeError(f"token ids must be a sequence of ints or a list of sequences, got "
-                        f"{type(sequences).__name__}")
+        raise InputTypeError(f"token ids must be a sequence of ints or a list of sequences, "
+                             f"got {type(sequences).__name__}")
     if not rows:
         raise EmptyBatchError("no sequences given: the batch is empty")
-    width = length or max(len(r) for r in rows)
-    batch = np.zeros((len(rows), width), dtype=spec.dtype)
+    arrays = []
     for i, row in enumerate(rows):
-        ids = np.asarray(row)
+        try:
+            arrays.append(np.asarray(row))
+        except ValueError:  # a ragged nested list
+            raise InputRankError(f"sequence {i}: token ids must be a flat sequence") from None
+    width = length or max(a.size for a in arrays)
+    batch = np.zeros((len(rows), width), dtype=spec.dtype)
+    for i, ids in enumerate(arrays):
         if ids.ndim != 1:
             raise InputRankError(f"sequence {i}: token ids must be a flat sequence, got shape "
                                  f"{ids.shape}")
