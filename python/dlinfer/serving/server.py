@@ -220,7 +220,14 @@ def create_app(config: ServeConfig) -> Starlette:
                               config.max_queue, config.timeout_ms, name=name)
             batcher.on_batch = metrics.batch_hook(name, lambda b=batcher: b.queue_depth)
             batchers[name] = batcher
-        undo_signals = _chain_stop_signals(bodies.begin_shutdown)
+        def begin_shutdown() -> None:
+            bodies.begin_shutdown()
+            for b in batchers.values():
+                # Run what is queued now rather than after max_delay_ms, which could
+                # outlast graceful_timeout_s; later submits get 503 shutting_down.
+                b.close(timeout=0)
+
+        undo_signals = _chain_stop_signals(begin_shutdown)
         try:
             yield
         finally:
