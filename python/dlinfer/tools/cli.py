@@ -13,6 +13,8 @@ from typing import Any
 
 from .._optional import import_optional
 from ..errors import DlinferError, InferenceError
+from ..runtime.assignment import describe as describe_assignment
+from ..runtime.assignment import of_model as assignment_of
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from . import args as arg
@@ -45,12 +47,15 @@ def _info(args: argparse.Namespace) -> int:
         "outputs": [_tensor_json(t) for t in model.outputs],
         "spec": json.loads(spec.to_json()) if spec else None,
         "metadata_keys": sorted(model.metadata),
+        "assignment": assignment_of(model),  # which provider runs each node; CPU fallbacks
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     print(f"model:     {model.path} ({os.path.getsize(model.path):,} bytes)")
     print(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
+    for line in describe_assignment(data["assignment"]):
+        print(f"           {line}")
     if args.device == "auto":
         print(f"           {model.device_reason}")
     for t in model.inputs:
