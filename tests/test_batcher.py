@@ -89,6 +89,15 @@ def test_partial_batch_goes_out_after_the_delay():
     assert sum(len(x) for x in rec.batches) == 3
 
 
+def test_lowering_the_delay_releases_a_waiting_partial_batch():
+    rec = Recorder()
+    with dlinfer.Batcher(rec, max_batch_size=64, max_delay_ms=FOREVER_MS) as b:
+        futs = [b.submit(i) for i in range(3)]
+        b.max_delay_ms = 0  # what `dlinfer serve` does on SIGTERM
+        assert [f.result(10) for f in futs] == [0, 10, 20]  # not after FOREVER_MS
+        assert b.max_delay_ms == 0
+
+
 def test_ordering_and_batch_size_bound_under_a_busy_worker():
     rec = Recorder()
     with dlinfer.Batcher(rec, max_batch_size=5, max_delay_ms=0) as b:

@@ -296,7 +296,9 @@ class Batcher:
     @max_delay_ms.setter
     def max_delay_ms(self, value: float) -> None:
         _check_ms("max_delay_ms", value)
-        self._max_delay_ms = float(value)
+        with self._cond:  # a worker waiting out the old delay re-reads it now
+            self._max_delay_ms = float(value)
+            self._cond.notify()
 
     @property
     def queue_depth(self) -> int:
@@ -321,7 +323,6 @@ class Batcher:
 
     def _next_batch(self) -> list[_Request] | None:
         """Wait for a full batch or the oldest request's delay; None once closed and drained."""
-        delay = self.max_delay_ms / 1000.0
         with self._cond:
             while True:
                 if not self._queue:
@@ -331,7 +332,7 @@ class Batcher:
                     continue
                 if len(self._queue) >= self.max_batch_size or self._closing:
                     break
-                left = self._queue[0].enqueued + delay - time.monotonic()
+                left = self._queue[0].enqueued + self._max_delay_ms / 1e3 - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)

@@ -223,9 +223,9 @@ def create_app(config: ServeConfig) -> Starlette:
         def begin_shutdown() -> None:
             bodies.begin_shutdown()
             for b in batchers.values():
-                # Run what is queued now rather than after max_delay_ms, which could
-                # outlast graceful_timeout_s; later submits get 503 shutting_down.
-                b.close(timeout=0)
+                # Run partial batches at once rather than after max_delay_ms, which could
+                # outlast graceful_timeout_s; requests still arriving are served.
+                b.max_delay_ms = 0
 
         undo_signals = _chain_stop_signals(begin_shutdown)
         try:
