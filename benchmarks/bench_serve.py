@@ -3,6 +3,7 @@
     python benchmarks/bench_serve.py [artifacts/mnist_cnn.onnx] [--requests N] [--seconds S]
     python benchmarks/bench_serve.py --soak S [--clients 64] [--bad-fraction 0.05] [--workers N]
     python benchmarks/bench_serve.py --hostile
+    python benchmarks/bench_serve.py --drain S [--clients 64]
 
 Load goes only to 127.0.0.1, and every cell is bounded by a request count and a
 time limit.  Contenders run side by side in one process run, so ratios compare
@@ -278,6 +279,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=64, help="soak: concurrent clients")
     ap.add_argument("--bad-fraction", type=float, default=0.05, help="soak: bad requests")
     ap.add_argument("--workers", type=int, default=1, help="soak: server processes")
+    ap.add_argument("--drain", type=float, metavar="S",
+                    help="only a drain: SIGTERM after S seconds under --clients clients")
     ap.add_argument("--hostile", action="store_true",
                     help="only the memory cases: a 13000x13000 PNG bomb, eight large PNGs")
     args = ap.parse_args()
@@ -295,6 +298,11 @@ def main() -> int:
           f"{args.seconds / args.rounds:g} s each; "
           f"batching on = max batch {FULL_BATCH}, max delay {args.max_delay_ms:g} ms")
 
+    if args.drain:
+        from serve_soak import drain
+
+        server = ServerProcess(args.model, FULL_BATCH, args.max_delay_ms)
+        return drain(server, "bench", png_bodies(pool), args.clients, args.drain)
     if args.hostile:
         from serve_soak import hostile
 

@@ -227,3 +227,52 @@ def hostile(server: Any, name: str) -> int:
           f"/healthz meanwhile: {len(ms)} answers, median {np.median(ms):.1f} ms, "
           f"max {ms.max():.1f} ms; server peak RSS {_peak_mb(server.proc.pid):.0f} MB")
     return 0 if ok and all(s == 200 for s, _ in answers) else 1
+
+
+def drain(server: Any, name: str, bodies: list[bytes], clients: int, seconds: float) -> int:
+    """SIGTERM after ``seconds`` under C keep-alive clients: every request sent must get an
+    answer (200, or 503 once the server stops) and the server must exit 0.  0 when so."""
+    import collections
+    import signal
+
+    answers: collections.Counter[str] = collections.Counter()
+
+    async def client(k: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for i in itertools.count(k):
+            body = bodies[i % len(bodies)]
+            writer.write(f"POST /v1/models/{name}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            try:
+                status_line = await reader.readline()
+            except OSError:  # reset: the server closed an idle connection as this arrived
+                status_line = b""
+            if not status_line:  # closed before this request was read: never taken
+                answers["closed before the request"] += 1
+                break
+            try:
+                length, close = 0, False
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    key, _, value = line.decode().partition(":")
+                    length = int(value) if key.lower() == "content-length" else length
+                    close |= key.lower() == "connection" and "close" in value
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError):
+                answers["lost mid-answer"] += 1
+                break
+            answers[status_line.split()[1].decode()] += 1
+            if close:
+                break
+        writer.close()
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(client(k)) for k in range(clients)]
+        await asyncio.sleep(seconds)
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+
+    asyncio.run(main())
+    code = server.proc.wait(120)
+    print(f"drain: SIGTERM after {seconds:g} s under {clients} clients: answers {dict(answers)}; "
+          f"server exited {code}")
+    return 0 if code == 0 and not answers["lost mid-answer"] else 1
