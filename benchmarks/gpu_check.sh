@@ -16,7 +16,8 @@
 # with the working tree); every run on the host collects whatever .gpu/models-* it was given
 # into $GPU_CHECK_MODELS, so the folders can arrive over several calls.
 #
-# Environment: OUT (default ./gpu-check-out), PYTHON (python3), GPU_CHECK_BUDGET_S (480),
+# Environment: OUT (default ./gpu-check-out), PYTHON (python3; --prepare: .venv/bin/python),
+# GPU_CHECK_ONLY (--prepare: comma-separated zoo names), GPU_CHECK_BUDGET_S (480),
 # GPU_CHECK_MODELS (/tmp/gpu-models), GPU_CHECK_BATCHES (1,8,32,128), GPU_CHECK_MAX_SECONDS
 # (per benchmark cell, 0.5), GPU_CHECK_COLLECT_ONLY=1 (collect parts and models, then stop),
 # EXPECT_PARTS (onnxruntime-gpu wheel parts, 5).  GPU_CHECK_REHEARSE=1 walks every step on a
@@ -33,7 +34,7 @@ if [ "${1:-}" = "--prepare" ]; then
   mkdir -p .gpu/export
   grep -qxF '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
   PYTHONPATH=$root/python${PYTHONPATH:+:$PYTHONPATH} "$py" benchmarks/bench_zoo.py \
-    --export-only --models .gpu/export || exit 1
+    --export-only --models .gpu/export ${GPU_CHECK_ONLY:+--only "$GPU_CHECK_ONLY"} || exit 1
   rm -rf .gpu/models-*
   limit=$(( 60 * 1024 * 1024 - $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) ))
   group=1 size=0
