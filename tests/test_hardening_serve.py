@@ -438,6 +438,27 @@ def test_serve_config_refuses_unbounded_waits(mnist_onnx, field, value):
         create_app(ServeConfig(models=[mnist_onnx], **{field: value}))
 
 
+def test_close_with_a_timeout_fails_what_a_stuck_worker_left_queued():
+    gate, entered = threading.Event(), threading.Event()
+
+    def stuck(items):
+        entered.set()
+        gate.wait(HANG_S)
+        return items
+
+    b = dlinfer.Batcher(stuck, max_batch_size=1, max_delay_ms=0)
+    running = b.submit(1)
+    assert entered.wait(HANG_S)
+    queued = b.submit(2)
+    b.close(timeout=0.1)  # the worker is stuck: close returns, and says so to the queued one
+    with pytest.raises(dlinfer.BatcherClosedError, match="not computed"):
+        queued.result(HANG_S)
+    gate.set()
+    assert running.result(HANG_S) == 1  # the batch already running keeps its request
+    b.close(HANG_S)
+    assert not b._thread.is_alive()
+
+
 class ShortRunner:
     """A runner with a bug: one result short for any batch of more than one."""
 

@@ -427,12 +427,22 @@ class Batcher:
         """Stop taking requests, run every queued one, and stop the worker.
 
         ``timeout`` (seconds) bounds the wait for the worker; None waits until done.
+        Requests still queued when it runs out fail with :class:`~dlinfer.BatcherClosedError`
+        (a batch already running keeps its requests).
         """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if threading.current_thread() is self._thread:
+            return
+        self._thread.join(timeout)
+        with self._cond:
+            left = [r for r in self._queue if r.claim()]
+            self._queue.clear()
+            self._counts["failed"] += len(left)
+        self._settle([(r, False, BatcherClosedError(
+            f"Batcher {self.name!r} closed after {timeout:g} s with this request still queued "
+            "behind a busy worker; it was not computed")) for r in left])
 
     @property
     def closed(self) -> bool:
