@@ -204,11 +204,18 @@ def test_train_optimize_int8_gates_on_the_held_out_split(tmp_path):
     optimized = report["files"]["optimized"]
     assert optimized.endswith("mnist_cnn.int8.onnx") and os.path.exists(optimized)
     assert dlinfer.Model(optimized).spec.extra["optimize"]["mode"] == "int8"
+    # The gate's data stays beside the model: the same gate replays without TensorFlow.
+    from dlinfer.optimize import optimize
+
+    replay = optimize(r.onnx_path, tmp_path / "replay.onnx", "int8",
+                      calibrate=str(tmp_path / "mnist_cnn.calibration.npy"),
+                      eval=str(tmp_path / "mnist_cnn.heldout.npz"))
+    assert replay.metrics["accuracy"] == gated["metrics"]["accuracy"]
 
 
 def test_train_optimize_int8_refuses_a_model_it_cannot_calibrate(tmp_path):
-    with pytest.raises(dlinfer.OptimizeError, match="calibrates int8 on the pixel models"):
+    with pytest.raises(dlinfer.OptimizeError, match="calibrates int8 on the image models"):
         _quiet("timeseries_mlp", tmp_path, epochs=1, optimize="int8")
     with open(tmp_path / "timeseries_mlp.report.json") as f:
-        assert "pixel models" in json.load(f)["optimize"]["refused"]
+        assert "image models" in json.load(f)["optimize"]["refused"]
     assert not (tmp_path / "timeseries_mlp.int8.onnx").exists()
