@@ -41,7 +41,6 @@ __all__ = [
     "devices",
     "existing_file",
     "existing_path",
-    "output_file",
     "finite_float",
     "image_size",
     "int_range",
@@ -49,10 +48,12 @@ __all__ = [
     "non_negative_int",
     "number",
     "numbers",
+    "output_file",
     "port",
     "positive_float",
     "positive_int",
     "threads",
+    "validating",
 ]
 
 # Upper bounds no real use reaches, so that a typo fails at parse time instead of
