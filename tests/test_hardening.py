@@ -25,7 +25,7 @@ import zlib
 import numpy as np
 import onnx
 import pytest
-from dlinfer import Classifier, Model, preprocess
+from dlinfer import Classifier, Model, preprocess, verify
 from dlinfer.errors import (
     DecompressionBombError,
     DlinferError,
@@ -425,6 +425,10 @@ API_CASES = {
                                "threads must be an integer >= 0"),
     "Model(device='tpu')": (lambda c, t, p: Model(c.model.path, device="tpu"), InputError,
                             "device must be 'cpu', 'cuda'"),
+    "verify(samples=-1)": (lambda c, t, p: verify(None, c.model.path, samples=-1), InputError,
+                           "samples must be an integer >= 1, got -1"),
+    "verify(atol=nan)": (lambda c, t, p: verify(None, c.model.path, atol=float("nan")),
+                         InputError, "atol must be a finite number, got nan"),
     "predict_folder(top_k=0)": (lambda c, t, p: next(c.predict_folder(t, top_k=0)), InputError,
                                 "top_k"),
 }

@@ -12,9 +12,11 @@ ones.  NaN or infinity in the error is a mismatch, never a pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..checks import check_number
 from ..errors import InputError
 
 __all__ = [
@@ -30,9 +32,21 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
 
+def _tolerance(value: Any, name: str) -> Any:
+    """A tolerance (a number, or an array of them per element), finite and >= 0: a NaN
+    one would fail every comparison, a negative one pass nothing."""
+    if np.ndim(value) == 0:
+        return check_number(value, name, min=0)
+    arr = np.asarray(value, np.float64)
+    if not (np.isfinite(arr).all() and (arr >= 0).all()):
+        raise InputError(f"{name} must be finite and >= 0 for every element")
+    return arr
+
+
 def _errors(actual: np.ndarray, expected: np.ndarray, atol: float,
             rtol: float) -> tuple[np.ndarray, np.ndarray]:
     """Absolute errors and the tolerance of each element, in float64."""
+    atol, rtol = _tolerance(atol, "atol"), _tolerance(rtol, "rtol")
     e = np.asarray(expected, np.float64)
     err = np.abs(np.asarray(actual, np.float64) - e)
     return err, atol + rtol * np.abs(e)

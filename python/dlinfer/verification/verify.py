@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_int
 from ..errors import InputError
 from . import reference
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, compare
@@ -202,6 +203,7 @@ def verify(
     """
     from ..runtime.model import Model
 
+    samples = check_int(samples, "samples", min=1)
     ort_model = Model(onnx_path, device="cpu", threads=1)
     feed, source = load_samples(data, _input_specs(ort_model), samples, seed)
     input_names = [t.name for t in ort_model.inputs]
