@@ -123,13 +123,31 @@ def test_dataset_of_paths_bytes_and_arrays_with_a_corrupt_file(ray_cluster, clf,
     check_rows(rows, clf, "id", {i: digits[i] for i in range(6)})
 
 
+@ray_extra
+def test_cli_ray_predict_writes_parquet(ray_cluster, clf, image_folder, tmp_path, capsys):
+    import pyarrow.parquet as pq
+    from dlinfer.tools.cli import main
+
+    out = tmp_path / "results.parquet"
+    assert main(["ray", "predict", clf.model.path, str(image_folder), "--out", str(out),
+                 "--batch-size", "8", "--read", "bytes", "--top-k", "3"]) == 0
+    assert "13 images" in capsys.readouterr().err
+    rows = pq.read_table(str(out)).to_pylist()
+    good = {str(p): str(p) for p in image_folder.iterdir() if p.name != "digit_5b.png"}
+    check_rows(rows, clf, "path", good, [str(image_folder / "digit_5b.png")])
+
+
 def post(url: str, body: bytes, ctype: str = "application/octet-stream"):
     req = urllib.request.Request(url, body, {"content-type": ctype}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text)
+        except json.JSONDecodeError:
+            raise AssertionError(f"{exc.code}, not JSON: {text[:300]!r}") from None
 
 
 @ray_extra

@@ -21,7 +21,9 @@ from . import args as arg
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
 from .optimize_command import add_optimize_parser
 from .provider_flags import add_provider_flags, provider_kwargs
+from .ray_command import add_ray_parser
 from .spec_tool import add_spec_parser, describe_spec
+from .triton_command import add_triton_parser
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -343,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_optimize_parser(sub)
     add_spec_parser(sub)
+    add_triton_parser(sub)
+    add_ray_parser(sub)
     return parser
 
 
