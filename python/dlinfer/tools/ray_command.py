@@ -38,15 +38,9 @@ def _predict(args: argparse.Namespace) -> int:
     files = [os.path.abspath(p) for p in iter_image_files(args.folder)]
     if not files:
         raise InputError(f"{args.folder}: no image files")
-    ray = _connect(args.address)
-    if args.read == "bytes":
-        # Reading is I/O: a read task that asked for a whole CPU would wait forever
-        # behind actors holding every CPU of a small cluster.
-        ds = ray.data.read_binary_files(files, include_paths=True,
-                                        ray_remote_args={"num_cpus": adapter.IO_TASK_CPUS})
-    else:
-        ds = ray.data.from_items([{"path": p} for p in files])
+    _connect(args.address)
     started = time.perf_counter()
+    ds = adapter.read_folder(files, args.batch_size, args.read)
     out = adapter.predict_dataset(ds, args.model, batch_size=args.batch_size,
                                   concurrency=args.concurrency, device=args.device,
                                   threads=args.threads_per_actor, top_k=args.top_k)
@@ -132,7 +126,8 @@ def add_ray_parser(sub: Any) -> None:
     p.add_argument("--out", type=new_path, required=True, help="Parquet output folder")
     p.add_argument("--address", type=address, default=None,
                    help="a running cluster ('auto' or host:port); default: start a local one")
-    p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=64)
+    p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=512,
+                   help="rows per actor call (default 512: Ray's cost per call is tens of ms)")
     p.add_argument("--concurrency", type=arg.int_range(1, 100_000), default=None,
                    help="actors (default: one per --threads-per-actor CPUs, or one per GPU)")
     p.add_argument("--threads-per-actor", type=arg.int_range(1, arg.MAX_THREADS), default=1,
