@@ -46,8 +46,8 @@ __all__ = ["ClassifierDeployment", "DEFAULT_BATCH_SIZE", "IO_TASK_CPUS", "ImageP
 IMAGE_COLUMNS = ("image", "bytes", "path")
 
 # Rows per map_batches call.  Ray spends tens of milliseconds on each call (scheduling,
-# the object store), which a small model's batch of 64 does not repay: on the MNIST CNN,
-# 512 ran 5,000 JPEGs 1.6x faster than 64 (benchmarks/README.md, bench_scale.py).
+# the object store), which a small model's batch of 64 does not repay: on the MNIST CNN
+# two actors streamed 1.4x more images/s at 512 than at 64 (benchmarks/README.md).
 DEFAULT_BATCH_SIZE = 512
 
 # What a CPU actor leaves of its CPUs to Ray's read and write tasks (see predict_dataset).
