@@ -123,6 +123,7 @@ def test_dataset_of_paths_bytes_and_arrays_with_a_corrupt_file(ray_cluster, clf,
     check_rows(rows, clf, "id", {i: digits[i] for i in range(6)})
 
 
+@pytest.mark.slow  # another Ray job (~4 s): the default run keeps to the two above
 @ray_extra
 def test_cli_ray_predict_writes_parquet(ray_cluster, clf, image_folder, tmp_path, capsys):
     import pyarrow.parquet as pq
