@@ -7,7 +7,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -80,11 +79,16 @@ def _serve(args: argparse.Namespace) -> int:
     name = config.resolved_names()[0]
     serve.run(app, name=name, route_prefix="/")
     print(f"serving {name} at http://{args.host}:{args.port}/ (POST images, GET metadata); "
-          "Ctrl-C or SIGTERM stops it", file=sys.stderr)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+          "Ctrl-C stops it", file=sys.stderr)
+    # Ctrl-C at the terminal shuts Serve and Ray down cleanly.  SIGTERM is caught first by
+    # the handler Ray's core worker installs, which ends the process at once (Ray's local
+    # processes go with it); a SIGINT sent to the process alone was not seen to arrive.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
     serve.shutdown()
     ray.shutdown()
     return 0
