@@ -255,13 +255,13 @@ class ClassifierDeployment:
 
         try:
             # dlinfer serve's parser for its query parameters (400 bad_parameter).
-            from .server import _query
+            from .server import query_param
 
             if request.method == "GET":
                 return json_response(self.metadata())
             if request.method != "POST":
                 raise HTTPError(405, "method_not_allowed", "use POST to predict, GET for metadata")
-            top_k = _query(request, "top_k", int, 1, 2**31 - 1, default=1)
+            top_k = query_param(request, "top_k", int, 1, 2**31 - 1, default=1)
             body = await self.bodies.read(request)
             images = await images_from(request, body, self.clf.preprocessing, self.pool)
             checked = [self.runner.check(x) for x in images]

@@ -50,7 +50,7 @@ from .metrics import MULTIPROC_ENV, Metrics
 from .responses import ErrorResponse, HTTPError, error_response, json_response
 from .uploads import BodyReader, images_from
 
-__all__ = ["ServeConfig", "create_app", "model_name", "serve"]
+__all__ = ["ServeConfig", "create_app", "model_name", "query_param", "serve"]
 
 _CONFIG_ENV = "DLINFER_SERVE_CONFIG"
 #: Longest body timeout and graceful-shutdown timeout taken, in seconds (an hour).
@@ -122,7 +122,7 @@ def _model_path(arg: str) -> str:
 
 # -- query parameters -------------------------------------------------------------------------
 
-def _query(request: Request, name: str, kind: type, low: float, high: float,
+def query_param(request: Request, name: str, kind: type, low: float, high: float,
            default: Any = None) -> Any:
     """A query parameter as ``kind`` (int or float), finite and in [low, high]; else 400."""
     raw = request.query_params.get(name)
@@ -280,8 +280,8 @@ def create_app(config: ServeConfig) -> Starlette:
     async def predict(request: Request) -> Response:
         name = request.path_params["name"]
         batcher = batcher_for(name)
-        top_k = _query(request, "top_k", int, 1, 2**31 - 1, default=1)
-        timeout_ms = _query(request, "timeout_ms", float, 0, MAX_WAIT_MS)
+        top_k = query_param(request, "top_k", int, 1, 2**31 - 1, default=1)
+        timeout_ms = query_param(request, "timeout_ms", float, 0, MAX_WAIT_MS)
         body = await bodies.read(request)
         images = await images_from(request, body, classifiers[name].preprocessing, pool,
                                    config.max_image_bytes)
