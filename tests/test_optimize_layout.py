@@ -258,3 +258,35 @@ def test_values_are_gated_on_their_relative_rms_error(regression_model, tmp_path
     with pytest.raises(dlinfer.OptimizeError, match=r"outputs moved by .*% of their RMS"):
         optimize(regression_model, tmp_path / "strict.onnx", "fp16", eval=data, max_drop=0)
     assert not (tmp_path / "strict.onnx").exists()
+
+
+@pytest.mark.parametrize("stride, kernel, pads, extra, hw", [
+    (2, 4, [1, 1, 1, 1], [0, 0], 7),   # DCGAN's Conv2DTranspose(4x4, strides 2, 'same')
+    (2, 3, [1, 1, 1, 1], [1, 1], 5),   # an odd kernel: 'same' needs output_padding
+    (3, 3, [0, 0, 0, 0], [0, 0], 4),   # stride 3, 'valid'
+])
+def test_transposed_convs_become_subpixel_convs_with_the_same_output(
+        stride, kernel, pads, extra, hw):
+    from dlinfer.optimize.convs import TOLERANCE, subpixel_conv_transposes
+
+    rng = np.random.default_rng(seed_of("subpixel", stride, kernel, hw))
+    w = rng.standard_normal((6, 5, kernel, kernel)).astype(np.float32)  # (C_in, C_out, k, k)
+    graph = helper.make_graph(
+        [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="up",
+                          strides=[stride, stride], kernel_shape=[kernel, kernel], pads=pads,
+                          output_padding=extra)], "up",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, None, None])],
+        [numpy_helper.from_array(w, "w"),
+         numpy_helper.from_array(np.arange(5, dtype=np.float32), "b")])
+    proto = onnx_models.checked_model(graph)
+    original = proto.SerializeToString()
+    assert subpixel_conv_transposes(proto, {"x": [1, 6, hw, hw]}) == 1
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "DepthToSpace"]
+    x = rng.standard_normal((3, 6, hw, hw)).astype(np.float32)
+    want = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    got = ort.InferenceSession(proto.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert_close(got, want, atol=TOLERANCE * float(np.abs(want).max()),
+                 context="sub-pixel conv vs transposed conv")

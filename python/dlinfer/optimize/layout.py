@@ -64,18 +64,24 @@ def flatten_reshapes(proto: onnx.ModelProto,
     return replaced
 
 
-def rewrite_for_cpu(proto: onnx.ModelProto,
-                    batches: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, int]:
-    """Every rewrite of this module and :mod:`.convs`, in place; returns the counts made."""
-    from .convs import block_narrow_convs
+def rewrite_for_cpu(proto: onnx.ModelProto, batches: Mapping[int, Mapping[str, np.ndarray]],
+                    for_int8: bool = False) -> dict[str, int]:
+    """Every rewrite of this module and :mod:`.convs`, in place; returns the counts made.
+
+    ``for_int8`` adds the sub-pixel form of transposed convolutions, which only pays
+    once its Conv is quantized (see :mod:`.convs`).
+    """
+    from .convs import block_narrow_convs, subpixel_conv_transposes
 
     done = {"reshape_to_flatten": flatten_reshapes(proto, batches)}
-    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     if convs:
         one = min(batches)
         names = sorted({n.input[0] for n in convs})
         shapes = {k: list(v.shape) for k, v in
                   onnxruntime_tensors(proto, dict(batches[one]), names).items()}
+        if for_int8:
+            done["conv_transpose_to_subpixel_conv"] = subpixel_conv_transposes(proto, shapes)
         done["narrow_conv_blocked"] = block_narrow_convs(proto, shapes)
     return {k: v for k, v in done.items() if v}
 

@@ -163,13 +163,14 @@ def _check_runs(reference: Model, batch: dict[str, np.ndarray], source: str) -> 
 
 
 def _static_layout(path: str, proto: onnx.ModelProto, work: str, inputs: tuple[InputSpec, ...],
-                   samples: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
+                   samples: dict[str, np.ndarray], for_int8: bool = False
+                   ) -> tuple[str, dict[str, Any]]:
     """``path`` rewritten for onnxruntime's fast CPU kernels (:mod:`.layout`, :mod:`.convs`)."""
     from .layout import rewrite_for_cpu, sample_batches
 
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    done = rewrite_for_cpu(copy, sample_batches(inputs, samples))
+    done = rewrite_for_cpu(copy, sample_batches(inputs, samples), for_int8)
     if not done:
         return path, {}
     dst = os.path.join(work, "static.onnx")
@@ -188,7 +189,7 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
                                  options.get("per_channel", True), options.get("reduce_range"),
                                  options.get("keep_shallow", True))
         assert calibration is not None
-        static, rewrites = _static_layout(path, proto, work, inputs, calibration)
+        static, rewrites = _static_layout(path, proto, work, inputs, calibration, True)
         return onnx.load(quantize_int8(static, work, calibration, settings)), {**settings,
                                                                                **rewrites}
     if mode == "fp16":
