@@ -19,8 +19,9 @@ Two tables, written between the ``<!-- zoo:optimize -->`` markers of
    mode; with random weights (``bench_zoo.prepare`` into ``--zoo``; speed does not
    depend on the weights).
 
-Timing: for each batch size, ``--rounds`` rounds; in each round every contender runs for
-``--seconds`` after one warm-up call, and the round's figure is the median call.  A
+Timing: for each batch size, a burn-in round and then ``--rounds`` rounds; in each round
+every contender runs for ``--seconds`` after a 0.1 s pause and one warm-up call, and the
+round's figure is the median call.  A
 contender's figure is the median over rounds, so all contenders share whatever else the
 machine is doing.  Batch 1 reports the p50 latency, larger batches items/s.  Threads: all
 cores for onnxruntime and TensorFlow alike.
@@ -64,8 +65,14 @@ def _train(name: str, folder: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+# Idle time before each contender: onnxruntime's and TensorFlow's worker threads spin
+# for a while after a call, and must not run into the next contender's timing.
+_SETTLE_SECONDS = 0.1
+
+
 def _median_call(call: Callable[[], Any], seconds: float) -> float:
     """Median seconds per call over ``seconds`` (at least 3 calls), after one warm-up."""
+    time.sleep(_SETTLE_SECONDS)
     call()
     times: list[float] = []
     end = time.perf_counter() + seconds
@@ -91,9 +98,13 @@ def time_contenders(contenders: dict[str, Callable[[np.ndarray], Callable[[], An
         x = batch_of(batch)
         calls = {name: make(x) for name, make in contenders.items()}
         per_round: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(rounds):
+        # Round 0 is a burn-in and is dropped: on the development VM the first seconds of
+        # a run measured up to 1.5x slower than the rest (clock and cache warm-up).
+        for round_ in range(rounds + 1):
             for name, call in calls.items():
-                per_round[name].append(_median_call(call, seconds))
+                took = _median_call(call, seconds)
+                if round_:
+                    per_round[name].append(took)
         for name, values in per_round.items():
             result[name][batch] = float(np.median(values))
         print(f"    batch {batch}: " + ", ".join(
