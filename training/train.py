@@ -96,6 +96,7 @@ def _optimize(entry: zoo.ZooEntry, fitted: _Fitted, onnx_model: dlinfer.Model, m
     int8 calibrates on the first 512 training images, in the form the model trained on.
     Raises OptimizeError (nothing written) when the drop exceeds ``max_drop`` points.
     """
+    from dlinfer.export.onnx_file import write_atomic
     from dlinfer.optimize import optimize
 
     name = onnx_model.inputs[0].name
@@ -113,18 +114,11 @@ def _optimize(entry: zoo.ZooEntry, fitted: _Fitted, onnx_model: dlinfer.Model, m
     stem = onnx_model.path[: -len(".onnx")]
     # The data the gate used, kept beside the model: `dlinfer optimize --eval
     # NAME.heldout.npz [--calibrate NAME.calibration.npy]` replays it without TensorFlow.
-    _save_atomic(f"{stem}.heldout.npz", lambda f: np.savez(f, **evaluation))
+    write_atomic(f"{stem}.heldout.npz", lambda tmp: np.savez(tmp, **evaluation))
     if calibrate is not None:
-        _save_atomic(f"{stem}.calibration.npy", lambda f: np.save(f, calibrate))
+        write_atomic(f"{stem}.calibration.npy", lambda tmp: np.save(tmp, calibrate))
     return optimize(onnx_model.path, f"{stem}.{mode}.onnx", mode, calibrate=calibrate,
                     eval=evaluation, max_drop=max_drop)
-
-
-def _save_atomic(path: str, write: Callable[[Any], None]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def _checked_build(entry: zoo.ZooEntry, **kwargs: Any) -> Any:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import onnx
 
 from ..spec import METADATA_KEY, ModelSpec
 
-__all__ = ["read_spec", "save", "set_spec"]
+__all__ = ["read_spec", "save", "set_spec", "write_atomic"]
 
 
 def set_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:
@@ -24,17 +25,25 @@ def set_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:
     proto.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
 
 
-def save(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write ``proto`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
+    """Have ``write(tmp)`` write a temporary file, then rename it to ``path``: the file is
+    there whole or not at all, and a failure leaves nothing behind.  ``tmp`` keeps the
+    extension, since some writers (``np.save``) add theirs to a name without it."""
     path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    root, extension = os.path.splitext(path)
+    tmp = f"{root}.{os.getpid()}.tmp{extension}"
     try:
-        onnx.save(proto, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def save(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write ``proto`` to ``path`` whole or not at all (:func:`write_atomic`)."""
+    write_atomic(path, lambda tmp: onnx.save(proto, tmp))
 
 
 def read_spec(path: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from ..errors import DlinferError, InputError, OptimizeError
-from ..export.onnx_file import save, set_spec
+from ..export.onnx_file import save, set_spec, write_atomic
 from ..runtime.model import Model
 from ..runtime.session import SESSION_METADATA_KEY
 from ..spec import InputSpec
@@ -299,10 +299,11 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     report.written, report.out_bytes = True, os.path.getsize(out)
     report.seconds = time.perf_counter() - started
     if json_path is not None:
-        tmp = f"{os.fspath(json_path)}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(report.to_json() + "\n")
-        os.replace(tmp, json_path)
+        def write_json(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.write(report.to_json() + "\n")
+
+        write_atomic(json_path, write_json)
     return report
 
 
