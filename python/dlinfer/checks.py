@@ -13,10 +13,14 @@ from typing import Any
 
 from .errors import InputError, InputTypeError
 
-__all__ = ["MAX_BATCH", "MAX_THREADS", "check_int", "check_number", "check_threads"]
+__all__ = ["MAX_BATCH", "MAX_THREADS", "MAX_WAIT_MS", "check_int", "check_number",
+           "check_threads"]
 
 MAX_THREADS = 4_096
 MAX_BATCH = 65_536
+#: The longest delay or timeout taken, in ms (one day): a wait must fit a timer, and
+#: time.monotonic() + inf (or 1e13 s) overflows threading's.
+MAX_WAIT_MS = 86_400_000.0
 
 
 def _bounds(min: float | None, max: float | None, min_open: bool = False) -> str:

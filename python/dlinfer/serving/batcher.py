@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..checks import check_int, check_number
+from ..checks import MAX_WAIT_MS, check_int, check_number
 from ..errors import (
     BatcherClosedError,
     InferenceError,
@@ -44,9 +44,6 @@ __all__ = ["MAX_WAIT_MS", "Batcher", "BatcherStats", "batching_session_options"]
 
 # How many recent queue waits the percentiles in `stats()` are computed over.
 _WAIT_WINDOW = 10_000
-#: The longest max_delay_ms or timeout_ms taken (one day): a wait must fit a timer, and
-#: time.monotonic() + inf (or 1e13 s) overflows threading's.
-MAX_WAIT_MS = 86_400_000.0
 
 _log = logging.getLogger("dlinfer.serving")
 
@@ -165,9 +162,9 @@ class Batcher:
                         timeout_ms: Any) -> None:
         """Raise :class:`~dlinfer.InputError` naming the first bad setting (the checks
         ``Batcher()`` runs, for callers that validate a configuration up front)."""
-        _check_count("max_batch_size", max_batch_size)
+        check_int(max_batch_size, "max_batch_size", min=1)
         _check_ms("max_delay_ms", max_delay_ms)
-        _check_count("max_queue", max_queue)
+        check_int(max_queue, "max_queue", min=1)
         _check_ms("timeout_ms", timeout_ms, none_ok=True)
 
     # -- submitting ----------------------------------------------------------------------------
@@ -207,7 +204,7 @@ class Batcher:
         elif self._runner.kind != "classifier":
             raise TypeError("top_k applies only to a Batcher over a Classifier")
         else:
-            _check_count("top_k", top_k)
+            check_int(top_k, "top_k", min=1)
         if timeout_ms is None:
             return top_k, self._timeout_s
         _check_ms("timeout_ms", timeout_ms)
@@ -494,10 +491,6 @@ def _settle_async(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
-
-
-def _check_count(name: str, value: Any) -> None:
-    check_int(value, name, min=1)
 
 
 def _check_ms(name: str, value: Any, *, none_ok: bool = False) -> None:

@@ -5,7 +5,7 @@ Each converter turns the text into the value the command uses, or raises
 --flag: ...`` with exit status 2, before anything is loaded.  Use them as ``type=``::
 
     p.add_argument("--top-k", type=positive_int, default=1)
-    p.add_argument("--timeout-ms", type=finite_float(min=0, max=DAY_MS), default=10_000.0)
+    p.add_argument("--timeout-ms", type=finite_float(min=0, max=MAX_WAIT_MS), default=10_000.0)
 
 Converters carry the attribute ``validates = True``; tests/test_hardening.py walks the whole
 parser and fails on a flag taking a value with neither a converter from here nor ``choices=``,
@@ -21,11 +21,10 @@ import stat
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..checks import MAX_BATCH, MAX_THREADS
+from ..checks import MAX_BATCH, MAX_THREADS, MAX_WAIT_MS
 from ..runtime.providers import parse_device
 
 __all__ = [
-    "DAY_MS",
     "HOUR_S",
     "MAX_BATCH",
     "MAX_BODY_BYTES",
@@ -34,6 +33,7 @@ __all__ = [
     "MAX_QUEUE",
     "MAX_SAMPLES",
     "MAX_THREADS",
+    "MAX_WAIT_MS",
     "MAX_WORKERS",
     "MIN_BODY_BYTES",
     "batch_sizes",
@@ -58,7 +58,6 @@ __all__ = [
 
 # Upper bounds no real use reaches, so that a typo fails at parse time instead of
 # overflowing a timer (--max-delay-ms 1e13), allocating a terabyte or binding port 4464.
-DAY_MS = 86_400_000.0
 HOUR_S = 3_600.0
 MAX_DELAY_MS = 60_000.0
 MAX_QUEUE = 1_000_000

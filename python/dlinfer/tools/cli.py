@@ -232,7 +232,7 @@ def _add_serve(sub: Any) -> None:
                    help="longest a request waits for its batch to fill")
     p.add_argument("--max-queue", type=arg.int_range(1, arg.MAX_QUEUE), default=1024,
                    help="beyond this, answer 429")
-    p.add_argument("--timeout-ms", type=arg.finite_float(0, arg.DAY_MS), default=10_000.0,
+    p.add_argument("--timeout-ms", type=arg.finite_float(0, arg.MAX_WAIT_MS), default=10_000.0,
                    help="queued longer than this: answer 504 (0: no limit)")
     p.add_argument("--max-body-bytes", type=arg.int_range(arg.MIN_BODY_BYTES, arg.MAX_BODY_BYTES),
                    default=10 * 1024 * 1024, help="larger request bodies get 413")
