@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import SpecError
+from .json_limits import loads_limited
 
 __all__ = ["METADATA_KEY", "READABLE_VERSIONS", "SPEC_VERSION", "InputSpec", "ModelSpec",
            "OutputSpec"]
@@ -304,10 +305,7 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         """Read a spec of any version in :data:`READABLE_VERSIONS`."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{METADATA_KEY} is not valid JSON: {exc}") from exc
+        raw = loads_limited(text, what=METADATA_KEY, error=SpecError)  # depth, size, UTF-8
         if not isinstance(raw, dict):
             raise SpecError(f"{METADATA_KEY} must be a JSON object")
         version = raw.get("spec_version")
