@@ -20,6 +20,7 @@ from ..errors import (
     ModelLoadError,
     ModelNotFoundError,
     ProviderUnavailableError,
+    SpecError,
 )
 from ..spec import METADATA_KEY, ModelSpec
 from ..spec_graph import check_against_graph
@@ -97,7 +98,11 @@ class Model:
         if request.kind != "cpu":
             _providers.preload_cuda_libraries()
         self._session = self._create_session(request, session_options, provider_options)
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        try:  # onnxruntime decodes every metadata value as UTF-8 when asked for the map
+            self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{self.path}: the model's metadata is not valid UTF-8 ({exc.reason} "
+                            f"at byte {exc.start} of a value)") from None
         disabled = disabled_optimizers(self.metadata)
         if disabled:  # the file asks to run without some optimizers: only a new session can
             self._session = self._create_session(request, session_options, provider_options,
