@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from collections.abc import Sequence
 from typing import Any
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputShapeError, InputTypeError
 
-__all__ = ["MAX_BATCH", "MAX_THREADS", "MAX_WAIT_MS", "check_int", "check_number",
-           "check_threads"]
+__all__ = ["MAX_BATCH", "MAX_THREADS", "MAX_WAIT_MS", "check_allocation", "check_int",
+           "check_number", "check_threads", "memory_bytes"]
 
 MAX_THREADS = 4_096
 MAX_BATCH = 65_536
@@ -57,3 +59,36 @@ def check_number(value: Any, name: str, *, min: float | None = None,
 def check_threads(threads: Any, name: str = "threads") -> int | None:
     """``None`` or 0 (every core), or a thread count up to :data:`MAX_THREADS`."""
     return None if threads is None else check_int(threads, name, min=0, max=MAX_THREADS)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (2**40 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 2**40
+
+
+def check_allocation(shape: Sequence[int], itemsize: int, what: str) -> tuple[int, ...]:
+    """``shape`` if an array of it (``itemsize`` bytes each) fits this machine's memory.
+
+    For arrays whose shape comes from a model file (a graph or spec may say 2**40):
+    refused with :class:`InputShapeError` naming ``what`` before NumPy is asked for
+    terabytes.  The product is a Python int, so it cannot overflow to a small number.
+    """
+    shape = tuple(int(d) for d in shape)
+    needed = math.prod(shape) * itemsize
+    available = memory_bytes()
+    if any(d < 0 for d in shape) or needed > available:
+        raise InputShapeError(
+            f"{what}: an array of shape {shape} needs {_binary_size(needed)}, more than this "
+            f"machine's memory ({_binary_size(available)}); the model file asks for that size")
+    return shape
+
+
+def _binary_size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

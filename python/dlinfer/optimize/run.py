@@ -19,7 +19,7 @@ from ..export.onnx_file import save, set_spec, write_atomic
 from ..runtime.model import Model
 from ..runtime.session import SESSION_METADATA_KEY
 from ..spec import InputSpec
-from ..verification.samples import load_samples
+from ..verification.samples import load_samples, read_arrays
 from .checks import check_float_model
 from .gate import evaluate, worst_layer
 
@@ -126,8 +126,7 @@ def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what:
                                 "`dlinfer spec`")
         if path.endswith(".npz"):
             path_given = path
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
+            data = read_arrays(path)
     labels = None
     if isinstance(data, Mapping) and LABELS_KEY in data:
         data = dict(data)

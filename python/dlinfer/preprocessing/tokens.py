@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_allocation
 from ..errors import EmptyBatchError, InputDtypeError, InputError, InputRankError, InputTypeError
 from ..spec import InputSpec
 
@@ -43,7 +44,8 @@ def token_batch(sequences: Any, spec: InputSpec) -> np.ndarray:
         except ValueError:  # a ragged nested list
             raise InputRankError(f"sequence {i}: token ids must be a flat sequence") from None
     width = length or max(a.size for a in arrays)
-    batch = np.zeros((len(rows), width), dtype=spec.dtype)
+    batch = np.zeros(check_allocation((len(rows), width), np.dtype(spec.dtype).itemsize,
+                                      f"input {spec.name!r}"), dtype=spec.dtype)
     for i, ids in enumerate(arrays):
         if ids.ndim != 1:
             raise InputRankError(f"sequence {i}: token ids must be a flat sequence, got shape "

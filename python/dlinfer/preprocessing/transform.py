@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._native_loader import native
-from ..checks import check_int, check_threads
+from ..checks import check_allocation, check_int, check_threads
 from ..errors import (
     ChannelError,
     EmptyBatchError,
@@ -72,6 +72,7 @@ def empty_batch(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     fast or not by the luck of the allocator.
     """
     dtype = np.dtype(dtype)
+    shape = check_allocation(shape, dtype.itemsize, "the input batch")  # sizes from the file
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(nbytes + 64, np.uint8)
     start = -raw.ctypes.data % 64

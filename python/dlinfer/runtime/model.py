@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..checks import check_threads
+from ..checks import check_allocation, check_threads
 from ..errors import (
     InferenceError,
     InputDtypeError,
@@ -333,7 +333,9 @@ class Model:
         shapes = self.output_shape(batch)
         if out is None:
             return [
-                None if s is None else np.empty(s, o.dtype) for s, o in zip(shapes, self.outputs)
+                None if s is None else np.empty(check_allocation(s, o.dtype.itemsize, o.name),
+                                                o.dtype)
+                for s, o in zip(shapes, self.outputs)
             ]
         if isinstance(out, Mapping):
             if set(out) != set(self._output_names):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_allocation
 from .model import Model
 
 __all__ = ["serving_provider_options", "warm_up", "warm_up_for_batcher"]
@@ -59,7 +60,8 @@ def warm_up(model: Model, batch_sizes: Iterable[int]) -> dict[str, Any]:
         shapes[info.name] = (rest, info.dtype)
     done = []
     for batch in batch_sizes:
-        feed = {name: np.zeros((batch, *rest), dtype) for name, (rest, dtype) in shapes.items()}
+        feed = {name: np.zeros(check_allocation((batch, *rest), dtype.itemsize, name), dtype)
+                for name, (rest, dtype) in shapes.items()}
         model.run(feed)
         done.append(batch)
     return {"batch_sizes": done, "seconds": round(time.perf_counter() - started, 3)}

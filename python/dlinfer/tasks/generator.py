@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import check_allocation, check_int
 from ..errors import InputError, InputShapeError, SpecError
 from ..runtime.model import Model
 from ._open import open_for_task
@@ -95,7 +95,7 @@ class Generator:
         """``n`` latent vectors (float32) from the model's latent distribution."""
         n = check_int(n, "n", min=1)
         rng = np.random.default_rng(seed)
-        shape = (n, self.latent_size)
+        shape = check_allocation((n, self.latent_size), 8, "latent vectors")  # float64 draws
         if self.latent_distribution == "uniform":
             return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
         return rng.standard_normal(shape, dtype=np.float32)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_allocation
 from ..errors import InputError, InputShapeError, SpecError
 from ..runtime.assignment import of_model
 from ..runtime.model import Model
@@ -171,7 +172,8 @@ def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator
         shape = (batch, *spec.input.shape[1:])
         if any(d is None for d in shape):
             raise SpecError(f"--end-to-end needs a fixed image size; {model.path} has {shape}")
-        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+        return rng.integers(0, 256, size=check_allocation(shape, 1, "--end-to-end pixels"),
+                            dtype=np.uint8)
     feed = {}
     for info in model.inputs:
         spec_shape = model.spec.input.shape if model.spec and len(model.inputs) == 1 else ()
@@ -190,6 +192,7 @@ def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator
                 hint = spec_shape[axis] if axis < len(spec_shape) else None
                 d = hint if isinstance(hint, int) else 1
             shape.append(d)
+        check_allocation(shape, 8, f"input {info.name!r}")  # float64 draws, then cast
         if info.dtype.kind == "f":
             feed[info.name] = rng.random(shape, dtype=np.float64).astype(info.dtype)
         elif info.dtype.kind == "b":
@@ -450,7 +453,8 @@ def benchmark(
                 if io_binding:
                     shapes = m.output_shape(batch)
                     if all(s is not None for s in shapes):
-                        arrays = [np.empty(s, o.dtype) for s, o in zip(shapes, m.outputs)]
+                        arrays = [np.empty(check_allocation(s, o.dtype.itemsize, o.name), o.dtype)
+                                  for s, o in zip(shapes, m.outputs)]
                         out = arrays[0] if len(arrays) == 1 else dict(zip(m._output_names, arrays))
                 step = _dlinfer_step(m, x, end_to_end, out)
             measured = _measure(step, **timing)

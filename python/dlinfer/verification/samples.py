@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_allocation
 from ..errors import InputError
 from ..spec import InputSpec
 
-__all__ = ["DEFAULT_SIZE", "load_samples", "random_samples"]
+__all__ = ["DEFAULT_SIZE", "load_samples", "random_samples", "read_arrays"]
 
 # A dynamic spatial or time axis is drawn at this size.
 DEFAULT_SIZE = 32
@@ -45,7 +46,7 @@ def _image_batch(spec: InputSpec, pixels: Any) -> np.ndarray:
 
 
 def _random_input(spec: InputSpec, count: int, rng: np.random.Generator) -> np.ndarray:
-    shape = _concrete(spec.shape, count)
+    shape = check_allocation(_concrete(spec.shape, count), 8, f"input {spec.name!r}")  # float64
     dtype = np.dtype(spec.dtype)
     if spec.kind == "image":
         h, w = spec.image_size or (DEFAULT_SIZE, DEFAULT_SIZE)
@@ -90,14 +91,18 @@ def _from_array(spec: InputSpec, arr: Any, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _read(path: str) -> Any:
+def read_arrays(path: str) -> Any:
+    """A .npy file's array or a .npz file's {key: array}; no pickles (InputError)."""
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"could not read data {path!r} as a .npy or .npz file: {exc}") from exc
     if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
+        with loaded:  # each member is read here: a pickled one fails only now
+            try:
+                return {k: loaded[k] for k in loaded.files}
+            except (OSError, ValueError) as exc:
+                raise InputError(f"could not read data {path!r} as a .npz file: {exc}") from exc
     return loaded
 
 
@@ -125,7 +130,7 @@ def load_samples(data: Any, inputs: Sequence[InputSpec], count: int, seed: int =
         return batch, f"{len(files)} images from {os.fspath(data)}"
     source = "the given arrays"
     if isinstance(data, (str, os.PathLike)):
-        source, data = os.fspath(data), _read(os.fspath(data))
+        source, data = os.fspath(data), read_arrays(os.fspath(data))
     if not isinstance(data, Mapping):
         if len(inputs) != 1:
             raise InputError(f"the model has {len(inputs)} inputs {names}: give the data as a "
