@@ -65,7 +65,7 @@ def test_exported_graph_contract(mnist_trained):
 
 def test_metadata_spec_carries_everything_the_runtime_needs(mnist_trained):
     spec = dlinfer.Model(mnist_trained.onnx_path).spec
-    assert spec is not None and spec.spec_version == dlinfer.spec.SPEC_VERSION == 2
+    assert spec is not None and spec.spec_version == dlinfer.spec.SPEC_VERSION == 3
     assert spec.task == "classification"
     assert spec.labels == tuple(str(i) for i in range(10))
     assert spec.input.layout == "NHWC" and spec.input.shape == (None, 28, 28, 1)

@@ -130,7 +130,8 @@ def test_spec_show_before_and_after(plain, labels_file, capsys):
     assert "input:     input: image float32(N, 3, 48, 64) NCHW RGB, x * 0.00392157" in text
     assert "output:    logits: logits, labels tench, goldfish, shark" in text
     spec = data["spec"]
-    assert spec["spec_version"] == 2 and spec["labels"] == list(LABELS)
+    assert spec["spec_version"] == 3 and spec["outputs"][0]["labels"] == list(LABELS)
+    assert "labels" not in spec and "input" not in spec  # one description per tensor
     assert spec["inputs"][0]["shape"] == [None, 3, 48, 64]
     assert spec["extra"]["producer"] == "pytorch 2.5.0"
 

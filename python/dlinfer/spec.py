@@ -14,8 +14,15 @@ Preprocessing of an image input is defined as::
 
     model_input[..., c] = (pixels[..., c] * scale - mean[c]) / std[c]
 
-where ``pixels`` are uint8.  A float image given to the runtime is taken to be
-``pixels * scale`` already, so it must lie in ``value_range``.
+where ``pixels`` are uint8, after the resize the input describes (``resize``:
+``stretch``, ``center-crop`` with ``crop_fraction``, ``letterbox`` or ``pad-end``;
+``interpolation`` and ``antialias``; the border ``pad_value`` in model-input units or
+``pad_pixel`` in pixels).  A float image given to the runtime is taken to be
+``pixels * scale`` already, at the model's size, so it must lie in ``value_range``.
+
+Version 3 holds one description per tensor (``inputs``, ``outputs``); versions 1
+(one input and output, labels at the top level) and 2 (version 3 plus copies of the
+primary input and output at the top level) are still read.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 from .errors import SpecError
 from .json_limits import loads_limited
 
@@ -34,10 +43,12 @@ __all__ = ["METADATA_KEY", "READABLE_VERSIONS", "SPEC_VERSION", "InputSpec", "Mo
            "OutputSpec"]
 
 METADATA_KEY = "dlinfer.spec"
-# Version 2 describes every input and output (version 1: exactly one of each, with the
-# labels and threshold at the top level).  Both are read; version 2 is written.
-SPEC_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 3 describes every input and output once, with the whole image pipeline.
+# Version 2 did too, and also stored the primary ones again under version 1's keys (which
+# a reader ignored, so editing them changed nothing); version 1 had exactly one of each,
+# with the labels and threshold at the top level.  All three are read; 3 is written.
+SPEC_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 TASKS = ("classification", "binary_classification", "regression", "generation")
 INPUT_KINDS = ("image", "tokens", "series", "latent", "features")
@@ -45,11 +56,25 @@ INPUT_KINDS = ("image", "tokens", "series", "latent", "features")
 OUTPUT_KINDS = ("probabilities", "logits", "value", "images")
 COLORS = ("GRAY", "RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW", "NC", "NTC")
+# How an image of any size becomes the input's height and width (docs/spec.md):
+# stretch to it; scale the shorter side to size / crop_fraction and cut the centre;
+# fit it whole, centred, padding the rest; fit the height keeping the aspect ratio, the
+# width up to the input's, padding the right (text lines for OCR).
+RESIZE_MODES = ("stretch", "center-crop", "letterbox", "pad-end")
+INTERPOLATIONS = ("bilinear", "nearest", "area")
+# Fields that describe an image's pipeline: written for image inputs only.
+IMAGE_FIELDS = ("color", "scale", "mean", "std", "resize", "crop_fraction", "pad_value",
+                "pad_pixel", "interpolation", "antialias")
 
 
 def index_labels(width: int) -> tuple[str, ...]:
     """The labels of a classifier exported or described without any: "0" .. "width-1"."""
     return tuple(str(i) for i in range(width))
+
+
+def shape_text(shape: Sequence[int | None]) -> str:
+    """A shape for messages: ``(N, 3, 224, 224)``, N for a dynamic size."""
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
 def scaled_pixel_range(scale: float) -> tuple[float, float]:
@@ -67,6 +92,23 @@ _DTYPE_MAX = {"float32": _FLOAT32_MAX, "float16": 65504.0}
 def is_number(value: object) -> bool:
     """A real number (int, float, NumPy scalar), and not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def channel_values(value: Any, what: str = "value") -> tuple[float, ...]:
+    """One number, or one per channel, as a tuple of floats: ``0.5`` -> ``(0.5,)``.
+
+    The one rule for "a number or a per-channel sequence" (mean, std): the Python API,
+    the spec JSON and the CLI take either.
+    """
+    if is_number(value):
+        return (float(value),)  # type: ignore[arg-type]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise SpecError(f"{what} must be a number or a sequence of numbers, got {value!r}")
+    values = list(value)
+    if not values or not all(is_number(v) for v in values):
+        raise SpecError(f"{what} must be a number or a non-empty sequence of numbers, got "
+                        f"{value!r}")
+    return tuple(float(v) for v in values)
 
 
 def normalization_problem(scale: object, mean: Sequence[object], std: Sequence[object],
@@ -112,6 +154,15 @@ class InputSpec:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     vocab_size: int | None = None  # tokens: valid ids are 0 .. vocab_size - 1
+    resize: str = "stretch"  # one of RESIZE_MODES
+    crop_fraction: float = 1.0  # center-crop: the crop's share of the resized shorter side
+    pad_value: float | None = None  # letterbox/pad-end border in model-input units, or
+    pad_pixel: float | None = None  # ... as a pixel value 0..255, normalized like pixels
+    interpolation: str = "bilinear"  # one of INTERPOLATIONS
+    antialias: bool = False  # filter when downscaling, as Pillow and torchvision do
+    # The axis that holds the items of a batch; None: the input takes no batch (one item
+    # per call).  dlinfer's own exports batch on axis 0.
+    batch_axis: int | None = 0
 
     @property
     def channels(self) -> int | None:
@@ -143,6 +194,11 @@ class InputSpec:
                             f"size), got {list(self.shape)}")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise SpecError(f"{where}: vocab_size must be >= 1, got {self.vocab_size}")
+        if self.batch_axis is not None and not (
+                isinstance(self.batch_axis, int) and not isinstance(self.batch_axis, bool)
+                and 0 <= self.batch_axis < max(len(self.shape), 1)):
+            raise SpecError(f"{where}: batch_axis must be null or an axis of shape "
+                            f"{list(self.shape)}, got {self.batch_axis!r}")
         if self.kind != "image":
             return
         if self.layout not in ("NHWC", "NCHW"):
@@ -167,6 +223,36 @@ class InputSpec:
             raise SpecError(f"{where}: {problem}")
         if self.scale == 0:  # every image would look the same to the model
             raise SpecError(f"{where}: scale must be non-zero, got 0")
+        self._validate_resize(where)
+
+    def _validate_resize(self, where: str) -> None:
+        for what, value, allowed in (("resize", self.resize, RESIZE_MODES),
+                                     ("interpolation", self.interpolation, INTERPOLATIONS)):
+            if value not in allowed:
+                raise SpecError(f"{where}: {what} must be one of {allowed}, got {value!r}")
+        if not isinstance(self.antialias, bool):
+            raise SpecError(f"{where}: antialias must be true or false, got {self.antialias!r}")
+        if not (is_number(self.crop_fraction) and 0 < float(self.crop_fraction) <= 1):
+            raise SpecError(f"{where}: crop_fraction must be a number in (0, 1], got "
+                            f"{self.crop_fraction!r}")
+        if self.crop_fraction != 1 and self.resize != "center-crop":
+            raise SpecError(f"{where}: crop_fraction applies to resize center-crop, not "
+                            f"{self.resize}")
+        if self.pad_value is not None and self.pad_pixel is not None:
+            raise SpecError(f"{where}: give the pad as pad_value (model-input units) or "
+                            "pad_pixel (0..255), not both")
+        if self.pad_value is not None and not (is_number(self.pad_value)
+                                               and math.isfinite(float(self.pad_value))):
+            raise SpecError(f"{where}: pad_value must be a finite number, got "
+                            f"{self.pad_value!r}")
+        if self.pad_pixel is not None and not (is_number(self.pad_pixel)
+                                               and 0 <= float(self.pad_pixel) <= 255):
+            raise SpecError(f"{where}: pad_pixel is a pixel value in [0, 255], got "
+                            f"{self.pad_pixel!r}")
+        padded = self.pad_value is not None or self.pad_pixel is not None
+        if padded and self.resize not in ("letterbox", "pad-end"):
+            raise SpecError(f"{where}: a pad applies to resize letterbox or pad-end, not "
+                            f"{self.resize}")
 
 
 @dataclass(frozen=True)
@@ -293,14 +379,21 @@ class ModelSpec:
 
     # ---- JSON --------------------------------------------------------------------------
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        """The version-3 JSON object: one description per input and output."""
         raw = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
-        # Version 1's keys, as views of the primary input and output, for scripts that
-        # read the JSON themselves; from_json ignores them in version 2.
-        raw.update(input=_plain(self.input), output={"name": self.output.name,
-                                                     "kind": self.output.kind},
-                   labels=list(self.labels), threshold=self.threshold)
-        return json.dumps(raw, sort_keys=True)
+        raw["spec_version"] = SPEC_VERSION
+        return raw
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`to_dict` plus the primary input, output, labels and threshold at the top
+        level: what ``dlinfer info --json`` prints for scripts (never written to a file)."""
+        return {**self.to_dict(), "input": _plain(self.input),
+                "output": {"name": self.output.name, "kind": self.output.kind},
+                "labels": list(self.labels), "threshold": self.threshold}
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -323,20 +416,83 @@ class ModelSpec:
                 outputs = [output]
             else:
                 inputs, outputs = raw["inputs"], raw["outputs"]
-            return cls(
+                _check_top_level(raw, version)
+            extra = dict(raw.get("extra", {}))
+            inputs = [_input_from(dict(i)) for i in inputs]
+            if version < 3 and isinstance(extra.get("preprocess"), dict):
+                inputs = _with_old_preprocess(inputs, extra.pop("preprocess"))
+            spec = cls(
                 name=raw["name"],
                 task=raw["task"],
-                inputs=[_input_from(dict(i)) for i in inputs],
+                inputs=inputs,
                 outputs=[_output_from(dict(o)) for o in outputs],
                 versions=dict(raw.get("versions", {})),
                 parity=dict(raw.get("parity", {})),
-                extra=dict(raw.get("extra", {})),
+                extra=extra,
                 spec_version=SPEC_VERSION,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):
                 raise
             raise SpecError(f"{METADATA_KEY} is malformed: {exc!r}") from exc
+        if version == 2:
+            _check_views(raw, spec)
+        return spec
+
+
+_TOP_LEVEL = {f.name for f in fields(ModelSpec)}
+_VIEWS = ("input", "output", "labels", "threshold")
+
+
+def _check_top_level(raw: dict[str, Any], version: int) -> None:
+    """Refuse keys a version-3 reader would ignore: an edit there would change nothing."""
+    allowed = _TOP_LEVEL | (set(_VIEWS) if version == 2 else set())
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        hint = (" (version 3 keeps the labels, threshold and preprocessing in each of "
+                "\"inputs\" and \"outputs\")" if set(unknown) & set(_VIEWS) else "")
+        raise SpecError(f"{METADATA_KEY} has unknown top-level key(s) {unknown}{hint}")
+
+
+def _check_views(raw: dict[str, Any], spec: ModelSpec) -> None:
+    """A version-2 file stores the primary input and output twice; when the copies
+    disagree (someone edited one of them) neither can be trusted to be the edit."""
+    views = {"labels": list(spec.labels), "threshold": spec.threshold,
+             "input": _plain(spec.input)}
+    for key, value in views.items():
+        if key not in raw:
+            continue
+        given = raw[key]
+        if key == "input" and isinstance(given, dict):
+            given = _plain(_input_from(dict(given)))
+        if given != value:
+            raise SpecError(
+                f"{METADATA_KEY} (version 2) has a top-level {key!r} that differs from the "
+                f"one in \"inputs\"/\"outputs\" ({_short(raw[key])} vs {_short(value)}); "
+                "version 2 stores the primary input and output twice and reads the lists, so "
+                "edit those (or rewrite the spec with `dlinfer spec set`)")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _with_old_preprocess(inputs: list[InputSpec], old: dict[str, Any]) -> list[InputSpec]:
+    """A version-2 ``extra["preprocess"]`` (PreprocessSpec's resize, crop and pad, for the
+    primary input) as the version-3 fields of that input."""
+    primary = next((i for i in inputs if i.kind == "image"), None)
+    if primary is None:
+        return inputs
+    crop = old.get("crop")
+    changes: dict[str, Any] = {"interpolation": old.get("resize", primary.interpolation)}
+    if crop == "letterbox":
+        changes.update(resize="letterbox", pad_pixel=float(old.get("pad", 0.0)))
+    elif crop == "center":
+        changes.update(resize="center-crop")
+    elif is_number(crop):
+        changes.update(resize="center-crop", crop_fraction=float(crop))
+    return [replace(i, **changes) if i is primary else i for i in inputs]
 
 
 def _named(items: Sequence[Any], name: str, what: str) -> Any:
@@ -348,8 +504,9 @@ def _named(items: Sequence[Any], name: str, what: str) -> Any:
 
 def _input_from(raw: dict[str, Any]) -> InputSpec:
     raw["shape"] = tuple(raw["shape"])
-    raw["mean"] = tuple(raw.get("mean", (0.0,)))
-    raw["std"] = tuple(raw.get("std", (1.0,)))
+    for key, default in (("mean", 0.0), ("std", 1.0)):
+        value = raw.get(key, default)  # one number, or one per channel (validate checks)
+        raw[key] = (value,) if is_number(value) else tuple(value)
     return InputSpec(**raw)
 
 
@@ -360,6 +517,10 @@ def _output_from(raw: dict[str, Any]) -> OutputSpec:
 
 def _plain(value: Any) -> Any:
     """JSON-ready: dataclasses as dicts, tuples as lists."""
+    if isinstance(value, InputSpec) and value.kind != "image":
+        # A token or feature input has no image pipeline: its fields stay out of the file.
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)
+                if f.name not in IMAGE_FIELDS or getattr(value, f.name) != f.default}
     if isinstance(value, (InputSpec, OutputSpec)):
         return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (list, tuple)):

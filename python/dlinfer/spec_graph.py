@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SpecError
-from .spec import InputSpec, ModelSpec, OutputSpec
+from .spec import InputSpec, ModelSpec, OutputSpec, shape_text
 
 __all__ = ["check_against_graph", "output_width"]
 
@@ -34,8 +34,7 @@ def _tensor(t: Any) -> Tensor:
     return name, tuple(shape), np.dtype(dtype).name
 
 
-def _shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+_shape = shape_text
 
 
 def output_width(shape: Sequence[int | None]) -> int | None:

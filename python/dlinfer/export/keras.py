@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from ..spec import InputSpec, ModelSpec, OutputSpec, index_labels
+from ..preprocessing.presets import apply_preprocess
+from ..spec import InputSpec, ModelSpec, OutputSpec, channel_values, index_labels
 from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from ._tf import import_tensorflow
 from .convert import (
@@ -112,7 +113,8 @@ _DEFAULT_INPUT_NAMES = {"image": "images", "tokens": "tokens", "series": "series
 
 def _input_specs(model: Any, traced: Traced, chosen: list[str | None], *, kind: str | None,
                  task: str | None, color: str | None, scale: float | None,
-                 mean: Sequence[float], std: Sequence[float]) -> list[InputSpec]:
+                 mean: float | Sequence[float] | None,
+                 std: float | Sequence[float] | None) -> list[InputSpec]:
     """One spec per input, named as the user named it, else after its kind."""
     single = len(traced.input_tensors) == 1
     described = []
@@ -133,8 +135,9 @@ def _input_specs(model: Any, traced: Traced, chosen: list[str | None], *, kind: 
                 1.0 if single and _first_layer_normalizes(model) else 1.0 / 255.0)
             specs.append(InputSpec(**common, layout=layout,
                                    color=color or ("GRAY" if channels == 1 else "RGB"),
-                                   scale=float(this_scale), mean=tuple(map(float, mean)),
-                                   std=tuple(map(float, std))))
+                                   scale=float(this_scale),
+                                   mean=channel_values(0.0 if mean is None else mean, "mean"),
+                                   std=channel_values(1.0 if std is None else std, "std")))
         else:
             layout = {3: "NTC", 2: "NC"}.get(len(shape), "NC")
             specs.append(InputSpec(**common, layout=layout, color=None, scale=1.0,
@@ -233,8 +236,9 @@ def to_onnx(
     output_kind: str | None = None,
     color: str | None = None,
     scale: float | None = None,
-    mean: Sequence[float] = (0.0,),
-    std: Sequence[float] = (1.0,),
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    preprocess: str | None = None,
     threshold: float | None = None,
     parity: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -257,7 +261,9 @@ def to_onnx(
     channels: ``image``; rank 3: ``series``; else ``features``, or ``latent`` for
     ``task="generation"``) unless ``input_kind`` says it for a single input.  Image
     inputs take ``color``, ``scale``, ``mean`` and ``std`` (model input =
-    ``(pixels * scale - mean) / std``); ``scale`` defaults to 1 when the model
+    ``(pixels * scale - mean) / std``; mean and std one number or one per channel), after
+    the named convention ``preprocess`` sets (``"keras-tf"``, ``"torchvision"``, ...: see
+    ``dlinfer.preprocessing.presets``); ``scale`` defaults to 1 when the model
     starts with ``Rescaling``/``Normalization``, else 1/255.
 
     ``task`` defaults to ``classification`` when ``labels`` are given or an output
@@ -287,6 +293,9 @@ def to_onnx(
     inputs = _input_specs(model, traced, [input_name] if input_name else in_chosen,
                           kind=input_kind, task=task, color=color, scale=scale, mean=mean,
                           std=std)
+    if preprocess is not None:  # the preset first, then what was given explicitly
+        inputs = [apply_preprocess(i, preprocess, scale=scale, mean=mean, std=std, color=color)
+                  if i.kind == "image" else i for i in inputs]
     task, outputs = _output_specs(model, traced, [output_name] if output_name else out_chosen,
                                   task=task, labels=labels, kind=output_kind,
                                   threshold=threshold)

@@ -51,6 +51,8 @@ __all__ = [
     "output_file",
     "port",
     "positive_float",
+    "add_preprocess_flags",
+    "preprocess_changes",
     "positive_int",
     "threads",
     "validating",
@@ -252,3 +254,58 @@ number = validating(_number, "number")
 numbers = validating(_numbers, "numbers")
 #: ``224`` (a square) or ``HxW``, each side 1..65536: ``(height, width)``.
 image_size = validating(_image_size, "size")
+
+
+# ---- the preprocessing flag group: `dlinfer spec set` and `dlinfer export` -------------
+
+#: The flags of :func:`add_preprocess_flags` and the InputSpec field each one sets.
+PREPROCESS_FLAGS = ("mean", "std", "scale", "color", "size", "resize", "crop_fraction",
+                    "pad_value", "pad_pixel", "interpolation", "antialias")
+
+
+def add_preprocess_flags(parser: Any, extra_presets: tuple[str, ...] = (),
+                         scale_help: str = "default 1/255") -> Any:
+    """Add the image preprocessing flags as one argument group of ``parser``.
+
+    ``--preprocess PRESET`` sets a named convention's fields (dlinfer.preprocessing.presets);
+    each other flag sets one field, after the preset.  ``extra_presets`` adds choices that
+    are not presets (export's ``auto``).  :func:`preprocess_changes` reads them back.
+    """
+    from ..preprocessing.presets import PRESET_NAMES
+    from ..spec import INTERPOLATIONS, RESIZE_MODES
+
+    group = parser.add_argument_group(
+        "image preprocessing: model_input = (pixels * scale - mean) / std, after the resize")
+    group.add_argument("--preprocess", metavar="PRESET",
+                       choices=(*PRESET_NAMES, *extra_presets),
+                       help=f"a named convention: {', '.join((*PRESET_NAMES, *extra_presets))};"
+                       " the flags below change single fields after it")
+    group.add_argument("--mean", metavar="M|M1,M2,M3", type=numbers)
+    group.add_argument("--std", metavar="S|S1,S2,S3", type=numbers)
+    group.add_argument("--scale", metavar="X", type=number, help=scale_help)
+    group.add_argument("--color", choices=("RGB", "BGR", "GRAY"))
+    group.add_argument("--size", metavar="224|HxW", type=image_size,
+                       help="fills a dynamic height and width")
+    group.add_argument("--resize", choices=RESIZE_MODES,
+                       help="how an image of any size becomes the input size (default "
+                       "stretch)")
+    group.add_argument("--crop-fraction", metavar="F", type=finite_float(0, 1, min_open=True),
+                       help="center-crop: the crop's share of the resized shorter side "
+                       "(0.875: 256 -> 224)")
+    group.add_argument("--pad-value", metavar="V", type=number,
+                       help="letterbox/pad-end border in model-input units (after "
+                       "normalization)")
+    group.add_argument("--pad-pixel", metavar="P", type=finite_float(0, 255),
+                       help="letterbox/pad-end border as a pixel value 0..255")
+    group.add_argument("--interpolation", choices=INTERPOLATIONS, help="default bilinear")
+    group.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
+                       help="filter when downscaling, as Pillow and torchvision do")
+    return group
+
+
+def preprocess_changes(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """The preset and the fields the flags of :func:`add_preprocess_flags` set (only those
+    given), ready for ``presets.apply_preprocess(spec, preset, **changes)``."""
+    changes = {k: getattr(args, k, None) for k in PREPROCESS_FLAGS}
+    return getattr(args, "preprocess", None), {k: v for k, v in changes.items()
+                                               if v is not None}

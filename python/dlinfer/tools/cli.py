@@ -47,7 +47,7 @@ def _info(args: argparse.Namespace) -> int:
         "providers": model.providers,
         "inputs": [_tensor_json(t) for t in model.inputs],
         "outputs": [_tensor_json(t) for t in model.outputs],
-        "spec": json.loads(spec.to_json()) if spec else None,
+        "spec": spec.summary() if spec else None,  # + primary input/output/labels for scripts
         "metadata_keys": sorted(model.metadata),
         "assignment": assignment_of(model),  # which provider runs each node; CPU fallbacks
     }
@@ -211,6 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
         **provider_kwargs(args),
         body_timeout_s=args.body_timeout_s, graceful_timeout_s=args.graceful_timeout_s,
         max_image_bytes=args.max_image_bytes, decode_threads=args.decode_threads,
+        head_timeout_s=args.head_timeout_s, max_connections=args.max_connections,
     )
     try:
         config.resolved_names()
@@ -240,6 +241,12 @@ def _add_serve(sub: Any) -> None:
                    help="server processes, each with its own batchers")
     p.add_argument("--body-timeout-s", type=arg.positive_float(arg.HOUR_S), default=60.0,
                    help="a request body not received in this time: answer 408")
+    p.add_argument("--head-timeout-s", type=arg.positive_float(arg.HOUR_S), default=10.0,
+                   help="a request's head (request line and headers) not received in this "
+                   "time: close the connection")
+    p.add_argument("--max-connections", type=arg.int_range(1, 1_000_000), default=None,
+                   help="past this many open connections, close those waiting for a request, "
+                   "longest-waiting first (default: what `ulimit -n` leaves)")
     p.add_argument("--graceful-timeout-s", type=arg.positive_float(arg.HOUR_S), default=20.0,
                    help="at shutdown, longest wait for the requests in flight")
     p.add_argument("--max-image-bytes", type=arg.positive_int, default=None,

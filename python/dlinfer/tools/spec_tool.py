@@ -21,7 +21,16 @@ from typing import Any
 
 from .._optional import import_optional
 from ..errors import ModelLoadError, ModelNotFoundError, SpecError
-from ..spec import METADATA_KEY, TASKS, InputSpec, ModelSpec, OutputSpec, index_labels
+from ..preprocessing.presets import apply_preprocess
+from ..spec import (
+    METADATA_KEY,
+    TASKS,
+    InputSpec,
+    ModelSpec,
+    OutputSpec,
+    index_labels,
+    shape_text,
+)
 from ..spec_graph import check_against_graph
 from . import args as arg
 
@@ -29,7 +38,6 @@ __all__ = ["add_spec_parser", "build_spec", "describe_spec", "graph_io", "infer_
            "load_onnx"]
 
 CLASSIFICATION = ("classification", "binary_classification")
-_IMAGE_FLAGS = ("mean", "std", "scale", "color", "size", "layout")
 _MAX_LABELS_SHOWN = 12
 
 Tensor = tuple[str, tuple[int | None, ...], str]  # (name, shape, dtype) of a graph tensor
@@ -107,12 +115,13 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
                labels: Sequence[str] | None = None, input: str | None = None,  # noqa: A002
                output: str | None = None, logits: bool = False,
                threshold: float | None = None, name: str | None = None,
-               **image: Any) -> tuple[ModelSpec, list[str]]:
+               preprocess: str | None = None, **image: Any) -> tuple[ModelSpec, list[str]]:
     """The spec ``dlinfer spec set`` writes, and the notes to print about it.
 
     It starts from the file's spec, if it has one that describes this graph, else
-    from :func:`infer_inputs`.  ``image`` holds the image flags (mean, std, scale,
-    color, size, layout); None leaves a value as it is.
+    from :func:`infer_inputs`.  ``preprocess`` names a preset and ``image`` holds the
+    image flags (layout, size and the fields of ``presets.apply_preprocess``); None leaves
+    a value as it is.
     """
     graph_in, graph_out = graph_io(proto)
     notes: list[str] = []
@@ -136,8 +145,8 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
 
     target = _pick(inputs, input, "input", next((i for i in inputs if i.kind == "image"), None))
     given = {k: v for k, v in image.items() if v is not None}
-    if given:
-        new = _with_image_options(target or inputs[0], given)
+    if given or preprocess is not None:
+        new = _with_image_options(target or inputs[0], preprocess, given)
         inputs = [new if i.name == new.name else i for i in inputs]
     for i in inputs:
         if i.kind == "image" and i.image_size is None:
@@ -211,29 +220,20 @@ def _pick(items: Sequence[Any], name: str | None, what: str, default: Any) -> An
                     f"{what}s are {[i.name for i in items]}")
 
 
-def _with_image_options(spec: InputSpec, given: dict[str, Any]) -> InputSpec:
-    if "layout" in given and len(spec.shape) == 4 and spec.dtype.startswith("float"):
-        spec = _as_image(spec, given["layout"])
+def _with_image_options(spec: InputSpec, preset: str | None,
+                        given: dict[str, Any]) -> InputSpec:
+    given = dict(given)
+    layout = given.pop("layout", None)
+    if layout is not None and len(spec.shape) == 4 and spec.dtype.startswith("float"):
+        spec = _as_image(spec, layout)
     if spec.kind != "image":
-        flags = ", ".join(f"--{k}" for k in given)
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in
+                          ([*given, *(["layout"] if layout else [])]
+                           or ["preprocess"]))
         raise SpecError(f"{flags} describe an image input, and input {spec.name!r} "
                         f"{_shape(spec.shape)} takes {spec.kind}; name an image input with "
                         "--input, or give --layout for a rank-4 float input")
-    changes = {k: given[k] for k in ("mean", "std", "scale", "color") if k in given}
-    if "size" in given:
-        changes["shape"] = _sized(spec, given["size"])
-    return dataclasses.replace(spec, **changes)
-
-
-def _sized(spec: InputSpec, size: tuple[int, int]) -> tuple[int | None, ...]:
-    axes = (1, 2) if spec.layout == "NHWC" else (2, 3)
-    shape = list(spec.shape)
-    for axis, want in zip(axes, size):
-        if shape[axis] is not None and shape[axis] != want:
-            raise SpecError(f"--size {size[0]}x{size[1]} contradicts input {spec.name!r}'s "
-                            f"static shape {_shape(spec.shape)} ({spec.layout})")
-        shape[axis] = want
-    return tuple(shape)
+    return apply_preprocess(spec, preset, **given)
 
 
 def _output_kind(task: str, shape: tuple[int | None, ...]) -> str:
@@ -296,8 +296,7 @@ def _product(dims: Sequence[int | None]) -> int:
     return n
 
 
-def _shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+_shape = shape_text
 
 
 def _labels_text(labels: Sequence[str]) -> str:
@@ -316,9 +315,24 @@ def _input_text(i: InputSpec) -> str:
     if i.kind == "image":
         text += (f" {i.layout} {i.color}, x * {i.scale:.6g}, mean {list(i.mean)}, "
                  f"std {list(i.std)}")
+        text += _resize_text(i)
     if i.vocab_size is not None:
         text += f", vocabulary {i.vocab_size}"
     return text
+
+
+def _resize_text(i: InputSpec) -> str:
+    """The resize an image input describes, when it is not the default (stretch, bilinear)."""
+    parts = []
+    if i.resize != "stretch":
+        parts.append(i.resize + (f" {i.crop_fraction:g}" if i.resize == "center-crop" else ""))
+    if i.pad_value is not None:
+        parts.append(f"pad {i.pad_value:g}")
+    if i.pad_pixel is not None:
+        parts.append(f"pad pixel {i.pad_pixel:g}")
+    if i.interpolation != "bilinear" or i.antialias:
+        parts.append(i.interpolation + (" antialiased" if i.antialias else ""))
+    return ", " + ", ".join(parts) if parts else ""
 
 
 def _output_text(o: OutputSpec) -> str:
@@ -385,14 +399,14 @@ def _show(args: argparse.Namespace) -> int:
 def _set(args: argparse.Namespace) -> int:
     proto = load_onnx(args.model)
     out = args.out or args.model
+    preset, changes = arg.preprocess_changes(args)
     try:
         spec, notes = build_spec(
             proto, os.path.splitext(os.path.basename(out))[0], task=args.task,
             labels=read_labels(args.labels) if args.labels is not None else None,
             input=args.input, output=args.output, logits=args.logits,
-            threshold=args.threshold, name=args.name,
-            mean=args.mean, std=args.std, scale=args.scale, color=args.color,
-            layout=args.layout, size=args.size)
+            threshold=args.threshold, name=args.name, preprocess=preset,
+            layout=args.layout, **changes)
         _check_external_data(proto, args.model, out)
     except SpecError as exc:
         raise SpecError(f"{exc}; {args.model} is unchanged") from None
@@ -448,12 +462,6 @@ def add_spec_parser(sub: Any) -> None:
     s.add_argument("--threshold", type=arg.finite_float(0, 1),
                    help="binary_classification: P(labels[1]) >= T wins (default 0.5)")
     s.add_argument("--name", help="the model's name in the spec (default: the file stem)")
-    image = s.add_argument_group("image input: model_input = (pixels * scale - mean) / std")
-    image.add_argument("--mean", metavar="M|M1,M2,M3", type=arg.numbers)
-    image.add_argument("--std", metavar="S|S1,S2,S3", type=arg.numbers)
-    image.add_argument("--scale", metavar="X", type=arg.number, help="default 1/255")
-    image.add_argument("--color", choices=("RGB", "BGR", "GRAY"))
-    image.add_argument("--size", metavar="224|HxW", type=arg.image_size,
-                       help="fills a dynamic height and width")
+    image = arg.add_preprocess_flags(s)
     image.add_argument("--layout", choices=("NCHW", "NHWC"))
     s.set_defaults(func=_set)
