@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import onnx
 
+from ..files import write_atomic  # (re-exported: its callers import it from here)
 from ..spec import METADATA_KEY, ModelSpec
 
 __all__ = ["read_spec", "save", "set_spec", "write_atomic"]
@@ -23,22 +23,6 @@ def set_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:
         if prop.key == METADATA_KEY:
             proto.metadata_props.remove(prop)
     proto.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
-
-
-def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
-    """Have ``write(tmp)`` write a temporary file, then rename it to ``path``: the file is
-    there whole or not at all, and a failure leaves nothing behind.  ``tmp`` keeps the
-    extension, since some writers (``np.save``) add theirs to a name without it."""
-    path = os.fspath(path)
-    root, extension = os.path.splitext(path)
-    tmp = f"{root}.{os.getpid()}.tmp{extension}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
