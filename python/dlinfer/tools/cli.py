@@ -13,6 +13,7 @@ from typing import Any
 
 from .._optional import import_optional
 from ..errors import DlinferError, InferenceError
+from ..escape import file_name, visible
 from ..runtime.assignment import describe as describe_assignment
 from ..runtime.assignment import of_model as assignment_of
 from ..runtime.model import Model
@@ -38,6 +39,12 @@ def _tensor_json(t: Any) -> dict[str, Any]:
     return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype.name}
 
 
+def _say(line: str) -> None:
+    """A line of text output: labels, names and paths come from files, so control
+    characters in them are shown escaped (dlinfer.escape.visible), never sent raw."""
+    print(visible(line))
+
+
 def _info(args: argparse.Namespace) -> int:
     model = Model(args.model, device=args.device, threads=args.threads, **provider_kwargs(args))
     spec = model.spec
@@ -54,44 +61,44 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"model:     {model.path} ({os.path.getsize(model.path):,} bytes)")
-    print(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
+    _say(f"model:     {model.path} ({os.path.getsize(model.path):,} bytes)")
+    _say(f"device:    {model.device} (active providers: {', '.join(model.providers)})")
     for line in describe_assignment(data["assignment"]):
-        print(f"           {line}")
+        _say(f"           {line}")
     if args.device == "auto":
-        print(f"           {model.device_reason}")
+        _say(f"           {model.device_reason}")
     for t in model.inputs:
-        print(f"input:     {t}")
+        _say(f"input:     {t}")
     for t in model.outputs:
-        print(f"output:    {t}")
+        _say(f"output:    {t}")
     if spec is None:
-        print("spec:      none (not exported by dlinfer; Classifier cannot use it)")
+        _say("spec:      none (not exported by dlinfer; Classifier cannot use it)")
         return 0
     inp = spec.input
-    print(f"name:      {spec.name}")
-    print(f"task:      {spec.task}")
+    _say(f"name:      {spec.name}")
+    _say(f"task:      {spec.task}")
     for line in describe_spec(spec, prefix="spec "):
-        print(line)
+        _say(line)
     if spec.labels:
-        print(f"labels:    {', '.join(spec.labels)}")
+        _say(f"labels:    {', '.join(spec.labels)}")
     if spec.threshold is not None:
-        print(f"threshold: {spec.threshold}")
+        _say(f"threshold: {spec.threshold}")
     if inp.kind == "image":
-        print(
+        _say(
             f"images:    {inp.layout} {inp.color}, x * {inp.scale:.6g}, "
             f"mean {list(inp.mean)}, std {list(inp.std)}"
         )
     for key, value in sorted(spec.versions.items()):
-        print(f"{key + ':':<10} {value}")
+        _say(f"{key + ':':<10} {value}")
     for key, value in sorted(spec.parity.items()):
         if isinstance(value, dict):  # the exporter's figures per output
             for name, figures in value.items():
-                print(f"parity.{key}.{name}: {figures}")
+                _say(f"parity.{key}.{name}: {figures}")
         else:
-            print(f"parity.{key}: {value}")
+            _say(f"parity.{key}: {value}")
     done = spec.extra.get("optimize")
     if isinstance(done, dict):
-        print(f"optimized: {done.get('mode')}, {done.get('source_bytes', 0):,} -> "
+        _say(f"optimized: {done.get('mode')}, {done.get('source_bytes', 0):,} -> "
               f"{os.path.getsize(model.path):,} bytes, drop {done.get('drop_points', 0):.2f} "
               f"points (allowed {done.get('max_drop')}) on {done.get('evaluation')}")
     return 0
@@ -111,13 +118,16 @@ def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
     """Stream a folder through the classifier, one CSV/text row per file as it comes."""
     import csv
 
+    from ..files import write_atomic
+
     folder = args.images[0]
-    handle = open(args.csv, "w", newline="") if args.csv else None
-    try:
+    count = 0
+
+    def rows(handle: Any) -> None:
+        nonlocal count
         writer = csv.writer(handle) if handle else None
         if writer:
             writer.writerow(["file", "label", "index", "probability", "top"])
-        count = 0
         for path, pred in clf.predict_folder(
             folder, batch_size=args.batch_size, top_k=args.top_k,
             progress=not args.no_progress and sys.stderr.isatty() or args.progress,
@@ -126,17 +136,27 @@ def _predict_folder(clf: Classifier, args: argparse.Namespace) -> int:
             count += 1
             rel = os.path.relpath(path, folder)
             top = ";".join(f"{c.label}:{c.probability:.6f}" for c in pred.top)
-            if writer:
-                writer.writerow([rel, pred.label, pred.index, f"{pred.probability:.6f}", top])
+            if writer:  # raw labels; a name's bytes that are not UTF-8 as \xNN
+                writer.writerow([file_name(rel), pred.label, pred.index,
+                                 f"{pred.probability:.6f}", top])
             elif args.json:
-                print(_predictions_json({"file": rel, **pred.to_dict()}))
+                print(_predictions_json({"file": file_name(rel), **pred.to_dict()}))
             else:
-                print(f"{rel}  {top.replace(';', '  ').replace(':', ' ')}")
-    finally:
-        if handle:
-            handle.close()
+                _say(f"{rel}  " + "  ".join(f"{c.label} {c.probability:.6f}" for c in pred.top))
+
+    def write_csv(tmp: str) -> None:
+        # backslashreplace: a label holding a lone surrogate cannot fail the whole file
+        with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+            rows(f)
+
+    if args.csv == "-":
+        rows(sys.stdout)
+    elif args.csv:
+        write_atomic(args.csv, write_csv)  # whole or not at all
+    else:
+        rows(None)
     if args.csv:
-        print(f"{count} images -> {args.csv}", file=sys.stderr)
+        print(f"{count} images -> {'stdout' if args.csv == '-' else args.csv}", file=sys.stderr)
     return 0
 
 
@@ -147,13 +167,14 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_folder(clf, args)
     preds = clf.predict(args.images, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
-        out = [{"file": path, **p.to_dict()} for path, p in zip(args.images, preds)]
+        out = [{"file": file_name(path), **p.to_dict()} for path, p in zip(args.images, preds)]
         print(_predictions_json(out, indent=2))
         return 0
-    width = max(len(p) for p in args.images)
-    for path, pred in zip(args.images, preds):
+    shown = [visible(p) for p in args.images]
+    width = max(len(p) for p in shown)
+    for path, pred in zip(shown, preds):
         cands = "  ".join(f"{c.label} {c.probability:.4f}" for c in pred.top)
-        print(f"{path:<{width}}  {cands}")
+        _say(f"{path:<{width}}  {cands}")
     return 0
 
 
@@ -385,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # dlinfer's own errors say what and where; anything else also needs its type.
         text = str(exc) if isinstance(exc, DlinferError) else f"{type(exc).__name__}: {exc}"
         hint = "" if args.debug else " (--debug shows the traceback)"
-        print(f"dlinfer: error: {text}" + ("" if isinstance(exc, DlinferError) else hint),
+        print(f"dlinfer: error: {visible(text)}" + ("" if isinstance(exc, DlinferError) else hint),
               file=sys.stderr)
         return 1
 
