@@ -181,7 +181,13 @@ def _predict(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from ..verification.verify import verify
 
-    report = verify(args.keras, args.onnx, args.data, per_layer=args.per_layer, atol=args.atol,
+    keras, onnx_file = (args.keras, args.onnx) if args.onnx else (None, args.keras)
+    if keras is None and not onnx_file.lower().endswith(".onnx"):
+        print(f"dlinfer: error: {onnx_file} is not an .onnx file; give KERAS_FILE ONNX_FILE, "
+              "or one ONNX_FILE to check onnxruntime against dlinfer's reference executor",
+              file=sys.stderr)
+        return 2
+    report = verify(keras, onnx_file, args.data, per_layer=args.per_layer, atol=args.atol,
                     rtol=args.rtol, samples=args.samples)
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
@@ -311,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="compare Keras, onnxruntime and dlinfer's reference kernels",
         description="Compare a Keras model with its ONNX export on the same samples: Keras, "
-        "onnxruntime and dlinfer's reference executor. Exit status 1 on mismatch.",
+        "onnxruntime and dlinfer's reference executor; with one ONNX file (any, a "
+        "third-party one too), onnxruntime against the reference executor. Exit status 1 "
+        "on mismatch.",
     )
-    p.add_argument("keras", metavar="KERAS_FILE", type=arg.existing_file)
-    p.add_argument("onnx", metavar="ONNX_FILE", type=arg.existing_file)
+    p.add_argument("keras", metavar="KERAS_FILE|ONNX_FILE", type=arg.existing_file)
+    p.add_argument("onnx", metavar="ONNX_FILE", type=arg.existing_file, nargs="?")
     p.add_argument("--data", metavar="NPY|NPZ|DIR", type=arg.existing_path,
                    help=".npy array, .npz keyed by input name, or image folder (default: "
                         "random valid inputs drawn from the spec)")

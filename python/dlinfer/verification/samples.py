@@ -45,18 +45,23 @@ def _image_batch(spec: InputSpec, pixels: Any) -> np.ndarray:
     return PreprocessSpec.from_model(spec).model_input(pixels)
 
 
-def _random_input(spec: InputSpec, count: int, rng: np.random.Generator) -> np.ndarray:
-    shape = check_allocation(_concrete(spec.shape, count), 8, f"input {spec.name!r}")  # float64
+def _random_input(spec: InputSpec, count: int, rng: np.random.Generator,
+                  shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``count`` samples of ``spec``; ``shape``: the whole array's, where the caller
+    knows it (batch axes other than 0, sizes the graph runs at)."""
+    shape = check_allocation(shape if shape is not None else _concrete(spec.shape, count), 8,
+                             f"input {spec.name!r}")  # float64
     dtype = np.dtype(spec.dtype)
     if spec.kind == "image":
-        h, w = spec.image_size or (DEFAULT_SIZE, DEFAULT_SIZE)
+        h, w = spec.image_size or ((shape[1], shape[2]) if spec.layout == "NHWC"
+                                   else (shape[2], shape[3]))
         channels = spec.channels or 3
         pixels = rng.integers(0, 256, (count, h, w, channels), dtype=np.uint8)
         return _image_batch(spec, pixels if channels > 1 else pixels[..., 0])
     if spec.kind == "tokens" or dtype.kind in "iu":
         high = spec.vocab_size or _SAFE_VOCAB
         ids = rng.integers(1 if high > 1 else 0, high, shape).astype(dtype)
-        if ids.ndim == 2 and ids.shape[1] > 1:
+        if ids.ndim == 2 and ids.shape[1] > 1 and ids.shape[0] == count:
             # Left padding of varying length on every other row exercises masking.
             for row in range(0, count, 2):
                 ids[row, : rng.integers(1, ids.shape[1])] = 0
@@ -106,10 +111,12 @@ def read_arrays(path: str) -> Any:
     return loaded
 
 
-def load_samples(data: Any, inputs: Sequence[InputSpec], count: int, seed: int = 0
-                 ) -> tuple[dict[str, np.ndarray], str]:
+def load_samples(data: Any, inputs: Sequence[InputSpec], count: int, seed: int = 0,
+                 axes: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], str]:
     """At most ``count`` samples per input from ``data`` (``None``: random ones).
 
+    ``axes``: each input's :class:`~dlinfer.runtime.batch_axis.BatchAxis` (default: axis
+    0 of every input); an input without one is taken whole.
     Returns ``{input name: batch}`` and where the samples came from.
     """
     if data is None:
@@ -119,9 +126,9 @@ def load_samples(data: Any, inputs: Sequence[InputSpec], count: int, seed: int =
         images = [s for s in inputs if s.kind == "image"]
         if not images:
             raise InputError(f"a folder of images needs an image input; the inputs are {names}")
-        from ..preprocessing.decode import iter_image_files
+        from .labelled import folder_files  # its own images, or a labelled folder's
 
-        files = list(iter_image_files(os.fspath(data), recursive=False))[:count]
+        files = folder_files(os.fspath(data), count)
         if not files:
             raise InputError(f"no image files in {os.fspath(data)}")
         batch = {images[0].name: _image_batch(images[0], files)}
@@ -140,12 +147,44 @@ def load_samples(data: Any, inputs: Sequence[InputSpec], count: int, seed: int =
     if unknown or missing:
         raise InputError(f"data must hold exactly the inputs {names}; unknown: "
                          f"{sorted(unknown)}, missing: {sorted(missing)}")
+    if axes is not None:
+        return _along_axes(data, inputs, count, axes, source)
     arrays = {s.name: np.asarray(data[s.name])[:count] for s in inputs}
     batch = {s.name: _from_array(s, arrays[s.name], source) for s in inputs}
+    if any(v.ndim == 0 for v in batch.values()):
+        raise InputError(f"{source}: a 0-d array has no samples to take; inputs "
+                         f"{[k for k, v in batch.items() if v.ndim == 0]}")
     sizes = {len(v) for v in batch.values()}
     if len(sizes) != 1 or 0 in sizes:
         raise InputError(f"{source}: every input needs the same, non-zero number of samples; "
                          f"got {sorted(sizes)}")
     pixels = any(s.kind == "image" and arrays[s.name].dtype == np.uint8 for s in inputs)
     return batch, (f"{sizes.pop()} {'uint8 ' if pixels else ''}samples from {source}"
+                   + (", normalized per the spec" if pixels else ""))
+
+
+def _along_axes(data: Mapping[str, Any], inputs: Sequence[InputSpec], count: int,
+                axes: Mapping[str, Any], source: str) -> tuple[dict[str, np.ndarray], str]:
+    """The first ``count`` samples along each input's own batch axis; the others whole."""
+    from ..runtime.batch_axis import sample_count
+
+    batch = {}
+    for s in inputs:
+        arr = np.asarray(data[s.name])
+        axis = axes[s.name].axis
+        if axis is not None:
+            if arr.ndim <= axis:
+                raise InputError(f"{source}: input {s.name!r} has shape {arr.shape}, "
+                                 f"without its batch axis {axis}")
+            arr = np.take(arr, range(min(count, arr.shape[axis])), axis=axis)
+        batch[s.name] = _from_array(s, arr, source)
+    try:
+        n = sample_count(batch, axes)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    if n == 0:
+        raise InputError(f"{source}: no samples along the inputs' batch axes")
+    pixels = any(s.kind == "image" and np.asarray(data[s.name]).dtype == np.uint8
+                 for s in inputs)
+    return batch, (f"{n} {'uint8 ' if pixels else ''}samples from {source}"
                    + (", normalized per the spec" if pixels else ""))
