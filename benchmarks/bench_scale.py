@@ -66,12 +66,12 @@ def time_predict_folder(clf: Any, folder: str) -> tuple[float, dict[str, str]]:
 
 def time_ray(ray: Any, model: str, paths: list[str], actors: int, read: str,
              batch_size: int) -> tuple[float, Any]:
-    from dlinfer.serving.ray import predict_dataset, read_folder
+    from dlinfer.serving.ray import IO_TASK_CPUS, predict_dataset, read_folder
 
     started = time.perf_counter()
     ds = read_folder(paths, batch_size, read)
     out = predict_dataset(ds, model, batch_size=batch_size, concurrency=actors,
-                          threads=1).materialize()
+                          threads=1, io_cpus=IO_TASK_CPUS).materialize()
     return time.perf_counter() - started, out
 
 

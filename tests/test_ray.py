@@ -98,10 +98,13 @@ def test_dataset_of_paths_bytes_and_arrays_with_a_corrupt_file(ray_cluster, clf,
     good = {p: p for p in paths if p not in bad}
     assert len(paths) == 13 and len(bad) == 1
 
-    # Paths, two actors sharing the work; the job completes and writes every row.
+    # Paths, two actors sharing the work; the job completes and writes every row.  The
+    # write asks a tenth of a CPU, as `dlinfer ray predict` does, so two actors fit.
+    from dlinfer.serving.ray import IO_TASK_CPUS
+
     ds = predict_dataset(ray.data.from_items([{"path": p} for p in paths]), clf.model.path,
-                         batch_size=4, concurrency=2, top_k=3)
-    ds.write_parquet(str(tmp_path / "out"))
+                         batch_size=4, concurrency=2, top_k=3, io_cpus=IO_TASK_CPUS)
+    ds.write_parquet(str(tmp_path / "out"), ray_remote_args={"num_cpus": IO_TASK_CPUS})
     import pyarrow.parquet as pq
 
     rows = pq.read_table(str(tmp_path / "out")).to_pylist()
@@ -121,6 +124,69 @@ def test_dataset_of_paths_bytes_and_arrays_with_a_corrupt_file(ray_cluster, clf,
     rows = predict_dataset(ray.data.from_items(items), clf.model.path, batch_size=4,
                            concurrency=1, top_k=3).take_all()
     check_rows(rows, clf, "id", {i: digits[i] for i in range(6)})
+
+
+def _docs_ray_data_example() -> str:
+    """The Ray Data example of docs/scale-out.md, as printed there."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "scale-out.md").read_text()
+    section = text[text.index("## Ray Data"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def run_docs_ray_example(model: str, images, out, cpus: int) -> None:
+    """The docs' example run verbatim in a fresh process on a local cluster of ``cpus``
+    CPUs; only the bucket, the model and the output folder are swapped for local ones.
+    Before predict_dataset reserved CPUs for the read task it hung forever here."""
+    import subprocess
+    import sys
+
+    code = _docs_ray_data_example()
+    for placeholder, local in (("s3://bucket/images/", str(images)),
+                               ("mnist_cnn.onnx", model), ("results/", str(out))):
+        assert placeholder in code, placeholder
+        code = code.replace(placeholder, local)
+    # A cluster of `cpus` CPUs whatever this machine has: ray.init() keeps its arguments.
+    prelude = ("import ray\n_init = ray.init\nray.init = lambda *a, **k: _init(*a, num_cpus="
+               f"{cpus}, include_dashboard=False, log_to_driver=False, **k)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    done = subprocess.run([sys.executable, "-c", prelude + code], env=env, timeout=240,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(str(out)).num_rows == len(os.listdir(images))
+
+
+@ray_extra
+def test_docs_ray_data_example_completes_on_2_cpus(clf, image_folder, tmp_path):
+    need("ray", "pyarrow")
+    run_docs_ray_example(clf.model.path, image_folder, tmp_path / "out", cpus=2)
+
+
+@pytest.mark.slow  # a second Ray cluster start (~15 s)
+@ray_extra
+def test_docs_ray_data_example_completes_on_8_cpus(clf, image_folder, tmp_path):
+    need("ray", "pyarrow")
+    run_docs_ray_example(clf.model.path, image_folder, tmp_path / "out", cpus=8)
+
+
+@ray_extra
+def test_a_pool_that_would_starve_the_read_fails_at_once(ray_cluster, clf, image_folder):
+    import ray.data
+    from dlinfer.errors import InputError
+    from dlinfer.serving.ray import predict_dataset
+
+    # Two actors of 0.9 CPU leave 0.2 of the 2 CPUs; a default read task asks a whole one.
+    ds = ray.data.read_binary_files(str(image_folder), include_paths=True)
+    with pytest.raises(InputError, match="wait forever.*concurrency <= 1"):
+        predict_dataset(ds, clf.model.path, concurrency=2)
+    # A read asking more than the default is seen in the plan too.
+    ds = ray.data.read_binary_files(str(image_folder), include_paths=True, num_cpus=2)
+    with pytest.raises(InputError, match="2 CPU that Ray's read and write tasks ask"):
+        predict_dataset(ds, clf.model.path)
 
 
 @pytest.mark.slow  # another Ray job (~4 s): the default run keeps to the two above

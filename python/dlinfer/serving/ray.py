@@ -29,11 +29,11 @@ import pyarrow as pa
 import ray
 from ray import serve
 
-from ..checks import check_int
+from ..checks import check_int, check_number
 from ..errors import DlinferError, InputError
 from ..preprocessing.decode import decode_bytes, decode_file
 from ..runtime.providers import parse_device
-from ..runtime.session import batching_session_options
+from ..runtime.warmup import serving_model_options
 from ..tasks.classifier import Classifier
 from .runners import runner_for
 
@@ -69,15 +69,16 @@ class ImagePredictor:
         model: path to an exported classifier (opened once per actor).
         column: where the images are; default the first of ``image``, ``bytes``, ``path``.
         top_k: candidates per row in ``top_k``.
-        device, threads: passed to :class:`~dlinfer.Classifier`; ``threads`` also
-            bounds how many files one actor decodes at once.
+        device, threads, backend: passed to :class:`~dlinfer.Classifier`; ``threads``
+            also bounds how many files one actor decodes at once.
     """
 
     def __init__(self, model: str, *, column: str | None = None, top_k: int = 1,
-                 device: str = "cpu", threads: int | None = None) -> None:
+                 device: str = "cpu", threads: int | None = None,
+                 backend: str = "onnxruntime") -> None:
         self.top_k = check_int(top_k, "top_k", min=1)
         self.column = column
-        self.clf = Classifier(model, device=device, threads=threads)
+        self.clf = Classifier(model, device=device, threads=threads, backend=backend)
         if self.clf.preprocessing is None or len(self.clf.model.inputs) > 1:
             raise InputError(f"{model}: ImagePredictor classifies images with a single-input "
                              "image model")
@@ -154,29 +155,44 @@ def _names(paths: Any, n: int) -> list[str]:
 def predict_dataset(ds: ray.data.Dataset, model: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
                     concurrency: int | tuple[int, int] | None = None, device: str = "cpu",
                     threads: int | None = None, top_k: int = 1,
-                    column: str | None = None) -> ray.data.Dataset:
+                    column: str | None = None, io_cpus: float | None = None,
+                    backend: str = "onnxruntime") -> ray.data.Dataset:
     """``ds`` classified by an actor pool of :class:`ImagePredictor` (lazy, like map_batches).
 
     On CPU each actor holds ``threads`` CPUs (default 1) and runs onnxruntime on as many
-    threads; the default pool is one actor per ``threads`` CPUs of the cluster.  On a
-    CUDA device each actor holds one GPU and the default pool is one actor per GPU.
-    A CPU actor asks Ray for 0.1 CPU less than it uses, so that read and write tasks
-    asking a tenth of a CPU (``ray_remote_args={"num_cpus": 0.1}``, as ``dlinfer ray
-    predict`` does) still find room: with a default read task (one whole CPU) on a
-    cluster the actors fill, the reads would wait behind the actors forever.
+    threads; on a CUDA device each actor holds one GPU (and one CPU).  The pool never
+    takes the CPUs that Ray's read and write tasks need: an actor pool that fills the
+    cluster leaves a read task asking a whole CPU (``read_binary_files``' default)
+    waiting forever.  ``io_cpus`` is what one such task asks; by default the largest
+    request among ``ds``'s own tasks, and at least one CPU, for a write such as
+    ``write_parquet`` (Ray's default task size).  The default pool is as many actors as
+    fit beside it (at least one), and a pool that cannot fit beside it raises
+    :class:`~dlinfer.InputError` at once instead of hanging.
     """
     check_int(batch_size, "batch_size", min=1)
     kind = parse_device(device).kind
     on_gpu = kind in ("cuda", "tensorrt")
     cpus = check_int(threads, "threads", min=1) if threads is not None else 1
+    actor_cpus = 1.0 if on_gpu else cpus - IO_TASK_CPUS
+    reserve = _io_cpus(ds) if io_cpus is None else check_number(io_cpus, "io_cpus", min=0)
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 0))
+    fits = max(0, int((total_cpus - reserve + 1e-9) // actor_cpus))
     if concurrency is None:
-        resources = ray.cluster_resources()
         if on_gpu:
             concurrency = int(resources.get("GPU", 0))
             if concurrency < 1:
                 raise InputError(f"device={device!r} needs GPUs, and the Ray cluster has none")
         else:
-            concurrency = max(1, int(resources.get("CPU", 1) // cpus))
+            concurrency = max(1, fits)
+    smallest = concurrency[0] if isinstance(concurrency, tuple) else concurrency
+    if isinstance(smallest, int) and smallest > fits:
+        raise InputError(
+            f"{smallest} actor(s) of {actor_cpus:g} CPU each would leave less than the "
+            f"{reserve:g} CPU that Ray's read and write tasks ask on a cluster of "
+            f"{total_cpus:g} CPUs, and the job would wait forever: use concurrency <= "
+            f"{max(fits, 1)}, fewer threads per actor, or read with "
+            f"ray_remote_args={{'num_cpus': {IO_TASK_CPUS}}} and pass io_cpus={IO_TASK_CPUS}")
     if isinstance(concurrency, tuple):
         pool = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     else:
@@ -185,10 +201,30 @@ def predict_dataset(ds: ray.data.Dataset, model: str, *, batch_size: int = DEFAU
         ImagePredictor,
         # Ray gives each actor its GPU as device 0 (CUDA_VISIBLE_DEVICES).
         fn_constructor_kwargs={"model": os.fspath(model), "column": column, "top_k": top_k,
-                               "device": kind if on_gpu else device, "threads": cpus},
+                               "device": kind if on_gpu else device, "threads": cpus,
+                               "backend": backend},
         batch_size=batch_size, batch_format="numpy", compute=pool,
-        num_cpus=cpus - IO_TASK_CPUS if not on_gpu else 1, num_gpus=1 if on_gpu else 0,
+        num_cpus=actor_cpus, num_gpus=1 if on_gpu else 0,
     )
+
+
+def _io_cpus(ds: ray.data.Dataset) -> float:
+    """The most CPUs one task of ``ds``'s plan asks (Ray's default: 1), and at least 1 for
+    the write that usually follows.  Reads the logical plan; an operator whose request
+    cannot be read counts as Ray's default."""
+    largest = 1.0
+    try:
+        stack = [ds._logical_plan.dag]
+    except AttributeError:  # another Ray version's internals: assume defaults
+        return largest
+    while stack:
+        op = stack.pop()
+        args = getattr(op, "ray_remote_args", None) or getattr(op, "_ray_remote_args", None)
+        cpus = args.get("num_cpus") if isinstance(args, Mapping) else None
+        if isinstance(cpus, (int, float)) and not isinstance(cpus, bool):
+            largest = max(largest, float(cpus))
+        stack.extend(getattr(op, "input_dependencies", ()))
+    return largest
 
 
 def read_folder(paths: list[str], batch_size: int = DEFAULT_BATCH_SIZE,
@@ -229,7 +265,9 @@ class ClassifierDeployment:
         self.name = self.config.resolved_names()[0]
         threads = self.config.threads
         self.clf = Classifier(_model_path(model), device=self.config.device, threads=threads,
-                              session_options=batching_session_options(threads))
+                              **serving_model_options(_model_path(model), self.config.backend,
+                                                      self.config.device, threads, None, None,
+                                                      self.config.max_batch_size))
         self.runner = runner_for(self.clf)
         # The same settings as dlinfer serve's Batcher: the one source for both.
         self.predict_batch.set_max_batch_size(self.config.max_batch_size)

@@ -13,6 +13,7 @@ from typing import Any
 from .._optional import import_optional
 from ..errors import InputError
 from . import args as arg
+from .provider_flags import add_backend_flag
 
 __all__ = ["add_ray_parser"]
 
@@ -42,7 +43,10 @@ def _predict(args: argparse.Namespace) -> int:
     ds = adapter.read_folder(files, args.batch_size, args.read)
     out = adapter.predict_dataset(ds, args.model, batch_size=args.batch_size,
                                   concurrency=args.concurrency, device=args.device,
-                                  threads=args.threads_per_actor, top_k=args.top_k)
+                                  threads=args.threads_per_actor, top_k=args.top_k,
+                                  backend=args.backend,
+                                  # read_folder's reads and the write below ask this much
+                                  io_cpus=adapter.IO_TASK_CPUS)
     out.write_parquet(args.out, ray_remote_args={"num_cpus": adapter.IO_TASK_CPUS})
     seconds = time.perf_counter() - started
     import pyarrow.parquet as pq
@@ -61,7 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(models=[args.model], max_batch_size=args.max_batch_size,
                          max_delay_ms=args.max_delay_ms, max_body_bytes=args.max_body_bytes,
-                         device=args.device, threads=args.threads or None)
+                         device=args.device, threads=args.threads or None,
+                         backend=args.backend)
     autoscaling = None
     if args.max_replicas is not None:
         autoscaling = {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
@@ -142,6 +147,7 @@ def add_ray_parser(sub: Any) -> None:
     p.add_argument("--read", choices=("paths", "bytes"), default="paths",
                    help="paths: actors read the files (shared storage); bytes: Ray's read tasks "
                    "read them (read_binary_files) and ship the bytes")
+    add_backend_flag(p)
     p.set_defaults(func=_predict)
 
     p = commands.add_parser(
@@ -169,4 +175,5 @@ def add_ray_parser(sub: Any) -> None:
                    help="autoscale between --min-replicas and this")
     p.add_argument("--target-ongoing-requests", type=arg.positive_float(1e6), default=None,
                    help="autoscaling target per replica")
+    add_backend_flag(p)
     p.set_defaults(func=_serve)
