@@ -28,16 +28,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """``dlinfer serve ARGS`` on a free loopback port, its output in a log file."""
+def _limit_files(n: int) -> None:
+    import resource
 
-    def __init__(self, tmp_path, *args: str) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+class Server:
+    """``dlinfer serve ARGS`` on a free loopback port, its output in a log file;
+    ``max_files`` sets its descriptor limit (RLIMIT_NOFILE, soft and hard)."""
+
+    def __init__(self, tmp_path, *args: str, max_files: int | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp_path / f"serve-{self.port}.log", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dlinfer", "serve", *args, "--port", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=None if max_files is None else lambda: _limit_files(max_files),
         )
         deadline = time.monotonic() + 120
         while True:

@@ -512,7 +512,8 @@ def test_broken_on_batch_hook_loses_only_its_numbers(caplog):
 
 @pytest.mark.parametrize("flag, value", [("--body-timeout-s", "nan"), ("--body-timeout-s", "0"),
                                          ("--graceful-timeout-s", "inf"),
-                                         ("--max-image-bytes", "0"), ("--decode-threads", "0")])
+                                         ("--max-image-bytes", "0"), ("--decode-threads", "0"),
+                                         ("--head-timeout-s", "0"), ("--max-connections", "0")])
 def test_serve_limit_flags_are_checked_at_parse_time(flag, value, capsys):
     from dlinfer.tools.cli import build_parser
 

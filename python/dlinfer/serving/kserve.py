@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -37,6 +38,7 @@ from ..tasks.classifier import Classifier
 from .batcher import Batcher
 from .responses import ErrorResponse, HTTPError, error_response
 from .uploads import BodyReader
+from .v2_request import json_numbers, parse_request
 
 __all__ = ["V2_DATATYPES", "v2_routes"]
 
@@ -107,7 +109,7 @@ def v2_routes(classifiers: Mapping[str, Classifier], batcher_for: Callable[[str]
     async def infer(request: Request) -> Response:
         name, clf, batcher = model(request)
         body = await bodies.read(request)
-        header, binary = _split_body(request, body)
+        header, binary = parse_request(request.headers.get(_HEADER_LENGTH), body)
         images = await _images(header, binary, clf, pool)
         wanted = _requested_outputs(header, clf)
         labels = len(clf.labels)
@@ -166,25 +168,6 @@ def _metadata(name: str, clf: Classifier) -> dict[str, Any]:
     }
 
 
-def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
-    """The JSON header of a request and the binary tensor data after it."""
-    length = request.headers.get(_HEADER_LENGTH)
-    if length is None:
-        head, binary = body, b""
-    else:
-        if not length.isdigit() or int(length) > len(body):
-            raise _bad(f"Inference-Header-Content-Length {length!r} is not a length within "
-                       f"the body of {len(body)} bytes")
-        head, binary = body[: int(length)], body[int(length):]
-    try:
-        header = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(f"the inference request is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise _bad("the inference request must be a JSON object")
-    return header, binary
-
-
 async def _images(header: dict[str, Any], binary: bytes, clf: Classifier,
                   pool: Executor) -> list[Any]:
     """One image per row of the request's one input tensor."""
@@ -224,7 +207,7 @@ async def _images(header: dict[str, Any], binary: bytes, clf: Classifier,
 
 def _tensor(tensor: dict[str, Any], datatype: str, shape: list[int], binary: bytes) -> np.ndarray:
     """The input's values as an array of ``shape``, from JSON ``data`` or the binary part."""
-    name, count = tensor["name"], int(np.prod(shape))
+    name, count = tensor["name"], math.prod(shape)
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
@@ -255,10 +238,7 @@ def _json_values(data: Any, datatype: str, name: str) -> np.ndarray:
         # JSON can carry only text: BYTES of image files need the binary extension.
         raise _bad(f"input {name!r}: BYTES images must be sent as binary data "
                    "(binary_data_size), not JSON")
-    try:
-        values = np.asarray(data, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise _bad(f"input {name!r}: data must be a (nested) list of numbers") from None
+    values = json_numbers(data, f"input {name!r}").astype(np.float64)
     if datatype == "UINT8":
         if values.size and not (np.all(values == np.round(values))
                                 and values.min() >= 0 and values.max() <= 255):

@@ -10,8 +10,9 @@ Built on Starlette and uvicorn (``pip install 'dlinfer[serve]'``).  Routes::
 
 Every answer is JSON; an error is ``{"error": code, "detail": message}`` with a 4xx/5xx
 status (:func:`~.responses.error_response`), and the server keeps serving.  Every wait
-has a bound: bodies (``body_timeout_s``), queued requests (``timeout_ms``) and shutdown
-(``graceful_timeout_s``).  SIGTERM stops accepting connections, finishes the requests
+has a bound: request heads (``head_timeout_s``), bodies (``body_timeout_s``), open
+connections (``max_connections``, :mod:`.connections`), queued requests (``timeout_ms``)
+and shutdown (``graceful_timeout_s``).  SIGTERM stops accepting connections, finishes the requests
 already taken, drains the batchers and exits 0.
 """
 
@@ -41,8 +42,7 @@ from starlette.routing import Route
 
 from ..checks import check_int, check_number
 from ..errors import SpecError
-from ..runtime.session import batching_session_options
-from ..runtime.warmup import serving_provider_options, warm_up_for_batcher
+from ..runtime.warmup import serving_model_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
 from .batcher import MAX_WAIT_MS, Batcher
 from .kserve import v2_routes
@@ -61,7 +61,10 @@ MAX_SERVER_TIMEOUT_S = 3600.0
 class ServeConfig:
     """Everything ``dlinfer serve`` needs to build the app (JSON-able for worker processes).
 
-    ``body_timeout_s`` bounds the time to receive a request body (slower: 408);
+    ``head_timeout_s`` bounds the time to receive a request's head (slower: closed) and
+    ``body_timeout_s`` its body (slower: 408); past ``max_connections`` open connections
+    (None: what the descriptor limit leaves), those waiting for a request are closed,
+    longest-waiting first (:mod:`.connections`);
     ``graceful_timeout_s`` bounds a shutdown's wait for requests in flight.  An upload
     needing more than ``max_image_bytes`` decoded is refused from its header (None: each
     model's own budget, 512 MiB unless its spec says otherwise), and at most
@@ -82,8 +85,11 @@ class ServeConfig:
     graceful_timeout_s: float = 20.0
     max_image_bytes: int | None = None
     decode_threads: int | None = None
+    head_timeout_s: float = 10.0
+    max_connections: int | None = None
     cuda: dict[str, Any] | None = None  # provider options (dlinfer.runtime.provider_options)
     tensorrt: dict[str, Any] | None = None
+    backend: str = "onnxruntime"  # or openvino, auto (dlinfer.runtime.backends)
 
     def resolved_names(self) -> list[str]:
         names = self.names or [model_name(p) for p in self.models]
@@ -100,11 +106,11 @@ class ServeConfig:
         the batching settings get the Batcher's own checks."""
         Batcher.check_arguments(self.max_batch_size, self.max_delay_ms, self.max_queue,
                                 self.timeout_ms)
-        for name in ("body_timeout_s", "graceful_timeout_s"):
+        for name in ("body_timeout_s", "graceful_timeout_s", "head_timeout_s"):
             check_number(getattr(self, name), name, min=0, max=MAX_SERVER_TIMEOUT_S,
                          min_open=True)
         check_int(self.max_body_bytes, "max_body_bytes", min=1)
-        for name in ("max_image_bytes", "decode_threads"):
+        for name in ("max_image_bytes", "decode_threads", "max_connections"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, min=1)
 
@@ -150,6 +156,7 @@ def _metadata(name: str, clf: Classifier, batcher: Batcher) -> dict[str, Any]:
                   "color": spec.input.color, "value_range": list(spec.input.value_range)},
         "device": clf.model.device,
         "providers": clf.model.providers,
+        "backend": clf.model.backend,
         "max_batch_size": batcher.max_batch_size,
         "max_delay_ms": batcher.max_delay_ms,
         "max_queue": batcher.max_queue,
@@ -194,9 +201,9 @@ def create_app(config: ServeConfig) -> Starlette:
     names = config.resolved_names()
     classifiers = {
         name: Classifier(_model_path(arg), device=config.device, threads=config.threads,
-                         session_options=batching_session_options(config.threads),
-                         **serving_provider_options(config.device, config.cuda,
-                                                    config.tensorrt, config.max_batch_size))
+                         **serving_model_options(_model_path(arg), config.backend,
+                                                 config.device, config.threads, config.cuda,
+                                                 config.tensorrt, config.max_batch_size))
         for name, arg in zip(names, config.models, strict=True)
     }
     for name, clf in classifiers.items():
@@ -322,7 +329,12 @@ def create_app(config: ServeConfig) -> Starlette:
 
 def app_from_env() -> Starlette:
     """App factory for uvicorn worker processes; the config travels in an env variable."""
-    return create_app(ServeConfig(**json.loads(os.environ[_CONFIG_ENV])))
+    from . import connections
+
+    config = ServeConfig(**json.loads(os.environ[_CONFIG_ENV]))
+    app = create_app(config)
+    connections.configure(config.head_timeout_s, config.max_connections)  # this worker's
+    return app
 
 
 def _log_config() -> dict[str, Any]:
@@ -340,6 +352,8 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
     """Run the server until SIGINT or SIGTERM; returns 0 after a graceful shutdown."""
     import uvicorn
 
+    from . import connections
+
     check_int(workers, "workers", min=1)
     check_int(port, "port", min=0, max=65_535)
     config.check()
@@ -347,9 +361,11 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
     # handler; a no-op handler makes a completed graceful shutdown exit 0, not -15.
     signal.signal(signal.SIGTERM, lambda *_: None)
     options = dict(host=host, port=port, log_level=log_level, log_config=_log_config(),
-                   timeout_graceful_shutdown=config.graceful_timeout_s)
+                   timeout_graceful_shutdown=config.graceful_timeout_s,
+                   http=connections.PROTOCOL)
     if workers == 1:
         app = create_app(config)
+        connections.configure(config.head_timeout_s, config.max_connections)
         uvicorn.Server(uvicorn.Config(app, **options)).run()
         return 0
     # Each worker process writes its metrics to files here and a scrape sums them all;

@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write CSV (- or no PATH: stdout)")
     p.add_argument("--plot", metavar="PNG", type=arg.output_file,
                    help="write latency/throughput plot (needs matplotlib)")
-    add_provider_flags(p)
+    add_provider_flags(p, several_backends=True)
     p.set_defaults(func=_bench)
 
     _add_serve(sub)
