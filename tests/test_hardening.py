@@ -351,7 +351,10 @@ def test_a_fifo_named_like_an_image_does_not_block_predict(digits, png, tmp_path
     folder.mkdir()
     os.mkfifo(folder / "x.png")
     (folder / "real.png").write_bytes(open(png, "rb").read())
-    assert list(iter_image_files(str(folder))) == [str(folder / "real.png")]
+    reported = []
+    assert list(iter_image_files(str(folder), on_unreadable=reported.append)) == [
+        str(folder / "real.png")]
+    assert [str(e) for e in reported] == [f"{folder / 'x.png'}: not a regular file (a FIFO)"]
     # In a subprocess under a timeout: a blocked read fails the test instead of hanging it.
     proc = subprocess.run([sys.executable, "-m", "dlinfer", "predict", digits, str(folder),
                            "--json", "--no-progress"], capture_output=True, text=True,

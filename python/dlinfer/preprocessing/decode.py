@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -81,8 +82,10 @@ def from_pil(img: Image.Image, where: str = "image",
              max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Pixels:
     """A PIL image (already opened by the caller) as uint8 pixels.
 
-    An image opened but not loaded yet is decoded here, under the same budget as a file;
-    a closed, truncated or empty one is refused naming ``where``.
+    An image opened but not loaded yet is decoded here, under the same budget as a file,
+    and turned upright by its EXIF orientation as a file is (an image the caller already
+    transposed has no orientation tag left); a closed, truncated or empty one is refused
+    naming ``where``.
     """
     w, h = img.size
     if w == 0 or h == 0:
@@ -90,7 +93,7 @@ def from_pil(img: Image.Image, where: str = "image",
     _check_budget(img, where, max_image_bytes)
     try:
         img.load()
-        return _pil_mode_pixels(img)
+        return _pil_mode_pixels(ImageOps.exif_transpose(img))
     except ValueError as exc:  # Pillow: "Operation on closed image"
         raise ImageDecodeError(f"{where}: cannot read the PIL image ({exc})") from exc
     except (OSError, SyntaxError, EOFError) as exc:
@@ -249,20 +252,62 @@ def _nested_numbers(item: Any) -> bool:
         return False
 
 
-def iter_image_files(root: str, recursive: bool = True) -> Iterator[str]:
+def iter_image_files(
+    root: str,
+    recursive: bool = True,
+    on_unreadable: Callable[[ImageDecodeError], None] | None = None,
+) -> Iterator[str]:
     """Image files under ``root`` (by extension), lazily, in sorted order per folder.
 
-    Regular files only (a symlink counts as what it points to): a FIFO named ``x.png``
-    would block the first read forever.
+    Regular files only (a symlink counts as what it points to; a symlinked folder is not
+    entered, so a folder cannot loop).  What cannot be read is an
+    :class:`ImageDecodeError` naming its path: a folder that cannot be listed, a symlink
+    loop or a dangling symlink, and anything named like an image that is not a regular
+    file (a FIFO would block the first read forever).  Without ``on_unreadable`` the first
+    one raises; with it, each is passed to ``on_unreadable`` and skipped, and the walk
+    goes on.
     """
+    def unreadable(problem: ImageDecodeError) -> None:
+        if on_unreadable is None:
+            raise problem
+        on_unreadable(problem)
+
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
-        raise ImageDecodeError(f"{root}: cannot list the folder ({exc})") from exc
+        unreadable(ImageDecodeError(f"{root}: cannot list the folder ({_reason(exc)})"))
+        return
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            if recursive:
-                yield from iter_image_files(entry.path, recursive)
-        elif (os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-              and entry.is_file(follow_symlinks=True)):
+        try:
+            folder = entry.is_dir(follow_symlinks=False)
+            image = (not folder and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
+            regular = image and entry.is_file(follow_symlinks=True)
+            kind = "" if regular or not image else _not_regular(entry.path)
+        except OSError as exc:  # ELOOP: a symlink loop; EACCES: a folder we may not search
+            unreadable(ImageDecodeError(f"{entry.path}: cannot read ({_reason(exc)})"))
+            continue
+        if folder and recursive:
+            yield from iter_image_files(entry.path, recursive, on_unreadable)
+        elif regular:
             yield entry.path
+        elif kind:
+            unreadable(ImageDecodeError(f"{entry.path}: not a regular file ({kind})"))
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _not_regular(path: str) -> str:
+    """What a path named like an image is instead of a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symlink to nothing"
+    kinds = ((stat.S_ISDIR, "a symlinked folder, not entered"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    for test, kind in kinds:
+        if test(mode):
+            return kind
+    return "not a file"

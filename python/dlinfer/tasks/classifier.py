@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +19,7 @@ from ..errors import (
     InputShapeError,
     SpecError,
 )
+from ..escape import visible
 from ..preprocessing.batching import is_batch
 from ..preprocessing.decode import iter_image_files
 from ..preprocessing.tokens import token_batch
@@ -210,7 +211,9 @@ class Classifier:
         current one, so memory stays flat however many files there are.  A tqdm
         progress bar goes to stderr unless ``progress=False``.  ``on_error="skip"``
         leaves out files that fail to decode (reported on the progress bar's stream)
-        instead of raising.
+        instead of raising, and so does the walk with what it cannot read (a folder it may
+        not list, a symlink loop, a FIFO); in raise mode each is an ImageDecodeError
+        naming the path.  Control characters in reported names are shown escaped.
         """
         if self.preprocessing is None or self._multi:
             takes = ("token ids" if not self._multi else
@@ -230,13 +233,18 @@ class Classifier:
         if spec.size is None:
             raise InputShapeError("predict_folder needs a model with a fixed input size")
         buffers = [empty_batch(spec.batch_shape(batch_size), spec.dtype) for _ in range(2)]
-        chunks = _chunks(iter_image_files(root, recursive), batch_size)
+
+        def skipped(exc: DlinferError) -> None:  # a file, or a walk entry, left out
+            bar.write(f"dlinfer: skipped {visible(str(exc))}", file=sys.stderr)
+
+        walk = iter_image_files(root, recursive, None if on_error == "raise" else skipped)
+        chunks = _chunks(walk, batch_size)
         bar = tqdm(desc=os.path.basename(root.rstrip(os.sep)) or root, unit="img",
                    disable=not progress, dynamic_ncols=True)
 
         def prepare(paths: list[str], slot: int) -> tuple[list[str], np.ndarray]:
             ok, pixels = [], []
-            for p, px in zip(paths, self._decode_many(paths, on_error, bar)):
+            for p, px in zip(paths, self._decode_many(paths, on_error, skipped)):
                 if px is not None:
                     ok.append(p)
                     pixels.append(px)
@@ -261,7 +269,8 @@ class Classifier:
                     bar.update(len(paths))
                     yield from zip(paths, self.postprocess(proba, top_k))
 
-    def _decode_many(self, paths: list[str], on_error: str, bar: Any) -> list[Any]:
+    def _decode_many(self, paths: list[str], on_error: str,
+                     skipped: Callable[[DlinferError], None]) -> list[Any]:
         """Decoded pixels for each path; None for a file skipped on error."""
         spec = self.preprocessing
         if on_error == "raise":
@@ -271,7 +280,7 @@ class Classifier:
             try:
                 return spec.pixels([p], 1)[0]
             except DlinferError as exc:
-                bar.write(f"dlinfer: skipped {exc}", file=sys.stderr)
+                skipped(exc)
                 return None
 
         workers = min(len(paths), self.threads or os.cpu_count() or 1)

@@ -223,7 +223,7 @@ def _bench(args: argparse.Namespace) -> int:
         elif target:
             write(target)
     if args.plot:
-        results.plot(args.plot)
+        print(f"plot -> {visible(results.plot(args.plot))}", file=sys.stderr)
     if not to_stdout:
         print(results.table())
         ran = ", ".join(results.providers_ran)
@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write CSV (- or no PATH: stdout)")
     p.add_argument("--plot", metavar="PNG", type=arg.output_file,
                    help="write latency/throughput plot (needs matplotlib)")
-    add_provider_flags(p, several_backends=True)
+    add_provider_flags(p)
     p.set_defaults(func=_bench)
 
     _add_serve(sub)
