@@ -457,8 +457,9 @@ def _check_top_level(raw: dict[str, Any], version: int) -> None:
 def _check_views(raw: dict[str, Any], spec: ModelSpec) -> None:
     """A version-2 file stores the primary input and output twice; when the copies
     disagree (someone edited one of them) neither can be trusted to be the edit."""
+    listed = next((i for i in raw["inputs"] if i.get("name") == spec.input.name), None)
     views = {"labels": list(spec.labels), "threshold": spec.threshold,
-             "input": _plain(spec.input)}
+             "input": listed and _plain(_input_from(dict(listed)))}
     for key, value in views.items():
         if key not in raw:
             continue

@@ -5,6 +5,9 @@
   the decompression-bomb budget;
 - :mod:`.transform`: :class:`PreprocessSpec` and :func:`preprocess`, the native
   fused pass (resize, crop, colour, normalization) driven by the model's spec;
+- :mod:`.resize_modes`: pad-end, antialiasing and a border in model-input units,
+  around the native pass;
+- :mod:`.presets`: the named conventions (keras-tf, torchvision, ...) as spec fields;
 - :mod:`.tokens`: token id sequences for text models.
 """
 

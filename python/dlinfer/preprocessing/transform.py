@@ -22,7 +22,7 @@ import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -41,27 +41,13 @@ from ..errors import (
 from ..spec import COLORS, InputSpec, ModelSpec, normalization_problem, scaled_pixel_range
 from .batching import CHANNEL_ORDERS, Pixels, array_pixels, is_batch, split_items
 from .decode import DEFAULT_MAX_IMAGE_BYTES, to_pixels
+from .resize_modes import Geometry, fill_with_modes, pad_end_geometry, uses_modes
 
 __all__ = ["Geometry", "PreprocessSpec", "preprocess"]
 
 RESIZE_MODES = ("nearest", "bilinear", "area")
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = ("float32", "float16")
-
-
-class Geometry(NamedTuple):
-    """Where one image landed in its output slot.
-
-    The image was resized to ``resized`` (height, width) and its top-left corner
-    placed at output pixel ``offset`` (top, left): positive for a letterbox's pad,
-    negative for the part a centre crop cut off.  ``scale`` (y, x) is resized /
-    original size, so an output point (y, x) came from original
-    ((y - top) / scale_y, (x - left) / scale_x).
-    """
-
-    resized: tuple[int, int]
-    offset: tuple[int, int]
-    scale: tuple[float, float]
 
 
 def empty_batch(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -78,6 +64,10 @@ def empty_batch(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     start = -raw.ctypes.data % 64
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
+
+# The spec's resize mode (InputSpec.resize) as PreprocessSpec's crop.
+_CROPS = {"stretch": lambda f: None, "center-crop": lambda f: f,
+          "letterbox": lambda f: "letterbox", "pad-end": lambda f: "pad-end"}
 
 # Largest output side: a typo must not ask for a terabyte batch.
 MAX_SIZE = 65_536
@@ -103,19 +93,26 @@ class PreprocessSpec:
         crop: ``None`` stretches to ``size``; ``"center"`` resizes so the shorter
             side fits and cuts the centre; a float ratio r in (0, 1] resizes the
             shorter side to size / r first (ImageNet: 0.875, 256 -> 224);
-            ``"letterbox"`` fits the whole image inside and pads with ``pad``.
+            ``"letterbox"`` fits the whole image inside and pads with ``pad``;
+            ``"pad-end"`` fits the height keeping the aspect ratio, the width up to
+            the output's (``min(W, ceil(H * w / h))``), and pads the right (OCR).
         mean, std, scale: ``out = (x * scale - mean[c]) / std[c]``, one value or one
             per output channel.
         layout: ``"NHWC"`` or ``"NCHW"``.
         color: output colour, ``"GRAY"``, ``"RGB"`` or ``"BGR"``.
         dtype: ``"float32"`` or ``"float16"``.
-        pad: letterbox border, as a pixel value (0..255), normalized like pixels.
+        pad: letterbox/pad-end border, as a pixel value (0..255), normalized like pixels.
         input_color: colour order of arrays passed in (``"GRAY"``, ``"RGB"``,
             ``"BGR"``, ``"RGBA"``, ``"BGRA"``); ``None`` reads 1, 3, 4 channels as
             GRAY, RGB, RGBA.  Files and PIL images always know their own.
         max_image_bytes: decoded-size budget per file; larger files raise
             :class:`~dlinfer.DecompressionBombError` before decoding.
         draft: let Pillow decode large JPEGs at reduced scale (see ``images.decode_file``).
+        pad_value: the border in model-input units instead (written as is, after
+            normalization: PaddleOCR pads 0); ``None`` uses ``pad``.
+        antialias: resize with Pillow's filters, which average every source pixel a
+            destination pixel covers when downscaling (as Pillow and torchvision do),
+            rounded to uint8 as Pillow rounds (see :mod:`.resize_modes`).
     """
 
     size: tuple[int, int] | None = None
@@ -131,6 +128,8 @@ class PreprocessSpec:
     input_color: str | None = None
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     draft: bool = True
+    pad_value: float | None = None
+    antialias: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -140,6 +139,8 @@ class PreprocessSpec:
             set_(self, "std", tuple(float(s) for s in np.atleast_1d(self.std)))
             set_(self, "scale", float(self.scale))
             set_(self, "pad", float(self.pad))
+            if self.pad_value is not None:
+                set_(self, "pad_value", float(self.pad_value))
             set_(self, "dtype", np.dtype(self.dtype).name)
         except (TypeError, ValueError) as exc:
             raise InputError(f"invalid preprocessing parameter: {exc}") from exc
@@ -171,6 +172,10 @@ class PreprocessSpec:
             raise InputError(problem)
         if not 0 <= self.pad <= 255:  # NaN fails too
             raise InputError(f"pad is a pixel value in [0, 255], got {self.pad}")
+        if self.pad_value is not None and not np.isfinite(self.pad_value):
+            raise InputError(f"pad_value must be a finite number, got {self.pad_value}")
+        if not isinstance(self.antialias, (bool, np.bool_)):
+            raise InputError(f"antialias must be True or False, got {self.antialias!r}")
 
     @property
     def channels(self) -> int:
@@ -187,12 +192,15 @@ class PreprocessSpec:
             return "stretch", 1.0
         if crop == "letterbox":
             return "letterbox", 1.0
+        if crop == "pad-end":
+            return "pad-end", 1.0
         if crop == "center":
             return "crop", 1.0
         if isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1:
             return "crop", float(crop)
         raise InputError(
-            f"crop must be None, 'center', 'letterbox' or a ratio in (0, 1], got {crop!r}"
+            "crop must be None, 'center', 'letterbox', 'pad-end' or a ratio in (0, 1], got "
+            f"{crop!r}"
         )
 
     @classmethod
@@ -201,8 +209,11 @@ class PreprocessSpec:
 
         ``model`` is a :class:`~dlinfer.Model`, a path to one, a ``ModelSpec`` or an
         ``InputSpec``.  Size, layout, colour, normalization and dtype come from the
-        input spec; ``resize``, ``crop`` and ``pad`` from ``extra["preprocess"]``
-        when the exporter set them.
+        input spec, and so does the resize: its ``resize`` mode (stretch,
+        center-crop with ``crop_fraction``, letterbox, pad-end), ``interpolation``,
+        ``antialias`` and pad (``pad_value`` or ``pad_pixel``).  This is the one place
+        every consumer (Classifier, predict_folder, the server, the Batcher, the Ray
+        adapters) gets its preprocessing from.
         """
         from ..runtime.model import Model
 
@@ -225,6 +236,11 @@ class PreprocessSpec:
             "layout": spec.layout,
             "color": spec.color or "RGB",
             "dtype": spec.dtype,
+            "resize": spec.interpolation,
+            "crop": _CROPS[spec.resize](spec.crop_fraction),
+            "pad": 0.0 if spec.pad_pixel is None else spec.pad_pixel,
+            "pad_value": spec.pad_value,
+            "antialias": spec.antialias,
         }
         allowed = {f.name for f in dataclasses.fields(cls)}
         fields.update({k: v for k, v in extra.items() if k in allowed})
@@ -247,6 +263,9 @@ class PreprocessSpec:
         if self.size is None:
             return Geometry((height, width), (0, 0), (1.0, 1.0))
         fit, ratio = self._fit()
+        if fit == "pad-end":
+            rh, rw = pad_end_geometry(height, width, self.size)
+            return Geometry((rh, rw), (0, 0), (rh / height, rw / width))
         rh, rw, top, left = native.preprocess_geometry(height, width, *self.size, fit, ratio)
         return Geometry((rh, rw), (top, left), (rh / height, rw / width))
 
@@ -301,6 +320,8 @@ class PreprocessSpec:
         larger C-contiguous batch.
         """
         check_threads(threads)
+        if uses_modes(self):
+            return fill_with_modes(self, pixels, out, threads)
         fit, ratio = self._fit()
         arrays = [p[0] for p in pixels]
         colors = [p[1] for p in pixels]
@@ -312,6 +333,8 @@ class PreprocessSpec:
 
     def _fill_stack(self, batch: np.ndarray, order: str, out: np.ndarray,
                     threads: int | None) -> np.ndarray:
+        if uses_modes(self):
+            return fill_with_modes(self, [(a, order) for a in batch], out, threads)
         fit, ratio = self._fit()
         return native.preprocess_u8_stack(
             batch, out, order, self.resize, fit, ratio, self.pad, self.scale,
@@ -451,6 +474,8 @@ def preprocess(
     threads: int | None = None,
     *,
     pad: float = 0.0,
+    pad_value: float | None = None,
+    antialias: bool = False,
     input_color: str | None = None,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     return_geometry: bool = False,
@@ -470,6 +495,7 @@ def preprocess(
     spec = PreprocessSpec(
         size=_size(size), resize=resize, crop=crop, mean=tuple(np.atleast_1d(mean)),
         std=tuple(np.atleast_1d(std)), scale=scale, layout=layout, color=color, dtype=dtype,
-        pad=pad, input_color=input_color, max_image_bytes=max_image_bytes,
+        pad=pad, pad_value=pad_value, antialias=antialias, input_color=input_color,
+        max_image_bytes=max_image_bytes,
     )
     return spec(images, out=out, threads=threads, return_geometry=return_geometry)
