@@ -30,6 +30,15 @@ class DigitClassifier:
         return mlp_forward(pixels / 255.0, self.layers)
 
 
+@pytest.fixture(params=["onnxruntime", "openvino"])
+def backend(request) -> str:
+    """Each runtime backend of dlinfer.Model in turn (docs/runtime.md); OpenVINO's runs
+    skip by name where the ``openvino`` extra is not installed."""
+    if request.param == "openvino":
+        need("openvino")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def mnist_digits() -> Digits:
     """Real MNIST digits (uint8 (N, 28, 28)): ``x_fit``/``y_fit`` and the held-out

@@ -19,6 +19,7 @@ _EXTRA = {
     "keras": "train",
     "tf2onnx": "train",
     "statsmodels": "train",
+    "openvino": "openvino",
 }
 
 

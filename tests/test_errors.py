@@ -15,32 +15,32 @@ def clf(mnist_onnx):
 
 # -- model files ---------------------------------------------------------------------------
 
-def test_missing_model_file(tmp_path):
+def test_missing_model_file(tmp_path, backend):
     path = tmp_path / "nope.onnx"
     with pytest.raises(dlinfer.ModelNotFoundError, match="nope.onnx"):
-        dlinfer.Model(path)
+        dlinfer.Model(path, backend=backend)
     with pytest.raises(FileNotFoundError):  # also a built-in FileNotFoundError
         dlinfer.Classifier(path)
 
 
-def test_truncated_model_file(tmp_path, mnist_onnx):
+def test_truncated_model_file(tmp_path, mnist_onnx, backend):
     data = open(mnist_onnx, "rb").read()
     path = tmp_path / "truncated.onnx"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(dlinfer.ModelLoadError, match="truncated.onnx"):
-        dlinfer.Model(path)
+        dlinfer.Model(path, backend=backend)
 
 
-def test_not_onnx_file(tmp_path):
+def test_not_onnx_file(tmp_path, backend):
     path = tmp_path / "notes.onnx"
     path.write_text("this is not a model\n" * 10)
     with pytest.raises(dlinfer.ModelLoadError, match="cannot load .*notes.onnx"):
-        dlinfer.Model(path)
+        dlinfer.Model(path, backend=backend)
 
 
-def test_directory_as_model(tmp_path):
+def test_directory_as_model(tmp_path, backend):
     with pytest.raises(dlinfer.ModelLoadError, match="directory"):
-        dlinfer.Model(tmp_path)
+        dlinfer.Model(tmp_path, backend=backend)
 
 
 # -- image files ---------------------------------------------------------------------------
@@ -90,9 +90,9 @@ def test_wrong_rank_in_classifier(clf, shape):
         clf.predict(np.zeros(shape, np.uint8))
 
 
-def test_wrong_rank_in_model_run(mnist_onnx):
+def test_wrong_rank_in_model_run(mnist_onnx, backend):
     with pytest.raises(dlinfer.InputRankError, match="needs rank 4"):
-        dlinfer.Model(mnist_onnx).run(np.zeros((28, 28, 1), np.float32))
+        dlinfer.Model(mnist_onnx, backend=backend).run(np.zeros((28, 28, 1), np.float32))
 
 
 def test_wrong_size_float_array(clf):
@@ -118,14 +118,14 @@ def test_integer_arrays_other_than_uint8_are_refused(clf):
         clf.predict(np.zeros((28, 28), np.int64))
 
 
-def test_uint8_into_a_float_model_input_is_refused(mnist_onnx):
+def test_uint8_into_a_float_model_input_is_refused(mnist_onnx, backend):
     with pytest.raises(dlinfer.InputDtypeError, match="needs dtype float32, got uint8"):
-        dlinfer.Model(mnist_onnx).run(np.zeros((1, 28, 28, 1), np.uint8))
+        dlinfer.Model(mnist_onnx, backend=backend).run(np.zeros((1, 28, 28, 1), np.uint8))
 
 
-def test_float64_into_model_run_is_refused(mnist_onnx):
+def test_float64_into_model_run_is_refused(mnist_onnx, backend):
     with pytest.raises(TypeError, match="float32"):
-        dlinfer.Model(mnist_onnx).run(np.zeros((1, 28, 28, 1), np.float64))
+        dlinfer.Model(mnist_onnx, backend=backend).run(np.zeros((1, 28, 28, 1), np.float64))
 
 
 @pytest.mark.parametrize(
@@ -138,14 +138,15 @@ def test_empty_batch_in_classifier(clf, empty):
         clf.predict(empty)
 
 
-def test_empty_batch_in_model_run(mnist_onnx):
+def test_empty_batch_in_model_run(mnist_onnx, backend):
     with pytest.raises(dlinfer.EmptyBatchError):
-        dlinfer.Model(mnist_onnx).run(np.zeros((0, 28, 28, 1), np.float32))
+        dlinfer.Model(mnist_onnx, backend=backend).run(np.zeros((0, 28, 28, 1), np.float32))
 
 
-def test_wrong_input_names(mnist_onnx):
+def test_wrong_input_names(mnist_onnx, backend):
     with pytest.raises(dlinfer.InputError, match="missing"):
-        dlinfer.Model(mnist_onnx).run({"pixels": np.zeros((1, 28, 28, 1), np.float32)})
+        model = dlinfer.Model(mnist_onnx, backend=backend)
+        model.run({"pixels": np.zeros((1, 28, 28, 1), np.float32)})
 
 
 # -- devices -------------------------------------------------------------------------------

@@ -78,9 +78,9 @@ def batch(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
 # ---- Model.run ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("io_binding", [False, True], ids=["session", "io_binding"])
-def test_run_takes_a_dict_positional_arrays_or_a_list(two_heads, io_binding):
+def test_run_takes_a_dict_positional_arrays_or_a_list(two_heads, io_binding, backend):
     path, w = two_heads
-    model = Model(path, threads=1, io_binding=io_binding)
+    model = Model(path, threads=1, io_binding=io_binding, backend=backend)
     image, features = batch(5)
     expected = two_input_forward(image, features, **w)
     calls = {"dict": lambda: model.run({"features": features, "image": image}),
@@ -96,9 +96,9 @@ def test_run_takes_a_dict_positional_arrays_or_a_list(two_heads, io_binding):
                              rtol=1e-5, context=f"{how}: {name}")
 
 
-def test_io_binding_writes_into_out_given_by_keyword(two_heads):
+def test_io_binding_writes_into_out_given_by_keyword(two_heads, backend):
     path, w = two_heads
-    model = Model(path, threads=1, io_binding=True)
+    model = Model(path, threads=1, io_binding=True, backend=backend)
     out = {"probabilities": np.empty((3, 3), np.float32), "box": np.empty((3, 4), np.float32)}
     for seed in (1, 2):  # new data into the same bound out arrays
         image, features = batch(3, seed)
@@ -119,15 +119,15 @@ def test_io_binding_writes_into_out_given_by_keyword(two_heads):
     (lambda i, f: (i, f.astype(np.float64)), InputDtypeError, r"'features' needs dtype float32"),
     (lambda i, f: (i, f[:, :3]), InputShapeError, r"'features' needs size 4 on axis 1"),
 ], ids=["one", "three", "short-list", "missing", "unknown", "batches", "dtype", "shape"])
-def test_run_errors_name_the_inputs(two_heads, args, error, match):
-    model = Model(two_heads[0], threads=1)
+def test_run_errors_name_the_inputs(two_heads, args, error, match, backend):
+    model = Model(two_heads[0], threads=1, backend=backend)
     with pytest.raises(error, match=match):
         model.run(*args(*batch(3)))
 
 
-def test_the_single_input_property_names_every_input(two_heads):
+def test_the_single_input_property_names_every_input(two_heads, backend):
     with pytest.raises(InputError, match=r"2 inputs \['image', 'features'\]"):
-        _ = Model(two_heads[0]).input
+        _ = Model(two_heads[0], backend=backend).input
 
 
 # ---- Classifier -----------------------------------------------------------------------------

@@ -204,6 +204,31 @@ def test_cli_ray_predict_writes_parquet(ray_cluster, clf, image_folder, tmp_path
     check_rows(rows, clf, "path", good, [str(image_folder / "digit_5b.png")])
 
 
+@ray_extra
+@requires("openvino")
+def test_cli_ray_predict_on_openvino_matches_onnxruntime(ray_cluster, clf, image_folder,
+                                                         tmp_path, capsys):
+    """`dlinfer ray predict --backend openvino`: each row within verify's closeness rule of
+    onnxruntime's Classifier (float32 on both: they differ by summation order only)."""
+    import pyarrow.parquet as pq
+    from dlinfer.tools.cli import main
+    from dlinfer.verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
+
+    out = tmp_path / "openvino.parquet"
+    assert main(["ray", "predict", clf.model.path, str(image_folder), "--out", str(out),
+                 "--batch-size", "16", "--top-k", "10", "--backend", "openvino"]) == 0
+    assert "13 images" in capsys.readouterr().err
+    rows = [r for r in pq.read_table(str(out)).to_pylist() if r["error"] is None]
+    assert len(rows) == 12
+    want = clf.predict_proba([r["path"] for r in rows])
+    got = np.zeros_like(want)
+    for i, row in enumerate(rows):
+        for c in row["top_k"]:
+            got[i, c["index"]] = c["probability"]
+    assert_close(got, want, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL,
+                 context="ray predict --backend openvino vs onnxruntime")
+
+
 def post(url: str, body: bytes, ctype: str = "application/octet-stream"):
     req = urllib.request.Request(url, body, {"content-type": ctype}, method="POST")
     try:

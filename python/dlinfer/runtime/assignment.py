@@ -52,12 +52,19 @@ def summarize(nodes: list[dict[str, Any]] | None, wanted: str) -> dict[str, Any]
 
 
 def of_model(model: Any) -> dict[str, Any]:
-    """:func:`summarize` for a :class:`~dlinfer.Model`'s session and its active provider."""
+    """:func:`summarize` for a :class:`~dlinfer.Model`'s session and its active provider.
+
+    OpenVINO has no providers to assign: its CPU plugin runs every node."""
+    if getattr(model, "backend", "onnxruntime") != "onnxruntime":
+        return {"recorded": False, "wanted": model.providers[0], "nodes_per_provider": {},
+                "cpu_fallbacks": [], "backend": model.backend}
     return summarize(node_assignment(model.session), model.providers[0])
 
 
 def describe(summary: dict[str, Any]) -> list[str]:
     """Text lines for ``dlinfer info``, ``bench`` and ``doctor``."""
+    if summary.get("backend", "onnxruntime") != "onnxruntime":
+        return [f"every node runs on {summary['wanted']}"]
     if not summary["recorded"]:
         return ["not recorded (session options without "
                 f"{RECORD_KEY}=1, or an onnxruntime without the API)"]

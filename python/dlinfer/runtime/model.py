@@ -19,7 +19,6 @@ from ..errors import (
     InputShapeError,
     ModelLoadError,
     ModelNotFoundError,
-    ProviderUnavailableError,
     SpecError,
 )
 from ..spec import METADATA_KEY, ModelSpec
@@ -28,6 +27,8 @@ from . import binding as _binding
 from . import device_io as _device_io
 from . import provider_options as _provider_options
 from . import providers as _providers
+from .backends import choice as _choice
+from .backends.onnxruntime.loader import create_session
 from .session import default_threads, disabled_optimizers
 from .session import session_options as session_options_for
 from .tensors import TensorInfo, check_tensor
@@ -80,16 +81,10 @@ class Model:
         io_binding: bool = False,
         cuda: Mapping[str, Any] | None = None,
         tensorrt: Mapping[str, Any] | None = None,
+        backend: str = "onnxruntime",
     ) -> None:
-        self.path = os.fspath(path)
         request = _providers.parse_device(device)
-        check_threads(threads)
-        self.threads = threads or default_threads()
-        if not os.path.exists(self.path):
-            raise ModelNotFoundError(f"model file not found: {self.path}")
-        if os.path.isdir(self.path):
-            raise ModelLoadError(f"model path is a directory, not an ONNX file: {self.path}")
-
+        self._open_path(path, threads)
         self._checked_options = _provider_options.for_device(request.kind, self.path, cuda,
                                                              tensorrt)
         if session_options is None:
@@ -123,6 +118,35 @@ class Model:
 
         self.inputs = [TensorInfo.from_ort(i) for i in self._session.get_inputs()]
         self.outputs = [TensorInfo.from_ort(o) for o in self._session.get_outputs()]
+        self._finish_open(io_binding)
+
+    # What every backend shares: the file checks, and after opening, names, spec, hot path.
+    backend = "onnxruntime"
+    backend_reason = "backend='onnxruntime' (the default)"
+
+    def __new__(cls, path: Any = None, *args: Any, backend: str = "onnxruntime",
+                **kwargs: Any) -> Model:
+        if cls is not Model:
+            return super().__new__(cls)
+        name, reason = _choice.resolve(backend, path, *args[:2], **kwargs)
+        if name == "openvino":
+            from .backends.openvino.model import OpenVINOModel
+
+            cls = OpenVINOModel
+        model = super().__new__(cls)
+        model.backend_reason = reason
+        return model
+
+    def _open_path(self, path: str | os.PathLike[str], threads: int | None) -> None:
+        self.path = os.fspath(path)
+        check_threads(threads)
+        self.threads = threads or default_threads()
+        if not os.path.exists(self.path):
+            raise ModelNotFoundError(f"model file not found: {self.path}")
+        if os.path.isdir(self.path):
+            raise ModelLoadError(f"model path is a directory, not an ONNX file: {self.path}")
+
+    def _finish_open(self, io_binding: bool) -> None:
         self._input_names = [i.name for i in self.inputs]
         self._output_names = [o.name for o in self.outputs]
         self._prepare_hot_path(io_binding)
@@ -131,38 +155,11 @@ class Model:
         if self.spec is not None:  # a spec the graph contradicts is refused by name
             check_against_graph(self.spec, self.inputs, self.outputs, self.path)
 
-    def _create_session(
-        self,
-        request: _providers.DeviceRequest,
-        options: ort.SessionOptions,
-        provider_options: dict[str, Any] | None,
-        disabled: list[str] | None = None,
-    ) -> ort.InferenceSession:
-        providers = request.providers(provider_options, **self._checked_options)
-        if request.kind != "cpu":
-            load_error = _providers.provider_load_error(request.wanted)
-            if load_error is not None and request.kind == "auto":
-                # CUDA cannot even load: go straight to CPU rather than have onnxruntime
-                # try, fail and log errors for a fallback the user asked for.
-                providers = [_providers.CPU]
-            elif load_error is not None:
-                # Same answer as creating the session and checking it, minus the
-                # errors onnxruntime would print on the way.
-                _providers.check_active(request, [_providers.CPU])
-        try:
-            return ort.InferenceSession(self.path, sess_options=options, providers=providers,
-                                        disabled_optimizers=disabled or None)
-        except Exception as exc:  # onnxruntime raises its own untyped exceptions
-            message = str(exc)
-            if request.kind != "cpu" and "provider" in message.lower():
-                raise ProviderUnavailableError(
-                    f"device={request.label!r}: {message}", device=request.label, reason=message
-                ) from exc
-            size = os.path.getsize(self.path)
-            raise ModelLoadError(
-                f"cannot load {self.path} ({size} bytes) as an ONNX model: "
-                f"{message.strip().splitlines()[-1] if message.strip() else type(exc).__name__}"
-            ) from exc
+    def _create_session(self, request: _providers.DeviceRequest, options: ort.SessionOptions,
+                        provider_options: dict[str, Any] | None,
+                        disabled: list[str] | None = None) -> ort.InferenceSession:
+        return create_session(self.path, request, options, provider_options,
+                              self._checked_options, disabled)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -193,15 +190,7 @@ class Model:
         self._c_run_bound = getattr(sess, "run_with_iobinding", None)
         if self.device != "cpu" and hasattr(self._session, "disable_fallback"):
             self._session.disable_fallback()
-        # (name, dtype, rank, first fixed axis, fixed tail) for the single-input case
-        # whose dimensions after the batch axis are all fixed: one tuple comparison.
-        self._fast: tuple[str, np.dtype, int, int, tuple[int, ...]] | None = None
-        if len(self.inputs) == 1:
-            info = self.inputs[0]
-            shape = info.shape
-            first = 0 if shape and shape[0] is not None else 1
-            if shape and all(d is not None for d in shape[first:]):
-                self._fast = (info.name, info.dtype, len(shape), first, tuple(shape[first:]))
+        self._fast = self._fast_check()
         self.io_binding = bool(io_binding)
         self._local = threading.local() if io_binding else None
         # Where binding copies the input to the device, a binding never outlives its call.
@@ -213,6 +202,17 @@ class Model:
                     f"{ort.__version__} does not expose as dlinfer expects"
                 )
             self._bind_device = ort.OrtDevice.make("cpu", 0)._get_c_device()
+
+    def _fast_check(self) -> tuple[str, np.dtype, int, int, tuple[int, ...]] | None:
+        """(name, dtype, rank, first fixed axis, fixed tail) for the single-input case
+        whose dimensions after the batch axis are all fixed: one tuple comparison."""
+        if len(self.inputs) == 1:
+            info = self.inputs[0]
+            shape = info.shape
+            first = 0 if shape and shape[0] is not None else 1
+            if shape and all(d is not None for d in shape[first:]):
+                return (info.name, info.dtype, len(shape), first, tuple(shape[first:]))
+        return None
 
     def _feed(self, x: Any) -> dict[str, np.ndarray]:
         """Validate ``x`` against the inputs; every error names the input and the problem."""
@@ -312,7 +312,7 @@ class Model:
             else:
                 results = self._session.run(self._output_names, feed)
         except Exception as exc:  # onnxruntime raises untyped exceptions
-            raise InferenceError(f"onnxruntime failed on {self.path}: {exc}") from exc
+            raise InferenceError(f"{self.backend} failed on {self.path}: {exc}") from exc
         if len(results) == 1:
             return results[0]
         return dict(zip(self._output_names, results))
@@ -439,7 +439,7 @@ class Model:
             else:
                 self._c_run_bound(binding, None)
         except Exception as exc:  # onnxruntime raises untyped exceptions
-            raise InferenceError(f"onnxruntime failed on {self.path}: {exc}") from exc
+            raise InferenceError(f"{self.backend} failed on {self.path}: {exc}") from exc
         if out is not None:
             return out
         if any(a is None for a in arrays):

@@ -156,9 +156,14 @@ def cuda_options(options: Mapping[str, Any] | None) -> dict[str, str]:
     return {**CUDA_DEFAULTS, **check_options("cuda", CUDA_OPTIONS, options)}
 
 
-def default_cache_dir() -> str:
+def cache_root() -> str:
+    """dlinfer's cache folder: ``$XDG_CACHE_HOME/dlinfer`` (``~/.cache/dlinfer``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dlinfer", "tensorrt")
+    return os.path.join(base, "dlinfer")
+
+
+def default_cache_dir() -> str:
+    return os.path.join(cache_root(), "tensorrt")
 
 
 def tensorrt_options(options: Mapping[str, Any] | None) -> dict[str, str]:

@@ -20,7 +20,8 @@ import numpy as np
 from ..checks import check_allocation
 from .model import Model
 
-__all__ = ["serving_provider_options", "warm_up", "warm_up_for_batcher"]
+__all__ = ["serving_model_options", "serving_provider_options", "warm_up",
+           "warm_up_for_batcher"]
 
 logger = logging.getLogger("dlinfer")
 
@@ -41,6 +42,25 @@ def serving_provider_options(device: str, cuda: Mapping[str, Any] | None,
     elif tensorrt:
         out["tensorrt"] = dict(tensorrt)  # Model refuses them by name for this device
     return out
+
+
+def serving_model_options(path: str, backend: str, device: str, threads: int | None,
+                          cuda: Mapping[str, Any] | None, tensorrt: Mapping[str, Any] | None,
+                          max_batch_size: int) -> dict[str, Any]:
+    """``Model``'s keyword arguments for a model behind a batcher (``dlinfer serve``, Ray).
+
+    The backend is resolved first (``auto`` measures the file as it is, without the
+    batcher's options): onnxruntime then gets :func:`batching_session_options` and
+    :func:`serving_provider_options`; OpenVINO takes none of them.
+    """
+    from .backends.choice import resolve
+    from .session import batching_session_options
+
+    name, _ = resolve(backend, path, device, threads)
+    if name != "onnxruntime":
+        return {"backend": name}
+    return {"backend": name, "session_options": batching_session_options(threads),
+            **serving_provider_options(device, cuda, tensorrt, max_batch_size)}
 
 
 def warm_up(model: Model, batch_sizes: Iterable[int]) -> dict[str, Any]:

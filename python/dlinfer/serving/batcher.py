@@ -114,6 +114,7 @@ class Batcher:
             ``submit(..., timeout_ms=)`` overrides it per request.
         on_batch: called by the worker after each batch as ``on_batch(size,
             queue_waits_s, run_s)`` (the server's metrics); an error in it is logged.
+        backend: the runtime backend when ``model`` is a path (docs/runtime.md).
 
     Delays and timeouts must be finite and at most :data:`MAX_WAIT_MS` (a day); bad
     arguments raise :class:`~dlinfer.InputError` naming them.  An unexpected error in
@@ -134,9 +135,10 @@ class Batcher:
         *,
         name: str | None = None,
         on_batch: Callable[[int, list[float], float], None] | None = None,
+        backend: str = "onnxruntime",
     ) -> None:
         self.check_arguments(max_batch_size, max_delay_ms, max_queue, timeout_ms)
-        self._runner = runner_for(model)
+        self._runner = runner_for(model, backend)
         self.model = model
         self.max_batch_size = max_batch_size
         self._max_delay_ms = float(max_delay_ms)

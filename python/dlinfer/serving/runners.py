@@ -166,9 +166,9 @@ class _CallableRunner:
         return results, {}
 
 
-def runner_for(target: Any) -> Any:
+def runner_for(target: Any, backend: str = "onnxruntime") -> Any:
     if isinstance(target, (str, os.PathLike)):
-        return _ClassifierRunner(Classifier(target))
+        return _ClassifierRunner(Classifier(target, backend=backend))
     if isinstance(target, Classifier):
         return _ClassifierRunner(target)
     if isinstance(target, Model):

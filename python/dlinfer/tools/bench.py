@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_allocation
-from ..errors import InputError, InputShapeError, SpecError
+from ..errors import InputError, SpecError
 from ..runtime.assignment import of_model
+from ..runtime.batch_axis import batch_axes, runnable_sizes
 from ..runtime.model import Model
 from ..runtime.providers import parse_device
 from .bench_results import FIELDS, BenchResults
@@ -174,32 +175,11 @@ def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator
             raise SpecError(f"--end-to-end needs a fixed image size; {model.path} has {shape}")
         return rng.integers(0, 256, size=check_allocation(shape, 1, "--end-to-end pixels"),
                             dtype=np.uint8)
-    feed = {}
-    for info in model.inputs:
-        spec_shape = model.spec.input.shape if model.spec and len(model.inputs) == 1 else ()
-        shape = []
-        if info.shape and info.shape[0] is not None and info.shape[0] != batch:
-            raise InputShapeError(
-                f"input {info.name!r} has a fixed first dimension of {info.shape[0]}, so "
-                f"{model.path} cannot run a batch of {batch}; use batch sizes of "
-                f"{info.shape[0]}"
-            )
-        for axis, d in enumerate(info.shape):
-            if axis == 0 and d is None:
-                d = batch
-            elif d is None:
-                # A dynamic non-batch axis: take the spec's size, else 1.
-                hint = spec_shape[axis] if axis < len(spec_shape) else None
-                d = hint if isinstance(hint, int) else 1
-            shape.append(d)
-        check_allocation(shape, 8, f"input {info.name!r}")  # float64 draws, then cast
-        if info.dtype.kind == "f":
-            feed[info.name] = rng.random(shape, dtype=np.float64).astype(info.dtype)
-        elif info.dtype.kind == "b":
-            feed[info.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
-        else:
-            # Token ids and the like: 0 and 1 are valid indices for any vocabulary.
-            feed[info.name] = rng.integers(0, 2, size=shape).astype(info.dtype)
+    # Drawn on each input's own batch axis (inputs without one whole), at sizes the graph
+    # runs at: the rule verify and optimize use (runtime.batch_axis, model_samples).
+    from ..verification.model_samples import model_samples
+
+    feed = model_samples(model, None, batch, int(rng.integers(2**31)))[0]
     return feed if len(feed) > 1 else next(iter(feed.values()))
 
 
@@ -328,6 +308,12 @@ class _KerasBaseline:
         return {"keras.predict_on_batch": predict, "keras.tf_function": function}
 
 
+def _label(device: str, model: Model) -> str:
+    """A contender's name in settings: the device, and the backend where not onnxruntime."""
+    label = parse_device(device).label
+    return label if model.backend == "onnxruntime" else f"{label} ({model.backend})"
+
+
 def benchmark(
     model: str | os.PathLike[str],
     devices: Sequence[str] | str = ("cpu",),
@@ -348,6 +334,7 @@ def benchmark(
     progress: Callable[[dict[str, Any]], None] | None = None,
     cuda: dict[str, Any] | None = None,
     tensorrt: dict[str, Any] | None = None,
+    backend: Sequence[str] | str = ("onnxruntime",),
 ) -> BenchResults:
     """Time ``model`` on each device and batch size; one record per cell (see module doc).
 
@@ -372,6 +359,9 @@ def benchmark(
         progress: called with each record as it is finished.
         cuda / tensorrt: provider options (as for :class:`Model`) for the devices that
             use that provider; CPU devices run without them.
+        backend: the runtime backends to time side by side on each device, a list or a
+            comma-separated string (``"onnxruntime,openvino"``; ``"auto"`` times what
+            it picks); a GPU device runs onnxruntime only.
     """
     from .doctor import diagnose
 
@@ -381,8 +371,10 @@ def benchmark(
         batch_sizes = parse_int_list(batch_sizes, "batch_sizes")
     else:
         batch_sizes = parse_int_list(",".join(map(str, batch_sizes)), "batch_sizes")
-    if not devices:
-        raise ValueError("devices must name at least one device")
+    backends = ([b.strip() for b in backend.split(",")] if isinstance(backend, str)
+                else list(backend))
+    if not devices or not backends:
+        raise ValueError("devices and backends must name at least one each")
     if iters is not None and duration is not None:
         raise ValueError("give iters or duration, not both")
     if iters is not None and iters < 1:
@@ -401,7 +393,7 @@ def benchmark(
         "compare_keras": None if compare_keras is None else os.fspath(compare_keras),
         "stability_pct": stability_pct, "max_seconds": max_seconds,
         "min_windows": min_windows, "window_seconds": WINDOW_SECONDS, "seed": seed,
-        "cuda": cuda, "tensorrt": tensorrt,
+        "cuda": cuda, "tensorrt": tensorrt, "backends": backends,
     }
     env = environment if environment is not None else diagnose()
     gpus = env.get("gpu", {}).get("devices") or []
@@ -425,10 +417,16 @@ def benchmark(
         return {"cuda": cuda if kind != "cpu" else None,
                 "tensorrt": tensorrt if kind == "tensorrt" else None}
 
-    models = [Model(model, device=d, threads=threads, io_binding=io_binding, **options(d))
-              for d in devices]
+    contenders = [(d, b) for d in devices for b in backends
+                  if b == "onnxruntime" or parse_device(d).kind in ("cpu", "auto")]
+    models = [Model(model, device=d, threads=threads, io_binding=io_binding, backend=b,
+                    **(options(d) if b == "onnxruntime" else {})) for d, b in contenders]
+    devices = [d for d, _ in contenders]
+    # A fixed batch of 1, or no batch axis at all, runs at one batch size only.
+    batch_sizes, settings["batch_note"] = runnable_sizes(batch_axes(models[0]), batch_sizes)
     # Which provider runs each node, and the nodes a GPU device left on the CPU.
-    settings["assignment"] = {parse_device(d).label: of_model(m) for d, m in zip(devices, models)}
+    settings["assignment"] = {_label(d, m): of_model(m) for d, m in zip(devices, models)}
+    settings["backend_choice"] = {_label(d, m): m.backend_reason for d, m in zip(devices, models)}
     name = (models[0].spec.name if models[0].spec else
             os.path.splitext(os.path.basename(os.fspath(model)))[0])
     base = {"model": os.path.basename(os.fspath(model)), "model_name": name,
@@ -446,7 +444,7 @@ def benchmark(
     for batch in batch_sizes:
         for requested, m in zip(devices, models):
             x = _inputs(m, batch, end_to_end, np.random.default_rng(seed))
-            if m.providers[0] != "CPUExecutionProvider" and io_binding:
+            if m.device != "cpu" and io_binding:
                 step = _staged_step(m, x, end_to_end)
             else:
                 out = None
@@ -492,7 +490,8 @@ def benchmark(
     # Rows grouped by method and device, then batch size, whatever order they ran in.
     methods = ["dlinfer", *KERAS_METHODS]
     order = {d: i for i, d in enumerate(parse_device(d).label for d in devices)}
+    by_provider = {m.providers[0]: i for i, m in enumerate(models)}
     records.sort(key=lambda r: (methods.index(r["method"]), order.get(r["device"], 0),
-                                r["batch_size"]))
+                                by_provider.get(r["provider"], 0), r["batch_size"]))
 
     return BenchResults([{k: r[k] for k in FIELDS} for r in records], env, settings)

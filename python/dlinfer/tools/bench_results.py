@@ -180,11 +180,26 @@ class BenchResults(list):
                 where = (f"from batch {c['batch_size']}" if c["batch_size"] is not None
                          else f"at none of batch sizes {c['compared_batch_sizes']}")
                 lines.append(f"{method}: CUDA beats CPU {where}")
+        lines += self._backend_ratios()
         from ..runtime.assignment import describe
 
         for device, placed in (self.settings.get("assignment") or {}).items():
             lines += [f"{device}: {line}" for line in describe(placed)]
         return "\n".join(lines)
+
+    def _backend_ratios(self) -> list[str]:
+        """``bench --backend onnxruntime,openvino``: each backend's items/s against
+        onnxruntime's on the same CPU, per batch size."""
+        base = {r["batch_size"]: r["items_per_s"] for r in self
+                if r["method"] == "dlinfer" and r["provider"] == "CPUExecutionProvider"}
+        others: dict[str, list[str]] = {}
+        for r in self:
+            if r["method"] == "dlinfer" and r["provider"].startswith("OpenVINO") and \
+                    base.get(r["batch_size"]):
+                ratio = r["items_per_s"] / base[r["batch_size"]]
+                others.setdefault(r["provider"], []).append(f"batch {r['batch_size']} "
+                                                            f"{ratio:.2f}x")
+        return [f"{p} vs onnxruntime CPU, items/s: {', '.join(v)}" for p, v in others.items()]
 
     def plot(self, path: str | os.PathLike[str]) -> str:
         """Latency and throughput against batch size per device; matplotlib (``dlinfer[plot]``)."""

@@ -52,6 +52,7 @@ def _info(args: argparse.Namespace) -> int:
         "path": model.path,
         "device": model.device,
         "providers": model.providers,
+        "backend": model.backend, "backend_reason": model.backend_reason,
         "inputs": [_tensor_json(t) for t in model.inputs],
         "outputs": [_tensor_json(t) for t in model.outputs],
         "spec": spec.summary() if spec else None,  # + primary input/output/labels for scripts
@@ -67,6 +68,7 @@ def _info(args: argparse.Namespace) -> int:
         _say(f"           {line}")
     if args.device == "auto":
         _say(f"           {model.device_reason}")
+    _say(f"backend:   {model.backend} ({model.backend_reason})")
     for t in model.inputs:
         _say(f"input:     {t}")
     for t in model.outputs:
@@ -224,6 +226,8 @@ def _bench(args: argparse.Namespace) -> int:
             write(target)
     if args.plot:
         print(f"plot -> {visible(results.plot(args.plot))}", file=sys.stderr)
+    if results.settings.get("batch_note"):
+        print(f"note: {results.settings['batch_note']}", file=sys.stderr)
     if not to_stdout:
         print(results.table())
         ran = ", ".join(results.providers_ran)
@@ -374,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write CSV (- or no PATH: stdout)")
     p.add_argument("--plot", metavar="PNG", type=arg.output_file,
                    help="write latency/throughput plot (needs matplotlib)")
-    add_provider_flags(p)
+    add_provider_flags(p, several_backends=True)
     p.set_defaults(func=_bench)
 
     _add_serve(sub)

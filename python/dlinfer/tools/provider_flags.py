@@ -1,5 +1,6 @@
-"""CLI flags for the CUDA and TensorRT provider options (``info``, ``predict``, ``bench``,
-``serve``).
+"""CLI flags for the runtime backend (``--backend``) and the CUDA and TensorRT provider
+options (``info``, ``predict``, ``bench``, ``serve``; ``--backend`` also on ``verify``,
+``optimize`` and ``ray``).
 
 Each flag is checked at parse time by the same rule as ``Model(cuda=..., tensorrt=...)``
 (:mod:`dlinfer.runtime.provider_options`), so a bad value fails with argparse's error
@@ -13,11 +14,12 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import ProviderOptionsError
+from ..errors import InputError, ProviderOptionsError
 from ..runtime import provider_options as po
+from ..runtime.backends import parse_backend
 from .args import validating
 
-__all__ = ["add_provider_flags", "provider_kwargs"]
+__all__ = ["add_backend_flag", "add_provider_flags", "provider_kwargs"]
 
 # flag -> (provider, onnxruntime option name, help)
 _VALUE_FLAGS = {
@@ -69,8 +71,36 @@ def _key_value(provider: str) -> Callable[[str], tuple[str, str]]:
     return validating(convert, "KEY=VALUE")
 
 
-def add_provider_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the provider option flags to a subcommand's parser."""
+def _backend(text: str) -> str:
+    try:
+        return parse_backend(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _backends(text: str) -> str:
+    names = [b.strip() for b in str(text).split(",") if b.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one backend, got {text!r}")
+    return ",".join(dict.fromkeys(_backend(b) for b in names))
+
+
+_BACKEND_HELP = ("onnxruntime (default; every device), openvino (CPU; pip install "
+                 "'dlinfer[openvino]') or auto (the faster here, measured once and cached); "
+                 "see docs/runtime.md")
+
+
+def add_backend_flag(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """``--backend`` (``several``: a comma-separated list, as ``bench`` compares them)."""
+    parser.add_argument(
+        "--backend", type=validating(_backends if several else _backend, "backend"),
+        default="onnxruntime",
+        help=("comma-separated, compared side by side: " if several else "") + _BACKEND_HELP)
+
+
+def add_provider_flags(parser: argparse.ArgumentParser, several_backends: bool = False) -> None:
+    """Add ``--backend`` and the provider option flags to a subcommand's parser."""
+    add_backend_flag(parser, several_backends)
     group = parser.add_argument_group(
         "GPU provider options", "for --device cuda, tensorrt or auto; see docs/gpu.md")
     for flag, (provider, name, help) in _VALUE_FLAGS.items():
@@ -102,6 +132,10 @@ def provider_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """``cuda=``/``tensorrt=`` keyword arguments from the parsed flags (only those given).
 
     Model refuses options for a provider its device does not use, by name; ``bench``
-    passes them to its non-CPU devices only.
+    passes them to its non-CPU devices only.  ``backend`` too, where one other than the
+    default (onnxruntime) was asked for.
     """
-    return {k: v for k, v in _collected(args).items() if v}
+    kwargs: dict[str, Any] = {k: v for k, v in _collected(args).items() if v}
+    if getattr(args, "backend", "onnxruntime") != "onnxruntime":
+        kwargs["backend"] = args.backend
+    return kwargs

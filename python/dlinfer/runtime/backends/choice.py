@@ -1,0 +1,187 @@
+"""``backend="auto"``: the fastest installed backend for this file on this CPU, measured.
+
+Each installed backend opens the file (with the precision the file was gated for,
+:mod:`dlinfer.runtime.backends.openvino.loader`) and runs zeros of the input's shape at
+batch 1 and at batch :data:`BATCH`, interleaved, for about :data:`BUDGET_S` seconds in
+all; the backend with the lower geometric mean of the two per-item times wins.  The
+choice is cached per file (path, size, modification time), CPU model and thread count in
+``~/.cache/dlinfer/backends.json``, so it is measured once per model and machine.
+
+Where there is nothing to measure, the choice says why: a GPU device or onnxruntime-only
+options (onnxruntime), OpenVINO not installed, or an input whose shape is dynamic beyond
+the batch axis (no traffic to time without the user's data).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ...errors import DlinferError
+from ..provider_options import cache_root
+from ..providers import parse_device
+from . import available_backends, parse_backend
+
+__all__ = ["BATCH", "BUDGET_S", "cpu_name", "measure", "resolve"]
+
+logger = logging.getLogger("dlinfer")
+
+BATCH = 8  # the batched size timed beside batch 1: large enough to show batching's gain
+BUDGET_S = 0.4  # per backend, both batch sizes together, after one warm-up run each
+_ORT_ONLY = ("session_options", "provider_options", "cuda", "tensorrt")
+_lock = threading.Lock()
+_memo: dict[str, dict[str, Any]] = {}
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name where there is one)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_path() -> str:
+    return os.path.join(cache_root(), "backends.json")
+
+
+def _key(path: str, threads: int) -> str:
+    st = os.stat(path)
+    return json.dumps([os.path.realpath(path), st.st_size, st.st_mtime_ns, cpu_name(),
+                       threads])
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        with open(_cache_path(), encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _store(key: str, entry: dict[str, Any]) -> None:
+    data = _load_cache()
+    data[key] = entry
+    path = _cache_path()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home still gets the in-process memo
+        logger.info("cannot cache the backend choice in %s: %s", path, exc)
+
+
+def _batches(model: Any) -> tuple[int, ...]:
+    """The batch sizes to time: 1 and BATCH, or the one a fixed first axis allows."""
+    for i in model.inputs:
+        if not i.shape or any(d is None for d in i.shape[1:]):
+            raise ValueError(f"input {i.name!r} has shape {i.shape}: only a batch axis may "
+                             "be dynamic to be timed on zeros")
+    fixed = {i.shape[0] for i in model.inputs if i.shape[0] is not None}
+    return (fixed.pop(),) if len(fixed) == 1 else (1, BATCH)
+
+
+def _per_item_ms(model: Any, batch: int, budget: float) -> float:
+    feed = {i.name: np.zeros((batch, *i.shape[1:]), i.dtype) for i in model.inputs}
+    model.run(feed)  # warm-up: OpenVINO compiles for a new shape on first sight
+    times = []
+    deadline = time.perf_counter() + budget
+    while len(times) < 2 or (time.perf_counter() < deadline and len(times) < 50):
+        started = time.perf_counter()
+        model.run(feed)
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times)) / batch
+
+
+def measure(path: str, threads: int | None, backends: list[str]) -> dict[str, Any]:
+    """Per-item milliseconds of each backend at batch 1 and :data:`BATCH`, and the winner."""
+    from ..model import Model
+
+    models = {b: Model(path, threads=threads, backend=b) for b in backends}
+    timings: dict[str, dict[str, float]] = {b: {} for b in backends}
+    batches = _batches(next(iter(models.values())))
+    budget = BUDGET_S / (2 * len(batches))
+    for _ in range(2):  # interleaved: a noisy second hits every backend alike
+        for batch in batches:
+            for b, m in models.items():
+                ms = _per_item_ms(m, batch, budget)
+                key = f"batch_{batch}_ms_per_item"
+                timings[b][key] = min(ms, timings[b].get(key, math.inf))
+    # the geometric mean of the per-item times: neither batch size outweighs the other
+    score = {b: math.prod(t.values()) ** (1 / len(t)) for b, t in timings.items()}
+    best = min(score, key=score.get)
+    others = ", ".join(f"{b} {score[b] / score[best]:.2f}x slower" for b in score if b != best)
+    precision = getattr(models[best], "precision", "as the file is")
+    reason = (f"backend='auto' measured {', '.join(backends)} on {cpu_name()}: {best} "
+              f"(precision {precision}) is fastest per item at batch "
+              f"{' and '.join(map(str, batches))}"
+              + (f"; {others}" if others else ""))
+    return {"backend": best, "reason": reason, "timings": timings}
+
+
+def _measurable(path: str) -> str | None:
+    """Why the file cannot be timed on zeros, or None."""
+    from ..onnx_header import read_header
+
+    try:
+        header = read_header(path)
+    except (DlinferError, UnicodeDecodeError, OSError):
+        return "the file's header could not be read"
+    return None if header.inputs else "the graph declares no inputs"
+
+
+def resolve(backend: str, path: Any, device: str = "cpu", threads: int | None = None,
+            **options: Any) -> tuple[str, str]:
+    """``(backend, why)`` for a ``Model(path, device, threads, backend=...)`` call."""
+    name = parse_backend(backend)
+    if name != "auto":
+        return name, f"backend={name!r} (asked for)"
+    kind = parse_device(device).kind
+    if kind not in ("cpu", "auto"):
+        return "onnxruntime", f"backend='auto': device={device!r} runs on onnxruntime only"
+    given = [k for k in _ORT_ONLY if options.get(k) is not None]
+    if given:
+        return "onnxruntime", f"backend='auto': {', '.join(given)} configure onnxruntime"
+    installed = available_backends()
+    if "openvino" not in installed:
+        return "onnxruntime", ("backend='auto': onnxruntime is the only backend installed "
+                               "(pip install 'dlinfer[openvino]' adds OpenVINO)")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return "onnxruntime", "backend='auto': no file to measure"  # Model raises by name
+    problem = _measurable(path)
+    if problem:
+        return "onnxruntime", f"backend='auto': {problem}"
+    key = _key(path, threads or 0)
+    with _lock:
+        entry = _memo.get(key) or _load_cache().get(key)
+        if entry is None or entry.get("backend") not in installed:
+            try:
+                entry = measure(path, threads, installed)
+            except (DlinferError, ValueError) as exc:
+                # e.g. a dynamic axis beyond the batch: zeros cannot stand in for traffic
+                entry = {"backend": "onnxruntime",
+                         "reason": f"backend='auto' could not time the file ({exc}); "
+                                   "onnxruntime"}
+            _store(key, entry)
+            logger.info("%s: %s", path, entry["reason"])
+        else:
+            entry = {**entry, "reason": entry["reason"] + " (cached)"} \
+                if not entry["reason"].endswith("(cached)") else entry
+        _memo[key] = entry
+    return entry["backend"], entry["reason"]

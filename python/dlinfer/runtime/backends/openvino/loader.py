@@ -1,0 +1,81 @@
+"""How an ONNX file is opened on OpenVINO: read by OpenVINO's ONNX frontend, compiled for
+the CPU plugin with dlinfer's thread count and the precision the file was gated for."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ....errors import InputError, ModelLoadError
+from ...session import SESSION_METADATA_KEY
+from ...tensors import TensorInfo
+from .. import import_openvino
+
+__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "compile_model", "file_precision", "tensor_infos"]
+
+# OpenVINO's CPU plugin runs float32 graphs in bfloat16 by default on CPUs with AMX or
+# AVX-512 BF16: faster, but answers that differ from onnxruntime's beyond float32
+# rounding.  dlinfer runs f32 unless the file records that bf16 passed its accuracy
+# gate (`dlinfer optimize --mode bf16` writes that, docs/optimize.md).
+DEFAULT_PRECISION = "f32"
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+def file_precision(metadata: Mapping[str, str]) -> str:
+    """The inference precision a file was gated for (``dlinfer.session`` metadata)."""
+    raw = metadata.get(SESSION_METADATA_KEY)
+    if not raw:
+        return DEFAULT_PRECISION
+    try:
+        value = json.loads(raw).get("openvino", {}).get("inference_precision", DEFAULT_PRECISION)
+    except (ValueError, AttributeError):
+        return DEFAULT_PRECISION
+    return value if value in PRECISIONS else DEFAULT_PRECISION
+
+
+def compile_model(path: str, threads: int, precision: str = DEFAULT_PRECISION,
+                  device: str = "cpu") -> Any:
+    """An ``openvino.CompiledModel`` of the ONNX file at ``path`` on the CPU plugin."""
+    if device != "cpu":
+        raise InputError(f"backend='openvino' runs on device='cpu' only (OpenVINO's GPU plugin "
+                         f"is for Intel GPUs), got device={device!r}; use backend='onnxruntime' "
+                         "for CUDA and TensorRT")
+    ov = import_openvino()
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision,
+              "PERFORMANCE_HINT": "LATENCY"}
+    try:
+        return core.compile_model(core.read_model(path), "CPU", config)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+        message = str(exc).strip()
+        raise ModelLoadError(
+            f"OpenVINO cannot load {path} ({os.path.getsize(path)} bytes): "
+            f"{message.splitlines()[-1] if message else type(exc).__name__}") from exc
+
+
+def _dtype(element_type: Any, name: str) -> np.dtype:
+    try:
+        return np.dtype(element_type.to_dtype())
+    except Exception as exc:  # noqa: BLE001 - a type NumPy lacks (e.g. bf16, string)
+        raise ModelLoadError(f"tensor {name!r} has unsupported type {element_type}") from exc
+
+
+def tensor_infos(ports: Any, names: list[str]) -> tuple[list[TensorInfo], list[Any]]:
+    """The :class:`TensorInfo` of each of ``names`` (the ONNX declared order) and its port."""
+    by_name = {}
+    for port in ports:
+        for n in port.get_names():
+            by_name.setdefault(n, port)
+    infos, found = [], []
+    for name in names:
+        port = by_name.get(name)
+        if port is None:
+            raise ModelLoadError(f"OpenVINO does not expose tensor {name!r} of the ONNX graph")
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        infos.append(TensorInfo(name, shape, _dtype(port.get_element_type(), name)))
+        found.append(port)
+    return infos, found

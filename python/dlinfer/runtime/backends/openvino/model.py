@@ -1,0 +1,110 @@
+""":class:`~dlinfer.Model` on OpenVINO: the same checks, errors and answers as on
+onnxruntime; only opening and the run itself differ (:mod:`.loader`, :mod:`.runner`).
+
+``Model(path, backend="openvino")`` returns an :class:`OpenVINOModel`, so
+``isinstance(m, dlinfer.Model)`` holds and every ``run`` path (the fast single-input
+check, dicts, positional multi-input calls, ``out=``) is :class:`Model`'s own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from ....errors import InferenceError, InputError, SpecError
+from ...model import Model
+from ...onnx_header import read_header
+from ...providers import parse_device
+from . import loader
+from .runner import OpenVINORunner
+
+__all__ = ["OpenVINOModel"]
+
+# Model's onnxruntime-only keyword arguments, refused by name rather than ignored.
+_ORT_ONLY = ("session_options", "provider_options", "cuda", "tensorrt")
+
+
+class OpenVINOModel(Model):
+    """A :class:`~dlinfer.Model` run by OpenVINO's CPU plugin (``backend="openvino"``).
+
+    ``io_binding=True`` keeps its meaning for callers: ``run(x, out=...)`` writes the
+    results into ``out`` and returns it.  Inputs are always shared with OpenVINO without
+    a copy, so there is nothing else to bind.
+    """
+
+    backend = "openvino"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str = "cpu",
+        threads: int | None = None,
+        *,
+        io_binding: bool = False,
+        backend: str = "openvino",
+        **ort_only: Any,
+    ) -> None:
+        given = [k for k, v in ort_only.items() if v is not None]
+        unknown = [k for k in ort_only if k not in _ORT_ONLY]
+        if unknown:
+            raise TypeError(f"Model() got unexpected keyword arguments {unknown}")
+        if given:
+            raise InputError(f"{', '.join(given)} configure onnxruntime; "
+                             "backend='openvino' does not take them")
+        request = parse_device(device)
+        self._open_path(path, threads)
+        if request.kind not in ("cpu", "auto"):
+            loader.compile_model(self.path, self.threads, device=request.label)  # raises
+        self.device = "cpu"
+        self.device_reason = ("OpenVINO's CPU plugin" if request.kind == "cpu" else
+                              "device='auto' chose cpu: backend='openvino' runs on CPU")
+        try:
+            header = read_header(self.path)
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{self.path}: the model's metadata is not valid UTF-8 ({exc.reason} "
+                            f"at byte {exc.start} of a value)") from None
+        self.metadata: dict[str, str] = header.metadata
+        self.precision = loader.file_precision(self.metadata)
+        self._compiled = loader.compile_model(self.path, self.threads, self.precision)
+        self.providers = [f"OpenVINO({self.precision})"]  # its CPU plugin, in this precision
+        self.inputs, _ = loader.tensor_infos(self._compiled.inputs, header.inputs)
+        self.outputs, ports = loader.tensor_infos(self._compiled.outputs, header.outputs)
+        self._runner = OpenVINORunner(self._compiled, self.path, [i.name for i in self.inputs],
+                                      ports, [o.dtype for o in self.outputs])
+        self._finish_open(io_binding)
+
+    @property
+    def session(self) -> Any:
+        """The underlying ``openvino.CompiledModel``, for what dlinfer does not wrap."""
+        return self._compiled
+
+    def _prepare_hot_path(self, io_binding: bool) -> None:
+        self._c_run = self._runner.run
+        self._c_run_bound = None
+        self._fast = self._fast_check()
+        self.io_binding = bool(io_binding)
+        # run() sends calls to _run_bound* when this is set, as with onnxruntime's binding.
+        self._local = threading.local() if io_binding else None
+        self._rebind = False
+
+    def _run_bound_one(self, name: str, x: np.ndarray, shape: tuple[int, ...], out: Any) -> Any:
+        return self._run_bound({name: x}, out)
+
+    def _run_bound(self, feed: dict[str, np.ndarray], out: Any) -> Any:
+        first = next(iter(feed.values()))
+        batch = first.shape[0] if first.ndim else 1
+        arrays = self._bound_outputs(batch, out) if out is not None else [None] * len(self.outputs)
+        try:
+            results = self._runner.run_into(feed, arrays)
+        except Exception as exc:  # OpenVINO raises untyped RuntimeErrors
+            raise InferenceError(f"openvino failed on {self.path}: {exc}") from exc
+        if out is not None:
+            return out
+        return results[0] if len(results) == 1 else dict(zip(self._output_names, results))
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("Model(", "Model(backend='openvino', ", 1)
+

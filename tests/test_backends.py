@@ -1,0 +1,147 @@
+"""The runtime backends behind one API (docs/runtime.md): OpenVINO against onnxruntime.
+
+Model.run's contract on both backends is checked by the runtime tests themselves (the
+``backend`` fixture in conftest.py runs them on each); here: what only a second backend
+raises (the missing extra, onnxruntime-only options), its answers against onnxruntime's
+through Classifier, `dlinfer serve` and an int8 file, threads sharing one model, and
+``backend="auto"``'s measured, cached choice.  The Ray Data test is in test_ray.py.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import sys
+
+import dlinfer
+import numpy as np
+import pytest
+from dlinfer.verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from optional import requires
+from reference import assert_close
+
+openvino = requires("openvino")
+# float32 on both (OpenVINO runs f32 unless the file was gated for bf16): the two differ
+# by summation order only, well inside verify's closeness rule.
+ATOL, RTOL = DEFAULT_ATOL, DEFAULT_RTOL
+
+
+def test_openvino_without_the_extra_names_it(mnist_onnx, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(dlinfer.MissingExtraError, match=r"pip install 'dlinfer\[openvino\]'"):
+        dlinfer.Model(mnist_onnx, backend="openvino")
+
+
+def test_a_backend_name_is_checked(mnist_onnx):
+    with pytest.raises(dlinfer.InputError, match="backend must be 'auto', 'onnxruntime' or"):
+        dlinfer.Model(mnist_onnx, backend="tensorflow")
+
+
+@openvino
+def test_openvino_refuses_what_configures_onnxruntime(mnist_onnx):
+    with pytest.raises(dlinfer.InputError, match="cuda configure onnxruntime"):
+        dlinfer.Model(mnist_onnx, backend="openvino", cuda={"gpu_mem_limit": 2**30})
+    with pytest.raises(dlinfer.InputError, match="device='cpu' only"):
+        dlinfer.Model(mnist_onnx, device="cuda", backend="openvino")
+
+
+@openvino
+def test_header_matches_what_onnxruntime_reads(mnist_onnx):
+    from dlinfer.runtime.onnx_header import read_header
+
+    ort = dlinfer.Model(mnist_onnx)
+    header = read_header(mnist_onnx)
+    assert header.metadata == ort.metadata
+    assert header.inputs == [i.name for i in ort.inputs]
+    assert header.outputs == [o.name for o in ort.outputs]
+    ov = dlinfer.Model(mnist_onnx, backend="openvino")
+    assert (ov.inputs, ov.outputs, ov.spec) == (ort.inputs, ort.outputs, ort.spec)
+    assert isinstance(ov, dlinfer.Model) and ov.backend == "openvino"
+
+
+@openvino
+def test_classifier_on_openvino_matches_onnxruntime(mnist_onnx, digit_pngs):
+    paths, _ = digit_pngs
+    want = dlinfer.Classifier(mnist_onnx).predict_proba(paths)
+    clf = dlinfer.Classifier(mnist_onnx, backend="openvino")
+    assert clf.model.backend == "openvino"
+    assert_close(clf.predict_proba(paths), want, atol=ATOL, rtol=RTOL,
+                 context="Classifier on openvino vs onnxruntime")
+
+
+@openvino
+def test_threads_sharing_one_openvino_model_get_their_own_answers(mnist_onnx, mnist_digits):
+    model = dlinfer.Model(mnist_onnx, backend="openvino", threads=1)
+    batches = [(mnist_digits.x_test[i * 7:(i + 1) * 7, ..., None] / np.float32(255))
+               .astype(np.float32) for i in range(16)]
+    alone = [model.run(b) for b in batches]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            together = list(pool.map(model.run, batches))
+            for i, (a, b) in enumerate(zip(together, alone)):
+                assert_close(a, b, context=f"batch {i} run from 8 threads at once")
+
+
+@openvino
+def test_an_int8_file_from_optimize_runs_on_either_backend(mnist_onnx, digit_pngs, tmp_path):
+    from dlinfer.optimize import optimize
+
+    paths, _ = digit_pngs
+    out = str(tmp_path / "mlp.int8.onnx")
+    optimize(mnist_onnx, out, "int8", calibrate=os.path.dirname(paths[0]), samples=10)
+    on_ort = dlinfer.Classifier(out).predict_proba(paths)
+    on_ov = dlinfer.Classifier(out, backend="openvino").predict_proba(paths)
+    assert on_ov.shape == on_ort.shape == (10, 10)
+    # Both run the file's QDQ pairs as int8 kernels, which round the same values but may
+    # requantize at different points: one uint8 step of the softmax input, not more.
+    assert_close(on_ov, on_ort, atol=0.02, context="int8 file on openvino vs onnxruntime")
+    assert (on_ov.argmax(1) == on_ort.argmax(1)).all()
+
+
+@requires("openvino", "starlette", "uvicorn")
+def test_serve_on_openvino_matches_onnxruntime(mnist_onnx, digit_pngs, tmp_path):
+    from serve_helpers import Server, call
+
+    paths, _ = digit_pngs
+    want = dlinfer.Classifier(mnist_onnx).predict(paths, top_k=10)
+    server = Server(tmp_path, f"mnist={mnist_onnx}", "--backend", "openvino", "--threads", "1")
+    try:
+        status, meta = call(server, "GET", "/v1/models")
+        assert status == 200
+        described = json.dumps(meta)
+        assert "openvino" in described, described
+        for path, pred in zip(paths, want):
+            with open(path, "rb") as f:
+                status, body = call(server, "POST", "/v1/models/mnist/predict?top_k=10",
+                                    f.read())
+            assert status == 200, body
+            got = {c["label"]: c["probability"] for c in body["predictions"][0]["top"]}
+            expected = {c.label: c.probability for c in pred.top}
+            labels = sorted(expected)
+            assert_close(np.array([got[k] for k in labels]),
+                         np.array([expected[k] for k in labels]), atol=ATOL, rtol=RTOL,
+                         context=f"serve --backend openvino vs onnxruntime on {path}")
+    finally:
+        assert server.stop() == 0
+
+
+@openvino
+def test_auto_measures_once_then_reads_its_cache(mnist_onnx, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from dlinfer.runtime.backends import choice
+
+    monkeypatch.setattr(choice, "_memo", {})
+    first = dlinfer.Model(mnist_onnx, backend="auto", threads=1)
+    assert first.backend in ("onnxruntime", "openvino")
+    assert "measured onnxruntime, openvino" in first.backend_reason
+    cached = json.loads((tmp_path / "dlinfer" / "backends.json").read_text())
+    (entry,) = cached.values()
+    assert entry["backend"] == first.backend and set(entry["timings"]) == {"onnxruntime",
+                                                                           "openvino"}
+    monkeypatch.setattr(choice, "_memo", {})
+    monkeypatch.setattr(choice, "measure", lambda *a: pytest.fail("measured twice"))
+    again = dlinfer.Model(mnist_onnx, backend="auto", threads=1)
+    assert again.backend == first.backend and again.backend_reason.endswith("(cached)")
+    # a GPU device or onnxruntime's options leave nothing to choose
+    assert choice.resolve("auto", mnist_onnx, "cuda")[0] == "onnxruntime"
