@@ -10,6 +10,7 @@ NumPy conventions keeps working::
     │   └── ModelNotFoundError      (also FileNotFoundError)
     ├── SpecError                   dlinfer metadata missing or malformed
     ├── ExportError                 (also ValueError) a Keras model cannot be exported faithfully
+    ├── UnsupportedGradientError    (also NotImplementedError) an op on the path has no gradient
     ├── OptimizeError               (also ValueError) `dlinfer optimize` refused
     ├── MissingExtraError           (also ImportError) a feature's optional package is missing
     ├── ProviderUnavailableError    requested device cannot actually run
@@ -54,6 +55,7 @@ __all__ = [
     "QueueFullError",
     "RequestTimeoutError",
     "SpecError",
+    "UnsupportedGradientError",
 ]
 
 
@@ -75,6 +77,16 @@ class SpecError(DlinferError):
 
 class ExportError(DlinferError, ValueError):
     """A Keras model cannot be exported faithfully; the message names the layer."""
+
+
+class UnsupportedGradientError(DlinferError, NotImplementedError):
+    """dlinfer.explain cannot differentiate through an op (or a mode of one) on the path
+    from the tensor differentiated to the output; ``op`` and ``node`` name it."""
+
+    def __init__(self, message: str, *, op: str = "", node: str = "") -> None:
+        super().__init__(message)
+        self.op = op
+        self.node = node
 
 
 class MissingExtraError(DlinferError, ImportError):

@@ -1,0 +1,213 @@
+"""Backward rules of the layers: convolution, pooling, dense, normalization.
+
+A convolution's input gradient is the transposed convolution with the same weights
+(and a transposed convolution's, the convolution); pooling goes through onnxruntime's
+MaxPool Indices (a scatter-add, since overlapping windows can pick one pixel twice) or a
+transposed convolution with a box kernel (average pooling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backward import Builder
+from .backward_ops import _attr, _Refused, rule
+
+__all__: list[str] = []
+
+
+def _explicit_pads(b: Builder, node: Any, x: str, kernel: list[int], strides: list[int],
+                   dilations: list[int]) -> list[int]:
+    """The pads, with auto_pad resolved from the static spatial size where it is set."""
+    n = len(kernel)
+    auto_pad = _attr(node, "auto_pad", "NOTSET")
+    if auto_pad == "VALID":
+        return [0] * 2 * n
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        shape = b.static_shape(x)
+        spatial = shape[2:] if shape is not None else []
+        if len(spatial) != n or not all(isinstance(d, int) and d > 0 for d in spatial):
+            raise _Refused(f"auto_pad={auto_pad} with a spatial size unknown before running")
+        begin, end = [], []
+        for size, k, s, d in zip(spatial, kernel, strides, dilations):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small = total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else total - small)
+            end.append(total - begin[-1])
+        return begin + end
+    return list(_attr(node, "pads", [0] * 2 * n))
+
+
+def _kernel(b: Builder, node: Any, w: str | None) -> list[int]:
+    shape = _attr(node, "kernel_shape")
+    if shape is None and w is not None:
+        static = b.static_shape(w)
+        if static is not None and all(isinstance(d, int) for d in static[2:]):
+            shape = static[2:]
+    if shape is None:
+        raise _Refused("a kernel shape unknown before running")
+    return list(shape)
+
+
+def _begin_only(pads: list[int]) -> list[int]:
+    """Pads for the transposed convolution that undoes a forward one: crop the leading
+    padding only; fit_spatial then sizes the end, since a stride may skip the end padding
+    (and even real rows), which an end crop would wrongly take off."""
+    n = len(pads) // 2
+    return list(pads[:n]) + [0] * n
+
+
+@rule("Conv")
+def _conv(b: Builder, node: Any, gy: list, want: list) -> list:
+    if any(want[1:]):
+        raise _Refused("a gradient with respect to the weights or bias")
+    x, w = node.input[0], node.input[1]
+    kernel = _kernel(b, node, w)
+    n = len(kernel)
+    strides = list(_attr(node, "strides", [1] * n))
+    dilations = list(_attr(node, "dilations", [1] * n))
+    pads = _explicit_pads(b, node, x, kernel, strides, dilations)
+    dx = b.op("ConvTranspose", [gy[0], w], group=_attr(node, "group", 1), strides=strides,
+              dilations=dilations, pads=_begin_only(pads), kernel_shape=kernel)
+    return [b.fit_spatial(dx, x)] + [None] * (len(node.input) - 1)
+
+
+@rule("ConvTranspose")
+def _conv_transpose(b: Builder, node: Any, gy: list, want: list) -> list:
+    if any(want[1:]):
+        raise _Refused("a gradient with respect to the weights or bias")
+    if _attr(node, "output_shape") is not None or _attr(node, "auto_pad", "NOTSET") not in (
+            "NOTSET", "VALID"):
+        raise _Refused("output_shape or auto_pad SAME (only explicit pads)")
+    w = node.input[1]
+    kernel = _kernel(b, node, w)
+    n = len(kernel)
+    pads = list(_attr(node, "pads", [0] * 2 * n))
+    if _attr(node, "auto_pad", "NOTSET") == "VALID":
+        pads = [0] * 2 * n
+    dx = b.op("Conv", [gy[0], w], group=_attr(node, "group", 1),
+              strides=list(_attr(node, "strides", [1] * n)), pads=pads, kernel_shape=kernel,
+              dilations=list(_attr(node, "dilations", [1] * n)))
+    return [dx] + [None] * (len(node.input) - 1)
+
+
+@rule("MaxPool")
+def _max_pool(b: Builder, node: Any, gy: list, want: list) -> list:
+    if _attr(node, "storage_order", 0):
+        raise _Refused("storage_order=1")
+    x = node.input[0]
+    if len(node.output) < 2 or not node.output[1]:  # ask the forward node for its argmax
+        del node.output[1:]
+        node.output.append(b.fresh("maxpool_indices"))
+    # Indices are flat positions in all of x, batch and channel included.
+    size = b.op("Reshape", [b.op("Size", [x]), b.ints([1])])
+    flat = b.op("ScatterElements", [b.zeros_of(size),
+                                    b.op("Reshape", [node.output[1], b.ints([-1])]),
+                                    b.op("Reshape", [gy[0], b.ints([-1])])],
+                axis=0, reduction="add")
+    return [b.op("Reshape", [flat, b.shape(x)])]
+
+
+@rule("AveragePool")
+def _average_pool(b: Builder, node: Any, gy: list, want: list) -> list:
+    x = node.input[0]
+    kernel = list(_attr(node, "kernel_shape"))
+    n = len(kernel)
+    strides = list(_attr(node, "strides", [1] * n))
+    dilations = list(_attr(node, "dilations", [1] * n))
+    pads = _explicit_pads(b, node, x, kernel, strides, dilations)
+    ceil = _attr(node, "ceil_mode", 0)
+    include_pad = _attr(node, "count_include_pad", 0)
+    if ceil and (any(s > 1 for s in strides) or any(pads)):
+        raise _Refused("ceil_mode=1 with strides or pads")
+    # Per channel: (N*C, 1, spatial...) through a one-channel transposed convolution.
+    box = b.const(np.ones([1, 1, *kernel]))
+    geometry = dict(strides=strides, dilations=dilations, pads=pads, kernel_shape=kernel)
+    g = b.op("Reshape", [gy[0], b.op("Concat", [b.ints([-1, 1]), b.dims(gy[0], 2)], axis=0)])
+    if include_pad or not any(pads):
+        g = b.op("Div", [g, b.const(float(np.prod(kernel)))])
+    else:  # each window averaged over its in-bounds part: count it with the same geometry
+        ones = b.op("ConstantOfShape", [b.op("Concat", [b.ints([1, 1]), b.dims(x, 2)], axis=0)],
+                    value=b._numpy_helper.from_array(np.ones(1, b.dtype), "value"))
+        g = b.op("Div", [g, b.op("Conv", [ones, box], **geometry)])
+    geometry["pads"] = _begin_only(pads)
+    dx = b.fit_spatial(b.op("ConvTranspose", [g, box], **geometry), x)
+    return [b.op("Reshape", [dx, b.shape(x)])]
+
+
+@rule("BatchNormalization")
+def _batch_norm(b: Builder, node: Any, gy: list, want: list) -> list:
+    if any(want[1:]) or _attr(node, "training_mode", 0):
+        raise _Refused("training mode, or a gradient with respect to its statistics")
+    x, scale, _, _, var = node.input[:5]
+    rank = b.rank(x)
+    if rank is None:
+        raise _Refused("an input of unknown rank")
+    eps = b.const(_attr(node, "epsilon", 1e-5))
+    factor = b.op("Div", [scale, b.op("Sqrt", [b.op("Add", [var, eps])])])
+    factor = b.op("Reshape", [factor, b.ints([-1] + [1] * (rank - 2))])
+    return [b.op("Mul", [gy[0], factor])] + [None] * (len(node.input) - 1)
+
+
+@rule("LRN")
+def _lrn(b: Builder, node: Any, gy: list, want: list) -> list:
+    # y_c = x_c s_c^-beta, s_c = bias + alpha/size * sum over the window of x^2.
+    # dx_i = g_i s_i^-beta - 2 alpha beta / size * x_i * sum_{c: i in window(c)} g_c y_c / s_c.
+    x, y, g = node.input[0], node.output[0], gy[0]
+    size = int(_attr(node, "size"))
+    alpha, beta = _attr(node, "alpha", 1e-4), _attr(node, "beta", 0.75)
+    low, high = (size - 1) // 2, size - 1 - (size - 1) // 2
+    # (N, 1, C, rest): the channel window becomes a (size, 1) pooling window.
+    shape4 = b.op("Concat", [b.dims(x, 0, 1), b.ints([1]), b.dims(x, 1, 2), b.ints([-1])],
+                  axis=0)
+
+    def window_sum(t: str, before: int, after: int) -> str:
+        pooled = b.op("AveragePool", [b.op("Reshape", [t, shape4])], kernel_shape=[size, 1],
+                      pads=[before, 0, after, 0], count_include_pad=1)
+        return b.op("Reshape", [b.op("Mul", [pooled, b.const(float(size))]), b.shape(x)])
+
+    s = b.op("Add", [b.const(_attr(node, "bias", 1.0)),
+                     b.op("Mul", [b.const(alpha / size), window_sum(b.op("Mul", [x, x]), low,
+                                                                       high)])])
+    direct = b.op("Mul", [g, b.op("Pow", [s, b.const(-beta)])])
+    spread = window_sum(b.op("Div", [b.op("Mul", [g, y]), s]), high, low)
+    cross = b.op("Mul", [b.op("Mul", [x, spread]), b.const(2 * alpha * beta / size)])
+    return [b.op("Sub", [direct, cross])]
+
+
+@rule("Gemm")
+def _gemm(b: Builder, node: Any, gy: list, want: list) -> list:
+    a, w, g = node.input[0], node.input[1], gy[0]
+    alpha, beta = _attr(node, "alpha", 1.0), _attr(node, "beta", 1.0)
+    ta, tb = _attr(node, "transA", 0), _attr(node, "transB", 0)
+    grads: list[str | None] = [None] * len(node.input)
+    if want[0]:  # d(A') = alpha g B'^T, then transposed back if A was
+        grads[0] = (b.op("Gemm", [g, w], alpha=alpha, transB=1 - tb) if not ta
+                    else b.op("Gemm", [w, g], alpha=alpha, transA=tb, transB=1))
+    if want[1]:  # d(B') = alpha A'^T g
+        grads[1] = (b.op("Gemm", [a, g], alpha=alpha, transA=1 - ta) if not tb
+                    else b.op("Gemm", [g, a], alpha=alpha, transA=1, transB=ta))
+    if len(want) > 2 and want[2]:
+        grads[2] = b.unbroadcast(b.op("Mul", [g, b.const(beta)]), node.input[2], node.output[0])
+    return grads
+
+
+@rule("MatMul")
+def _matmul(b: Builder, node: Any, gy: list, want: list) -> list:
+    (a, w), g = node.input, gy[0]
+    ra, rw = b.rank(a), b.rank(w)
+    if ra is None or rw is None or ra < 2 or rw < 2:
+        raise _Refused("1-D operands or operands of unknown rank")
+
+    def swap(t: str, rank: int) -> str:
+        return b.op("Transpose", [t], perm=list(range(rank - 2)) + [rank - 1, rank - 2])
+
+    # With a 2-D right operand (a dense layer) the left gradient needs no reduction.
+    first = b.op("MatMul", [g, swap(w, rw)]) if want[0] else None
+    if first is not None and rw != 2:
+        first = b.unbroadcast(first, a, first)
+    second = b.op("MatMul", [swap(a, ra), g]) if want[1] else None
+    second = b.unbroadcast(second, w, second) if second is not None else None
+    return [first, second]
