@@ -132,3 +132,63 @@ def test_cli_export_triton(mnist_onnx, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export-triton", mnist_onnx, "--repo", str(tmp_path), "--name", "a/b"])
     assert exit_.value.code == 2
+
+
+def _variant(source: str, folder, mode: str) -> str:
+    """A copy of ``source`` whose spec says `dlinfer optimize --mode MODE` wrote it."""
+    import onnx
+    from dlinfer.export.onnx_file import set_spec
+
+    proto = onnx.load(source)
+    spec = dlinfer.Model(source).spec
+    set_spec(proto, dataclasses.replace(spec, extra={**spec.extra, "optimize": {"mode": mode}}))
+    path = str(folder / f"model_{mode}.onnx")
+    onnx.save(proto, path)
+    return path
+
+
+def test_an_optimized_variant_gets_its_own_entry_and_the_cli_says_force(mnist_onnx, tmp_path,
+                                                                       capsys):
+    from dlinfer.serving.triton import export_triton
+    from dlinfer.tools.cli import main
+
+    int8 = _variant(mnist_onnx, tmp_path, "int8")
+    plain = export_triton(mnist_onnx, tmp_path / "repo")
+    variant = export_triton(int8, tmp_path / "repo")
+    assert os.path.basename(variant.path) == os.path.basename(plain.path) + "_int8"
+    assert main(["export-triton", int8, "--repo", str(tmp_path / "repo")]) == 1
+    err = capsys.readouterr().err
+    assert "already exists; pass --force to replace it" in err and "overwrite=True" not in err
+    with pytest.raises(dlinfer.InputError, match=r"pass overwrite=True to replace it"):
+        export_triton(int8, tmp_path / "repo")
+
+
+def test_what_the_graph_cannot_do_is_named_for_clients(tmp_path):
+    """A PaddleOCR-style pad-end input: Triton cannot resize or pad, so the notes and
+    dlinfer_spec.json carry it; baked, the pad 0 after normalization becomes pixel 127.5."""
+    import onnx
+    from dlinfer.serving.triton import export_triton
+    from dlinfer.tools.cli import main
+    from onnx_models import ConvNet, build_plain_classifier
+
+    rng = np.random.default_rng(7)
+    net = ConvNet(*(rng.normal(0, 0.5, s).astype(np.float32) for s in
+                    ((4, 3, 3, 3), (4,), (4, 2), (2,))))
+    path = str(tmp_path / "cls.onnx")
+    onnx.save(build_plain_classifier(net, 48, 192), path)
+    assert main(["spec", "set", path, "--task", "classification", "--labels", "0,180",
+                 "--color", "BGR", "--resize", "pad-end", "--mean", "0.5", "--std", "0.5",
+                 "--pad-value", "0"]) == 0
+    repo = export_triton(path, tmp_path / "repo")
+    assert any("clients resize to 48x192 (pad-end (fit the height, pad the right), "
+               "bilinear), BGR NCHW, pad 0 after normalization, then (x * 0.00392157 - 0.5) "
+               "/ 0.5" in note for note in repo.notes), repo.notes
+    written = json.load(open(os.path.join(repo.path, "dlinfer_spec.json")))
+    assert written["inputs"][0]["resize"] == "pad-end" and "labels" not in written
+    baked = export_triton(path, tmp_path / "repo", name="baked", bake_normalization=True)
+    spec = dlinfer.Model(baked.model_file).spec.input
+    assert (spec.pad_pixel, spec.pad_value, spec.scale) == (127.5, None, 1.0)
+    crops = [rng.integers(0, 256, (30, 50, 3), np.uint8), rng.integers(0, 256, (20, 400, 3),
+                                                                       np.uint8)]
+    assert_close(dlinfer.Classifier(baked.model_file).predict_proba(crops),
+                 dlinfer.Classifier(path).predict_proba(crops), atol=1e-5)

@@ -6,13 +6,20 @@ Writes ``REPO/NAME/``::
                         left out), dynamic_batching, instance_group, label_filename
     labels.txt          the classification output's labels, one per line
     1/model.onnx        the model (normalization baked in with bake_normalization=True)
-    dlinfer_spec.json   the preprocessing spec, for clients: size, layout, colour, scale
+    dlinfer_spec.json   the preprocessing spec, for clients: size, layout, colour, resize
+                        mode, interpolation, pad, scale, mean and std
 
 Triton generates only a minimal config for ONNX and knows nothing of labels or
-preprocessing; this repository carries both.  With ``bake_normalization`` the image input
-takes raw pixel values (0..255, as float) and a Sub/Div front computes
-``(x * scale - mean) / std`` inside the graph, so a plain Triton client only resizes.
-KServe serves the same folder (``modelFormat: onnx``, protocol v2).
+preprocessing; this repository carries both.  Triton runs the graph only: what the graph
+cannot do (decoding, the resize with its mode, crop and pad, the colour order, and
+without ``bake_normalization`` the normalization) stays in ``dlinfer_spec.json`` for the
+client, and the notes name it.  With ``bake_normalization`` the image input takes raw
+pixel values (0..255, as float) and a Sub/Div front computes ``(x * scale - mean) / std``
+inside the graph, so a plain Triton client only resizes.  KServe serves the same folder
+(``modelFormat: onnx``, protocol v2).
+
+The default entry name is the spec's name, with the variant of an optimized model
+(``_int8``, ``_fp16``, ``_graph``) appended so that it does not replace the float32 entry.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from ..runtime.model import Model
 from ..runtime.providers import parse_device
 from ..spec import ModelSpec
 
-__all__ = ["TRITON_DATATYPES", "TritonRepository", "export_triton"]
+__all__ = ["TRITON_DATATYPES", "EntryExistsError", "TritonRepository", "entry_name",
+           "export_triton"]
 
 # NumPy dtype names -> Triton's model_config DataType.
 TRITON_DATATYPES = {
@@ -49,6 +57,15 @@ TRITON_DATATYPES = {
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_QUEUE_DELAY_US = 2_000
 _VERSION = "1"
+
+
+class EntryExistsError(InputError):
+    """The repository already has an entry of that name (``target``)."""
+
+    def __init__(self, target: str, replace_with: str = "overwrite=True") -> None:
+        super().__init__(f"{target} already exists; pass {replace_with} to replace it, or "
+                         "another name")
+        self.target = target
 
 
 @dataclass(frozen=True)
@@ -89,12 +106,10 @@ def export_triton(
     source = os.fspath(model)
     m = Model(source, device="cpu")
     spec = m.spec
-    name = name or (spec.name if spec is not None else None) or _stem(source)
-    if not name or "/" in name or name.startswith("."):
-        raise InputError(f"model name {name!r} cannot be a folder name in a model repository")
+    name = entry_name(source, spec, name)
     target = os.path.join(os.fspath(repo), name)
     if os.path.exists(target) and not overwrite:
-        raise InputError(f"{target} already exists; pass overwrite=True (--force) to replace it")
+        raise EntryExistsError(target)
 
     batched = all(t.shape and t.shape[0] is None for t in (*m.inputs, *m.outputs))
     if max_batch_size is None:
@@ -120,6 +135,7 @@ def export_triton(
     if bake_normalization:
         proto_bytes, written_spec = _baked(source, spec)
         notes.append("normalization baked into the graph: send raw pixel values (0..255)")
+    notes += client_steps(written_spec)
     config = _config_text(name, m, max_batch_size, sizes, max_queue_delay_us, instances, where,
                           label_output, written_spec)
 
@@ -154,6 +170,48 @@ def export_triton(
 
 def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def entry_name(source: str, spec: ModelSpec | None, name: str | None = None) -> str:
+    """The repository entry's name: ``name``, else the spec's name (else the file stem)
+    with an optimized variant's mode appended (``mnist_cnn_int8``)."""
+    if name is None:
+        name = (spec.name if spec is not None else None) or _stem(source)
+        optimized = spec.extra.get("optimize") if spec is not None else None
+        mode = optimized.get("mode") if isinstance(optimized, dict) else None
+        if isinstance(mode, str) and mode and not name.endswith(f"_{mode}"):
+            name = f"{name}_{mode}"
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"model name {name!r} cannot be a folder name in a model repository")
+    return name
+
+
+def client_steps(spec: ModelSpec | None) -> list[str]:
+    """What a Triton client must do before sending an image, which the graph does not:
+    the notes export-triton prints (the same fields are in dlinfer_spec.json)."""
+    if spec is None:
+        return []
+    steps = []
+    for i in spec.inputs:
+        if i.kind != "image":
+            continue
+        size = "x".join(str(d) for d in i.image_size) if i.image_size else "its own size"
+        resize = {"stretch": "stretch", "letterbox": "letterbox (centred)",
+                  "pad-end": "pad-end (fit the height, pad the right)",
+                  "center-crop": f"center-crop (fraction {i.crop_fraction:g})"}[i.resize]
+        how = i.interpolation + (" antialiased" if i.antialias else "")
+        text = f"input {i.name!r}: clients resize to {size} ({resize}, {how}), {i.color} {i.layout}"
+        if i.pad_value is not None or i.pad_pixel is not None:
+            text += (f", pad {i.pad_value:g} after normalization" if i.pad_value is not None
+                     else f", pad pixel {i.pad_pixel:g}")
+        if (i.scale, i.mean, i.std) != (1.0, (0.0,), (1.0,)):
+            text += (f", then (x * {i.scale:.6g} - {_values(i.mean)}) / {_values(i.std)}")
+        steps.append(text + " (dlinfer_spec.json)")
+    return steps
+
+
+def _values(values: Sequence[float]) -> str:
+    return f"{values[0]:g}" if len(values) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def _shapes(m: Model) -> str:
@@ -242,6 +300,18 @@ def _join(blocks: list[list[str]]) -> list[str]:
     return out
 
 
+def _raw_pad(path: str, image: Any, mean: np.ndarray, std: np.ndarray) -> float | None:
+    """The pad of ``image`` as the raw pixel value the baked graph normalizes to it."""
+    if image.pad_value is None:
+        return image.pad_pixel
+    raw = (image.pad_value * std + mean) / image.scale  # per channel
+    if not np.allclose(raw, raw[0], rtol=0, atol=1e-6) or not 0 <= raw[0] <= 255:
+        raise SpecError(f"{path}: the pad {image.pad_value:g} after normalization is the raw "
+                        f"pixel value {list(np.round(raw, 4))}, which is not one pixel value "
+                        "0..255; export without --bake-normalization")
+    return float(raw[0])
+
+
 def _baked(path: str, spec: ModelSpec | None) -> tuple[bytes, ModelSpec]:
     """The model with ``(x - mean/scale) / (std/scale)`` in front of its image input, and
     its spec saying it now takes raw pixel values."""
@@ -284,7 +354,8 @@ def _baked(path: str, spec: ModelSpec | None) -> tuple[bytes, ModelSpec]:
     nodes = front + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
-    raw = dataclasses.replace(image, scale=1.0, mean=(0.0,), std=(1.0,))
+    raw = dataclasses.replace(image, scale=1.0, mean=(0.0,), std=(1.0,), pad_value=None,
+                              pad_pixel=_raw_pad(path, image, mean, std))
     baked = ModelSpec(
         spec.name, spec.task, versions=spec.versions, parity=spec.parity,
         extra={**spec.extra, "baked_normalization": {

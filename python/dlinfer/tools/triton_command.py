@@ -12,13 +12,17 @@ __all__ = ["add_triton_parser", "triton_command"]
 
 
 def triton_command(args: argparse.Namespace) -> int:
-    from ..serving.triton import export_triton
+    from ..serving.triton import EntryExistsError, export_triton
 
-    repo = export_triton(
-        args.model, args.repo, name=args.name, max_batch_size=args.max_batch_size,
-        preferred_batch_sizes=args.preferred_batch_sizes or (),
-        max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
-        device=args.device, bake_normalization=args.bake_normalization, overwrite=args.force)
+    try:
+        repo = export_triton(
+            args.model, args.repo, name=args.name, max_batch_size=args.max_batch_size,
+            preferred_batch_sizes=args.preferred_batch_sizes or (),
+            max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
+            device=args.device, bake_normalization=args.bake_normalization,
+            overwrite=args.force)
+    except EntryExistsError as exc:  # in the command line's words
+        raise EntryExistsError(exc.target, "--force") from None
     print(f"wrote {repo.path}/ (config.pbtxt, {'labels.txt, ' if repo.labels else ''}"
           "1/model.onnx, dlinfer_spec.json)")
     for note in repo.notes:
@@ -56,7 +60,7 @@ def add_triton_parser(sub: Any) -> None:
                    help="the model repository folder")
     p.add_argument("--name", type=model_name, default=None,
                    help="model name in the repository (default: the spec's name, else the "
-                   "file stem)")
+                   "file stem; an optimized model's gets _int8, _fp16 or _graph)")
     p.add_argument("--max-batch-size", type=arg.int_range(0, arg.MAX_BATCH), default=None,
                    help="Triton's max_batch_size (default 32; 0 for a model without a batch axis)")
     p.add_argument("--preferred-batch-sizes", type=arg.batch_sizes(), default=None,
