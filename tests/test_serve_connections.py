@@ -127,7 +127,7 @@ def test_1100_idle_sockets_against_1024_descriptors_leave_room_for_a_client(
         status, body = call(server, "POST", "/v1/models/mnist/predict", png, timeout=10)
         assert status == 200, body
         assert call(server, "GET", "/healthz", timeout=10)[0] == 200
-        assert "waiting for a request closed" in server.output()
+        assert "closing those waiting for a request" in server.output()
     finally:
         for sock in idle:
             sock.close()

@@ -114,11 +114,15 @@ class _Registry:
 
     def _log_evictions(self) -> None:
         now = time.monotonic()
-        if self.evicted > self._logged_count and now - self._logged_at >= _LOG_EVERY_S:
-            log.warning("%d connection(s) waiting for a request closed so far: over "
-                        "%d open connections (--max-connections)",
-                        self.evicted, self.limits.max_connections)
-            self._logged_at, self._logged_count = now, self.evicted
+        if self.evicted == self._logged_count or now - self._logged_at < _LOG_EVERY_S:
+            return
+        if not self._logged_count:
+            log.warning("over %d open connections (--max-connections): closing those waiting "
+                        "for a request, longest-waiting first", self.limits.max_connections)
+        else:
+            log.warning("closed %d more connections waiting for a request (%d open, "
+                        "--max-connections)", self.evicted - self._logged_count, len(self.open))
+        self._logged_at, self._logged_count = now, self.evicted
 
 
 _registry = _Registry(ConnectionLimits())
