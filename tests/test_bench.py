@@ -264,12 +264,15 @@ def test_cuda_split_and_crossover(mnist_onnx, environment, tmp_path):
     assert (tmp_path / "gpu.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
-def test_fixed_batch_model_refuses_other_batch_sizes(tmp_path, environment):
+def test_a_model_without_a_batch_axis_runs_whole_at_batch_1(tmp_path, environment):
     from dlinfer.tools.doctor import probe_model_bytes
 
     path = tmp_path / "relu4.onnx"
     path.write_bytes(probe_model_bytes(4))  # input float32[4]: no batch axis to vary
-    with pytest.raises(dlinfer.InputShapeError, match="fixed first dimension of 4"):
-        dlinfer.benchmark(path, "cpu", [1], environment=environment, **TINY)
-    (r,) = dlinfer.benchmark(path, "cpu", [4], environment=environment, **TINY)
-    assert r["input_shape"] == "4" and r["model_name"] == "relu4"
+    # Axis 0 (fixed at 4) is not a batch: the input is fed whole, as batch 1.
+    with pytest.raises(dlinfer.InputShapeError, match="no input has a known batch axis"):
+        dlinfer.benchmark(path, "cpu", [4], environment=environment, **TINY)
+    results = dlinfer.benchmark(path, "cpu", [1, 4], environment=environment, **TINY)
+    (r,) = results
+    assert r["input_shape"] == "4" and r["model_name"] == "relu4" and r["batch_size"] == 1
+    assert "batch sizes [4] skipped" in results.settings["batch_note"]

@@ -34,8 +34,9 @@ import numpy as np
 
 from ..errors import InputShapeError
 
-__all__ = ["BatchAxis", "batch_axes", "can_group", "graph_dims", "merge_outputs", "notes",
-           "run_limit", "run_split", "sample_count", "split"]
+__all__ = ["BatchAxis", "batch_axes", "can_group", "fixed_run_size", "graph_dims",
+           "merge_outputs", "notes", "run_limit", "run_split", "runnable_sizes", "sample_count",
+           "split"]
 
 # Dimension names that say "batch" (tf2onnx's unk__N, PaddleOCR's DynamicDimension.N and
 # unnamed dimensions say nothing).
@@ -69,9 +70,16 @@ class BatchAxis:
 
 def graph_dims(model: Any) -> dict[str, list[Any]]:
     """Each input's dimensions as the graph names them: int, str (a symbol) or None."""
-    session = model.session
-    return {node.name: [d if not isinstance(d, int) or d >= 0 else None for d in node.shape]
-            for node in session.get_inputs()}
+    if getattr(model, "backend", "onnxruntime") == "onnxruntime":
+        return {node.name: [d if not isinstance(d, int) or d >= 0 else None
+                            for d in node.shape] for node in model.session.get_inputs()}
+    import onnx  # another backend: the file says the same
+
+    graph = onnx.load(model.path, load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return {i.name: [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else
+                     (d.dim_param or None) for d in i.type.tensor_type.shape.dim]
+            for i in graph.input if i.name not in weights}
 
 
 def _declared(model: Any) -> dict[str, Any]:
@@ -152,18 +160,49 @@ def notes(axes: Mapping[str, BatchAxis]) -> list[str]:
             for b in axes.values() if b.axis is None and b.reason != "a scalar (0-d) input"]
 
 
-def can_group(axes: Mapping[str, BatchAxis]) -> bool:
-    """Whether samples of every input may be stacked into one run of any size."""
-    return bool(axes) and all(b.axis is not None and b.size is None for b in axes.values())
-
-
-def run_limit(axes: Mapping[str, BatchAxis], wanted: int) -> int:
-    """The most samples one run may hold: ``wanted``, or the graph's fixed batch size."""
+def fixed_run_size(axes: Mapping[str, BatchAxis]) -> int | None:
+    """How many samples every run must hold: the graph's fixed batch size, 1 when no
+    input has a batch axis (the whole feed is one sample), None when any size runs
+    (some batch axis is dynamic; inputs without one are passed whole to each run)."""
     fixed = {b.size for b in axes.values() if b.axis is not None and b.size is not None}
     if len(fixed) > 1:
         raise InputShapeError(f"the inputs' fixed batch sizes differ: "
                               f"{ {b.input: b.size for b in axes.values() if b.size} }")
-    return fixed.pop() if fixed else max(1, int(wanted))
+    if fixed:
+        return fixed.pop()
+    return None if any(b.axis is not None for b in axes.values()) else 1
+
+
+def can_group(axes: Mapping[str, BatchAxis]) -> bool:
+    """Whether samples may be stacked on their batch axes into runs of any size."""
+    return fixed_run_size(axes) is None
+
+
+def runnable_sizes(axes: Mapping[str, BatchAxis], sizes: list[int]) -> tuple[list[int], str]:
+    """The batch sizes of ``sizes`` the graph can run, and a note on those it cannot.
+
+    Raises :class:`~dlinfer.InputShapeError` naming the inputs when none can run.
+    """
+    fixed = fixed_run_size(axes)
+    if fixed is None:
+        return list(sizes), ""
+    if any(b.axis is not None for b in axes.values()):
+        why = ", ".join(f"input {b.input!r} has a fixed batch of {b.size} on axis {b.axis}"
+                        for b in axes.values() if b.size is not None)
+    else:
+        why = "no input has a known batch axis (each run takes the inputs whole: batch 1)"
+    kept = [s for s in sizes if s == fixed]
+    if not kept:
+        raise InputShapeError(f"{why}; batch sizes {sizes} cannot run: use batch size "
+                              f"{fixed}")
+    dropped = [s for s in sizes if s != fixed]
+    return kept, (f"{why}: batch sizes {dropped} skipped" if dropped else "")
+
+
+def run_limit(axes: Mapping[str, BatchAxis], wanted: int) -> int:
+    """The most samples one run may hold: ``wanted``, or the graph's fixed batch size."""
+    fixed = fixed_run_size(axes)
+    return max(1, int(wanted)) if fixed is None else fixed
 
 
 def sample_count(feed: Mapping[str, np.ndarray], axes: Mapping[str, BatchAxis]) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,43 +108,79 @@ class _ClassifierRunner:
 
 
 class _ModelRunner:
-    """One sample per request (no batch axis); results are that sample's output rows."""
+    """Requests for a :class:`~dlinfer.Model`, grouped only along known batch axes.
+
+    Where every input is batch-first with a dynamic batch axis
+    (:mod:`dlinfer.runtime.batch_axis`), a request is one sample without that axis (an
+    array, or a dict by input name) and requests are stacked into one run; results are
+    that sample's output rows.  Any other model (a fixed batch, a recurrent state, a
+    0-d input, axis 0 that may be time) takes each request whole, as ``Model.run``
+    takes it, runs it alone and answers with what ``Model.run`` returns: such requests
+    are never grouped.
+    """
 
     kind = "model"
 
     def __init__(self, model: Model) -> None:
-        if len(model.inputs) != 1:
-            raise InputError(f"{model.path} has {len(model.inputs)} inputs; Batcher takes one")
-        self.model = model
-        self.info = model.inputs[0]
+        from ..runtime.batch_axis import batch_axes, can_group
 
-    def check(self, item: Any) -> np.ndarray:
-        arr = np.asarray(item)
-        info = self.info
-        if arr.dtype != info.dtype:
-            raise InputDtypeError(
-                f"input {info.name!r} needs dtype {info.dtype.name}, got {arr.dtype.name}")
-        want = info.shape[1:]
-        if arr.ndim != len(want) or any(
-                w is not None and w != g for w, g in zip(want, arr.shape, strict=True)):
-            cls = InputRankError if arr.ndim != len(want) else InputShapeError
-            dims = ", ".join("N" if d is None else str(d) for d in want)
-            raise cls(
-                f"a request for {info.name!r} is one sample of shape ({dims}), got {arr.shape}")
-        return arr
+        self.model = model
+        self.names = [t.name for t in model.inputs]
+        axes = batch_axes(model)
+        self.grouped = can_group(axes) and all(b.axis == 0 for b in axes.values())
+
+    def check(self, item: Any) -> dict[str, np.ndarray]:
+        if isinstance(item, Mapping):
+            unknown, missing = set(item) - set(self.names), set(self.names) - set(item)
+            if unknown or missing:
+                raise InputError(f"a request holds the inputs {self.names}; unknown: "
+                                 f"{sorted(unknown)}, missing: {sorted(missing)}")
+            feed = {n: np.asarray(item[n]) for n in self.names}
+        elif len(self.names) == 1:
+            feed = {self.names[0]: np.asarray(item)}
+        else:
+            raise InputError(f"{self.model.path} has inputs {self.names}: a request is a dict "
+                             "by input name")
+        for info in self.model.inputs:
+            arr = feed[info.name]
+            if arr.dtype != info.dtype:
+                raise InputDtypeError(
+                    f"input {info.name!r} needs dtype {info.dtype.name}, got {arr.dtype.name}")
+            want = info.shape[1:] if self.grouped else info.shape
+            if arr.ndim != len(want) or any(
+                    w is not None and w != g for w, g in zip(want, arr.shape, strict=True)):
+                cls = InputRankError if arr.ndim != len(want) else InputShapeError
+                dims = ", ".join("N" if d is None else str(d) for d in want)
+                what = "one sample" if self.grouped else "the whole input (never grouped)"
+                raise cls(f"a request for {info.name!r} is {what} of shape ({dims}), got "
+                          f"{arr.shape}")
+        return feed
 
     def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
-        # Dynamic non-batch dimensions may differ between requests: one run per shape.
-        groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
-        for i, item in enumerate(items):
-            groups[item.shape].append(i)
         results: list[Any] = [None] * len(items)
+        errors: dict[int, Exception] = {}
+        if not self.grouped:
+            for i, feed in enumerate(items):
+                try:
+                    results[i] = self.model.run(feed)
+                except DlinferError as exc:
+                    errors[i] = exc
+            return results, errors
+        # Dynamic non-batch dimensions may differ between requests: one run per shape.
+        groups: dict[tuple, list[int]] = collections.defaultdict(list)
+        for i, feed in enumerate(items):
+            groups[tuple(feed[n].shape for n in self.names)].append(i)
         for idx in groups.values():
-            out = self.model.run(np.stack([items[i] for i in idx]))
+            out = self.model.run({n: np.stack([items[i][n] for i in idx]) for n in self.names})
+            outs = out if isinstance(out, dict) else {None: out}
+            if any(np.ndim(v) == 0 or len(v) != len(idx) for v in outs.values()):
+                raise InferenceError(f"{self.model.path} returned outputs of shapes "
+                                     f"{[np.shape(v) for v in outs.values()]} for a batch of "
+                                     f"{len(idx)}: its outputs are not batch-first")
             for row, i in enumerate(idx):
                 results[i] = (
                     {k: v[row] for k, v in out.items()} if isinstance(out, dict) else out[row])
-        return results, {}
+        return results, errors
 
 
 class _CallableRunner:

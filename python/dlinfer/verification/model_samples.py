@@ -66,12 +66,15 @@ def _probe(model: Any, feed: dict[str, np.ndarray], axes: Mapping[str, BatchAxis
     first = next(split(feed, axes, 1))
     for info in model.inputs:  # dtype and fixed sizes: dlinfer's own typed errors
         check_tensor(info, first[info.name].dtype, first[info.name].shape)
-    quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # fatal only
-    try:
-        model.session.run(None, first, quiet)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped exceptions
-        raise InferenceError(f"onnxruntime failed on {model.path}: {exc}") from None
+    if getattr(model, "backend", "onnxruntime") != "onnxruntime":
+        model.run(first)
+    else:
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # fatal only
+        try:
+            model.session.run(None, first, quiet)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped exceptions
+            raise InferenceError(f"onnxruntime failed on {model.path}: {exc}") from None
     if check is not None:
         check(first)
 

@@ -93,7 +93,7 @@ def _from_array(spec: InputSpec, arr: Any, where: str) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     if arr.dtype.kind != dtype.kind and not (arr.dtype.kind in "iu" and dtype.kind in "iu"):
         raise InputError(f"{where}: input {spec.name!r} takes {dtype.name}, got {arr.dtype.name}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.asarray(arr, dtype=dtype, order="C")  # ascontiguousarray makes 0-d 1-d
 
 
 def read_arrays(path: str) -> Any:
