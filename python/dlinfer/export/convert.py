@@ -20,6 +20,7 @@ time:
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,15 +61,17 @@ def random_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
             if n.op_type in RANDOM_OPS or "Random" in n.op_type]
 
 
-def onnx_names(names: list[str], fallback: str) -> list[str]:
-    """Names made valid TensorFlow/ONNX tensor names, and unique (``_1``, ``_2`` ...)."""
+def onnx_names(names: list[str], fallback: str, taken: Collection[str] = ()) -> list[str]:
+    """Names made valid TensorFlow/ONNX tensor names, and unique (``_1``, ``_2`` ...) among
+    themselves and against ``taken``: an output may not share an input's name (tf2onnx
+    then drops the input; every default-named image-to-image model hit it)."""
     out: list[str] = []
     for name in names:
         clean = re.sub(r"[^A-Za-z0-9_.\-]", "_", name or fallback)
         if not re.match(r"[A-Za-z0-9.]", clean):
             clean = f"{fallback}_{clean}"
         unique, n = clean, 1
-        while unique in out:
+        while unique in out or unique in taken:
             unique, n = f"{clean}_{n}", n + 1
         out.append(unique)
     return out
@@ -77,6 +80,14 @@ def onnx_names(names: list[str], fallback: str) -> list[str]:
 def _producer(tensor: Any) -> Any:
     history = getattr(tensor, "_keras_history", None)
     return getattr(history, "operation", None) or (history[0] if history else None)
+
+
+def _consumers(model: Any, tensor: Any) -> str:
+    """The layers of ``model`` that read ``tensor``, by name and class."""
+    names = [f"{layer.name!r} ({type(layer).__name__})" for layer in getattr(model, "layers", ())
+             for node in getattr(layer, "_inbound_nodes", ())
+             if any(t is tensor for t in getattr(node, "input_tensors", ()))]
+    return ", ".join(names) or "no layer"
 
 
 def _chosen_name(tensor: Any) -> str | None:
@@ -134,6 +145,13 @@ def describe(model: Any) -> tuple[Traced, list[str | None], list[str | None]]:
     else:
         keys, tensors = None, list(model.inputs)
         in_chosen = [_chosen_name(t) for t in tensors]
+    for tensor in tensors:
+        if str(getattr(tensor, "dtype", "")) == "string":
+            raise ExportError(
+                f"{model.name} takes strings (input {_producer(tensor).name!r}, read by "
+                f"{_consumers(model, tensor)}): ONNX models exported here take numbers. Do the "
+                "text preprocessing (TextVectorization, StringLookup) before the model, and "
+                "export the part that takes the token ids")
     outs = getattr(model, "_outputs_struct", None)
     if isinstance(outs, dict):
         out_keys: list[Any] = list(outs)

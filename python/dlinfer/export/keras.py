@@ -27,9 +27,10 @@ import onnx
 
 from ..errors import ExportError
 from ..preprocessing.presets import apply_preprocess
-from ..spec import InputSpec, ModelSpec, OutputSpec, channel_values, index_labels
+from ..spec import InputSpec, ModelSpec, OutputSpec, index_labels
 from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from ._tf import import_tensorflow
+from .accuracy import Head, choose_preset
 from .convert import (
     IR_VERSION,
     OPSET,
@@ -41,8 +42,9 @@ from .convert import (
     random_nodes,
 )
 from .onnx_file import read_spec, save, set_spec
-from .prepare import all_layers, inference_model, is_augmentation
-from .validate import check_io, check_parity
+from .pixels import ASSUMED_PRESET, PixelConvention, detect_convention
+from .prepare import all_layers, functional_model, inference_model, is_augmentation
+from .validate import check_io, check_parity, session_for
 
 __all__ = [
     "IR_VERSION",
@@ -95,13 +97,6 @@ def _infer_kind(shape: tuple[int | None, ...], dtype: np.dtype, task: str | None
     return "latent" if task == "generation" and len(shape) == 2 else "features"
 
 
-def _first_layer_normalizes(model: Any) -> bool:
-    """True when the model scales its own pixels (Rescaling/Normalization up front)."""
-    layers = [lay for lay in all_layers(model) if type(lay).__name__ != "InputLayer"
-              and not hasattr(lay, "layers") and not is_augmentation(lay)]
-    return bool(layers) and type(layers[0]).__name__ in ("Rescaling", "Normalization")
-
-
 def _vocab_size(model: Any) -> int | None:
     sizes = [int(lay.input_dim) for lay in all_layers(model) if hasattr(lay, "input_dim")]
     return min(sizes) if sizes else None
@@ -112,10 +107,9 @@ _DEFAULT_INPUT_NAMES = {"image": "images", "tokens": "tokens", "series": "series
 
 
 def _input_specs(model: Any, traced: Traced, chosen: list[str | None], *, kind: str | None,
-                 task: str | None, color: str | None, scale: float | None,
-                 mean: float | Sequence[float] | None,
-                 std: float | Sequence[float] | None) -> list[InputSpec]:
-    """One spec per input, named as the user named it, else after its kind."""
+                 task: str | None) -> list[InputSpec]:
+    """One spec per input, named as the user named it, else after its kind; an image
+    input's pixel pipeline is set afterwards (:func:`_pixel_pipelines`)."""
     single = len(traced.input_tensors) == 1
     described = []
     for tensor in traced.input_tensors:
@@ -131,13 +125,8 @@ def _input_specs(model: Any, traced: Traced, chosen: list[str | None], *, kind: 
         if this_kind == "image":
             layout = "NHWC" if shape[-1] in (1, 3) else "NCHW"
             channels = shape[-1] if layout == "NHWC" else shape[1]
-            this_scale = scale if scale is not None else (
-                1.0 if single and _first_layer_normalizes(model) else 1.0 / 255.0)
-            specs.append(InputSpec(**common, layout=layout,
-                                   color=color or ("GRAY" if channels == 1 else "RGB"),
-                                   scale=float(this_scale),
-                                   mean=channel_values(0.0 if mean is None else mean, "mean"),
-                                   std=channel_values(1.0 if std is None else std, "std")))
+            specs.append(InputSpec(**common, layout=layout, scale=1.0 / 255.0,
+                                   color="GRAY" if channels == 1 else "RGB"))
         else:
             layout = {3: "NTC", 2: "NC"}.get(len(shape), "NC")
             specs.append(InputSpec(**common, layout=layout, color=None, scale=1.0,
@@ -163,7 +152,8 @@ def _activation(tensor: Any) -> str | None:
 
 def _output_specs(model: Any, traced: Traced, chosen: list[str | None], *,
                   task: str | None, labels: Labels, kind: str | None,
-                  threshold: float | None) -> tuple[str, list[OutputSpec]]:
+                  threshold: float | None, taken: Sequence[str] = ()
+                  ) -> tuple[str, list[OutputSpec]]:
     """The task, and one spec per output, named as the user named it, else after its kind."""
     tensors = traced.output_tensors
     count = len(tensors)
@@ -194,7 +184,7 @@ def _output_specs(model: Any, traced: Traced, chosen: list[str | None], *,
                            if classifying else set())
     kinds = [kind if kind and count == 1 else "probabilities" if i in heads
              else "images" if len(t.shape) == 4 else "value" for i, t in enumerate(tensors)]
-    names = onnx_names([c or k for c, k in zip(chosen, kinds)], "output")
+    names = onnx_names([c or k for c, k in zip(chosen, kinds)], "output", taken)
     outputs = []
     for i, (name, width, this_kind) in enumerate(zip(names, widths, kinds)):
         out_labels = given.get(i, ())
@@ -220,6 +210,58 @@ def _output_specs(model: Any, traced: Traced, chosen: list[str | None], *,
     return task, outputs
 
 
+# ---- how pixels are scaled --------------------------------------------------------------
+
+_ASSUMPTION = ("%s: input %r: nothing in the model or the arguments says how its pixels are "
+               "scaled, so export assumed preset 'unit' (pixels / 255, in [0, 1]). If the "
+               "model was trained otherwise, say how: --preprocess keras-tf|keras-torch|"
+               "keras-caffe|torchvision|raw, or --scale/--mean/--std (Python: preprocess=, "
+               "scale=, mean=, std=); with --data on a labelled folder, --preprocess auto "
+               "tries every preset")
+
+
+def _pixel_pipelines(model: Any, inputs: list[InputSpec], *, preprocess: str | None,
+                     given: dict[str, Any], changes: dict[str, Any]
+                     ) -> tuple[list[InputSpec], dict[str, dict[str, Any]]]:
+    """Each image input's pipeline: what the caller said, else what the model says
+    (:mod:`.pixels`), else the announced assumption; and how each was decided."""
+    images = [s for s in inputs if s.kind == "image"]
+    if preprocess == "auto" and given:
+        raise ExportError(f"--preprocess auto chooses {', '.join(sorted(given))} itself: "
+                          "give a preset or those values, not both")
+    result, how = [], {}
+    for spec in inputs:
+        if spec.kind != "image":
+            result.append(spec)
+            continue
+        found = (detect_convention(model, spec.channels or 3) if len(images) == 1 else
+                 PixelConvention(ASSUMED_PRESET, "the model has several image inputs",
+                                 assumed=True))
+        if preprocess not in (None, "auto") or given:
+            preset = None if preprocess == "auto" else preprocess
+            result.append(apply_preprocess(spec, preset, **given, **changes))
+            how[spec.name] = {"preset": preset, "how": "given"}
+            if not found.assumed and preset is not None and preset != found.preset:
+                logger.warning("%s: input %r: preprocessing %r as given, although %s "
+                               "(preset %r)", model.name, spec.name, preset, found.reason,
+                               found.preset)
+            continue
+        result.append(apply_preprocess(spec, found.preset, **changes))
+        how[spec.name] = {"preset": found.preset, "why": found.reason,
+                          "how": "assumed" if found.assumed else "detected"}
+        if found.assumed and preprocess != "auto":
+            logger.warning(_ASSUMPTION, model.name, spec.name)
+    return result, how
+
+
+def _head(outputs: Sequence[OutputSpec], task: str) -> Head | None:
+    """The classifier output whose accuracy a labelled folder measures."""
+    if task not in ("classification", "binary_classification"):
+        return None
+    head = next((o for o in outputs if o.labels), None)
+    return None if head is None else Head(head.name, head.labels, head.threshold)
+
+
 # ---- the exporter ---------------------------------------------------------------------
 
 
@@ -239,6 +281,8 @@ def to_onnx(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     preprocess: str | None = None,
+    image: Mapping[str, Any] | None = None,
+    strict: bool = False,
     threshold: float | None = None,
     parity: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -263,8 +307,13 @@ def to_onnx(
     inputs take ``color``, ``scale``, ``mean`` and ``std`` (model input =
     ``(pixels * scale - mean) / std``; mean and std one number or one per channel), after
     the named convention ``preprocess`` sets (``"keras-tf"``, ``"torchvision"``, ...: see
-    ``dlinfer.preprocessing.presets``); ``scale`` defaults to 1 when the model
-    starts with ``Rescaling``/``Normalization``, else 1/255.
+    ``dlinfer.preprocessing.presets``); ``image`` sets further fields (``resize``,
+    ``size``, ``interpolation`` ...).  Without ``preprocess``, ``scale``, ``mean`` or
+    ``std`` the model says it where it can (:mod:`dlinfer.export.pixels`): 0..255 when it
+    scales its own pixels (``Rescaling``, ``Normalization``, an affine ``Lambda``,
+    ``preprocess_input`` called inside it), a ``keras.applications`` base's own
+    convention, else ``x / 255``, logged as an assumption every time.
+    ``preprocess="auto"`` keeps the preset that scores best on a labelled ``data`` folder.
 
     ``task`` defaults to ``classification`` when ``labels`` are given or an output
     is a softmax, else ``regression``.  ``labels`` name a single output's classes,
@@ -276,14 +325,17 @@ def to_onnx(
     ``samples`` inputs (``data``: an array, a dict by input name, a ``.npy``/``.npz``
     file or an image folder; default drawn from the spec) every output must match
     Keras within ``atol + rtol * |keras|``.  The measured figures go into the
-    spec's ``parity`` (``parity`` adds to them).  Nothing is written unless every
-    check passes.
+    spec's ``parity`` (``parity`` adds to them), with the top-1 accuracy when ``data``
+    is a labelled folder (one sub-folder of images per class, named by label).
+    Outputs that do not depend on the inputs prove nothing: that is logged, and with
+    ``strict`` refused.  Nothing is written unless every check passes.
 
     Raises:
         ExportError: a layer that ONNX cannot express (named, with its class), a
             broken graph (an input or output that is not the model's), outputs that
             differ from Keras (which and by how much), or inconsistent arguments.
     """
+    model = functional_model(model)
     traced, in_chosen, out_chosen = describe(model)
     for what, given, chosen in (("input", (input_name, input_kind), in_chosen),
                                 ("output", (output_name, output_kind), out_chosen)):
@@ -291,22 +343,32 @@ def to_onnx(
             raise ExportError(f"{what}_name/{what}_kind describe a single {what}; {model.name} "
                               f"has {len(chosen)} (their names and kinds come from the model)")
     inputs = _input_specs(model, traced, [input_name] if input_name else in_chosen,
-                          kind=input_kind, task=task, color=color, scale=scale, mean=mean,
-                          std=std)
-    if preprocess is not None:  # the preset first, then what was given explicitly
-        inputs = [apply_preprocess(i, preprocess, scale=scale, mean=mean, std=std, color=color)
-                  if i.kind == "image" else i for i in inputs]
+                          kind=input_kind, task=task)
+    given = {k: v for k, v in (("scale", scale), ("mean", mean), ("std", std))
+             if v is not None}
+    changes = {**({"color": color} if color else {}), **(image or {})}
+    inputs, pixels = _pixel_pipelines(model, inputs, preprocess=preprocess, given=given,
+                                      changes=changes)
     task, outputs = _output_specs(model, traced, [output_name] if output_name else out_chosen,
                                   task=task, labels=labels, kind=output_kind,
-                                  threshold=threshold)
+                                  threshold=threshold, taken=[i.name for i in inputs])
     traced = replace(traced, input_names=[i.name for i in inputs],
                      output_names=[o.name for o in outputs])
     runnable = inference_model(model)
     proto = convert(runnable, traced)
     check_io(proto, traced, model.name)
+    head = _head(outputs, task)
+    if preprocess == "auto":
+        image_input = next(i for i in inputs if i.kind == "image")
+        inputs, chosen, table = choose_preset(session_for(proto, model.name), inputs, data,
+                                              head or Head("", ()), samples, seed,
+                                              pixels[image_input.name]["preset"], changes)
+        pixels[image_input.name] = {"preset": chosen, "how": "auto", "accuracy": table}
     measured = check_parity(proto, runnable, traced, inputs, data=data, samples=samples,
-                            atol=atol, rtol=rtol, seed=seed)
+                            atol=atol, rtol=rtol, seed=seed, head=head, strict=strict)
     extra = dict(extra or {})
+    if pixels:
+        extra.setdefault("pixels", pixels)
     first = inputs[0]
     if len(inputs) == 1 and first.kind == "series":
         extra.setdefault("n_steps", first.shape[1])
@@ -329,11 +391,14 @@ def to_onnx(
 
 
 def load_keras_file(keras_file: str | os.PathLike[str],
-                    error: type[Exception] = ExportError) -> Any:
-    """A saved ``.keras`` (zip) or ``.h5`` model, or ``error`` saying why not.
+                    error: type[Exception] = ExportError, *,
+                    unsafe_deserialization: bool = False) -> Any:
+    """A saved ``.keras`` (zip) or legacy ``.h5`` (HDF5) model, or ``error`` saying why not.
 
     Keras reports any file it cannot open as a zip as "File not found", so a file that
-    is there but is no Keras model is told apart here first.
+    is there but is no Keras model is told apart here first.  Keras's safe mode refuses
+    Lambda layers, whose Python code would run on load; ``unsafe_deserialization``
+    (``--unsafe-deserialization``) lifts it, with a warning, for files the user trusts.
     """
     keras_file = os.fspath(keras_file)
     if not os.path.isfile(keras_file):
@@ -344,9 +409,19 @@ def load_keras_file(keras_file: str | os.PathLike[str],
         raise error(f"cannot load {keras_file} as a Keras model: it is neither a .keras "
                     "(zip) nor an .h5 (HDF5) file")
     keras, _ = import_tensorflow()
+    if unsafe_deserialization:
+        logger.warning("%s: loading with --unsafe-deserialization runs the Python code stored "
+                       "in the file (its Lambda layers): do this only for files you trust",
+                       keras_file)
     try:
-        return keras.models.load_model(keras_file, compile=False)
+        return keras.models.load_model(keras_file, compile=False,
+                                       safe_mode=not unsafe_deserialization)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors ...
+        if "safe_mode" in str(exc):
+            raise error(f"cannot load {keras_file}: it holds a Lambda layer, whose Python code "
+                        "Keras would run while loading, and that is refused by default. If "
+                        "you trust the file, pass --unsafe-deserialization (Python: "
+                        "unsafe_deserialization=True)") from exc
         raise error(f"cannot load {keras_file} as a Keras model: {exc}") from exc
 
 
@@ -357,8 +432,10 @@ def export_file(
     labels: Labels = None,
     task: str | None = None,
     scale: float | None = None,
+    unsafe_deserialization: bool = False,
     **options: Any,
 ) -> onnx.ModelProto:
-    """Export a saved ``.keras`` file; see :func:`to_onnx` for the defaults and ``options``."""
-    model = load_keras_file(keras_file)
+    """Export a saved ``.keras`` or legacy ``.h5`` file; see :func:`to_onnx` for the defaults
+    and ``options``, and :func:`load_keras_file` for ``unsafe_deserialization``."""
+    model = load_keras_file(keras_file, unsafe_deserialization=unsafe_deserialization)
     return to_onnx(model, out, labels=labels, task=task, scale=scale, **options)

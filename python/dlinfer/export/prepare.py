@@ -27,8 +27,8 @@ from typing import Any
 from ..errors import ExportError
 from ._tf import import_tensorflow
 
-__all__ = ["all_layers", "explain", "in_scope", "inference_model", "is_augmentation",
-           "tracing"]
+__all__ = ["all_layers", "explain", "functional_model", "in_scope", "inference_model",
+           "is_augmentation", "tracing"]
 
 # Layers that only act in training and are the identity at inference.  RandomCrop is
 # not among them: at inference it centre-crops, which changes the output.
@@ -69,6 +69,35 @@ def inference_model(model: Any) -> Any:
         return layer  # the same object: its weights are shared, not copied
 
     return keras.models.clone_model(model, clone_function=clone)
+
+
+def functional_model(model: Any) -> Any:
+    """``model`` as a model with symbolic inputs and outputs, which export traces.
+
+    Functional and Sequential models are returned as they are.  A subclassed
+    ``keras.Model`` has none: once called or built on one input, it is wrapped as
+    ``keras.Model(inp, model(inp))`` with that input's shape (float32), sharing its
+    weights; otherwise :class:`ExportError` says how to wrap it.
+    """
+    try:
+        if model.inputs is not None:
+            return model
+    except AttributeError:  # a subclassed model has no symbolic inputs
+        pass
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    shape = next(iter(shapes.values())) if len(shapes) == 1 else None
+    name = getattr(model, "name", type(model).__name__)
+    if not (isinstance(shape, (tuple, list)) and shape
+            and all(d is None or isinstance(d, int) for d in shape)):
+        raise ExportError(
+            f"{name} is a subclassed keras.Model ({type(model).__name__}) and Keras knows no "
+            "single input shape for it (it was never called, or takes several inputs), so "
+            "there is nothing to trace. Call it once on a batch, or wrap it: "
+            "inp = keras.Input(shape=(...)); wrapped = keras.Model(inp, model(inp)); then "
+            "export `wrapped`")
+    keras, _ = import_tensorflow()
+    inp = keras.Input(shape=tuple(shape[1:]), name="inputs")
+    return keras.Model(inp, model(inp), name=name)
 
 
 def all_layers(model: Any) -> list[Any]:
