@@ -50,10 +50,25 @@ def applying(reqs, sys_platform: str, machine: str) -> list[str]:
 @pytest.mark.parametrize("sys_platform, machine, runtime", PLATFORMS,
                          ids=[f"{p}-{m}" for p, m, _ in PLATFORMS])
 def test_exactly_one_onnxruntime_per_platform(sys_platform, machine, runtime):
-    runtimes = [r for r in requirements("") if r.name.startswith("onnxruntime")]
+    """The gpu extra: the GPU build where it exists, the CPU build elsewhere."""
+    runtimes = [r for r in requirements("gpu") if r.name.startswith("onnxruntime")]
     assert len(runtimes) == 2  # the GPU and the CPU build, both pinned alike
     assert runtimes[0].specifier == runtimes[1].specifier
     assert applying(runtimes, sys_platform, machine) == [runtime]
+
+
+@requires("tomllib", "packaging")
+@pytest.mark.parametrize("sys_platform, machine, runtime", PLATFORMS,
+                         ids=[f"{p}-{m}" for p, m, _ in PLATFORMS])
+def test_no_build_by_default_and_the_cpu_build_everywhere(sys_platform, machine, runtime):
+    """dlinfer itself depends on no onnxruntime build (two builds overwrite each other's
+    files, docs/install.md); the cpu extra is the CPU build on every platform, pinned as
+    the gpu extra's."""
+    assert applying([r for r in requirements("") if r.name.startswith("onnxruntime")],
+                    sys_platform, machine) == []
+    (cpu,) = requirements("cpu")
+    assert cpu.name == "onnxruntime" and cpu.marker is None
+    assert cpu.specifier == requirements("gpu")[0].specifier
 
 
 @requires("tomllib", "packaging")

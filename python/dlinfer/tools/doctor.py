@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from ..runtime import providers as _providers
 from ..runtime.assignment import describe as describe_assignment
+from ..runtime.installed import onnxruntime_install
 from .probe import probe_model_bytes, probe_provider
 
 __all__ = ["diagnose", "format_report", "probe_model_bytes", "probe_provider"]
@@ -285,6 +286,25 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+def backends_info() -> dict[str, Any]:
+    """The runtime backends installed, OpenVINO's version and what its CPU plugin can run
+    fast (BF16, INT8: the matrix engines), and ``backend="auto"``'s cached choices."""
+    from ..runtime.backends import available_backends
+    from ..runtime.backends.choice import cached_choices
+
+    installed = available_backends()
+    openvino = None
+    if "openvino" in installed:
+        try:
+            import openvino as ov
+
+            caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            openvino = {"version": ov.get_version(), "cpu_capabilities": list(caps)}
+        except Exception as exc:  # noqa: BLE001 - a broken install is itself the finding
+            openvino = {"version": None, "error": f"{type(exc).__name__}: {exc}"}
+    return {"installed": installed, "openvino": openvino, "auto_choices": cached_choices()}
+
+
 # -- the report ----------------------------------------------------------------------------
 
 
@@ -314,7 +334,9 @@ def diagnose(probe: bool = True) -> dict[str, Any]:
             "build": build,
             "cuda_version": required["cuda"],
             "device_reported": ort.get_device(),  # often "GPU" on any machine; see probes
+            "install": onnxruntime_install(),  # two builds over each other, named
         },
+        "backends": backends_info(),
         "providers": {
             "available": available,
             "usable": [p for p, r in probes.items() if r["usable"]],
@@ -344,6 +366,10 @@ def format_report(facts: dict[str, Any]) -> str:
     lines.append(
         f"onnxruntime:  {o['version']} ({o['package']}), built for CUDA {o['cuda_version']}"
     )
+    install = o["install"]
+    if install["problem"]:
+        lines.append(f"PROBLEM:      {install['problem']}")
+        lines.append(f"  fix:        {install['fix']}")
     if o["build"]:
         lines.append(f"build:        {o['build']}")
     lines.append(f"get_device(): {o['device_reported']}  (not evidence of a usable GPU)")
@@ -387,8 +413,24 @@ def format_report(facts: dict[str, Any]) -> str:
     else:
         why = g.get("reason") or f"no devices reported by {g['source']}"
         lines.append(f"GPU: none ({why})")
+    lines += _backend_lines(facts["backends"])
     cpu = facts["cpu"]
     lines.append(f"CPU: {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical / "
                  f"{cpu['physical_cores'] or '?'} physical cores, {cpu['usable_cores']} usable")
     lines.append(f"SIMD: {' '.join(cpu['simd']) or 'unknown'}")
     return "\n".join(lines)
+
+
+def _backend_lines(b: dict[str, Any]) -> list[str]:
+    lines = ["", f"backends installed: {', '.join(b['installed'])}"]
+    ov = b["openvino"]
+    if ov is None:
+        lines.append("  openvino: not installed (pip install 'dlinfer[openvino]'; docs/runtime.md)")
+    elif ov.get("error"):
+        lines.append(f"  openvino: BROKEN: {ov['error']}")
+    else:
+        lines.append(f"  openvino {ov['version']}, CPU plugin runs: "
+                     f"{', '.join(ov['cpu_capabilities'])}")
+    for path, choice in b["auto_choices"].items():
+        lines.append(f"  backend='auto' for {path}: {choice['backend']} ({choice['reason']})")
+    return lines

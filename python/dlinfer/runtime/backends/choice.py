@@ -30,7 +30,7 @@ from ..provider_options import cache_root
 from ..providers import parse_device
 from . import available_backends, parse_backend
 
-__all__ = ["BATCH", "BUDGET_S", "cpu_name", "measure", "resolve"]
+__all__ = ["BATCH", "BUDGET_S", "cached_choices", "cpu_name", "measure", "resolve"]
 
 logger = logging.getLogger("dlinfer")
 
@@ -94,6 +94,21 @@ def _batches(model: Any) -> tuple[int, ...]:
                              "be dynamic to be timed on zeros")
     fixed = {i.shape[0] for i in model.inputs if i.shape[0] is not None}
     return (fixed.pop(),) if len(fixed) == 1 else (1, BATCH)
+
+
+def cached_choices() -> dict[str, dict[str, Any]]:
+    """``{model path: {"backend", "reason", "timings"}}`` measured on this CPU, from the
+    cache (what ``dlinfer doctor`` lists)."""
+    here = cpu_name()
+    out = {}
+    for key, entry in _load_cache().items():
+        try:
+            path, _, _, cpu, threads = json.loads(key)
+        except (ValueError, TypeError):
+            continue
+        if cpu == here and isinstance(entry, dict) and "backend" in entry:
+            out[f"{path} (threads {threads or 'all'})"] = entry
+    return out
 
 
 def _per_item_ms(model: Any, batch: int, budget: float) -> float:
