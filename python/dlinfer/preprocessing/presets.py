@@ -84,6 +84,9 @@ def apply_preprocess(spec: InputSpec, preset: str | None = None, *,
     if spec.kind != "image":
         raise SpecError(f"input {spec.name!r} takes {spec.kind}, and preprocessing describes "
                         "an image input")
+    if changes.get("pad_value") is not None and changes.get("pad_pixel") is not None:
+        raise SpecError("give the pad as pad_value (--pad-value, model-input units) or "
+                        "pad_pixel (--pad-pixel, 0..255), not both")
     fields: dict[str, Any] = {}
     preset_size = None
     if preset is not None:
