@@ -211,3 +211,22 @@ def test_beside_a_package_that_depends_on_onnxruntime(
     assert "installed over each other" in install["problem"] and "pip uninstall" in install["fix"]
     text = in_venv(venv, str(venv / "bin" / "dlinfer"), "doctor")
     assert "PROBLEM:" in text and "onnxruntime-gpu" in text
+
+
+def test_two_source_builds_at_once_from_one_checkout(tmp_path):
+    """`pip install .` twice at once from one checkout (issue 28): each build has its own
+    temporary build folder (pyproject.toml sets no build-dir), so neither trips over the
+    other's CMake cache, and neither writes into the source tree."""
+    before = {p for p in ROOT.iterdir()}
+    builds = [subprocess.Popen([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                                "-w", str(tmp_path / f"wheel{i}"), str(ROOT)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for i in range(2)]
+    for build in builds:
+        out, _ = build.communicate(timeout=900)
+        assert build.returncode == 0, out[-3000:]
+    for i in range(2):
+        (wheel_file,) = (tmp_path / f"wheel{i}").glob("dlinfer-*.whl")
+        with zipfile.ZipFile(wheel_file) as zf:
+            assert any(n.startswith("dlinfer/_native") for n in zf.namelist())
+    assert {p for p in ROOT.iterdir()} - before == set()
