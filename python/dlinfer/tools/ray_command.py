@@ -12,6 +12,7 @@ from typing import Any
 
 from .._optional import import_optional
 from ..errors import InputError
+from ..escape import visible
 from . import args as arg
 from .provider_flags import add_backend_flag
 
@@ -35,7 +36,10 @@ def _predict(args: argparse.Namespace) -> int:
     if os.path.exists(args.out):
         raise InputError(f"{args.out} already exists; Ray writes a folder of Parquet files there")
     # The same walk as predict_folder: the same files, in the same order.
-    files = [os.path.abspath(p) for p in iter_image_files(args.folder)]
+    def skipped(problem: Exception) -> None:  # a loop, a FIFO, a folder it may not list
+        print(f"dlinfer: skipped {visible(str(problem))}", file=sys.stderr)
+
+    files = [os.path.abspath(p) for p in iter_image_files(args.folder, on_unreadable=skipped)]
     if not files:
         raise InputError(f"{args.folder}: no image files")
     _connect(args.address)

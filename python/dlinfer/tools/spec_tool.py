@@ -21,6 +21,7 @@ from typing import Any
 
 from .._optional import import_optional
 from ..errors import ModelLoadError, ModelNotFoundError, SpecError
+from ..escape import visible
 from ..preprocessing.presets import apply_preprocess
 from ..spec import (
     METADATA_KEY,
@@ -305,9 +306,11 @@ def _labels_text(labels: Sequence[str]) -> str:
 
 
 def describe_spec(spec: ModelSpec, prefix: str = "") -> list[str]:
-    """One line per input and output of ``spec``, for people."""
-    return ([f"{prefix + 'input:':<10} {_input_text(i)}" for i in spec.inputs]
-            + [f"{prefix + 'output:':<10} {_output_text(o)}" for o in spec.outputs])
+    """One line per input and output of ``spec``, for people: names and labels come from
+    the file, so control characters in them are escaped (dlinfer.escape.visible)."""
+    return [visible(line) for line in
+            [f"{prefix + 'input:':<10} {_input_text(i)}" for i in spec.inputs]
+            + [f"{prefix + 'output:':<10} {_output_text(o)}" for o in spec.outputs]]
 
 
 def _input_text(i: InputSpec) -> str:
