@@ -325,3 +325,63 @@ def test_to_onnx_takes_scalars_and_a_preset(tmp_path):
     spec = ModelSpec.from_json(dict((p.key, p.value) for p in proto.metadata_props)
                                [METADATA_KEY])
     assert (spec.input.scale, spec.input.mean, spec.input.std) == (1 / 127.5, (1.0,), (2.0,))
+
+
+# ---- every consumer takes the same pipeline -----------------------------------------------
+
+def test_every_consumer_honours_the_resize(net, tmp_path, photos):
+    """predict_folder and the Batcher give Classifier's answer on a pad-end, antialiased
+    model (the server: below)."""
+    import dlinfer
+    from PIL import Image
+
+    path = plain_model(net, tmp_path, 48, 192)
+    clf = spec_set(path, "--labels", "a,b,c,d", "--resize", "pad-end", "--pad-value", "-1",
+                   "--antialias", "--preprocess", "keras-tf")
+    crops = word_crops(photos)
+    direct = clf.predict(crops)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, crop in enumerate(crops):
+        Image.fromarray(crop).save(folder / f"{i}.png")
+    by_file = dict(clf.predict_folder(folder, batch_size=2, progress=False))
+    assert [by_file[str(folder / f"{i}.png")].probability for i in range(len(crops))] == \
+        pytest.approx([p.probability for p in direct], abs=1e-6)
+    with dlinfer.Batcher(clf, max_batch_size=4, max_delay_ms=50) as batcher:
+        batched = [f.result() for f in batcher.submit_many(crops)]
+    assert [p.probability for p in batched] == pytest.approx([p.probability for p in direct],
+                                                             abs=1e-6)
+
+
+@requires("starlette", "uvicorn")
+def test_serve_honours_the_resize(net, tmp_path, photos):
+    """`dlinfer serve`'s own route and the v2 protocol: Classifier's answer."""
+    import io
+
+    from PIL import Image
+    from serve_helpers import Server, call
+
+    path = plain_model(net, tmp_path, 48, 192)
+    clf = spec_set(path, "--labels", "a,b,c,d", "--resize", "pad-end", "--pad-value", "-1",
+                   "--antialias", "--preprocess", "keras-tf")
+    crops = word_crops(photos)
+    direct = clf.predict(crops)
+    server = Server(tmp_path, f"cls={path}", "--threads", "1", "--log-level", "warning")
+    try:
+        for crop, want in zip(crops[:2], direct):
+            png = io.BytesIO()
+            Image.fromarray(crop).save(png, format="PNG")
+            status, body = call(server, "POST", "/v1/models/cls/predict", png.getvalue())
+            assert status == 200
+            assert body["predictions"][0]["probability"] == pytest.approx(want.probability,
+                                                                          abs=1e-6)
+            header = {"inputs": [{"name": "input", "datatype": "UINT8",
+                                  "shape": [1, *crop.shape], "data": crop.ravel().tolist()}]}
+            status, body = call(server, "POST", "/v2/models/cls/infer",
+                                json.dumps(header).encode(),
+                                {"content-type": "application/json"})
+            assert status == 200, body
+            (output,) = body["outputs"]
+            assert np.asarray(output["data"]).argmax() == want.index
+    finally:
+        assert server.stop() == 0, server.output()
