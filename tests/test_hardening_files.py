@@ -110,6 +110,14 @@ def test_a_spec_nested_100k_deep_is_a_spec_error(tmp_path, capsys, make, depth):
     assert capsys.readouterr().err == f"dlinfer: error: {message}\n"
 
 
+def test_session_metadata_nested_100k_deep_is_ignored_like_any_unreadable_entry(tmp_path):
+    """dlinfer.session only ever switches optimizers off: unreadable, the model runs as is."""
+    proto = _digits_proto()
+    proto.metadata_props.add(key="dlinfer.session", value=_deep_whole())
+    path = _save(tmp_path, "deep-session", json.dumps(_spec()), proto)
+    assert Model(path).run(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+
+
 def test_json_limits_refuse_size_and_bad_json_and_ignore_brackets_in_strings():
     with pytest.raises(SpecError, match=r"^spec is 10 bytes, over the limit of 4$"):
         loads_limited('{"a": [1]}', what="spec", error=SpecError, max_bytes=4)

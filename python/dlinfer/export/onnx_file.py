@@ -5,13 +5,14 @@ No TensorFlow here: ``dlinfer spec`` edits files made by any exporter.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import onnx
 
+from ..errors import SpecError
 from ..files import write_atomic  # (re-exported: its callers import it from here)
+from ..json_limits import loads_limited
 from ..spec import METADATA_KEY, ModelSpec
 
 __all__ = ["read_spec", "save", "set_spec", "write_atomic"]
@@ -35,5 +36,5 @@ def read_spec(path: str) -> dict[str, Any]:
     proto = onnx.load(path, load_external_data=False)
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
+            return loads_limited(prop.value, what=METADATA_KEY, error=SpecError)
     raise KeyError(f"{path} has no {METADATA_KEY} metadata")

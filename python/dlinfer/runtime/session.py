@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
 import onnxruntime as ort
+
+from ..json_limits import loads_limited
 
 __all__ = ["SESSION_METADATA_KEY", "batching_session_options", "default_threads",
            "disabled_optimizers", "session_options"]
@@ -68,7 +69,8 @@ def disabled_optimizers(metadata: Mapping[str, str]) -> list[str]:
     if not raw:
         return []
     try:
-        names = json.loads(raw).get("disabled_optimizers", [])
+        names = loads_limited(raw, what=SESSION_METADATA_KEY, error=ValueError).get(
+            "disabled_optimizers", [])
     except (ValueError, AttributeError):
         return []
     return sorted(n for n in names if isinstance(n, str) and n in _DISABLEABLE)

@@ -3,7 +3,6 @@ the CPU plugin with dlinfer's thread count and the precision the file was gated 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ....errors import InputError, ModelLoadError
+from ....json_limits import loads_limited
 from ...session import SESSION_METADATA_KEY
 from ...tensors import TensorInfo
 from .. import import_openvino
@@ -31,7 +31,8 @@ def file_precision(metadata: Mapping[str, str]) -> str:
     if not raw:
         return DEFAULT_PRECISION
     try:
-        value = json.loads(raw).get("openvino", {}).get("inference_precision", DEFAULT_PRECISION)
+        value = loads_limited(raw, what=SESSION_METADATA_KEY, error=ValueError).get(
+            "openvino", {}).get("inference_precision", DEFAULT_PRECISION)
     except (ValueError, AttributeError):
         return DEFAULT_PRECISION
     return value if value in PRECISIONS else DEFAULT_PRECISION
