@@ -288,6 +288,26 @@ def test_any_file_name_survives_text_json_and_csv(hostile, named, tmp_path, caps
     assert {row[1] for row in table[1:]} == {HOSTILE_LABELS[1]}  # raw in CSV
 
 
+def test_file_names_given_one_by_one_and_in_errors(hostile, named, tmp_path, capsys):
+    files = sorted(os.path.join(named, name) for name in os.listdir(named))
+    assert cli.main(["predict", hostile, *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0].strip().removeprefix(named + "/") for line in lines] == [
+        "a.png", "bad\\xffutf8.png", "esc\\x1b[2J.png", "new\\nline.png"]
+    assert cli.main(["predict", hostile, *files, "--json"]) == 0
+    assert [os.path.basename(r["file"]) for r in json.loads(capsys.readouterr().out)] == [
+        "a.png", "bad\\xffutf8.png", "esc\x1b[2J.png", "new\nline.png"]
+    broken = os.path.join(named, "evil\x1b[2J\nfake.png")
+    with open(broken, "w") as f:
+        f.write("not an image")
+    assert cli.main(["predict", hostile, broken]) == 1
+    assert capsys.readouterr().err == (f"dlinfer: error: {named}/evil\\x1b[2J\\nfake.png: not "
+                                       "an image file Pillow can read\n")
+    assert cli.main(["predict", hostile, named, "--no-progress"]) == 0
+    assert capsys.readouterr().err == (f"dlinfer: skipped {named}/evil\\x1b[2J\\nfake.png: "
+                                       "not an image file Pillow can read\n")
+
+
 def test_csv_is_written_whole_or_not_at_all(hostile, named, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out.csv"
     out.write_text("the previous run\n")
