@@ -34,9 +34,9 @@ import numpy as np
 
 from ..errors import InputShapeError
 
-__all__ = ["BatchAxis", "batch_axes", "can_group", "fixed_run_size", "graph_dims",
-           "merge_outputs", "notes", "run_limit", "run_split", "runnable_sizes", "sample_count",
-           "split"]
+__all__ = ["BatchAxis", "axes_of", "batch_axes", "can_group", "fixed_run_size", "graph_dims",
+           "merge_outputs", "notes", "proto_dims", "run_limit", "run_split", "runnable_sizes",
+           "sample_count", "split", "with_batch_axes"]
 
 # Dimension names that say "batch" (tf2onnx's unk__N, PaddleOCR's DynamicDimension.N and
 # unnamed dimensions say nothing).
@@ -75,7 +75,12 @@ def graph_dims(model: Any) -> dict[str, list[Any]]:
                             for d in node.shape] for node in model.session.get_inputs()}
     import onnx  # another backend: the file says the same
 
-    graph = onnx.load(model.path, load_external_data=False).graph
+    return proto_dims(onnx.load(model.path, load_external_data=False))
+
+
+def proto_dims(proto: Any) -> dict[str, list[Any]]:
+    """:func:`graph_dims` of an ``onnx.ModelProto``."""
+    graph = proto.graph
     weights = {t.name for t in graph.initializer}
     return {i.name: [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else
                      (d.dim_param or None) for d in i.type.tensor_type.shape.dim]
@@ -117,8 +122,13 @@ def batch_axes(model: Any) -> dict[str, BatchAxis]:
     ``model``: a :class:`~dlinfer.Model` (its session and spec are read).  Raises
     :class:`~dlinfer.InputShapeError` when the spec declares an axis the input lacks.
     """
-    graph = graph_dims(model)
-    declared = _declared(model)
+    return axes_of(graph_dims(model), _declared(model))
+
+
+def axes_of(graph: Mapping[str, list[Any]], declared: Mapping[str, int | None]
+            ) -> dict[str, BatchAxis]:
+    """The rule on the inputs' dimensions (:func:`graph_dims`) and what a spec declares
+    (``{input name: axis or None}``); ``dlinfer spec set`` records what it infers."""
     found: dict[str, BatchAxis] = {}
     symbols: dict[str, str] = {}  # a batch dimension's name -> the input it was found on
     for name, dims in graph.items():
@@ -282,3 +292,22 @@ def run_split(run: Callable[[dict[str, np.ndarray]], Any], feed: Mapping[str, np
         for n in names:
             parts[n].append(np.asarray(got[n]))
     return {n: merge_outputs(p) for n, p in parts.items()}
+
+
+def with_batch_axes(inputs: list[Any], graph: Mapping[str, list[Any]],
+                    declared: Mapping[str, int | None], inferred: bool) -> list[Any]:
+    """Spec inputs (:class:`~dlinfer.InputSpec`) with their ``batch_axis``: ``declared``
+    where given (``dlinfer spec set --batch-axis``), else, for inputs ``inferred`` from
+    the graph (``graph``: :func:`proto_dims`), what this rule infers."""
+    import dataclasses
+
+    from ..errors import SpecError
+
+    names = [i.name for i in inputs]
+    unknown = sorted(set(declared) - set(names))
+    if unknown:
+        raise SpecError(f"--batch-axis names {unknown}; the inputs are {names}")
+    axes = axes_of(graph, {}) if inferred else {}
+    return [dataclasses.replace(i, batch_axis=declared[i.name]) if i.name in declared else
+            dataclasses.replace(i, batch_axis=axes[i.name].axis) if i.name in axes else i
+            for i in inputs]

@@ -140,7 +140,7 @@ class Batcher:
         self.check_arguments(max_batch_size, max_delay_ms, max_queue, timeout_ms)
         self._runner = runner_for(model, backend)
         self.model = model
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size if getattr(self._runner, "grouped", True) else 1
         self._max_delay_ms = float(max_delay_ms)
         self.max_queue = max_queue
         self._timeout_ms: float | None = None

@@ -16,6 +16,7 @@ from ..errors import DlinferError, InferenceError
 from ..escape import file_name, visible
 from ..runtime.assignment import describe as describe_assignment
 from ..runtime.assignment import of_model as assignment_of
+from ..runtime.batch_axis import batch_axes
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from . import args as arg
@@ -58,6 +59,8 @@ def _info(args: argparse.Namespace) -> int:
         "spec": spec.summary() if spec else None,  # + primary input/output/labels for scripts
         "metadata_keys": sorted(model.metadata),
         "assignment": assignment_of(model),  # which provider runs each node; CPU fallbacks
+        "batch_axes": {b.input: {"axis": b.axis, "size": b.size, "source": b.source,
+                                 "reason": b.reason} for b in batch_axes(model).values()},
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -71,6 +74,8 @@ def _info(args: argparse.Namespace) -> int:
     _say(f"backend:   {model.backend} ({model.backend_reason})")
     for t in model.inputs:
         _say(f"input:     {t}")
+    for b in batch_axes(model).values():  # the one rule verify, optimize, bench, serve use
+        _say(f"           batch axis of {b.input!r}: {b.describe()}")
     for t in model.outputs:
         _say(f"output:    {t}")
     if spec is None:

@@ -23,6 +23,7 @@ from .._optional import import_optional
 from ..errors import ModelLoadError, ModelNotFoundError, SpecError
 from ..escape import visible
 from ..preprocessing.presets import apply_preprocess
+from ..runtime.batch_axis import proto_dims, with_batch_axes
 from ..spec import (
     METADATA_KEY,
     TASKS,
@@ -116,13 +117,15 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
                labels: Sequence[str] | None = None, input: str | None = None,  # noqa: A002
                output: str | None = None, logits: bool = False,
                threshold: float | None = None, name: str | None = None,
-               preprocess: str | None = None, **image: Any) -> tuple[ModelSpec, list[str]]:
+               preprocess: str | None = None, batch_axes: dict[str, int | None] | None = None,
+               **image: Any) -> tuple[ModelSpec, list[str]]:
     """The spec ``dlinfer spec set`` writes, and the notes to print about it.
 
     It starts from the file's spec, if it has one that describes this graph, else
     from :func:`infer_inputs`.  ``preprocess`` names a preset and ``image`` holds the
     image flags (layout, size and the fields of ``presets.apply_preprocess``); None leaves
-    a value as it is.
+    a value as it is.  ``batch_axes``: ``{input name: axis or None}`` to declare; an input
+    inferred from the graph gets what :mod:`dlinfer.runtime.batch_axis` infers.
     """
     graph_in, graph_out = graph_io(proto)
     notes: list[str] = []
@@ -137,7 +140,9 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
                         f"({'|'.join(TASKS)})")
     if task not in TASKS:
         raise SpecError(f"--task must be one of {TASKS}, got {task!r}")
-    inputs = _described(base.inputs if base else (), graph_in) or infer_inputs(graph_in)
+    described = _described(base.inputs if base else (), graph_in)
+    inputs = with_batch_axes(described or infer_inputs(graph_in), proto_dims(proto),
+                             batch_axes or {}, inferred=not described)
     inputs = [_graph_shape(i, t, notes) for i, t in zip(inputs, _in_order(inputs, graph_in))]
     shapes = {n: s for n, s, _ in graph_out}
     same_task = base is not None and base.task == task
@@ -153,10 +158,15 @@ def build_spec(proto: Any, default_name: str, *, task: str | None = None,
         if i.kind == "image" and i.image_size is None:
             notes.append(f"input {i.name!r} {_shape(i.shape)} has a dynamic height or width: "
                          "images keep their own size unless --size gives one")
-        if i.shape and i.shape[0] is not None:
+        axis = i.batch_axis
+        if axis is not None and axis < len(i.shape) and i.shape[axis] is not None:
             # A PyTorch export without dynamic_axes: the model takes this batch only.
             notes.append(f"input {i.name!r} {_shape(i.shape)} has a fixed batch size of "
-                         f"{i.shape[0]}: every call must send exactly that many items")
+                         f"{i.shape[axis]}: every call must send exactly that many items")
+        elif axis is None and i.shape:
+            notes.append(f"input {i.name!r} {_shape(i.shape)} has no batch axis: it is fed "
+                         f"whole and never grouped (declare one with --batch-axis "
+                         f"{i.name}=K)")
 
     head = _pick(outputs, output, "output", None) or next(
         (o for o in outputs if o.labels), outputs[0])
@@ -321,6 +331,8 @@ def _input_text(i: InputSpec) -> str:
         text += _resize_text(i)
     if i.vocab_size is not None:
         text += f", vocabulary {i.vocab_size}"
+    if i.batch_axis != 0:
+        text += f", batch axis {'none' if i.batch_axis is None else i.batch_axis}"
     return text
 
 
@@ -399,6 +411,14 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_batch_axis(text: str) -> tuple[str, int | None]:
+    """``NAME=K`` or ``NAME=none`` (argparse type of ``--batch-axis``)."""
+    name, sep, value = text.rpartition("=")
+    if not sep or not name or not (value == "none" or value.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected NAME=K or NAME=none, got {text!r}")
+    return name, None if value == "none" else int(value)
+
+
 def _set(args: argparse.Namespace) -> int:
     proto = load_onnx(args.model)
     out = args.out or args.model
@@ -409,7 +429,7 @@ def _set(args: argparse.Namespace) -> int:
             labels=read_labels(args.labels) if args.labels is not None else None,
             input=args.input, output=args.output, logits=args.logits,
             threshold=args.threshold, name=args.name, preprocess=preset,
-            layout=args.layout, **changes)
+            batch_axes=dict(args.batch_axis or []), layout=args.layout, **changes)
         _check_external_data(proto, args.model, out)
     except SpecError as exc:
         raise SpecError(f"{exc}; {args.model} is unchanged") from None
@@ -465,6 +485,10 @@ def add_spec_parser(sub: Any) -> None:
     s.add_argument("--threshold", type=arg.finite_float(0, 1),
                    help="binary_classification: P(labels[1]) >= T wins (default 0.5)")
     s.add_argument("--name", help="the model's name in the spec (default: the file stem)")
+    s.add_argument("--batch-axis", metavar="NAME=K|none", action="append",
+                   type=parse_batch_axis,
+                   help="the axis of input NAME that holds a batch's items, or none (fed "
+                   "whole, never grouped); repeatable (default: inferred where certain)")
     image = arg.add_preprocess_flags(s)
     image.add_argument("--layout", choices=("NCHW", "NHWC"))
     s.set_defaults(func=_set)

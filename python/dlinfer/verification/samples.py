@@ -181,7 +181,7 @@ def _along_axes(data: Mapping[str, Any], inputs: Sequence[InputSpec], count: int
     try:
         n = sample_count(batch, axes)
     except InputError as exc:
-        raise InputError(f"{source}: {exc}") from None
+        raise type(exc)(f"{source}: {exc}") from None
     if n == 0:
         raise InputError(f"{source}: no samples along the inputs' batch axes")
     pixels = any(s.kind == "image" and np.asarray(data[s.name]).dtype == np.uint8
