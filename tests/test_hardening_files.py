@@ -463,6 +463,27 @@ def test_a_folder_without_read_permission_is_skipped(messy):
         os.chmod(path, 0o755)
 
 
+def test_an_unreadable_file_is_named_as_unreadable(tmp_path, monkeypatch):
+    """As root, open() is simulated to refuse, for the reason given at the `locked` fixture."""
+    path = tmp_path / "secret.png"
+    _png(path)
+    if os.geteuid() == 0:
+        real = Image.open
+
+        def refusing(source, *args, **kwargs):
+            if os.fspath(source) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(source, *args, **kwargs)
+
+        monkeypatch.setattr(Image, "open", refusing)
+    else:
+        os.chmod(path, 0)
+    with pytest.raises(ImageDecodeError,
+                       match=f"^{re.escape(str(path))}: cannot read the file \\(Permission "
+                             "denied\\)$"):
+        decode_file(path)
+
+
 # ---- EXIF orientation for PIL images --------------------------------------------------
 
 def test_a_pil_image_gets_the_exif_orientation_a_path_gets(digits, tmp_path):

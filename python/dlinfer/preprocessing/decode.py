@@ -184,6 +184,8 @@ def _decode(
         raise ImageDecodeError(f"{where}: file not found") from None
     except IsADirectoryError:
         raise ImageDecodeError(f"{where}: is a directory, not an image file") from None
+    except PermissionError as exc:
+        raise ImageDecodeError(f"{where}: cannot read the file ({_reason(exc)})") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{where}: not an image file Pillow can read") from None
     except Image.DecompressionBombError as exc:
