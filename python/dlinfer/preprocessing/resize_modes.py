@@ -18,19 +18,22 @@ normalizes in one go.  Three things a model's spec may also ask for are done aro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from .._native_loader import native
+from ..spec import InputSpec
 from .batching import Pixels
 from .presets import pad_end_width
 
 if TYPE_CHECKING:
     from .transform import PreprocessSpec
 
-__all__ = ["Geometry", "fill_with_modes", "pad_end_geometry", "uses_modes"]
+__all__ = ["Geometry", "crop_of", "fill_with_modes", "pad_end_geometry", "uses_modes"]
 
 class Geometry(NamedTuple):
     """Where one image landed in its output slot.
@@ -48,6 +51,12 @@ class Geometry(NamedTuple):
 
 
 _PIL_FILTERS = {"bilinear": "BILINEAR", "nearest": "NEAREST", "area": "BOX"}
+
+
+def crop_of(spec: InputSpec) -> str | float | None:
+    """An input spec's resize mode as :class:`PreprocessSpec`'s ``crop``."""
+    return {"stretch": None, "center-crop": spec.crop_fraction, "letterbox": "letterbox",
+            "pad-end": "pad-end"}[spec.resize]
 
 
 def uses_modes(spec: PreprocessSpec) -> bool:
@@ -92,6 +101,17 @@ def _antialiased(spec: PreprocessSpec, pixels: Pixels, size: tuple[int, int]) ->
     return array, order
 
 
+def _map(fn: Callable[[Pixels], Pixels], items: Sequence[Pixels],
+         threads: int | None) -> list[Pixels]:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (Pillow releases the GIL while
+    it resizes); each item's result is the same for every thread count."""
+    workers = min(len(items), threads or os.cpu_count() or 1)
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="dlinfer-antialias") as pool:
+        return list(pool.map(fn, items))
+
+
 def _native_fit(spec: PreprocessSpec) -> tuple[str, float]:
     """The fit the native pass runs once :func:`_antialiased` has resized (and cut)."""
     fit, ratio = spec._fit()
@@ -105,7 +125,7 @@ def fill_with_modes(spec: PreprocessSpec, pixels: Sequence[Pixels], out: np.ndar
     """:meth:`PreprocessSpec.fill` for a spec that :func:`uses_modes`."""
     size = spec.size or tuple(pixels[0][0].shape[:2])
     if spec.antialias:
-        pixels = [_antialiased(spec, p, size) for p in pixels]
+        pixels = _map(lambda p: _antialiased(spec, p, size), pixels, threads)
     fit, ratio = _native_fit(spec)
     threads_arg = 0 if threads is None else int(threads)
     params = (spec.scale, list(spec.mean), list(spec.std), spec.layout, spec.color,

@@ -41,7 +41,7 @@ from ..errors import (
 from ..spec import COLORS, InputSpec, ModelSpec, normalization_problem, scaled_pixel_range
 from .batching import CHANNEL_ORDERS, Pixels, array_pixels, is_batch, split_items
 from .decode import DEFAULT_MAX_IMAGE_BYTES, to_pixels
-from .resize_modes import Geometry, fill_with_modes, pad_end_geometry, uses_modes
+from .resize_modes import Geometry, crop_of, fill_with_modes, pad_end_geometry, uses_modes
 
 __all__ = ["Geometry", "PreprocessSpec", "preprocess"]
 
@@ -64,10 +64,6 @@ def empty_batch(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     start = -raw.ctypes.data % 64
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
-
-# The spec's resize mode (InputSpec.resize) as PreprocessSpec's crop.
-_CROPS = {"stretch": lambda f: None, "center-crop": lambda f: f,
-          "letterbox": lambda f: "letterbox", "pad-end": lambda f: "pad-end"}
 
 # Largest output side: a typo must not ask for a terabyte batch.
 MAX_SIZE = 65_536
@@ -237,7 +233,7 @@ class PreprocessSpec:
             "color": spec.color or "RGB",
             "dtype": spec.dtype,
             "resize": spec.interpolation,
-            "crop": _CROPS[spec.resize](spec.crop_fraction),
+            "crop": crop_of(spec),
             "pad": 0.0 if spec.pad_pixel is None else spec.pad_pixel,
             "pad_value": spec.pad_value,
             "antialias": spec.antialias,
@@ -271,8 +267,10 @@ class PreprocessSpec:
 
     @property
     def draft_target(self) -> Any:
-        """What the decoder may draft-decode large JPEGs toward (:meth:`target`), or None."""
-        return self.target if self.draft and self.size is not None else None
+        """What the decoder may draft-decode large JPEGs toward (:meth:`target`), or None
+        (always with ``antialias``: Pillow and torchvision resize the full image)."""
+        use = self.draft and self.size is not None and not self.antialias
+        return self.target if use else None
 
     def target(self, height: int, width: int) -> tuple[int, int]:
         """The size an image of this size is resized to (what draft decoding aims at)."""
