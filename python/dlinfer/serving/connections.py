@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -72,6 +71,10 @@ def open_descriptors() -> int:
 def default_max_connections() -> int:
     """What the descriptor limit (``ulimit -n``) leaves for connections: the soft limit,
     less the descriptors open now and :data:`RESERVED_FDS`."""
+    try:
+        import resource
+    except ImportError:  # Windows: no descriptor limit to read
+        return MAX_DEFAULT_CONNECTIONS
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft > MAX_DEFAULT_CONNECTIONS:
         return MAX_DEFAULT_CONNECTIONS
