@@ -39,6 +39,18 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return data
 
 
+def still_open(sock: socket.socket) -> bool:
+    """Whether the server has neither closed ``sock`` nor sent anything on it."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)  # an answer or the end: the server acted on it
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(HANG_S)
+
+
 def timed_predict(server, png: bytes) -> tuple[int, float]:
     started = time.monotonic()
     status, body = call(server, "POST", "/v1/models/mnist/predict", png, timeout=HANG_S)
@@ -82,9 +94,10 @@ def test_idle_and_half_head_floods_are_closed_and_a_client_is_served(server, dig
     trickler = threading.Thread(target=trickle)
     trickler.start()
 
-    for _ in range(3):  # while all of them are held open
+    for _ in range(3):
         status, seconds = timed_predict(server, png)
         assert status == 200 and seconds < ANSWER_S, (status, seconds)
+    assert sum(still_open(sock) for sock in idle + half) == 400  # answered while all held
 
     for sock in idle:
         assert read_until_closed(sock) == b""  # closed without a word: nothing was asked
