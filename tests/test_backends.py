@@ -145,3 +145,40 @@ def test_auto_measures_once_then_reads_its_cache(mnist_onnx, monkeypatch, tmp_pa
     assert again.backend == first.backend and again.backend_reason.endswith("(cached)")
     # a GPU device or onnxruntime's options leave nothing to choose
     assert choice.resolve("auto", mnist_onnx, "cuda")[0] == "onnxruntime"
+
+
+@openvino
+def test_bf16_is_gated_on_openvino_and_recorded(mnist_onnx, digit_pngs, tmp_path):
+    from dlinfer.optimize import optimize
+    from dlinfer.optimize.precision import bf16_candidate
+    from dlinfer.runtime.backends import import_openvino
+
+    if "BF16" not in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(dlinfer.OptimizeError, match="bf16 needs a CPU"):
+            bf16_candidate(None)
+        return
+    paths, _ = digit_pngs
+    out = str(tmp_path / "mlp.bf16.onnx")
+    report = optimize(mnist_onnx, out, "bf16", calibrate=os.path.dirname(paths[0]))
+    assert report.gated_on == {"backend": "openvino", "precision": "bf16"}
+    assert "gated on:    openvino, bf16" in report.format()
+    on_ov = dlinfer.Model(out, backend="openvino")
+    assert on_ov.precision == "bf16" and on_ov.providers == ["OpenVINO(bf16)"]
+    stored = on_ov.spec.extra["optimize"]
+    assert stored["mode"] == "bf16" and stored["gated_on"]["backend"] == "openvino"
+    # onnxruntime runs the same file in float32: the graph is unchanged
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    assert_close(dlinfer.Model(out).run(x), dlinfer.Model(mnist_onnx).run(x))
+
+
+@openvino
+def test_int8_gated_on_openvino_records_it(mnist_onnx, digit_pngs, tmp_path):
+    from dlinfer.optimize import optimize
+
+    paths, _ = digit_pngs
+    report = optimize(mnist_onnx, str(tmp_path / "mlp.int8.onnx"), "int8",
+                      calibrate=os.path.dirname(paths[0]), backend="openvino")
+    assert report.gated_on == {"backend": "openvino", "precision": "int8"}
+    with pytest.raises(dlinfer.OptimizeError, match="not auto"):
+        optimize(mnist_onnx, str(tmp_path / "x.onnx"), "int8",
+                 calibrate=os.path.dirname(paths[0]), backend="auto")

@@ -7,27 +7,34 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ..errors import DlinferError, InputError, OptimizeError
+from ..errors import DlinferError, InputError, InputShapeError, OptimizeError
 from ..export.onnx_file import save, set_spec, write_atomic
+from ..runtime.batch_axis import BatchAxis, batch_axes, can_group, sample_count, split
+from ..runtime.batch_axis import notes as batch_notes
 from ..runtime.model import Model
 from ..runtime.session import SESSION_METADATA_KEY
 from ..spec import InputSpec
+from ..verification.labelled import folder_labels, is_labelled_folder
+from ..verification.model_samples import model_samples
 from ..verification.samples import load_samples, read_arrays
 from .checks import check_float_model
+from .fp16 import float16_overflow
 from .gate import evaluate, worst_layer
 
 __all__ = ["MODES", "OptimizeReport", "optimize"]
 
-MODES = ("int8", "fp16", "graph")
+MODES = ("int8", "fp16", "graph", "bf16")
 # Evaluation takes every sample it is given, up to this many.
 _EVAL_LIMIT = 10_000
+# The worst-layer search and the fp16 overflow search run on one run of this many.
+_LAYER_SAMPLES = 64
 LABELS_KEY = "labels"
 
 
@@ -49,6 +56,9 @@ class OptimizeReport:
     written: bool = False
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was changed or assumed, and why
+    # the backend and precision the candidate passed the gate on (optimize.precision)
+    gated_on: dict[str, str] = field(default_factory=dict)
 
     @property
     def drop_points(self) -> float | None:
@@ -82,6 +92,11 @@ class OptimizeReport:
         if self.calibration:
             lines.append(f"calibrated:  {self.calibration}")
         lines.append(f"evaluated:   {self.evaluation}")
+        if self.gated_on:
+            lines.append(f"gated on:    {self.gated_on['backend']}, "
+                         f"{self.gated_on['precision']}")
+        if m.get("warning"):
+            lines.append(f"warning:     {m['warning']}")
         lines.append(f"output {m['output']!r}: max abs diff {m['max_abs_diff']:.3g}, "
                      f"mean abs diff {m['mean_abs_diff']:.3g}")
         if "top1_agreement" in m:
@@ -100,6 +115,7 @@ class OptimizeReport:
             w = self.worst_layer
             lines.append(f"worst layer: {w['node']} ({w['op']}), relative error "
                          f"{w['relative_error']:.3g} (+{w['added_error']:.3g} over its inputs)")
+        lines += [f"note:        {n}" for n in self.notes]
         lines.append(f"wrote {self.out}" if self.written else "wrote nothing")
         return "\n".join(lines)
 
@@ -112,8 +128,11 @@ def _plain_inputs(model: Model) -> tuple[InputSpec, ...]:
 
 
 def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what: str,
-          has_spec: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
-    """Samples and optional labels from a folder, .npy/.npz file, array or dict."""
+          has_spec: bool, class_names: Sequence[str] = (), *,
+          axes: Mapping[str, BatchAxis] | None = None
+          ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
+    """Samples and optional labels from a folder (a labelled one: its class sub-folders
+    matched to ``class_names``), .npy/.npz file, array or dict."""
     path_given = None
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
@@ -133,10 +152,13 @@ def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what:
         labels = np.asarray(data.pop(LABELS_KEY)).reshape(-1)
         if len(data) == 1 and len(inputs) == 1:  # one input: its array's key is free
             data = {inputs[0].name: next(iter(data.values()))}
-    batch, source = load_samples(data, inputs, count, seed)
+    batch, source = load_samples(data, inputs, count, seed, axes=axes)
     if path_given is not None:  # an .npz was read here: name it, not "the given arrays"
         source = source.replace("the given arrays", path_given)
-    n = len(next(iter(batch.values())))
+    n = sample_count(batch, axes) if axes is not None else len(next(iter(batch.values())))
+    if labels is None and class_names and isinstance(data, (str, os.PathLike)) \
+            and is_labelled_folder(data):
+        labels = folder_labels(os.fspath(data), n, class_names)
     if labels is not None:
         if len(labels) < n:
             raise OptimizeError(f"{what} data: {len(labels)} labels for {n} samples")
@@ -145,28 +167,32 @@ def _load(data: Any, inputs: tuple[InputSpec, ...], count: int, seed: int, what:
     return batch, labels, source
 
 
-def _model(path: str, what: str) -> Model:
+def _check_runs(reference: Model, batch: dict[str, np.ndarray], source: str,
+                axes: Mapping[str, BatchAxis]) -> None:
+    """Run one slice through the float32 model, so wrong shapes fail here, named."""
+    first = next(split(batch, axes, 2))
     try:
-        return Model(path, threads=None)
-    except DlinferError as exc:
-        raise OptimizeError(f"the {what} model does not load in onnxruntime on CPU: {exc}"
-                            ) from exc
-
-
-def _check_runs(reference: Model, batch: dict[str, np.ndarray], source: str) -> None:
-    """Run a slice through the float32 model, so wrong shapes fail here, named."""
-    try:
-        reference.run({k: v[:2] for k, v in batch.items()})
+        reference.run(first)
     except InputError as exc:
         raise type(exc)(f"{source}: {exc}") from exc
+    except DlinferError as exc:  # onnxruntime refused a size the graph cannot take
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in first.items())
+        raise InputShapeError(f"{source}: the model does not run on inputs of shapes "
+                              f"{shapes}: {exc}") from exc
+
+
+def _batch_first(inputs: tuple[InputSpec, ...], axes: Mapping[str, BatchAxis]) -> bool:
+    return can_group(axes) and all(axes[i.name].axis == 0 for i in inputs)
 
 
 def _static_layout(path: str, proto: onnx.ModelProto, work: str, inputs: tuple[InputSpec, ...],
-                   samples: dict[str, np.ndarray], for_int8: bool = False
-                   ) -> tuple[str, dict[str, Any]]:
+                   samples: dict[str, np.ndarray], axes: Mapping[str, BatchAxis],
+                   for_int8: bool = False) -> tuple[str, dict[str, Any]]:
     """``path`` rewritten for onnxruntime's fast CPU kernels (:mod:`.layout`, :mod:`.convs`)."""
     from .layout import rewrite_for_cpu, sample_batches
 
+    if not _batch_first(inputs, axes):  # the rewrites try batches of 1 and 3 on axis 0
+        return path, {}
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     done = rewrite_for_cpu(copy, sample_batches(inputs, samples), for_int8)
@@ -179,8 +205,12 @@ def _static_layout(path: str, proto: onnx.ModelProto, work: str, inputs: tuple[I
 
 def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
              calibration: dict[str, np.ndarray] | None, options: dict[str, Any],
-             inputs: tuple[InputSpec, ...], samples: dict[str, np.ndarray]
-             ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+             inputs: tuple[InputSpec, ...], samples: dict[str, np.ndarray],
+             axes: Mapping[str, BatchAxis]) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    if mode == "bf16":  # an execution precision: the graph stays float32 (.precision)
+        from .precision import bf16_candidate
+
+        return bf16_candidate(proto)
     if mode == "int8":
         from .quantize import int8_settings, quantize_int8
 
@@ -188,9 +218,9 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
                                  options.get("per_channel", True), options.get("reduce_range"),
                                  options.get("keep_shallow", True))
         assert calibration is not None
-        static, rewrites = _static_layout(path, proto, work, inputs, calibration, True)
-        return onnx.load(quantize_int8(static, work, calibration, settings)), {**settings,
-                                                                               **rewrites}
+        static, rewrites = _static_layout(path, proto, work, inputs, calibration, axes, True)
+        quantized = quantize_int8(static, work, calibration, settings, axes)
+        return onnx.load(quantized), {**settings, **rewrites}
     if mode == "fp16":
         from .fp16 import to_fp16
 
@@ -200,7 +230,7 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
     from .graph import PROVIDERS, offline_optimize
 
     level, device = options.get("level", "extended"), options.get("device", "cpu")
-    static, rewrites = _static_layout(path, proto, work, inputs, samples)
+    static, rewrites = _static_layout(path, proto, work, inputs, samples, axes)
     dst = os.path.join(work, "graph.onnx")
     offline_optimize(static, dst, level=level, device=device)
     return onnx.load(dst), {"level": level, "device": device, "provider": PROVIDERS[device],
@@ -219,7 +249,9 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     ``calibrate``; evaluation uses ``eval``, else the calibration data, else random
     inputs drawn from the spec.  ``options``: ``method``, ``per_channel``, ``reduce_range``,
     ``keep_shallow`` (int8: shallow first convolutions stay float32); ``keep_io_types``
-    (fp16: False for float16 inputs and outputs); ``level``, ``device`` (graph).
+    (fp16: False for float16 inputs and outputs); ``level``, ``device`` (graph);
+    ``backend``: what the candidate is gated on, onnxruntime (default) or openvino (bf16:
+    always openvino), recorded with the precision in the report (:mod:`.precision`).
 
     Raises :class:`~dlinfer.OptimizeError` when the drop exceeds ``max_drop`` points,
     naming the layer that adds the most error; then nothing is written.
@@ -227,6 +259,9 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     started = time.perf_counter()
     if mode not in MODES:
         raise OptimizeError(f"mode must be one of {MODES}, got {mode!r}")
+    from .precision import gated_model, gated_on, session_metadata
+
+    gate = gated_on(mode, options.pop("backend", "onnxruntime"))
     if samples < 1:
         raise OptimizeError(f"samples must be >= 1, got {samples}")
     path, out = os.fspath(model), os.fspath(out)
@@ -235,28 +270,33 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
                             "reference the result is gated against")
     reference = Model(path, threads=None)  # a missing or broken file fails here, named
     proto = onnx.load(path)
-    check_float_model(proto, path)
+    if mode != "graph":  # an offline-optimized graph may be quantized already
+        check_float_model(proto, path)
     spec = reference.spec
     inputs = spec.inputs if spec is not None else _plain_inputs(reference)
+    axes = batch_axes(reference)  # where each input's samples lie (runtime.batch_axis)
+    class_names = spec.output.labels if spec is not None else ()
 
     calibration = labels = None
     calibration_source = None
     if calibrate is not None:
         calibration, labels, calibration_source = _load(calibrate, inputs, samples, seed,
-                                                        "calibration", spec is not None)
-        _check_runs(reference, calibration, calibration_source)
+                                                        "calibration", spec is not None,
+                                                        class_names, axes=axes)
+        _check_runs(reference, calibration, calibration_source, axes)
     elif mode == "int8":
         raise OptimizeError("int8 needs calibration data (--calibrate): a folder of images "
                             "or a .npy/.npz file of the model's inputs")
     if eval is not None:
         evaluation, labels, evaluation_source = _load(eval, inputs, _EVAL_LIMIT, seed,
-                                                      "evaluation", spec is not None)
-        _check_runs(reference, evaluation, evaluation_source)
+                                                      "evaluation", spec is not None,
+                                                      class_names, axes=axes)
+        _check_runs(reference, evaluation, evaluation_source, axes)
     elif calibration is not None:
         evaluation = calibration
         evaluation_source = f"the calibration data ({calibration_source}): not held out"
     else:
-        evaluation, evaluation_source = load_samples(None, inputs, samples, seed)
+        evaluation, evaluation_source, _ = model_samples(reference, None, samples, seed, axes)
 
     output = spec.output.name if spec is not None else reference.outputs[0].name
     threshold = spec.output.threshold if spec is not None else None
@@ -266,27 +306,32 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
         raise OptimizeError(f"the output folder {out_dir} does not exist")
     with tempfile.TemporaryDirectory(prefix="dlinfer-optimize-", dir=out_dir) as work:
         candidate, settings = _convert(mode, path, proto, work, calibration, options, inputs,
-                                       calibration if calibration is not None else evaluation)
+                                       calibration if calibration is not None else evaluation,
+                                       axes)
         del candidate.metadata_props[:]
         candidate.metadata_props.extend(proto.metadata_props)
         if spec is not None:  # float16 I/O changes what the inputs take
             spec = _io_types(spec, candidate)
             set_spec(candidate, spec)
-        if settings.get("disabled_optimizers"):
-            candidate.metadata_props.add(key=SESSION_METADATA_KEY, value=json.dumps(
-                {"disabled_optimizers": settings["disabled_optimizers"]}))
+        if session_metadata(mode, settings):
+            candidate.metadata_props.add(key=SESSION_METADATA_KEY,
+                                         value=json.dumps(session_metadata(mode, settings)))
         trial = os.path.join(work, "candidate.onnx")
         onnx.save(candidate, trial)
-        metrics = evaluate(reference, _model(trial, f"{mode}"), evaluation, labels, output,
-                           threshold, kind)
+        metrics = evaluate(reference, gated_model(trial, gate), evaluation, labels, output,
+                           threshold, kind, axes=axes)
+        first = next(split(evaluation, axes, _LAYER_SAMPLES))
         import onnxruntime as ort
 
         report = OptimizeReport(
             mode=mode, source=path, out=out, settings=settings,
             calibration=calibration_source, evaluation=evaluation_source, metrics=metrics,
-            max_drop=float(max_drop), worst_layer=worst_layer(proto, candidate, evaluation),
+            max_drop=float(max_drop), worst_layer=worst_layer(proto, candidate, first),
             source_bytes=os.path.getsize(path), out_bytes=os.path.getsize(trial),
-            versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__})
+            versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+            notes=settings.pop("notes", []) + batch_notes(axes), gated_on=gate)
+        if not report.passed and mode == "fp16":
+            report.notes += float16_overflow(proto, first)
         if not report.passed:
             raise OptimizeError(_refusal(report))
         if spec is not None:
@@ -327,6 +372,7 @@ def _refusal(report: OptimizeReport) -> str:
              f"; the layer adding the most error is {report.worst_layer['node']!r} "
              f"({report.worst_layer['op']}, relative error "
              f"{report.worst_layer['relative_error']:.3g})")
+    overflow = "".join(f"; {n}" for n in report.notes if "overflow" in n)
     return (f"{report.mode} refused: {what}, a drop of {report.drop_points:.2f} points "
-            f"(max {report.max_drop:g}) on {report.evaluation}{where}; nothing was written "
-            f"to {report.out}")
+            f"(max {report.max_drop:g}) on {report.evaluation}{where}{overflow}; nothing was "
+            f"written to {report.out}")

@@ -15,7 +15,7 @@ def optimize_command(args: argparse.Namespace) -> int:
     from ..optimize import optimize
 
     options: dict[str, Any] = {"method": args.method, "level": args.level,
-                               "device": args.graph_device}
+                               "device": args.graph_device, "backend": args.backend}
     if args.per_tensor:
         options["per_channel"] = False
     if args.reduce_range is not None:
@@ -42,7 +42,12 @@ def add_optimize_parser(sub: Any) -> None:
     p.add_argument("model", type=arg.existing_file, help="the float32 .onnx file")
     p.add_argument("--out", required=True, type=arg.output_file,
                    help="where to write the optimized model")
-    p.add_argument("--mode", choices=("int8", "fp16", "graph"), required=True)
+    p.add_argument("--mode", choices=("int8", "fp16", "graph", "bf16"), required=True,
+                   help="bf16: the float32 graph, run in bfloat16 by OpenVINO on CPUs with "
+                   "AMX or AVX-512 BF16 (docs/optimize.md)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="the backend the result is gated on and recorded for (bf16: "
+                   "openvino); docs/runtime.md")
     p.add_argument("--calibrate", metavar="DATA", type=arg.existing_path,
                    help="folder of images, or .npy/.npz of model inputs (uint8 images are "
                    "normalized per the spec); an .npz may hold a 'labels' array (int8: required)")

@@ -1,0 +1,72 @@
+"""Which backend and precision a candidate is gated on, and the bf16 mode.
+
+Every mode is gated on the backend it will run on: ``--backend onnxruntime`` (the
+default) or ``--backend openvino``, whose CPU plugin runs a QDQ int8 file with its own
+int8 kernels and a float32 file in bfloat16 when asked.  The report (and so the output's
+spec, ``extra.optimize.settings.gated_on``) records the backend and precision that
+passed, and the file records how it must run (``dlinfer.session`` metadata).
+
+bf16 is an execution precision, not a file format: onnxruntime's x86 CPU provider has no
+bfloat16 kernels to speak of, while OpenVINO runs a float32 graph in bfloat16 on CPUs with
+AMX or AVX-512 BF16.  ``--mode bf16`` therefore writes the float32 graph unchanged, with
+``{"openvino": {"inference_precision": "bf16"}}`` in its session metadata, after the
+accuracy gate passed on OpenVINO in bf16.  onnxruntime runs the same file in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+
+from ..errors import OptimizeError
+from ..runtime.backends import import_openvino, parse_backend
+from ..runtime.model import Model
+
+__all__ = ["bf16_candidate", "gated_model", "gated_on", "session_metadata"]
+
+_PRECISION = {"int8": "int8", "fp16": "fp16", "graph": "fp32", "bf16": "bf16"}
+
+
+def gated_on(mode: str, backend: str) -> dict[str, str]:
+    """``{"backend", "precision"}`` the candidate of ``mode`` is gated on."""
+    name = parse_backend(backend)
+    if name == "auto":
+        raise OptimizeError("optimize gates on one backend: give onnxruntime or openvino, "
+                            "not auto (auto then picks among the gated files' backends)")
+    if mode == "bf16":
+        name = "openvino"
+    return {"backend": name, "precision": _PRECISION[mode]}
+
+
+def bf16_candidate(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The float32 graph as is, for OpenVINO to run in bfloat16; refused where it cannot."""
+    ov = import_openvino()
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in caps:
+        raise OptimizeError(f"bf16 needs a CPU that runs bfloat16 natively (AMX or AVX-512 "
+                            f"BF16); OpenVINO's CPU plugin here offers {', '.join(caps)}")
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy, {"inference_precision": "bf16"}
+
+
+def session_metadata(mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the file must carry about how it runs (``dlinfer.session``), or {}."""
+    entry: dict[str, Any] = {}
+    if settings.get("disabled_optimizers"):
+        entry["disabled_optimizers"] = settings["disabled_optimizers"]
+    if mode == "bf16":
+        entry["openvino"] = {"inference_precision": "bf16"}
+    return entry
+
+
+def gated_model(path: str, gate: dict[str, str]) -> Model:
+    """The candidate at ``path`` opened on the backend it is gated on."""
+    from ..errors import DlinferError
+
+    try:
+        return Model(path, threads=None, backend=gate["backend"])
+    except DlinferError as exc:
+        raise OptimizeError(f"the {gate['precision']} candidate does not load on "
+                            f"{gate['backend']}: {exc}") from exc
