@@ -109,7 +109,9 @@ def v2_routes(classifiers: Mapping[str, Classifier], batcher_for: Callable[[str]
     async def infer(request: Request) -> Response:
         name, clf, batcher = model(request)
         body = await bodies.read(request)
-        header, binary = parse_request(request.headers.get(_HEADER_LENGTH), body)
+        # Off the event loop, as /predict's JSON: 10 MB of "[]" takes json.loads seconds.
+        header, binary = await asyncio.get_running_loop().run_in_executor(
+            pool, parse_request, request.headers.get(_HEADER_LENGTH), body)
         images = await _images(header, binary, clf, pool)
         wanted = _requested_outputs(header, clf)
         labels = len(clf.labels)
