@@ -308,6 +308,9 @@ def test_version_1_still_loads():
     spec = ModelSpec.from_json(json.dumps(raw))
     assert spec.labels == ("a", "b") and spec.input.mean == (0.5,)
     assert spec.input.resize == "stretch" and spec.input.batch_axis == 0
+    # the Python API takes one number or one per channel, as the JSON does
+    made = InputSpec("x", (None, 8, 8, 3), color="RGB", mean=0.5, std=[0.2, 0.3, 0.4])
+    assert (made.mean, made.std) == ((0.5,), (0.2, 0.3, 0.4))
 
 
 @requires("tensorflow")

@@ -164,6 +164,13 @@ class InputSpec:
     # per call).  dlinfer's own exports batch on axis 0.
     batch_axis: int | None = 0
 
+    def __post_init__(self) -> None:
+        # One number or one per channel, as everywhere in the Python API: (0.5,) for 0.5.
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if is_number(value) or isinstance(value, (list, np.ndarray)):
+                object.__setattr__(self, key, tuple(np.atleast_1d(value).tolist()))
+
     @property
     def channels(self) -> int | None:
         if self.kind != "image":
