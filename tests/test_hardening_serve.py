@@ -430,7 +430,9 @@ def test_batcher_refuses_unbounded_waits(value):
 @serving
 @pytest.mark.parametrize("field, value", [("max_delay_ms", float("inf")), ("timeout_ms", 1e13),
                                           ("body_timeout_s", float("nan")),
-                                          ("graceful_timeout_s", 0), ("max_body_bytes", 0)])
+                                          ("graceful_timeout_s", 0), ("max_body_bytes", 0),
+                                          ("head_timeout_s", float("inf")),
+                                          ("max_connections", 0)])
 def test_serve_config_refuses_unbounded_waits(mnist_onnx, field, value):
     from dlinfer.serving.server import ServeConfig, create_app
 
