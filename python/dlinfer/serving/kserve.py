@@ -34,11 +34,13 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from ..preprocessing.decode import decode_bytes
+from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from .batcher import Batcher
 from .responses import ErrorResponse, HTTPError, error_response
 from .uploads import BodyReader
 from .v2_request import json_numbers, parse_request
+from .v2_tensors import infer_tensors, tensor_metadata
 
 __all__ = ["V2_DATATYPES", "v2_routes"]
 
@@ -100,6 +102,8 @@ def v2_routes(classifiers: Mapping[str, Classifier], batcher_for: Callable[[str]
 
     async def model_metadata(request: Request) -> Response:
         name, clf, _ = model(request)
+        if isinstance(clf, Model):  # a file that is not a classifier: tensors in and out
+            return JSONResponse(tensor_metadata(name, clf))
         return JSONResponse(_metadata(name, clf))
 
     async def model_ready(request: Request) -> Response:
@@ -112,6 +116,8 @@ def v2_routes(classifiers: Mapping[str, Classifier], batcher_for: Callable[[str]
         # Off the event loop, as /predict's JSON: 10 MB of "[]" takes json.loads seconds.
         header, binary = await asyncio.get_running_loop().run_in_executor(
             pool, parse_request, request.headers.get(_HEADER_LENGTH), body)
+        if isinstance(clf, Model):
+            return await infer_tensors(name, clf, batcher, header, binary)
         images = await _images(header, binary, clf, pool)
         wanted = _requested_outputs(header, clf)
         labels = len(clf.labels)

@@ -42,6 +42,7 @@ from starlette.routing import Route
 
 from ..checks import check_int, check_number
 from ..errors import SpecError
+from ..runtime.model import Model
 from ..runtime.warmup import serving_model_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
 from .batcher import MAX_WAIT_MS, Batcher
@@ -49,6 +50,7 @@ from .kserve import v2_routes
 from .metrics import MULTIPROC_ENV, Metrics
 from .responses import ErrorResponse, HTTPError, error_response, json_response
 from .uploads import BodyReader, images_from
+from .v2_tensors import served_model, tensor_metadata
 
 __all__ = ["ServeConfig", "create_app", "model_name", "query_param", "serve"]
 
@@ -145,7 +147,10 @@ def query_param(request: Request, name: str, kind: type, low: float, high: float
     return value
 
 
-def _metadata(name: str, clf: Classifier, batcher: Batcher) -> dict[str, Any]:
+def _metadata(name: str, clf: Classifier | Model, batcher: Batcher) -> dict[str, Any]:
+    if isinstance(clf, Model):
+        return {**tensor_metadata(name, clf), "path": clf.path, "device": clf.device,
+                "max_batch_size": batcher.max_batch_size, "max_delay_ms": batcher.max_delay_ms}
     spec = clf.spec
     return {
         "name": name,
@@ -199,14 +204,18 @@ def create_app(config: ServeConfig) -> Starlette:
     """The Starlette app; models load now, batchers start and drain with the app's lifespan."""
     config.check()
     names = config.resolved_names()
+    # A file that is not a classifier is served as its Model, tensors in and out (v2).
     classifiers = {
-        name: Classifier(_model_path(arg), device=config.device, threads=config.threads,
-                         **serving_model_options(_model_path(arg), config.backend,
-                                                 config.device, config.threads, config.cuda,
-                                                 config.tensorrt, config.max_batch_size))
+        name: served_model(Model(_model_path(arg), device=config.device, threads=config.threads,
+                                 **serving_model_options(_model_path(arg), config.backend,
+                                                         config.device, config.threads,
+                                                         config.cuda, config.tensorrt,
+                                                         config.max_batch_size)))
         for name, arg in zip(names, config.models, strict=True)
     }
     for name, clf in classifiers.items():
+        if isinstance(clf, Model):
+            continue
         if len(clf.model.inputs) > 1:
             # Refused now, at startup, rather than with a 4xx on every request.
             raise SpecError(
@@ -289,6 +298,9 @@ def create_app(config: ServeConfig) -> Starlette:
         batcher = batcher_for(name)
         top_k = query_param(request, "top_k", int, 1, 2**31 - 1, default=1)
         timeout_ms = query_param(request, "timeout_ms", float, 0, MAX_WAIT_MS)
+        if isinstance(classifiers[name], Model):
+            raise HTTPError(400, "bad_request", f"model {name!r} is not a classifier: send "
+                            f"tensors to POST /v2/models/{name}/infer")
         body = await bodies.read(request)
         images = await images_from(request, body, classifiers[name].preprocessing, pool,
                                    config.max_image_bytes)
