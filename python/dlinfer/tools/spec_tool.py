@@ -486,7 +486,7 @@ def add_spec_parser(sub: Any) -> None:
                    help="binary_classification: P(labels[1]) >= T wins (default 0.5)")
     s.add_argument("--name", help="the model's name in the spec (default: the file stem)")
     s.add_argument("--batch-axis", metavar="NAME=K|none", action="append",
-                   type=parse_batch_axis,
+                   type=arg.validating(parse_batch_axis, "NAME=K"),
                    help="the axis of input NAME that holds a batch's items, or none (fed "
                    "whole, never grouped); repeatable (default: inferred where certain)")
     image = arg.add_preprocess_flags(s)
