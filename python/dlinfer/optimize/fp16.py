@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import onnx
 
 from ..errors import OptimizeError
 from .checks import op_counts
 
-__all__ = ["to_fp16"]
+__all__ = ["FLOAT16_MAX", "float16_overflow", "to_fp16"]
+
+FLOAT16_MAX = 65504.0  # the largest finite float16
 
 
 def to_fp16(proto: onnx.ModelProto, path: str, keep_io_types: bool = True
@@ -39,3 +44,27 @@ def to_fp16(proto: onnx.ModelProto, path: str, keep_io_types: bool = True
         raise OptimizeError(f"float16 conversion of {path} failed: {exc}") from exc
     return converted, {"keep_io_types": bool(keep_io_types), "float32_ops": blocked,
                        "converter": "onnxruntime.transformers.float16"}
+
+
+def float16_overflow(proto: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> list[str]:
+    """A note naming the first node, in graph order, whose float32 output on ``feed`` lies
+    beyond float16's range (where a float16 graph turns it into inf); [] when none does
+    or the float32 graph's tensors cannot be read."""
+    from ..verification.per_layer import onnxruntime_tensors
+
+    names = [out for node in proto.graph.node for out in node.output if out]
+    try:
+        tensors = onnxruntime_tensors(proto, dict(feed), names)
+    except Exception:  # noqa: BLE001 - a diagnosis that cannot run leaves the gate's verdict
+        return []
+    for node in proto.graph.node:
+        for out in node.output:
+            t = tensors.get(out)
+            if t is None or t.dtype.kind != "f" or not t.size:
+                continue
+            peak = float(np.nanmax(np.abs(t)))
+            if peak > FLOAT16_MAX:
+                return [f"float16 overflow: node {node.name or out!r} ({node.op_type}) gives "
+                        f"values up to {peak:.3g} in float32, beyond float16's largest "
+                        f"{FLOAT16_MAX:g} (tensor {out!r}); keep it float32 or use int8"]
+    return []

@@ -25,15 +25,17 @@ _EVAL_BATCH = 256
 _LAYER_SAMPLES = 64
 
 
-def _outputs(model: Model, batch: Mapping[str, np.ndarray], name: str) -> np.ndarray:
-    count = len(next(iter(batch.values())))
-    parts = []
-    for start in range(0, count, _EVAL_BATCH):
-        # A float16-I/O model takes the same samples in its own float type.
-        got = model.run({k: _as_input(model, k, v[start:start + _EVAL_BATCH])
-                         for k, v in batch.items()})
-        parts.append(got[name] if isinstance(got, dict) else got)
-    return np.concatenate(parts).astype(np.float64)
+def _outputs(model: Model, batch: Mapping[str, np.ndarray], name: str,
+             axes: Mapping[str, Any] | None = None) -> np.ndarray:
+    from ..runtime.batch_axis import batch_axes, run_split
+
+    # Runs cut on each input's own batch axis (runtime.batch_axis); a float16-I/O model
+    # takes the same samples in its own float type.
+    merged = run_split(lambda part: model.run({k: _as_input(model, k, v)
+                                               for k, v in part.items()}),
+                       batch, axes if axes is not None else batch_axes(model), _EVAL_BATCH,
+                       [o.name for o in model.outputs])
+    return np.atleast_1d(merged[name]).astype(np.float64)
 
 
 def _as_input(model: Model, name: str, x: np.ndarray) -> np.ndarray:
@@ -53,12 +55,14 @@ def _classes(scores: np.ndarray, threshold: float | None) -> np.ndarray | None:
 
 def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray],
              labels: np.ndarray | None, output: str, threshold: float | None = None,
-             kind: str | None = None) -> dict[str, Any]:
+             kind: str | None = None, axes: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:
     """Metrics of ``candidate`` against ``reference`` on ``batch``, with the gated
     ``drop_points`` (see the module doc).  ``kind``: the spec's output kind; without
-    one, 2-D outputs are taken as class scores."""
-    want = _outputs(reference, batch, output)
-    got = _outputs(candidate, batch, output)
+    one, 2-D outputs are taken as class scores.  ``axes``: each input's batch axis
+    (default: the rule of :mod:`dlinfer.runtime.batch_axis` for ``reference``)."""
+    want = _outputs(reference, batch, output, axes)
+    got = _outputs(candidate, batch, output, axes)
     diff = np.abs(got - want)
     metrics: dict[str, Any] = {"samples": len(want), "output": output,
                                "max_abs_diff": float(diff.max()),
@@ -85,7 +89,7 @@ def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray]
 
 def _run_all(model: onnx.ModelProto, batch: Mapping[str, np.ndarray], names: list[str]
              ) -> dict[str, np.ndarray]:
-    feed = {k: v[:_LAYER_SAMPLES] for k, v in batch.items()}
+    feed = {k: v[:_LAYER_SAMPLES] if np.ndim(v) else v for k, v in batch.items()}
     return onnxruntime_tensors(model, feed, names)
 
 

@@ -27,6 +27,7 @@ What was measured on the exported MNIST CNN (2 shared cores) decided the default
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import platform
@@ -51,8 +52,9 @@ SHALLOW_DEPTH = 32
 # that feed the next deep layer, and would otherwise run in a slow uint8 NCHW kernel.
 _FOLLOWERS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
                         "MaxPool", "AveragePool", "BatchNormalization"})
-# Calibration runs in slices of this many samples: MinMax keeps only running extremes,
-# so the slice size bounds memory without changing the ranges.
+# Calibration runs in slices of this many samples, each collected on its own (Reader):
+# MinMax keeps only running extremes and the histograms only their counts, so the slice
+# size bounds memory without changing the ranges.
 _CALIBRATION_BATCH = 64
 
 
@@ -105,38 +107,60 @@ def shallow_nodes(proto: Any) -> list[str]:
     return keep
 
 
-def _reader(batch: dict[str, np.ndarray]) -> Any:
+def _reader(batch: dict[str, np.ndarray], axes: Any = None) -> Any:
+    """Calibration runs cut on each input's batch axis (a fixed batch of 1: one sample a
+    run; inputs without a batch axis whole in every run; see runtime.batch_axis)."""
     from onnxruntime.quantization import CalibrationDataReader
 
+    from ..runtime.batch_axis import split
+
     class Reader(CalibrationDataReader):
+        # quantize_static calls collect_data once per set_range window (its
+        # CalibStridedMinMax option, 1 run a window, below): the calibrator then turns
+        # each run's activations into ranges or histogram counts and drops them before
+        # the next run, where one collect_data call would hold every activation of
+        # every sample at once (the Entropy and Percentile histograms).
         def __init__(self) -> None:
-            self.count = len(next(iter(batch.values())))
-            self.start = 0
+            self.runs = self._runs()
+
+        def __len__(self) -> int:
+            return sum(1 for _ in self._runs())
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.runs = itertools.islice(self._runs(), start_index, end_index)
+
+        def _runs(self) -> Any:
+            if axes is None:
+                count = len(next(iter(batch.values())))
+                return ({name: x[start:start + _CALIBRATION_BATCH]
+                         for name, x in batch.items()}
+                        for start in range(0, count, _CALIBRATION_BATCH))
+            return split(batch, axes, _CALIBRATION_BATCH)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.start >= self.count:
-                return None
-            stop = self.start + _CALIBRATION_BATCH
-            feed = {name: x[self.start:stop] for name, x in batch.items()}
-            self.start = stop
-            return feed
+            return next(self.runs, None)
 
         def rewind(self) -> None:
-            self.start = 0
+            self.runs = self._runs()
 
     return Reader()
 
 
 def quantize_int8(src: str, workdir: str, batch: dict[str, np.ndarray],
-                  settings: dict[str, Any]) -> str:
+                  settings: dict[str, Any], axes: Any = None) -> str:
     """Quantize ``src`` calibrated on ``batch``; returns the path of the QDQ model.
 
+    ``axes``: each input's batch axis (:mod:`dlinfer.runtime.batch_axis`), default axis 0.
     Records in ``settings`` the nodes kept float32 and the onnxruntime optimizers the
     result must run without (``float_nodes``, ``disabled_optimizers``).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from .opset import upgrade_for_per_channel
+
+    first = _reader(batch, axes).get_next()
+    src = upgrade_for_per_channel(src, workdir, first, settings)
     pre = os.path.join(workdir, "basic.onnx")
     offline_optimize(src, pre, level="basic")
     keep_float = shallow_nodes(onnx.load(pre)) if settings.get("keep_shallow", True) else []
@@ -151,12 +175,13 @@ def quantize_int8(src: str, workdir: str, batch: dict[str, np.ndarray],
     logging.disable(logging.WARNING)
     try:
         quantize_static(
-            pre, out, _reader(batch), quant_format=QuantFormat.QDQ,
+            pre, out, _reader(batch, axes), quant_format=QuantFormat.QDQ,
             per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=method, nodes_to_exclude=keep_float,
             # Symmetric weights let int8 kernels skip the weight zero-point term.
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                           "CalibStridedMinMax": 1})
     except Exception as exc:  # onnxruntime's tools raise whatever their graph walk hits
         raise OptimizeError(f"onnxruntime could not quantize {src}: {exc}") from exc
     finally:
