@@ -388,3 +388,23 @@ def test_serve_honours_the_resize(net, tmp_path, photos):
             assert np.asarray(output["data"]).argmax() == want.index
     finally:
         assert server.stop() == 0, server.output()
+
+
+@pytest.mark.parametrize("crop, size", [("pad-end", (48, 192)), ("letterbox", (96, 128))])
+@pytest.mark.parametrize("antialias", [False, True], ids=["plain", "antialias"])
+def test_modes_agree_across_layout_dtype_and_batch_paths(photos, crop, size, antialias):
+    """NHWC is NCHW transposed; float16 is float32 rounded (half a float16 ulp at |x| <= 2:
+    1e-3); a uint8 batch array takes the same path as a list of its images."""
+    import dlinfer
+
+    images = [photos["chelsea"], photos["coffee"][:, :200]]
+    common = dict(size=size, crop=crop, pad_value=-1, mean=0.5, std=0.5,
+                  antialias=antialias)
+    nchw = dlinfer.preprocess(images, layout="NCHW", **common)
+    assert_close(dlinfer.preprocess(images, layout="NHWC", **common).transpose(0, 3, 1, 2),
+                 nchw, layout="NCHW")
+    half = dlinfer.preprocess(images, layout="NCHW", dtype="float16", **common)
+    assert_close(half.astype(np.float32), nchw, atol=1e-3, layout="NCHW")
+    same = np.stack([photos["chelsea"]] * 3)
+    assert_close(dlinfer.preprocess(same, layout="NCHW", **common),
+                 dlinfer.preprocess(list(same), layout="NCHW", **common), layout="NCHW")
