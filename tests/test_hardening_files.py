@@ -125,6 +125,10 @@ def test_json_limits_refuse_size_and_bad_json_and_ignore_brackets_in_strings():
                                         r"column 7 \(char 6\)$"):
         loads_limited('{"a": }', what="spec", error=SpecError)
     assert json_depth('["[[[[", {"k": "}}]]"}]') == 2
+    assert json_depth(r'["\\\\\"[[", [1]]') == 2  # escaped backslashes, then a quote
+    assert loads_limited("[" * 64 + "]" * 64, what="x", error=SpecError) is not None
+    with pytest.raises(SpecError, match=r"^x nests 65 levels deep, over the limit of 64$"):
+        loads_limited("[" * 65 + "]" * 65, what="x", error=SpecError)
     assert json_depth("3") == 0
     assert loads_limited('{"a": ["[[["]}', what="x", error=SpecError) == {"a": ["[[["]}
 
