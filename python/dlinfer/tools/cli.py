@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=64,
                    help="images per model call (a folder is streamed in batches this size)")
     p.add_argument("--csv", metavar="OUT", type=arg.output_file,
-                   help="folder mode: write file,label,... rows here")
+                   help="folder mode: write file,label,... rows here, whole or not at all "
+                        "(-: stdout)")
     p.add_argument("--progress", action="store_true", help="folder mode: always show progress")
     p.add_argument("--no-progress", action="store_true", help="folder mode: never show it")
     _add_device(p)
