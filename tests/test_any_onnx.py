@@ -187,6 +187,13 @@ def test_wrong_inputs_stay_typed(files, capsys):
     feed["sr"] = np.array([16000, 8000])  # not 0-d
     with pytest.raises(dlinfer.InputError, match="'sr'"):
         dlinfer.verify(None, path, feed)
+    # The reference executor checks what the graph declares, as onnxruntime does.
+    from dlinfer.verification import reference
+
+    feed = _calibration("silero_like", np.random.default_rng(2))
+    feed["state"] = feed["state"][0]
+    with pytest.raises(dlinfer.InputRankError, match="input 'state' needs rank 3"):
+        reference.run(path, feed)
 
 
 def test_graph_mode_accepts_a_quantized_graph(files, tmp_path):

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..._optional import import_optional
-from ...errors import InputError, ModelLoadError
+from ...errors import InputError, InputRankError, InputShapeError, ModelLoadError
+from ...runtime.tensors import fmt_shape
 from .node import OPS, Node, UnsupportedOpError
 
 __all__ = ["Body", "ControlNode", "Graph", "load", "run"]
@@ -54,7 +55,25 @@ def _normalize_inputs(
         raise InputError(
             f"unknown input name(s) {', '.join(unknown)}; the model takes {', '.join(names)}"
         )
-    return {k: np.asarray(v) for k, v in inputs.items()}
+    arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    for info in graph.input:
+        if info.name in arrays and info.type.tensor_type.HasField("shape"):
+            _check_shape(info.name, arrays[info.name].shape, info.type.tensor_type.shape.dim)
+    return arrays
+
+
+def _check_shape(name: str, shape: tuple[int, ...], dims: Any) -> None:
+    """The rank and fixed sizes the graph declares, so a wrong input is an InputError
+    naming it, not an IndexError from some kernel deep inside."""
+    want = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in dims)
+    if len(shape) != len(want):
+        raise InputRankError(f"reference executor: input {name!r} needs rank {len(want)} "
+                             f"{fmt_shape(want)}, got shape {shape}")
+    for axis, (w, g) in enumerate(zip(want, shape)):
+        if w is not None and w != g:
+            raise InputShapeError(f"reference executor: input {name!r} needs size {w} on "
+                                  f"axis {axis} {fmt_shape(want)}, got shape {shape}")
 
 
 def _check_ops(graph: Any, where: str = "") -> None:
