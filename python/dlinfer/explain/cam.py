@@ -1,0 +1,333 @@
+"""`Classifier.explain`: Grad-CAM, saliency and occlusion maps, one :class:`Explanation`
+per image.
+
+- **gradcam** (Selvaraju et al. 2017): A = the layer's activations, alpha_k = the mean
+  over the map of d score / d A^k, raw = ReLU(sum_k alpha_k A^k) at the layer's
+  resolution.  The score is the class logit: the pre-softmax value for a softmax head
+  (:func:`dlinfer.explain.gradient.value_and_gradient` with ``logits=True``), and for a
+  single sigmoid unit z for labels[1] and -z for labels[0] (P(labels[0]) = sigmoid(-z)).
+- **saliency** (Simonyan et al. 2014): raw = d score / d input, shaped like the model's
+  input; the heatmap is max over channels of |raw|.
+- **occlusion** (Zeiler and Fergus 2014), in :mod:`.occlusion`: no gradients.
+
+Images go through the model's own preprocessing, as in ``Classifier.predict``; the
+heatmap is mapped back through the same resize, crop or letterbox onto the image as
+it was given (:class:`~dlinfer.preprocessing.transform.Geometry`), and scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..checks import MAX_BATCH, check_int
+from ..errors import InputError
+from ..preprocessing.transform import Geometry, empty_batch
+from .layers import LayerTensor, graph_info
+
+__all__ = ["METHODS", "Explanation", "explain"]
+
+METHODS = ("gradcam", "saliency", "occlusion")
+
+
+@dataclass
+class Explanation:
+    """Why a classifier chose ``target`` for one image.
+
+    ``layer`` is the ONNX tensor the map was computed on (the model's input for
+    saliency and occlusion); ``raw`` the unnormalized map (gradcam: the layer's
+    height x width; saliency: the input gradient, shaped like one model input;
+    occlusion: the drop in the target's probability per input pixel);
+    ``heatmap`` a float32 (height, width) map of the image as given, in [0, 1].
+    """
+
+    method: str
+    layer: str
+    target: int
+    label: str
+    probability: float
+    raw: np.ndarray
+    heatmap: np.ndarray
+    # raw as a (height, width) map in [0, 1] (saliency: max |gradient| over channels)
+    map: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def to_dict(self, values: bool = True) -> dict[str, Any]:
+        """JSON-ready numbers; with ``values``, ``map``: :attr:`map` rounded to 4 decimals."""
+        out: dict[str, Any] = {
+            "method": self.method, "layer": self.layer, "target": self.target,
+            "label": self.label, "probability": round(float(self.probability), 6),
+            "image_size": list(self.heatmap.shape), "raw_max": float(self.raw.max()),
+        }
+        if values:
+            out["map"] = np.round(self.map.astype(np.float64), 4).tolist()
+        return out
+
+
+# ---- images in, batch out -----------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A model-input batch and, per image, where it came from."""
+
+    batch: np.ndarray
+    sizes: list[tuple[int, int]]  # each image's (height, width) as given
+    geometries: list[Geometry]
+    pixels: list[Any] | None  # decoded (array, colour order) per image, for overlays
+
+
+def prepare(clf: Any, images: Any) -> Prepared:
+    """``images`` (anything ``Classifier.predict`` takes, or decoded pixels) as a batch."""
+    spec = clf.preprocessing
+    if spec is None or clf._multi:
+        raise InputError(f"explain needs a classifier with a single image input; "
+                         f"{clf.model.path} takes {[i.kind for i in clf._inputs]}")
+    if _floats(images):
+        batch = clf.preprocess(images)
+        hw = _spatial(batch, spec.layout)
+        n = len(batch)
+        return Prepared(batch, [hw] * n, [Geometry(hw, (0, 0), (1.0, 1.0))] * n, None)
+    if _is_pixels(images):
+        pixels = list(images)
+    else:
+        # Decoded at full size (no JPEG draft): the heatmap is drawn on the image as it
+        # is, so a large JPEG's input can differ from predict()'s drafted one slightly.
+        pixels = spec.replace(draft=False).pixels(images, clf.threads)
+    if spec.size is None:
+        batch = spec.model_input([p for p, _ in pixels], clf.threads)
+    else:
+        batch = empty_batch(spec.batch_shape(len(pixels)), spec.dtype)
+        spec.fill(pixels, batch, clf.threads)
+    sizes = [tuple(p.shape[:2]) for p, _ in pixels]
+    return Prepared(batch, sizes, [spec.geometry(*s) for s in sizes], pixels)
+
+
+def _is_pixels(images: Any) -> bool:
+    return (isinstance(images, list) and bool(images) and all(
+        isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], np.ndarray)
+        and isinstance(i[1], str) for i in images))
+
+
+def _floats(images: Any) -> bool:
+    items = images if isinstance(images, (list, tuple)) else [images]
+    return bool(items) and all(isinstance(i, np.ndarray) and i.dtype.kind == "f" for i in items)
+
+
+def _spatial(batch: np.ndarray, layout: str) -> tuple[int, int]:
+    return (batch.shape[1], batch.shape[2]) if layout == "NHWC" else (batch.shape[2],
+                                                                      batch.shape[3])
+
+
+# ---- targets --------------------------------------------------------------------------
+
+
+def targets_for(clf: Any, proba: np.ndarray, target: Any) -> list[int]:
+    """One class index per image: the predicted one, or ``target`` (one, or one each)."""
+    n, k = proba.shape
+    if target is None:
+        return [int(t) for t in proba.argmax(axis=1)]
+    many = isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, str)
+    chosen = list(target) if many else [target] * n
+    if len(chosen) != n:
+        raise InputError(f"target has {len(chosen)} entries for {n} images")
+    out = []
+    for t in chosen:
+        if isinstance(t, str):
+            if t not in clf.labels:
+                raise InputError(f"target {t!r} is not one of the labels {clf.labels[:20]}")
+            t = clf.labels.index(t)
+        out.append(check_int(t, "target", min=0, max=k - 1))
+    return out
+
+
+def _score_index(clf: Any, targets: list[int]) -> tuple[list[int], np.ndarray]:
+    """The output element to differentiate per image, and the sign of its gradient.
+
+    A single sigmoid unit z is P(labels[1]); labels[0]'s logit is -z.
+    """
+    if clf._binary:
+        return [0] * len(targets), np.array([1.0 if t == 1 else -1.0 for t in targets],
+                                            np.float32)
+    return targets, np.ones(len(targets), np.float32)
+
+
+# ---- the methods ----------------------------------------------------------------------
+
+
+def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = None,
+            target: Any = None, *, batch_size: int = 32) -> list[Explanation]:
+    """See :meth:`dlinfer.Classifier.explain`."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    batch_size = check_int(batch_size, "batch_size", min=1, max=MAX_BATCH)
+    prepared = prepare(clf, images)
+    proba = np.concatenate([clf.run_batch(prepared.batch[i:i + batch_size])
+                            for i in range(0, len(prepared.batch), batch_size)])
+    targets = targets_for(clf, proba, target)
+    info = graph_info(clf.model, clf.preprocessing.layout)
+    input_name = clf.model.inputs[0].name
+    if method == "gradcam":
+        tensor = resolve_layer(clf, info, layer, prepared.batch[:1])
+        raws = _chunked(lambda s: gradcam_maps(clf, prepared.batch[s], targets[s], tensor),
+                        len(targets), batch_size)
+        used = tensor.tensor
+    elif method == "saliency":
+        if layer is not None:
+            raise InputError("saliency is the gradient with respect to the input; "
+                             "layer= is for gradcam")
+        raws = _chunked(lambda s: saliency_maps(clf, prepared.batch[s], targets[s]),
+                        len(targets), batch_size)
+        used = input_name
+    else:
+        if layer is not None:
+            raise InputError("occlusion perturbs the input; layer= is for gradcam")
+        from .occlusion import occlusion_maps
+
+        raws = occlusion_maps(clf, prepared.batch, targets, batch_size=batch_size)
+        used = input_name
+    layout = clf.preprocessing.layout
+    in_hw = _spatial(prepared.batch, layout)
+    out = []
+    for i, (raw, t) in enumerate(zip(raws, targets)):
+        flat = map_2d(method, raw, layout)
+        heat = to_image(flat, in_hw, prepared.sizes[i], prepared.geometries[i])
+        out.append(Explanation(method, used, t, clf.labels[t], float(proba[i, t]), raw,
+                               scaled(heat), scaled(flat)))
+    return out
+
+
+def _chunked(fn: Any, n: int, size: int) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for start in range(0, n, size):
+        out.extend(fn(slice(start, start + size)))
+    return out
+
+
+def resolve_layer(clf: Any, info: Any, layer: str | None, sample: np.ndarray) -> LayerTensor:
+    """``layer`` as an ONNX tensor; None: the last convolution block (shapes from a run)."""
+    if layer is not None:
+        found = info.resolve(layer)
+    else:
+        from ..verification.per_layer import onnxruntime_tensors
+
+        convs = [n.output[0] for n in info.conv_nodes()]
+        if not convs:
+            raise InputError(f"{clf.model.path} has no convolution to explain; name a 4-D "
+                             "tensor with layer=, or use method='occlusion'")
+        values = onnxruntime_tensors(info.proto, {clf.model.inputs[0].name: sample}, convs)
+        found = info.last_conv_block({k: v.shape for k, v in values.items()})
+    if found.layout == "":
+        raise InputError(f"layer {found.asked or found.tensor!r} ({found.tensor}) has no "
+                         "spatial axes: Grad-CAM needs a 4-D convolutional tensor")
+    return found
+
+
+def gradcam_maps(clf: Any, batch: np.ndarray, targets: list[int],
+                 layer: LayerTensor) -> list[np.ndarray]:
+    """ReLU(sum_k alpha_k A^k) per image, (height, width) of the layer."""
+    from .gradient import value_and_gradient
+
+    index, sign = _score_index(clf, targets)
+    acts, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
+                                              index=index, wrt=layer.tensor, logits=True)
+    acts = np.asarray(acts, np.float32)
+    grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, 4)
+    if layer.layout == "NHWC":
+        acts, grads = acts.transpose(0, 3, 1, 2), grads.transpose(0, 3, 1, 2)
+    alpha = grads.mean(axis=(2, 3))  # (N, C): the channel weights
+    cams = np.einsum("nc,nchw->nhw", alpha, acts)
+    return list(np.maximum(cams, 0.0))
+
+
+def saliency_maps(clf: Any, batch: np.ndarray, targets: list[int]) -> list[np.ndarray]:
+    """d score / d input per image, shaped like one model input."""
+    from .gradient import value_and_gradient
+
+    index, sign = _score_index(clf, targets)
+    _, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
+                                           index=index, wrt=clf.model.inputs[0].name,
+                                           logits=True)
+    grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, batch.ndim)
+    return list(grads)
+
+
+def _logit_factor(clf: Any, sign: np.ndarray, outputs: dict[str, np.ndarray],
+                  ndim: int) -> np.ndarray:
+    """Per sample, what turns the gradient of the differentiated output into the
+    gradient of the class score.
+
+    ``logits=True`` steps under a Softmax only; a single sigmoid unit p = sigmoid(z) is
+    differentiated as p, and dp = p (1 - p) dz, so dividing by p (1 - p) gives the
+    logit's gradient (float64: p is far from 0 and 1 unless the model is saturated, where
+    p (1 - p) underflows and the gradient carries no direction anyway).
+    """
+    factor = sign.astype(np.float64)
+    if clf._binary and _ends_in_sigmoid(clf):
+        p = np.asarray(outputs[clf.output.name], np.float64).reshape(len(sign), -1)[:, 0]
+        factor = factor / np.maximum(p * (1.0 - p), np.finfo(np.float64).tiny)
+    return factor.astype(np.float32).reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _ends_in_sigmoid(clf: Any) -> bool:
+    info = graph_info(clf.model, clf.preprocessing.layout)
+    name = clf.output.name if clf.output.name in info.outputs else info.outputs[0]
+    node = info.producer.get(name)
+    while node is not None and node.op_type == "Identity":
+        node = info.producer.get(node.input[0])
+    return node is not None and node.op_type == "Sigmoid"
+
+
+# ---- maps to images ---------------------------------------------------------------------
+
+
+def map_2d(method: str, raw: np.ndarray, layout: str) -> np.ndarray:
+    """The (height, width) map of ``raw``: saliency's channel-wise max |gradient|."""
+    if method != "saliency" or raw.ndim == 2:
+        return raw.astype(np.float32, copy=False)
+    axis = -1 if layout == "NHWC" else 0
+    return np.abs(raw).max(axis=axis).astype(np.float32)
+
+
+def scaled(m: np.ndarray) -> np.ndarray:
+    """``m`` in [0, 1]: negatives (evidence against) cut, divided by the maximum."""
+    m = np.maximum(m, 0.0)
+    top = float(m.max()) if m.size else 0.0
+    return (m / top if top > 0 else np.zeros_like(m)).astype(np.float32)
+
+
+def to_image(m: np.ndarray, in_hw: tuple[int, int], size: tuple[int, int],
+             geometry: Geometry) -> np.ndarray:
+    """A map covering the model's input, sampled bilinearly at each pixel of the image
+    as given (height, width ``size``) through the preprocessing's ``geometry``; image
+    pixels the model never saw (a centre crop's sides) get 0."""
+    (h_in, w_in), (h, w) = in_hw, size
+    (top, left), (sy, sx) = geometry.offset, geometry.scale
+    # Pixel centres of the image -> model-input coordinates -> map coordinates.
+    y_in = (np.arange(h, dtype=np.float64) + 0.5) * sy + top
+    x_in = (np.arange(w, dtype=np.float64) + 0.5) * sx + left
+    ys = y_in * m.shape[0] / h_in - 0.5
+    xs = x_in * m.shape[1] / w_in - 0.5
+    out = _bilinear(m.astype(np.float32), ys, xs)
+    out[(y_in < 0) | (y_in >= h_in), :] = 0.0
+    out[:, (x_in < 0) | (x_in >= w_in)] = 0.0
+    return out
+
+
+def _bilinear(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``m`` at the grid ys x xs (map coordinates), clamped at the edges."""
+    ys = np.clip(ys, 0, m.shape[0] - 1)
+    xs = np.clip(xs, 0, m.shape[1] - 1)
+    y0 = np.floor(ys).astype(np.intp)
+    x0 = np.floor(xs).astype(np.intp)
+    y1 = np.minimum(y0 + 1, m.shape[0] - 1)
+    x1 = np.minimum(x0 + 1, m.shape[1] - 1)
+    fy = (ys - y0).astype(np.float32)[:, None]
+    fx = (xs - x0).astype(np.float32)[None, :]
+    rows0 = m[y0]  # (h, map width)
+    rows1 = m[y1]
+    top = rows0[:, x0] * (1 - fx) + rows0[:, x1] * fx
+    bottom = rows1[:, x0] * (1 - fx) + rows1[:, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
