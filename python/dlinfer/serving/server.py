@@ -46,6 +46,7 @@ from ..runtime.model import Model
 from ..runtime.warmup import serving_model_options, warm_up_for_batcher
 from ..tasks.classifier import Classifier
 from .batcher import MAX_WAIT_MS, Batcher
+from .explain_route import explain_routes
 from .kserve import v2_routes
 from .metrics import MULTIPROC_ENV, Metrics
 from .responses import ErrorResponse, HTTPError, error_response, json_response
@@ -333,6 +334,7 @@ def create_app(config: ServeConfig) -> Starlette:
             observed("/metrics", metrics_route),
             # The KServe v2 / Open Inference Protocol routes, through the same batchers.
             *(observed(*route) for route in v2_routes(classifiers, batcher_for, bodies, pool)),
+            *(observed(*r) for r in explain_routes(classifiers, batcher_for, bodies, pool, config)),
         ],
         exception_handlers={HTTPException: unrouted, Exception: uncaught},
         lifespan=lifespan,

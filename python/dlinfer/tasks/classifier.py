@@ -194,6 +194,21 @@ class Classifier:
 
     __call__ = predict
 
+    def explain(self, images: Any, method: str = "gradcam", layer: str | None = None,
+                target: Any = None, *, batch_size: int = 32) -> list[Any]:
+        """One :class:`~dlinfer.explain.Explanation` per image: why the model chose
+        ``target`` (default: its prediction; a class index or label, or one per image).
+
+        ``method``: ``"gradcam"`` at ``layer`` (an ONNX tensor name or, for a dlinfer
+        export, a Keras layer name; default: the last convolution block with a spatial
+        size > 1, activation included), ``"saliency"`` (the input gradient) or
+        ``"occlusion"`` (a sliding patch, no gradients, any classifier).  Images go
+        through the model's preprocessing as in :meth:`predict`.  See docs/explain.md.
+        """
+        from ..explain.cam import explain
+
+        return explain(self, images, method, layer, target, batch_size=batch_size)
+
     def predict_folder(
         self,
         path: str | os.PathLike[str],

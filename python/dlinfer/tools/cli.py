@@ -20,6 +20,7 @@ from ..runtime.batch_axis import batch_axes
 from ..runtime.model import Model
 from ..tasks.classifier import Classifier
 from . import args as arg
+from .explain_command import add_explain_parsers
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
 from .optimize_command import add_optimize_parser
 from .provider_flags import add_provider_flags, provider_kwargs
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_optimize_parser(sub)
     add_spec_parser(sub)
     add_triton_parser(sub)
+    add_explain_parsers(sub)
     add_ray_parser(sub)
     return parser
 

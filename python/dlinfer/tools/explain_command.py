@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from . import args as arg
-from .provider_flags import add_provider_flags, provider_kwargs
+from .provider_flags import provider_kwargs
 
 __all__ = ["add_explain_parsers"]
 
@@ -98,25 +98,8 @@ def filters_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _out_dir(text: str) -> str:
-    if not text or (os.path.exists(text) and not os.path.isdir(text)):
-        raise argparse.ArgumentTypeError(f"must be a folder (new or existing), got {text!r}")
-    return text
-
-
 def _target(text: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
-
-
-out_dir = arg.validating(_out_dir, "folder")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", type=arg.device, default="cpu",
-                   help="cpu, cuda, cuda:N, tensorrt, tensorrt:N or auto")
-    p.add_argument("--threads", type=arg.threads, default=None,
-                   help="intra-op threads (default or 0: all)")
-    add_provider_flags(p)
 
 
 _LAYER_HELP = ("an ONNX tensor name or, for a dlinfer export, a Keras layer name (its "
@@ -129,6 +112,9 @@ METHODS = ("gradcam", "saliency", "occlusion")
 
 
 def add_explain_parsers(sub: Any) -> None:
+    from .cli import _add_device  # --device, --threads and the provider flags, as predict's
+    from .triton_command import repo_dir as out_dir  # a folder, new or existing
+
     p = sub.add_parser(
         "explain", help="Grad-CAM, saliency or occlusion heatmaps over images",
         description="Write one overlay PNG per image (the heatmap over the image as given) "
@@ -143,7 +129,7 @@ def add_explain_parsers(sub: Any) -> None:
     p.add_argument("--out", type=out_dir, required=True, metavar="DIR")
     p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=32,
                    help="images per gradient pass (default 32)")
-    _common(p)
+    _add_device(p)
     p.set_defaults(func=explain_command)
 
     p = sub.add_parser(
@@ -156,7 +142,7 @@ def add_explain_parsers(sub: Any) -> None:
     p.add_argument("--out", type=arg.output_file, required=True, metavar="PNG")
     p.add_argument("--max-channels", type=arg.int_range(1, 4096), default=256,
                    help="draw at most this many channels (default 256)")
-    _common(p)
+    _add_device(p)
     p.set_defaults(func=activations_command)
 
     p = sub.add_parser(
@@ -173,5 +159,5 @@ def add_explain_parsers(sub: Any) -> None:
                    help="gradient-ascent steps (default 30)")
     p.add_argument("--seed", type=arg.non_negative_int, default=0,
                    help="seed of the starting noise")
-    _common(p)
+    _add_device(p)
     p.set_defaults(func=filters_command)
