@@ -47,3 +47,22 @@ def test_import_and_predict_leave_no_tensorflow(mnist_onnx, digit_pngs):
     paths, _ = digit_pngs
     result = json.loads(python("-c", PREDICT, json.dumps(HEAVY), mnist_onnx, *paths[:3]))
     assert result == {"import": [], "predict": [], "n": 3}
+
+
+EXPLAIN = """
+import json, sys
+import dlinfer, dlinfer.explain
+
+clf = dlinfer.Classifier(sys.argv[2])
+out = clf.explain(sys.argv[3:], method="saliency")
+heavy = tuple(json.loads(sys.argv[1]))
+print(json.dumps({"loaded": sorted(m for m in sys.modules if m.split('.')[0] in heavy),
+                  "n": len(out)}))
+"""
+
+
+def test_explain_loads_no_tensorflow(mnist_onnx, digit_pngs):
+    # Gradients come from the ONNX file alone (dlinfer.explain builds the backward pass).
+    paths, _ = digit_pngs
+    result = json.loads(python("-c", EXPLAIN, json.dumps(HEAVY), mnist_onnx, *paths[:2]))
+    assert result == {"loaded": [], "n": 2}
