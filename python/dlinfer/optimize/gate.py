@@ -5,6 +5,11 @@ agreement with the float32 model (100 minus the agreement).  Outputs that are no
 scores (regression values, generated images) are gated on their relative RMS error
 against the float32 outputs, in percent: ``100 * rms(optimized - float32) / rms(float32)``,
 so ``max_drop=0.5`` lets a forecast or an image move by 0.5% of its own scale.
+
+The labels come with the data: a ``labels`` array in an ``.npz``, or a labelled folder's
+class sub-folders (:mod:`dlinfer.verification.labelled`).  The metrics say how many
+samples were measured, with a warning under
+:data:`~dlinfer.verification.labelled.SMALL_SAMPLE`.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import numpy as np
 import onnx
 
 from ..runtime.model import Model
+from ..verification.labelled import sample_count_note
 from ..verification.per_layer import onnxruntime_tensors
 
-__all__ = ["evaluate", "worst_layer"]
+__all__ = ["evaluate", "predicted_classes", "worst_layer"]
 
 _EVAL_BATCH = 256
 # Intermediate tensors are compared on this many samples: enough to rank the layers.
@@ -43,8 +49,9 @@ def _as_input(model: Model, name: str, x: np.ndarray) -> np.ndarray:
     return x.astype(dtype) if x.dtype.kind == "f" and dtype.kind == "f" else x
 
 
-def _classes(scores: np.ndarray, threshold: float | None) -> np.ndarray | None:
-    """Predicted classes when ``scores`` are class scores (N, C), else None."""
+def predicted_classes(scores: np.ndarray, threshold: float | None) -> np.ndarray | None:
+    """Predicted classes when ``scores`` are class scores (N, C), else None; one sigmoid
+    unit (N, 1) is class 1 at or above ``threshold`` (default 0.5)."""
     flat = scores.reshape(len(scores), -1)
     if scores.ndim != 2:
         return None
@@ -67,8 +74,10 @@ def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray]
     metrics: dict[str, Any] = {"samples": len(want), "output": output,
                                "max_abs_diff": float(diff.max()),
                                "mean_abs_diff": float(diff.mean()),
-                               "metric": None, "drop_points": None}
-    ref_classes, classes = _classes(want, threshold), _classes(got, threshold)
+                               "metric": None, "drop_points": None,
+                               "warning": sample_count_note(len(want))}
+    ref_classes = predicted_classes(want, threshold)
+    classes = predicted_classes(got, threshold)
     if ref_classes is None or classes is None or kind in ("value", "images"):
         scale = float(np.sqrt(np.mean(want ** 2)))
         error = float(np.sqrt(np.mean(diff ** 2)))
