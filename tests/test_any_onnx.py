@@ -208,16 +208,18 @@ def test_fp16_refusal_names_the_overflowing_node(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["big"], name="amplify"),
+        [helper.make_node("MatMul", ["x", "w"], ["large"], name="scale"),
+         helper.make_node("MatMul", ["large", "w"], ["big"], name="amplify"),
          helper.make_node("Mul", ["big", "small"], ["y"], name="shrink")],
         "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4])],
-        [numpy_helper.from_array(np.eye(4, dtype=np.float32) * 1e6, "w"),
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32) * 1e3, "w"),  # x * 1e6 at last
          numpy_helper.from_array(np.array(1e-6, np.float32), "small")])
     path = tmp_path / "overflow.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                                 ir_version=8), path)
-    with pytest.raises(dlinfer.OptimizeError, match="float16 overflow: node 'amplify'"):
+    with pytest.raises(dlinfer.OptimizeError, match="float16 overflow: node 'amplify' "
+                       r"\(MatMul\) gives values up to"):
         optimize(path, tmp_path / "half.onnx", "fp16")
 
 

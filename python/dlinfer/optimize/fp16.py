@@ -50,8 +50,16 @@ def float16_overflow(proto: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> 
     """A note naming the first node, in graph order, whose float32 output on ``feed`` lies
     beyond float16's range (where a float16 graph turns it into inf); [] when none does
     or the float32 graph's tensors cannot be read."""
+    from onnx import numpy_helper
+
     from ..verification.per_layer import onnxruntime_tensors
 
+    for weight in proto.graph.initializer:  # the converter clamps these to float16's range
+        w = numpy_helper.to_array(weight)
+        if w.dtype.kind == "f" and w.size and float(np.nanmax(np.abs(w))) > FLOAT16_MAX:
+            return [f"float16 overflow: weight {weight.name!r} holds values up to "
+                    f"{float(np.nanmax(np.abs(w))):.3g}, beyond float16's largest "
+                    f"{FLOAT16_MAX:g}; keep its node float32 or use int8"]
     names = [out for node in proto.graph.node for out in node.output if out]
     try:
         tensors = onnxruntime_tensors(proto, dict(feed), names)
@@ -64,7 +72,8 @@ def float16_overflow(proto: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> 
                 continue
             peak = float(np.nanmax(np.abs(t)))
             if peak > FLOAT16_MAX:
-                return [f"float16 overflow: node {node.name or out!r} ({node.op_type}) gives "
+                verb = "holds" if node.op_type == "Constant" else "gives"
+                return [f"float16 overflow: node {node.name or out!r} ({node.op_type}) {verb} "
                         f"values up to {peak:.3g} in float32, beyond float16's largest "
                         f"{FLOAT16_MAX:g} (tensor {out!r}); keep it float32 or use int8"]
     return []
