@@ -190,12 +190,26 @@ def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = 
         used = input_name
     layout = clf.preprocessing.layout
     in_hw = _spatial(prepared.batch, layout)
-    out = []
-    for i, (raw, t) in enumerate(zip(raws, targets)):
-        flat = map_2d(method, raw, layout)
-        heat = to_image(flat, in_hw, prepared.sizes[i], prepared.geometries[i])
-        out.append(Explanation(method, used, t, clf.labels[t], float(proba[i, t]), raw,
-                               scaled(heat), scaled(flat)))
+    flats = [map_2d(method, raw, layout) for raw in raws]
+    heats = _heatmaps(flats, in_hw, prepared)
+    return [Explanation(method, used, t, clf.labels[t], float(proba[i, t]), raws[i],
+                        heats[i], scaled(flats[i])) for i, t in enumerate(targets)]
+
+
+def _heatmaps(flats: list[np.ndarray], in_hw: tuple[int, int],
+              prepared: Prepared) -> list[np.ndarray]:
+    """Each map on its image, scaled to [0, 1]; images of one size and geometry (a batch
+    array, a folder of one camera's photos) are sampled together in one NumPy pass."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (size, geometry) in enumerate(zip(prepared.sizes, prepared.geometries)):
+        groups.setdefault((size, tuple(geometry)), []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(flats)
+    for members in groups.values():
+        i0 = members[0]
+        stack = to_image(np.stack([flats[i] for i in members]), in_hw, prepared.sizes[i0],
+                         prepared.geometries[i0])
+        for i, heat in zip(members, scaled_each(stack)):
+            out[i] = heat
     return out
 
 
@@ -210,6 +224,8 @@ def resolve_layer(clf: Any, info: Any, layer: str | None, sample: np.ndarray) ->
     """``layer`` as an ONNX tensor; None: the last convolution block (shapes from a run)."""
     if layer is not None:
         found = info.resolve(layer)
+    elif sample.shape[1:] in info.defaults:
+        found = info.defaults[sample.shape[1:]]
     else:
         from ..verification.per_layer import onnxruntime_tensors
 
@@ -219,6 +235,7 @@ def resolve_layer(clf: Any, info: Any, layer: str | None, sample: np.ndarray) ->
                              "tensor with layer=, or use method='occlusion'")
         values = onnxruntime_tensors(info.proto, {clf.model.inputs[0].name: sample}, convs)
         found = info.last_conv_block({k: v.shape for k, v in values.items()})
+        info.defaults[sample.shape[1:]] = found  # one run per input size, not per call
     if found.layout == "":
         raise InputError(f"layer {found.asked or found.tensor!r} ({found.tensor}) has no "
                          "spatial axes: Grad-CAM needs a 4-D convolutional tensor")
@@ -291,6 +308,13 @@ def map_2d(method: str, raw: np.ndarray, layout: str) -> np.ndarray:
     return np.abs(raw).max(axis=axis).astype(np.float32)
 
 
+def scaled_each(stack: np.ndarray) -> np.ndarray:
+    """:func:`scaled` for each map of a (k, H, W) stack."""
+    m = np.maximum(stack, 0.0)
+    top = m.reshape(len(m), -1).max(axis=1).reshape(-1, 1, 1) if m.size else m
+    return np.divide(m, top, out=np.zeros_like(m), where=top > 0).astype(np.float32)
+
+
 def scaled(m: np.ndarray) -> np.ndarray:
     """``m`` in [0, 1]: negatives (evidence against) cut, divided by the maximum."""
     m = np.maximum(m, 0.0)
@@ -300,34 +324,35 @@ def scaled(m: np.ndarray) -> np.ndarray:
 
 def to_image(m: np.ndarray, in_hw: tuple[int, int], size: tuple[int, int],
              geometry: Geometry) -> np.ndarray:
-    """A map covering the model's input, sampled bilinearly at each pixel of the image
-    as given (height, width ``size``) through the preprocessing's ``geometry``; image
-    pixels the model never saw (a centre crop's sides) get 0."""
+    """A map (or a (k, h, w) stack of maps) covering the model's input, sampled
+    bilinearly at each pixel of the image as given (height, width ``size``) through the
+    preprocessing's ``geometry``; image pixels the model never saw (a centre crop's
+    sides) get 0."""
+    stack = m[None] if m.ndim == 2 else m
     (h_in, w_in), (h, w) = in_hw, size
     (top, left), (sy, sx) = geometry.offset, geometry.scale
     # Pixel centres of the image -> model-input coordinates -> map coordinates.
     y_in = (np.arange(h, dtype=np.float64) + 0.5) * sy + top
     x_in = (np.arange(w, dtype=np.float64) + 0.5) * sx + left
-    ys = y_in * m.shape[0] / h_in - 0.5
-    xs = x_in * m.shape[1] / w_in - 0.5
-    out = _bilinear(m.astype(np.float32), ys, xs)
-    out[(y_in < 0) | (y_in >= h_in), :] = 0.0
-    out[:, (x_in < 0) | (x_in >= w_in)] = 0.0
-    return out
+    ys = y_in * stack.shape[1] / h_in - 0.5
+    xs = x_in * stack.shape[2] / w_in - 0.5
+    out = _bilinear(stack.astype(np.float32, copy=False), ys, xs)
+    out[:, (y_in < 0) | (y_in >= h_in), :] = 0.0
+    out[:, :, (x_in < 0) | (x_in >= w_in)] = 0.0
+    return out[0] if m.ndim == 2 else out
 
 
 def _bilinear(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """``m`` at the grid ys x xs (map coordinates), clamped at the edges."""
-    ys = np.clip(ys, 0, m.shape[0] - 1)
-    xs = np.clip(xs, 0, m.shape[1] - 1)
+    """A (k, h, w) stack at the grid ys x xs (map coordinates), clamped at the edges."""
+    ys = np.clip(ys, 0, m.shape[1] - 1)
+    xs = np.clip(xs, 0, m.shape[2] - 1)
     y0 = np.floor(ys).astype(np.intp)
     x0 = np.floor(xs).astype(np.intp)
-    y1 = np.minimum(y0 + 1, m.shape[0] - 1)
-    x1 = np.minimum(x0 + 1, m.shape[1] - 1)
-    fy = (ys - y0).astype(np.float32)[:, None]
-    fx = (xs - x0).astype(np.float32)[None, :]
-    rows0 = m[y0]  # (h, map width)
-    rows1 = m[y1]
-    top = rows0[:, x0] * (1 - fx) + rows0[:, x1] * fx
-    bottom = rows1[:, x0] * (1 - fx) + rows1[:, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    y1 = np.minimum(y0 + 1, m.shape[1] - 1)
+    x1 = np.minimum(x0 + 1, m.shape[2] - 1)
+    fy = (ys - y0).astype(np.float32)[None, :, None]
+    fx = (xs - x0).astype(np.float32)[None, None, :]
+    rows0, rows1 = m[:, y0], m[:, y1]  # (k, H, map width)
+    upper = rows0[:, :, x0] * (1 - fx) + rows0[:, :, x1] * fx
+    lower = rows1[:, :, x0] * (1 - fx) + rows1[:, :, x1] * fx
+    return (upper * (1 - fy) + lower * fy).astype(np.float32)

@@ -93,6 +93,7 @@ class GraphInfo:
             if t.HasField("shape"):
                 self.ranks[v.name] = len(t.shape.dim)
         self._float = onnx.TensorProto.FLOAT
+        self.defaults: dict[tuple[int, ...], LayerTensor] = {}  # by input shape
 
     def is_float(self, name: str) -> bool:
         # Unknown types count as float: shape inference gives up on some custom graphs.
@@ -227,6 +228,8 @@ class GraphInfo:
 
 
 _CACHE: dict[tuple[str, float, str], GraphInfo] = {}
+# Graphs kept (a server explaining several models); each holds its weights.
+_CACHED_GRAPHS = 4
 
 
 def graph_info(model: Any, input_layout: str) -> GraphInfo:
@@ -238,6 +241,7 @@ def graph_info(model: Any, input_layout: str) -> GraphInfo:
     if info is None:
         info = GraphInfo(onnx.load(path), input_layout)
         info.path = path
-        _CACHE.clear()  # one model's graph at a time: a ResNet's weights are 100 MB
+        if len(_CACHE) >= _CACHED_GRAPHS:  # the oldest out: a ResNet's weights are 100 MB
+            _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = info
     return info
