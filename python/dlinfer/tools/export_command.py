@@ -58,9 +58,9 @@ def pixels_summary(spec: dict[str, Any]) -> list[str]:
         if how == "auto":
             lines.append(format_table(decided["accuracy"], preset,
                                       spec.get("parity", {}).get("samples", 0)))
-        what = f"preset {preset}" if preset else "the given values"
         why = f": {decided['why']}" if decided.get("why") else ""
-        lines.append(f"input {name!r}: {what} ({how}{why})")
+        lines.append(f"input {name!r}: " + (f"preset {preset} ({how}{why})" if preset else
+                                             "scale/mean/std as given"))
     return lines
 
 
