@@ -20,6 +20,7 @@ _EXTRA = {
     "tf2onnx": "train",
     "statsmodels": "train",
     "openvino": "openvino",
+    "nncf": "nncf",
 }
 
 

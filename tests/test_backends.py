@@ -182,3 +182,48 @@ def test_int8_gated_on_openvino_records_it(mnist_onnx, digit_pngs, tmp_path):
     with pytest.raises(dlinfer.OptimizeError, match="not auto"):
         optimize(mnist_onnx, str(tmp_path / "x.onnx"), "int8",
                  calibrate=os.path.dirname(paths[0]), backend="auto")
+
+
+def test_calibration_in_slices_gives_one_pass_ranges(mnist_onnx, mnist_digits, tmp_path,
+                                                     monkeypatch):
+    """quantize_int8 hands onnxruntime one slice per collect_data call, so the calibrator
+    drops each slice's activations before the next (bounded memory, docs/optimize.md);
+    MinMax ranges must come out as one pass over every sample gives them."""
+    import onnx
+    import onnxruntime.quantization as q
+    from dlinfer.optimize.quantize import int8_settings, quantize_int8
+
+    batch = {"images": (mnist_digits.x_test[:200, ..., None] / np.float32(255))}
+    sliced = quantize_int8(mnist_onnx, str(tmp_path), batch, int8_settings())
+    scales_sliced = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(sliced)
+                     .graph.initializer if "scale" in t.name or "zero_point" in t.name}
+    original = q.quantize_static
+
+    def one_pass(*args, **kwargs):
+        kwargs["extra_options"] = {k: v for k, v in kwargs["extra_options"].items()
+                                   if k != "CalibStridedMinMax"}
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(q, "quantize_static", one_pass)
+    os.makedirs(tmp_path / "whole")
+    whole = quantize_int8(mnist_onnx, str(tmp_path / "whole"), batch, int8_settings())
+    scales_whole = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(whole)
+                    .graph.initializer if "scale" in t.name or "zero_point" in t.name}
+    assert scales_sliced.keys() == scales_whole.keys() and scales_sliced
+    for name, value in scales_whole.items():
+        assert_close(scales_sliced[name], value, context=name)
+
+
+@requires("openvino", "nncf")
+def test_int8_by_nncf_runs_on_either_backend(mnist_onnx, digit_pngs, tmp_path):
+    from dlinfer.optimize import optimize
+
+    paths, _ = digit_pngs
+    out = str(tmp_path / "mlp.nncf.onnx")
+    report = optimize(mnist_onnx, out, "int8", calibrate=os.path.dirname(paths[0]),
+                      method="nncf", backend="openvino")
+    assert report.settings["calibration"] == "nncf" and report.gated_on["backend"] == "openvino"
+    on_ort = dlinfer.Classifier(out).predict_proba(paths)
+    on_ov = dlinfer.Classifier(out, backend="openvino").predict_proba(paths)
+    # the same QDQ pairs on both (see test_an_int8_file_from_optimize_runs_on_either_backend)
+    assert_close(on_ov, on_ort, atol=0.02, context="NNCF int8 on openvino vs onnxruntime")

@@ -211,6 +211,11 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
         from .precision import bf16_candidate
 
         return bf16_candidate(proto)
+    if mode == "int8" and options.get("method") == "nncf":  # NNCF's own route (.precision)
+        from .precision import nncf_int8
+
+        assert calibration is not None
+        return nncf_int8(path, calibration, axes)
     if mode == "int8":
         from .quantize import int8_settings, quantize_int8
 
