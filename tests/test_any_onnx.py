@@ -274,7 +274,7 @@ def test_serve_v2_takes_bare_files_with_state_and_scalar_inputs(files, tmp_path)
 
     server = Server(tmp_path, f"fixed={files['fixed_batch_cnn']}",
                     f"silero={files['silero_like']}", f"seq={files['sequence_model']}",
-                    "--max-delay-ms", "50")
+                    f"cnn={files['opset11_cnn']}", "--max-delay-ms", "50")
     try:
         silero = dlinfer.Model(files["silero_like"])
         feed = _calibration("silero_like", np.random.default_rng(5))
@@ -293,6 +293,12 @@ def test_serve_v2_takes_bare_files_with_state_and_scalar_inputs(files, tmp_path)
         assert status == 200 and reply["outputs"][0]["shape"] == [1, 4]
         assert_close(_outputs(reply)["probs"], dlinfer.Model(files["fixed_batch_cnn"]).run(x),
                      atol=0, rtol=0)
+        # A batch-first model: each row is a sample the Batcher may group with others.
+        x = np.random.default_rng(7).random((3, 3, 16, 16), np.float32)
+        status, reply = post_json(server, "/v2/models/cnn/infer", {"inputs": [_tensor("x", x)]})
+        assert status == 200, reply
+        assert_close(_outputs(reply)["probs"], dlinfer.Model(files["opset11_cnn"]).run(x),
+                     atol=1e-6, rtol=1e-5)  # rows run in another batch: other kernels' order
         # A scalar sent with the wrong type (400), and a batch the graph cannot take (422,
         # as for any input of the wrong shape): errors naming the input; the server goes on.
         feed["sr"] = np.array(16000.0, np.float32)

@@ -115,6 +115,8 @@ async def _run(model: Model, batcher: Batcher, feed: dict[str, np.ndarray]
             raise _bad(f"the inputs' batch sizes differ: "
                        f"{ {k: v.shape[:1] for k, v in feed.items()} }")
         n = rows.pop()
+        if n == 0:
+            raise _bad("the request's batch is empty")
         results = await batcher.predict_many([{k: v[i] for k, v in feed.items()}
                                               for i in range(n)])
         names = [o.name for o in model.outputs]
