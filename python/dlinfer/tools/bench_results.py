@@ -199,7 +199,10 @@ class BenchResults(list):
                 ratio = r["items_per_s"] / base[r["batch_size"]]
                 others.setdefault(r["provider"], []).append(f"batch {r['batch_size']} "
                                                             f"{ratio:.2f}x")
-        return [f"{p} vs onnxruntime CPU, items/s: {', '.join(v)}" for p, v in others.items()]
+        lines = [f"{p} vs onnxruntime CPU, items/s: {', '.join(v)}" for p, v in others.items()]
+        # what backend="auto" picked, and why (its measurement)
+        return lines + [f"{device}: {why}" for device, why in
+                        (self.settings.get("backend_choice") or {}).items() if "auto" in why]
 
     def plot(self, path: str | os.PathLike[str]) -> str:
         """Latency and throughput against batch size per device; matplotlib (``dlinfer[plot]``)."""

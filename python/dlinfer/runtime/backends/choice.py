@@ -30,7 +30,8 @@ from ..provider_options import cache_root
 from ..providers import parse_device
 from . import available_backends, parse_backend
 
-__all__ = ["BATCH", "BUDGET_S", "cached_choices", "cpu_name", "measure", "resolve"]
+__all__ = ["BATCH", "BUDGET_S", "cached_choices", "cpu_name", "gated_backends", "measure",
+           "pick", "resolve"]
 
 logger = logging.getLogger("dlinfer")
 
@@ -141,12 +142,22 @@ def measure(path: str, threads: int | None, backends: list[str]) -> dict[str, An
     score = {b: math.prod(t.values()) ** (1 / len(t)) for b, t in timings.items()}
     best = min(score, key=score.get)
     others = ", ".join(f"{b} {score[b] / score[best]:.2f}x slower" for b in score if b != best)
-    precision = getattr(models[best], "precision", "as the file is")
+    precision = _precision(models[best])
     reason = (f"backend='auto' measured {', '.join(backends)} on {cpu_name()}: {best} "
               f"(precision {precision}) is fastest per item at batch "
               f"{' and '.join(map(str, batches))}"
               + (f"; {others}" if others else ""))
     return {"backend": best, "reason": reason, "timings": timings}
+
+
+def _precision(model: Any) -> str:
+    """The precision a model runs in: what optimize gated the file at, else the backend's
+    (OpenVINO's hint; onnxruntime runs the file's own types)."""
+    stored = (model.spec.extra.get("optimize") or {}) if model.spec is not None else {}
+    gate = stored.get("gated_on") if isinstance(stored, dict) else None
+    if isinstance(gate, dict) and gate.get("precision"):
+        return str(gate["precision"])
+    return getattr(model, "precision", "as stored in the file")
 
 
 def _measurable(path: str) -> str | None:
@@ -200,3 +211,45 @@ def resolve(backend: str, path: Any, device: str = "cpu", threads: int | None = 
                 if not entry["reason"].endswith("(cached)") else entry
         _memo[key] = entry
     return entry["backend"], entry["reason"]
+
+
+def gated_backends(model: Any, installed: list[str]) -> list[str]:
+    """The backends a file may run on as gated: the one ``dlinfer optimize`` gated it on
+    (its spec's ``extra.optimize.gated_on``), or every installed one for a file that was
+    not optimized (float32 runs alike on each)."""
+    stored = (model.spec.extra.get("optimize") or {}) if model.spec is not None else {}
+    gate = stored.get("gated_on") if isinstance(stored, dict) else None
+    if isinstance(gate, dict) and gate.get("backend") in installed:
+        return [gate["backend"]]
+    return list(installed)
+
+
+def pick(paths: list[str], threads: int | None = None) -> dict[str, Any]:
+    """The fastest (file, backend) among gated variants of one model (float32, int8, bf16
+    files from ``dlinfer optimize``), each timed as :func:`measure` times backends:
+    ``{"path", "backend", "reason", "scores"}`` (scores: geometric-mean ms per item)."""
+    from ..model import Model
+
+    installed = available_backends()
+    models = {}
+    for path in paths:
+        probe = Model(path, threads=threads)
+        for b in gated_backends(probe, installed):
+            models[(path, b)] = probe if b == "onnxruntime" else Model(path, threads=threads,
+                                                                       backend=b)
+    batches = _batches(next(iter(models.values())))
+    budget = BUDGET_S / (2 * len(batches))
+    best_ms: dict[tuple[str, str], dict[int, float]] = {k: {} for k in models}
+    for _ in range(2):
+        for batch in batches:
+            for key, m in models.items():
+                ms = _per_item_ms(m, batch, budget)
+                best_ms[key][batch] = min(ms, best_ms[key].get(batch, math.inf))
+    scores = {k: math.prod(t.values()) ** (1 / len(t)) for k, t in best_ms.items()}
+    path, backend = min(scores, key=scores.get)
+    ranked = ", ".join(f"{os.path.basename(p)} on {b} {scores[(p, b)]:.3g} ms/item"
+                       for p, b in sorted(scores, key=scores.get))
+    return {"path": path, "backend": backend, "scores": {f"{p}|{b}": v for (p, b), v in
+                                                         scores.items()},
+            "reason": f"fastest per item at batch {' and '.join(map(str, batches))} of the "
+                      f"gated variants on {cpu_name()}: {ranked}"}
