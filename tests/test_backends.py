@@ -227,3 +227,17 @@ def test_int8_by_nncf_runs_on_either_backend(mnist_onnx, digit_pngs, tmp_path):
     on_ov = dlinfer.Classifier(out, backend="openvino").predict_proba(paths)
     # the same QDQ pairs on both (see test_an_int8_file_from_optimize_runs_on_either_backend)
     assert_close(on_ov, on_ort, atol=0.02, context="NNCF int8 on openvino vs onnxruntime")
+
+
+@openvino
+def test_openvino_takes_host_ortvalues_and_refuses_keep_on_device(mnist_onnx, mnist_digits):
+    import onnxruntime as ort
+
+    x = (mnist_digits.x_test[:3, ..., None] / np.float32(255)).astype(np.float32)
+    model = dlinfer.Model(mnist_onnx, backend="openvino")
+    want = model.run(x)
+    assert_close(model.run(ort.OrtValue.ortvalue_from_numpy(x)), want, context="OrtValue")
+    assert_close(model.run({"images": ort.OrtValue.ortvalue_from_numpy(x)}), want,
+                 context="{name: OrtValue}")
+    with pytest.raises(dlinfer.InputError, match="keep_on_device=True"):
+        model.run(x, keep_on_device=True)

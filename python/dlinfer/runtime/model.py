@@ -299,7 +299,7 @@ class Model:
             else:
                 feed = self._feed(x)
         elif keep_on_device or _device_io.holds_device_values(x, more):
-            return _device_io.run(self, x, more, out, keep_on_device)
+            return self._run_device_values(x, more, out, keep_on_device)
         else:
             feed, out = self._feed_args(x, more, out)
         if self._local is not None:
@@ -316,6 +316,10 @@ class Model:
         if len(results) == 1:
             return results[0]
         return dict(zip(self._output_names, results))
+
+    def _run_device_values(self, x: Any, more: tuple[Any, ...], out: Any,
+                           keep_on_device: bool) -> Any:
+        return _device_io.run(self, x, more, out, keep_on_device)
 
     def output_shape(self, batch: int) -> list[tuple[int, ...] | None]:
         """Each output's shape for a batch of ``batch`` items (None where it depends on data).

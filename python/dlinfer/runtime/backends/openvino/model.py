@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ....errors import InferenceError, InputError, SpecError
+from ...device_io import is_device_value
 from ...model import Model
 from ...onnx_header import read_header
 from ...providers import parse_device
@@ -104,6 +105,33 @@ class OpenVINOModel(Model):
         if out is not None:
             return out
         return results[0] if len(results) == 1 else dict(zip(self._output_names, results))
+
+    def _run_device_values(self, x: Any, more: tuple[Any, ...], out: Any,
+                           keep_on_device: bool) -> Any:
+        """OrtValues and DLPack tensors in host memory run as NumPy views; device memory
+        and ``keep_on_device`` are onnxruntime's (CUDA) and refused by name."""
+        if keep_on_device:
+            raise InputError("keep_on_device=True returns onnxruntime OrtValues on a GPU "
+                             "device; backend='openvino' runs on CPU and returns arrays")
+
+        def host(value: Any) -> Any:
+            if not is_device_value(value):
+                return value
+            try:
+                return value.numpy() if hasattr(value, "numpy") and not hasattr(
+                    value, "__dlpack__") else np.from_dlpack(value)
+            except (BufferError, RuntimeError, TypeError) as exc:
+                raise InputError(f"backend='openvino' takes host memory; got a "
+                                 f"{type(value).__name__} it cannot read as NumPy ({exc})"
+                                 ) from exc
+
+        if isinstance(x, dict):
+            x = {k: host(v) for k, v in x.items()}
+        elif isinstance(x, (list, tuple)):
+            x = type(x)(host(v) for v in x)
+        else:
+            x = host(x)
+        return self.run(x, *(host(m) for m in more), out=out)
 
     def __repr__(self) -> str:
         return super().__repr__().replace("Model(", "Model(backend='openvino', ", 1)
