@@ -181,7 +181,7 @@ def test_wrong_inputs_stay_typed(files, capsys):
     path = files["silero_like"]
     feed = _calibration("silero_like", np.random.default_rng(2))
     feed["state"] = feed["state"][:, :3]  # 3 states for 16 samples
-    with pytest.raises(dlinfer.InputShapeError, match="'input': 16, 'state': 3"):
+    with pytest.raises(dlinfer.InputShapeError, match="'input' 16 on axis 0, 'state' 3 on axis 1"):
         dlinfer.verify(None, path, feed)
     feed = _calibration("silero_like", np.random.default_rng(2))
     feed["sr"] = np.array([16000, 8000])  # not 0-d

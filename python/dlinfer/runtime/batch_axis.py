@@ -230,8 +230,9 @@ def sample_count(feed: Mapping[str, np.ndarray], axes: Mapping[str, BatchAxis]) 
                                   f"axis {b.axis}")
         counts[name] = x.shape[b.axis]
     if len(set(counts.values())) > 1:
+        where = ", ".join(f"{n!r} {c} on axis {axes[n].axis}" for n, c in counts.items())
         raise InputShapeError(f"the inputs hold different numbers of samples along their "
-                              f"batch axes: {counts}")
+                              f"batch axes: {where}")
     return next(iter(counts.values()), 1)
 
 
