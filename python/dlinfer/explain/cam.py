@@ -124,11 +124,9 @@ def _spatial(batch: np.ndarray, layout: str) -> tuple[int, int]:
 # ---- targets --------------------------------------------------------------------------
 
 
-def targets_for(clf: Any, proba: np.ndarray, target: Any) -> list[int]:
-    """One class index per image: the predicted one, or ``target`` (one, or one each)."""
-    n, k = proba.shape
-    if target is None:
-        return [int(t) for t in proba.argmax(axis=1)]
+def targets_for(clf: Any, n: int, target: Any) -> list[int]:
+    """One class index per image from ``target``: one index or label, or one per image."""
+    k = len(clf.labels)
     many = isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, str)
     chosen = list(target) if many else [target] * n
     if len(chosen) != n:
@@ -163,37 +161,88 @@ def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = 
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     batch_size = check_int(batch_size, "batch_size", min=1, max=MAX_BATCH)
+    if method != "gradcam" and layer is not None:
+        raise InputError(f"{method} works on the model's input; layer= is for gradcam")
     prepared = prepare(clf, images)
-    proba = np.concatenate([clf.run_batch(prepared.batch[i:i + batch_size])
-                            for i in range(0, len(prepared.batch), batch_size)])
-    targets = targets_for(clf, proba, target)
+    n = len(prepared.batch)
+    chosen = None if target is None else targets_for(clf, n, target)
     info = graph_info(clf.model, clf.preprocessing.layout)
-    input_name = clf.model.inputs[0].name
-    if method == "gradcam":
-        tensor = resolve_layer(clf, info, layer, prepared.batch[:1])
-        raws = _chunked(lambda s: gradcam_maps(clf, prepared.batch[s], targets[s], tensor),
-                        len(targets), batch_size)
-        used = tensor.tensor
-    elif method == "saliency":
-        if layer is not None:
-            raise InputError("saliency is the gradient with respect to the input; "
-                             "layer= is for gradcam")
-        raws = _chunked(lambda s: saliency_maps(clf, prepared.batch[s], targets[s]),
-                        len(targets), batch_size)
-        used = input_name
-    else:
-        if layer is not None:
-            raise InputError("occlusion perturbs the input; layer= is for gradcam")
+    used = clf.model.inputs[0].name
+    raws: list[np.ndarray] = []
+    probas: list[np.ndarray] = []
+    targets: list[int] = []
+    if method == "occlusion":
         from .occlusion import occlusion_maps
 
+        proba = np.concatenate([clf.run_batch(prepared.batch[i:i + batch_size])
+                                for i in range(0, n, batch_size)])
+        targets = chosen or [int(t) for t in proba.argmax(axis=1)]
         raws = occlusion_maps(clf, prepared.batch, targets, batch_size=batch_size)
-        used = input_name
+        probas = list(proba)
+    else:
+        wrt = None
+        if method == "gradcam":
+            wrt = resolve_layer(clf, info, layer, prepared.batch[:1])
+            used = wrt.tensor
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size)
+            values, grads, proba, ts = class_gradients(
+                clf, prepared.batch[part], None if chosen is None else chosen[part],
+                used)
+            raws.extend(gradcam(values, grads, wrt.layout) if wrt is not None else grads)
+            probas.extend(proba)
+            targets.extend(ts)
     layout = clf.preprocessing.layout
     in_hw = _spatial(prepared.batch, layout)
     flats = [map_2d(method, raw, layout) for raw in raws]
     heats = _heatmaps(flats, in_hw, prepared)
-    return [Explanation(method, used, t, clf.labels[t], float(proba[i, t]), raws[i],
+    return [Explanation(method, used, t, clf.labels[t], float(probas[i][t]), raws[i],
                         heats[i], scaled(flats[i])) for i, t in enumerate(targets)]
+
+
+def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """``wrt``'s values, d class score / d ``wrt``, the probabilities and the classes.
+
+    ``targets`` None: the predicted classes, from the same onnxruntime session as the
+    gradients (a separate forward pass in the classifier's own session cost more than
+    the gradient: each session's idle threads spin and hold the cores the other needs).
+    The first run differentiates class 0 (a single sigmoid unit: its only unit, right
+    for both classes); the images predicted as another class run again.
+    """
+    from .gradient import value_and_gradient
+
+    def run(rows: np.ndarray, classes: list[int]) -> tuple[Any, Any, np.ndarray]:
+        index, sign = _score_index(clf, classes)
+        values, grads, outputs = value_and_gradient(clf.model, rows, output=clf.output.name,
+                                                    index=index, wrt=wrt, logits=True)
+        grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs,
+                                                              np.ndim(grads))
+        return np.asarray(values, np.float32), grads, clf.probabilities(outputs)
+
+    if targets is not None:
+        values, grads, proba = run(batch, targets)
+        return values, grads, proba, targets
+    values, grads, proba = run(batch, [0] * len(batch))
+    found = [int(t) for t in proba.argmax(axis=1)]
+    if clf._binary:
+        if any(found):  # the run gave -dz (class 0); class 1's score is z
+            sign = np.array([-1.0 if t == 1 else 1.0 for t in found], np.float32)
+            grads = grads * sign.reshape((-1,) + (1,) * (grads.ndim - 1))
+        return values, grads, proba, found
+    again = [i for i, t in enumerate(found) if t != 0]
+    if again:
+        _, regrads, _ = run(batch[again], [found[i] for i in again])
+        grads[again] = regrads
+    return values, grads, proba, found
+
+
+def gradcam(values: np.ndarray, grads: np.ndarray, layout: str) -> list[np.ndarray]:
+    """ReLU(sum_k alpha_k A^k) per image, (height, width) of the layer."""
+    if layout == "NHWC":
+        values, grads = values.transpose(0, 3, 1, 2), grads.transpose(0, 3, 1, 2)
+    alpha = grads.mean(axis=(2, 3))  # (N, C): the channel weights
+    return list(np.maximum(np.einsum("nc,nchw->nhw", alpha, values), 0.0))
 
 
 def _heatmaps(flats: list[np.ndarray], in_hw: tuple[int, int],
@@ -210,13 +259,6 @@ def _heatmaps(flats: list[np.ndarray], in_hw: tuple[int, int],
                          prepared.geometries[i0])
         for i, heat in zip(members, scaled_each(stack)):
             out[i] = heat
-    return out
-
-
-def _chunked(fn: Any, n: int, size: int) -> list[np.ndarray]:
-    out: list[np.ndarray] = []
-    for start in range(0, n, size):
-        out.extend(fn(slice(start, start + size)))
     return out
 
 
@@ -240,35 +282,6 @@ def resolve_layer(clf: Any, info: Any, layer: str | None, sample: np.ndarray) ->
         raise InputError(f"layer {found.asked or found.tensor!r} ({found.tensor}) has no "
                          "spatial axes: Grad-CAM needs a 4-D convolutional tensor")
     return found
-
-
-def gradcam_maps(clf: Any, batch: np.ndarray, targets: list[int],
-                 layer: LayerTensor) -> list[np.ndarray]:
-    """ReLU(sum_k alpha_k A^k) per image, (height, width) of the layer."""
-    from .gradient import value_and_gradient
-
-    index, sign = _score_index(clf, targets)
-    acts, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
-                                              index=index, wrt=layer.tensor, logits=True)
-    acts = np.asarray(acts, np.float32)
-    grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, 4)
-    if layer.layout == "NHWC":
-        acts, grads = acts.transpose(0, 3, 1, 2), grads.transpose(0, 3, 1, 2)
-    alpha = grads.mean(axis=(2, 3))  # (N, C): the channel weights
-    cams = np.einsum("nc,nchw->nhw", alpha, acts)
-    return list(np.maximum(cams, 0.0))
-
-
-def saliency_maps(clf: Any, batch: np.ndarray, targets: list[int]) -> list[np.ndarray]:
-    """d score / d input per image, shaped like one model input."""
-    from .gradient import value_and_gradient
-
-    index, sign = _score_index(clf, targets)
-    _, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
-                                           index=index, wrt=clf.model.inputs[0].name,
-                                           logits=True)
-    grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, batch.ndim)
-    return list(grads)
 
 
 def _logit_factor(clf: Any, sign: np.ndarray, outputs: dict[str, np.ndarray],

@@ -25,6 +25,7 @@ from ..checks import check_int
 from ..errors import InputError
 from .cam import prepare, resolve_layer
 from .layers import LayerTensor, graph_info
+from .render import enlarge
 
 __all__ = ["FilterPatterns", "activations", "filters"]
 
@@ -95,8 +96,7 @@ def _kernel_tiles(w: np.ndarray, color: str) -> list[np.ndarray]:
         tile = k[0] if k.shape[0] == 1 else k.transpose(1, 2, 0)
         if tile.ndim == 3 and color == "BGR":
             tile = tile[..., ::-1]
-        side = max(1, 48 // max(tile.shape[:2]))
-        tiles.append(np.kron(tile, np.ones((side, side) + (1,) * (tile.ndim - 2))))
+        tiles.append(enlarge(tile))
     return tiles
 
 
@@ -183,5 +183,5 @@ def _ascent(clf: Any, found: LayerTensor, count: int, steps: int,
             t = t[..., 0]
         elif spec.color == "BGR":
             t = t[..., ::-1]
-        tiles.append(t.astype(np.float32))
+        tiles.append(enlarge(t.astype(np.float32), 64))
     return FilterPatterns(found, "ascent", tiles, values)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["colorize", "grid", "overlay", "png_bytes", "tile_image"]
+__all__ = ["colorize", "enlarge", "grid", "overlay", "png_bytes", "tile_image"]
 
 _ANCHORS = {
     "turbo": [(48, 18, 59), (70, 107, 227), (40, 187, 236), (49, 242, 153), (162, 252, 60),
@@ -53,13 +53,21 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray, order: str = "RGB",
     return Image.fromarray((base * (1 - a) + heat * a + 0.5).astype(np.uint8))
 
 
+def enlarge(tile: np.ndarray, min_side: int = 48) -> np.ndarray:
+    """A (h, w) or (h, w, c) tile repeated by whole pixels until its longer side is at
+    least ``min_side``: a 3x3 kernel stays nine sharp squares."""
+    k = max(1, math.ceil(min_side / max(tile.shape[:2])))
+    if k == 1:
+        return tile
+    return np.repeat(np.repeat(tile, k, axis=0), k, axis=1)
+
+
 def tile_image(m: np.ndarray, min_side: int = 48) -> np.ndarray:
     """One 2-D map scaled to [0, 1] on its own range, enlarged by whole pixels."""
     m = m.astype(np.float32)
     lo, hi = float(m.min()), float(m.max())
     m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    k = max(1, math.ceil(min_side / max(m.shape)))
-    return np.kron(m, np.ones((k, k), np.float32)) if k > 1 else m
+    return enlarge(m, min_side)
 
 
 def grid(tiles: list[np.ndarray], cmap: str | None = "viridis", gap: int = 2,

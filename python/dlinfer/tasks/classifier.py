@@ -161,7 +161,10 @@ class Classifier:
 
     def run_batch(self, batch: Any) -> np.ndarray:
         """Class probabilities for a batch :meth:`preprocess` already built."""
-        out = self.model.run(batch)
+        return self.probabilities(self.model.run(batch))
+
+    def probabilities(self, out: Any) -> np.ndarray:
+        """Class probabilities from the model's raw output (a dict by name, or the array)."""
         if isinstance(out, dict):
             out = out[self.output.name]
         out = np.asarray(out, dtype=np.float32)
