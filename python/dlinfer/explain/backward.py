@@ -172,7 +172,7 @@ def _float_tensor(types: dict[str, Any], name: str) -> bool:
 
 
 def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str]) -> tuple[Any, str]:
-    """The forward-and-backward model, and its gradient dtype.
+    """The forward-and-backward model (``model``, edited in place), and its gradient dtype.
 
     Its inputs: the model's, plus :data:`INDEX`.  Its outputs, in order: ``outputs``
     (forward tensors), the value of each ``wrt`` tensor, then each ``wrt`` tensor's
@@ -186,15 +186,13 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str]) -
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         try:
-            model = version_converter.convert_version(model, MIN_OPSET)
+            model = _converted(model, version_converter)
         except Exception as exc:  # the converter raises untyped errors
             raise UnsupportedGradientError(
                 f"dlinfer.explain: cannot convert the opset {opset} model to opset "
                 f"{MIN_OPSET} for its backward pass: {exc}") from exc
-    else:
-        model = onnx.ModelProto.FromString(model.SerializeToString())
     try:
-        inferred = shape_inference.infer_shapes(model)
+        inferred = shape_inference.infer_shapes(_without_weights(model))
     except Exception:  # shape inference is an optimization here, never required
         inferred = model
     g = model.graph
@@ -261,6 +259,39 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str]) -
         g.output.append(onnx.helper.make_empty_tensor_value_info(name))
     del model.graph.value_info[:]  # stale after the edits; onnxruntime infers its own
     return model, dtype
+
+
+def _without_weights(model: Any) -> Any:
+    """A copy of ``model`` whose large initializers keep their shape but not their data:
+    shape inference reads only the shapes of weights (and the values of small ones, such
+    as Reshape targets), and copying a ResNet's 100 MB took longer than inferring."""
+    import onnx
+
+    light = onnx.ModelProto()
+    light.CopyFrom(model)  # cheap next to serializing: then drop the bulk
+    for t in light.graph.initializer:
+        if int(np.prod(t.dims)) > 4096:
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+    return light
+
+
+def _converted(model: Any, version_converter: Any) -> Any:
+    """``model`` at opset MIN_OPSET.  The converter wants every initializer declared as a
+    graph input, as IR version 3 required: declared for it, then undeclared again."""
+    from onnx import helper
+
+    model = type(model).FromString(model.SerializeToString())
+    declared = {i.name for i in model.graph.input}
+    added = [t for t in model.graph.initializer if t.name not in declared]
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                             for t in added)
+    model = version_converter.convert_version(model, MIN_OPSET)
+    names = {t.name for t in added}
+    kept = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return model
 
 
 def _total(b: Builder, parts: list[str] | None) -> str | None:

@@ -127,6 +127,32 @@ def _pad(b: Builder, node: Any, gy: list, want: list) -> list:
     return [b.op("Pad", inputs)] + [None] * (len(node.input) - 1)
 
 
+@rule("Expand")
+def _expand(b: Builder, node: Any, gy: list, want: list) -> list:
+    return [b.unbroadcast(gy[0], node.input[0], node.output[0]), None]
+
+
+@rule("Gather")
+def _gather(b: Builder, node: Any, gy: list, want: list) -> list:
+    # Scatter-add g back at the gathered positions, with the gathered axis moved first
+    # (ScatterND indexes leading axes); an index gathered twice gets both gradients.
+    data, indices = node.input
+    rank, q = b.rank(data), b.rank(indices)
+    if rank is None or q is None:
+        raise _Refused("operands of unknown rank")
+    axis = _attr(node, "axis", 0) % rank
+    size = b.op("Gather", [b.shape(data), b.ints([axis])])
+    where = b.op("Where", [b.op("Less", [indices, b.const(0, np.int64)]),
+                           b.op("Add", [indices, b.op("Squeeze", [size])]), indices])
+    front = [axis] + [a for a in range(rank) if a != axis]
+    g = b.op("Transpose", [gy[0]], perm=list(range(axis, axis + q)) + list(range(axis))
+             + list(range(axis + q, rank + q - 1)))
+    zeros = b.zeros_of(b.op("Gather", [b.shape(data), b.ints(front)]))
+    summed = b.op("ScatterND", [zeros, b.op("Unsqueeze", [where, b.ints([-1])]), g],
+                  reduction="add")
+    return [b.op("Transpose", [summed], perm=[int(a) for a in np.argsort(front)]), None]
+
+
 # -- element-wise arithmetic --------------------------------------------------------------
 @rule("Add", "Sum")
 def _add(b: Builder, node: Any, gy: list, want: list) -> list:
@@ -157,6 +183,43 @@ def _div(b: Builder, node: Any, gy: list, want: list) -> list:
     second = (b.unbroadcast(b.op("Neg", [b.op("Div", [b.op("Mul", [gy[0], y]), c])]), c, y)
               if want[1] else None)
     return [first, second]
+
+
+@rule("Pow")
+def _pow(b: Builder, node: Any, gy: list, want: list) -> list:
+    (x, p), y = node.input, node.output[0]
+    first = second = None
+    if want[0]:  # p x^(p-1)
+        slope = b.op("Mul", [p, b.op("Pow", [x, b.op("Sub", [p, b.op("CastLike", [
+            b.const(1.0), p])])])])
+        first = b.unbroadcast(b.op("Mul", [gy[0], b.op("CastLike", [slope, x])]), x, y)
+    if want[1]:  # x^p ln x
+        second = b.unbroadcast(b.op("Mul", [gy[0], b.op("Mul", [y, b.op("Log", [x])])]), p, y)
+    return [first, second]
+
+
+@rule("Max", "Min")
+def _max_min(b: Builder, node: Any, gy: list, want: list) -> list:
+    # To every input equal to the result (ties: to each of them).
+    y = node.output[0]
+    return [b.unbroadcast(_where(b, b.op("Equal", [x, y]), gy[0]), x, y) if w else None
+            for x, w in zip(node.input, want)]
+
+
+@rule("Where")
+def _where_op(b: Builder, node: Any, gy: list, want: list) -> list:
+    cond, a, c = node.input
+    y, zero = node.output[0], b.const(0.0)
+    first = b.unbroadcast(b.op("Where", [cond, gy[0], zero]), a, y) if want[1] else None
+    second = b.unbroadcast(b.op("Where", [cond, zero, gy[0]]), c, y) if want[2] else None
+    return [None, first, second]
+
+
+@rule("Erf")
+def _erf(b: Builder, node: Any, gy: list, want: list) -> list:
+    x = node.input[0]
+    bell = b.op("Exp", [b.op("Neg", [b.op("Mul", [x, x])])])
+    return [b.op("Mul", [gy[0], b.op("Mul", [bell, b.const(2 / np.sqrt(np.pi))])])]
 
 
 @rule("Neg")
