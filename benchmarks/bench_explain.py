@@ -16,10 +16,12 @@ For every zoo CNN (random weights: speed does not depend on them), exported by
   gradient, the weights and the map (no resize);
 - **Keras eager**: the same recipe without ``tf.function``, as the tutorial runs it.
 
-Both get the same preprocessed float32 batch.  Timing as ``bench_optimize.py``: per batch
-size a burn-in round, then ``--rounds`` rounds in which each contender runs for
-``--seconds`` after a pause and a warm-up call; a round's figure is the median call,
-a contender's the median over rounds.  Threads: all cores for both.  The table goes to
+dlinfer gets the uint8 pixels (it preprocesses them), Keras the same batch preprocessed.
+Timing: the contenders take turns call by call, each call after a 20 ms pause (idle
+threads of the other library stop spinning), for ``--rounds`` x ``--seconds`` per batch
+size after one burn-in call each; the figure is each contender's median call.  On a
+shared machine whose load comes and goes this gives every contender the same load.
+Threads: all cores for both.  The table goes to
 stdout and, as JSON, to ``results/explain.cpu.json``.
 """
 
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -95,11 +98,32 @@ def _keras_gradcam(model: Any, layer_name: str, compiled: bool) -> Callable[[np.
     return tf.function(gradcam) if compiled else gradcam
 
 
+# Idle time before each call: onnxruntime's and TensorFlow's worker threads spin for a
+# while after a call, and must not run into the other contender's call.
+_SETTLE_SECONDS = 0.02
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], seconds: float) -> dict[str, float]:
+    """Median seconds per call of each contender, the contenders taking turns call by call
+    (after one burn-in call each) for ``seconds`` in all and at least 5 calls each: on a
+    shared machine whose load comes and goes, every contender meets the same load."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {n: [] for n in calls}
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or min(len(t) for t in times.values()) < 5:
+        for n, call in calls.items():
+            time.sleep(_SETTLE_SECONDS)
+            start = time.perf_counter()
+            call()
+            times[n].append(time.perf_counter() - start)
+    return {n: float(np.median(t)) for n, t in times.items()}
+
+
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
                 seconds: float) -> dict[str, Any]:
     import dlinfer
     import keras
-    from bench_optimize import _median_call
     from explain_keras import last_conv2d
 
     clf = dlinfer.Classifier(onnx_path)
@@ -115,16 +139,10 @@ def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
         ours = np.stack([e.raw for e in clf.explain(pixels, layer=layer)])
         theirs = np.asarray(keras_fn(x))
         err = float(np.abs(ours - theirs).max() / max(theirs.max(), 1e-30))
-        calls = {"dlinfer": lambda: clf.explain(pixels, layer=layer, batch_size=batch),
-                 "keras_tf_function": lambda: keras_fn(x),
-                 "keras_eager": lambda: eager_fn(x)}
-        per_round: dict[str, list[float]] = {n: [] for n in calls}
-        for round_ in range(rounds + 1):  # round 0 is a burn-in
-            for n, call in calls.items():
-                took = _median_call(call, seconds)
-                if round_:
-                    per_round[n].append(took)
-        result["seconds"][batch] = {n: float(np.median(v)) for n, v in per_round.items()}
+        calls = {"dlinfer": lambda p=pixels, b=batch: clf.explain(p, layer=layer, batch_size=b),
+                 "keras_tf_function": lambda x=x: keras_fn(x),
+                 "keras_eager": lambda x=x: eager_fn(x)}
+        result["seconds"][batch] = interleaved(calls, rounds * seconds)
         result.setdefault("parity", {})[batch] = err
         s = result["seconds"][batch]
         print(f"  [{name}] batch {batch}: dlinfer {s['dlinfer'] * 1e3:.1f} ms, Keras "
