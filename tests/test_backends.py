@@ -55,6 +55,8 @@ def test_header_matches_what_onnxruntime_reads(mnist_onnx):
     assert header.metadata == ort.metadata
     assert header.inputs == [i.name for i in ort.inputs]
     assert header.outputs == [o.name for o in ort.outputs]
+    for t in (*ort.inputs, *ort.outputs):  # the declared dtype and shape of each
+        assert header.types[t.name] == (t.dtype, t.shape), t.name
     ov = dlinfer.Model(mnist_onnx, backend="openvino")
     assert (ov.inputs, ov.outputs, ov.spec) == (ort.inputs, ort.outputs, ort.spec)
     assert isinstance(ov, dlinfer.Model) and ov.backend == "openvino"

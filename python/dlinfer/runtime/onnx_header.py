@@ -13,6 +13,8 @@ import mmap
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import ModelLoadError
 
 __all__ = ["OnnxHeader", "read_header"]
@@ -24,11 +26,21 @@ _GRAPH, _METADATA = 7, 14
 _INPUT, _OUTPUT, _INITIALIZER = 11, 12, 5
 
 
+# TensorProto.DataType -> NumPy, for the element types a graph's inputs and outputs use.
+ELEMENT_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16,
+                 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64,
+                 12: np.uint32, 13: np.uint64}
+
+
 @dataclass
 class OnnxHeader:
     metadata: dict[str, str] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)  # declared order, initializers excluded
     outputs: list[str] = field(default_factory=list)
+    # name -> (NumPy dtype or None, declared shape with None for a symbolic or missing
+    # dimension; None where the graph declares no shape)
+    types: dict[str, tuple[np.dtype | None, tuple[int | None, ...] | None]] = field(
+        default_factory=dict)
 
 
 def _varint(buf: memoryview | mmap.mmap, pos: int, end: int) -> tuple[int, int]:
@@ -69,9 +81,62 @@ def _fields(buf, start: int, end: int):
         raise ValueError("truncated message")
 
 
-def _strings(buf, start: int, end: int) -> dict[int, str]:
+def _strings(buf, start: int, end: int, numbers: tuple[int, ...]) -> dict[int, str]:
+    """The string fields ``numbers`` of the message in buf[start:end] (others skipped:
+    ValueInfoProto's field 2 is a binary TypeProto)."""
     return {n: bytes(buf[s:e]).decode("utf-8") for n, s, e in _fields(buf, start, end)
-            if n in (1, 2)}
+            if n in numbers}
+
+
+def _tensor_type(buf, start: int, end: int
+                 ) -> tuple[np.dtype | None, tuple[int | None, ...] | None]:
+    """ValueInfoProto.type (2) -> TypeProto.tensor_type (1) -> elem_type (1), shape (2) ->
+    dim (1) -> dim_value (1) | dim_param (2)."""
+    dtype, shape = None, None
+    for n, s, e in _fields(buf, start, end):
+        if n != 2:
+            continue
+        for tn, ts, te in _fields(buf, s, e):
+            if tn != 1:
+                continue
+            pos = ts
+            while pos < te:  # elem_type is a varint: walk the fields by hand
+                key, pos = _varint(buf, pos, te)
+                number, wire = key >> 3, key & 7
+                if wire == 0:
+                    value, pos = _varint(buf, pos, te)
+                    if number == 1:
+                        dtype = np.dtype(ELEMENT_TYPES[value]) if value in ELEMENT_TYPES \
+                            else None
+                elif wire == 2:
+                    length, pos = _varint(buf, pos, te)
+                    if number == 2:
+                        dims: list[int | None] = []
+                        for dn, ds, de in _fields(buf, pos, pos + length):
+                            if dn == 1:
+                                dims.append(_dim_value(buf, ds, de))
+                        shape = tuple(dims)
+                    pos += length
+                else:
+                    raise ValueError(f"unexpected wire type {wire} in a TypeProto")
+    return dtype, shape
+
+
+def _dim_value(buf, start: int, end: int) -> int | None:
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        if key == (1 << 3):  # dim_value, a varint
+            value, _ = _varint(buf, pos, end)
+            return value if value >= 0 else None
+        if key & 7 == 2:
+            length, pos = _varint(buf, pos, end)
+            pos += length
+        elif key & 7 == 0:
+            _, pos = _varint(buf, pos, end)
+        else:
+            break
+    return None  # dim_param or nothing: dynamic
 
 
 def read_header(path: str | os.PathLike[str]) -> OnnxHeader:
@@ -90,13 +155,14 @@ def read_header(path: str | os.PathLike[str]) -> OnnxHeader:
                 inputs: list[str] = []
                 for number, start, end in _fields(buf, 0, len(buf)):
                     if number == _METADATA:
-                        entry = _strings(buf, start, end)
+                        entry = _strings(buf, start, end, (1, 2))
                         header.metadata[entry.get(1, "")] = entry.get(2, "")
                     elif number == _GRAPH:
                         for n, s, e in _fields(buf, start, end):
                             if n in (_INPUT, _OUTPUT):
-                                name = _strings(buf, s, e).get(1, "")
+                                name = _strings(buf, s, e, (1,)).get(1, "")
                                 (inputs if n == _INPUT else header.outputs).append(name)
+                                header.types[name] = _tensor_type(buf, s, e)
                             elif n == _INITIALIZER:
                                 # TensorProto.name = 8: old files list weights as inputs
                                 for tn, ts, te in _fields(buf, s, e):

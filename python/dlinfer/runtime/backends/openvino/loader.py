@@ -69,8 +69,14 @@ def _dtype(element_type: Any, name: str) -> np.dtype:
         raise ModelLoadError(f"tensor {name!r} has unsupported type {element_type}") from exc
 
 
-def tensor_infos(ports: Any, names: list[str]) -> tuple[list[TensorInfo], list[Any]]:
-    """The :class:`TensorInfo` of each of ``names`` (the ONNX declared order) and its port."""
+def tensor_infos(ports: Any, names: list[str], declared: Mapping[str, Any]
+                 ) -> tuple[list[TensorInfo], list[Any]]:
+    """The :class:`TensorInfo` of each of ``names`` (the ONNX declared order) and its port.
+
+    Dtype and shape are the file's declarations (``declared``, from its header), as
+    onnxruntime reports them; OpenVINO's inferred ones fill in only what the file leaves
+    out.  OpenVINO may infer more (a rank the file does not declare), and the contract
+    must not depend on the backend."""
     by_name = {}
     for port in ports:
         for n in port.get_names():
@@ -80,7 +86,13 @@ def tensor_infos(ports: Any, names: list[str]) -> tuple[list[TensorInfo], list[A
         port = by_name.get(name)
         if port is None:
             raise ModelLoadError(f"OpenVINO does not expose tensor {name!r} of the ONNX graph")
-        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-        infos.append(TensorInfo(name, shape, _dtype(port.get_element_type(), name)))
+        dtype, shape = declared.get(name, (None, None))
+        inferred = tuple(d.get_length() if d.is_static else None
+                         for d in port.get_partial_shape())
+        if shape is None:
+            shape = inferred
+        elif len(shape) == len(inferred):  # a symbolic dimension OpenVINO resolved
+            shape = tuple(d if d is not None else i for d, i in zip(shape, inferred))
+        infos.append(TensorInfo(name, shape, dtype or _dtype(port.get_element_type(), name)))
         found.append(port)
     return infos, found
