@@ -114,8 +114,12 @@ def _check_family(family: str, photos_dict: dict, tmp_path) -> None:
     model, preprocess = _transfer_model(family, photos, seed=25)
     model.save(tmp_path / "model.keras")
     out = str(tmp_path / "m.onnx")
+    # The self-check runs on the photos (uint8, normalized per the spec it writes): random
+    # pixels are far from the photos whose statistics the batch norms hold, and a random
+    # EfficientNet amplifies float32 noise on them past the check's tolerance.
+    np.save(tmp_path / "photos.npy", photos)
     assert main(["export", str(tmp_path / "model.keras"), "--out", out,
-                 "--labels", "a,b,c"]) == 0
+                 "--labels", "a,b,c", "--data", str(tmp_path / "photos.npy")]) == 0
     want = np.asarray(model.predict(preprocess(photos.astype(np.float32)), verbose=0))
     assert np.ptp(want, axis=0).max() > 1e-3, "the outputs must depend on the photos"
     got = Classifier(out).predict_proba(photos)
@@ -193,7 +197,7 @@ def _spec(path: str) -> dict:
     return json.loads(next(p.value for p in proto.metadata_props if p.key == METADATA_KEY))
 
 
-def test_input_independent_outputs_warn_and_strict_refuses(tmp_path, caplog):
+def test_input_independent_outputs_warn_and_strict_refuses(tmp_path, caplog, capsys):
     """A fresh MobileNetV2(weights=None, classes=3) answers exactly 1/3 for everything."""
     need("tensorflow", "tf2onnx")
     import keras
@@ -208,9 +212,28 @@ def test_input_independent_outputs_warn_and_strict_refuses(tmp_path, caplog):
     warnings = json.loads(next(p.value for p in proto.metadata_props
                                if p.key == "dlinfer.spec"))["parity"]["warnings"]
     assert "do not depend on the inputs" in warnings[0]
+    # --strict refuses (a small model with zero weights: the same 1/3, cheaper to export)
+    zeros = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, kernel_initializer="zeros"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3), keras.layers.Softmax()])
+    zeros.save(tmp_path / "zeros.keras")
+    out = tmp_path / "m.onnx"
+    args = ["export", str(tmp_path / "zeros.keras"), "--out", str(out), "--preprocess", "unit"]
+    assert main([*args, "--strict"]) == 1
+    assert "do not depend on the inputs" in capsys.readouterr().err
+    assert not os.path.exists(out)
     with pytest.raises(ExportError, match="do not depend on the inputs"):
-        to_onnx(model, str(tmp_path / "m.onnx"), labels=("a", "b", "c"), strict=True)
-    assert not os.path.exists(tmp_path / "m.onnx")
+        to_onnx(zeros, None, preprocess="unit", strict=True)
+
+
+def test_mean_and_std_take_one_number(tmp_path):
+    """to_onnx(mean=0.5, std=0.5): one value for every channel, after 'unit' (x / 255)."""
+    need("tensorflow", "tf2onnx")
+    from dlinfer.export import to_onnx
+
+    to_onnx(_plain_model(), str(tmp_path / "m.onnx"), mean=0.5, std=0.5)
+    spec = _spec(str(tmp_path / "m.onnx"))["inputs"][0]
+    assert (spec["scale"], spec["mean"], spec["std"]) == (pytest.approx(1 / 255), [0.5], [0.5])
 
 
 # ---- labelled folders -------------------------------------------------------------------

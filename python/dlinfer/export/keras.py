@@ -225,7 +225,6 @@ def _pixel_pipelines(model: Any, inputs: list[InputSpec], *, preprocess: str | N
                      ) -> tuple[list[InputSpec], dict[str, dict[str, Any]]]:
     """Each image input's pipeline: what the caller said, else what the model says
     (:mod:`.pixels`), else the announced assumption; and how each was decided."""
-    images = [s for s in inputs if s.kind == "image"]
     if preprocess == "auto" and given:
         raise ExportError(f"--preprocess auto chooses {', '.join(sorted(given))} itself: "
                           "give a preset or those values, not both")
@@ -234,8 +233,10 @@ def _pixel_pipelines(model: Any, inputs: list[InputSpec], *, preprocess: str | N
         if spec.kind != "image":
             result.append(spec)
             continue
-        found = (detect_convention(model, spec.channels or 3) if len(images) == 1 else
-                 PixelConvention(ASSUMED_PRESET, "the model has several image inputs",
+        # The model's front is read only when the image is its one input: with several,
+        # the first layer found may sit on another input's branch.
+        found = (detect_convention(model, spec.channels or 3) if len(inputs) == 1 else
+                 PixelConvention(ASSUMED_PRESET, "the model has several inputs",
                                  assumed=True))
         if preprocess not in (None, "auto") or given:
             preset = None if preprocess == "auto" else preprocess
