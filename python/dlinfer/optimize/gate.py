@@ -33,14 +33,15 @@ _LAYER_SAMPLES = 64
 
 def _outputs(model: Model, batch: Mapping[str, np.ndarray], name: str,
              axes: Mapping[str, Any] | None = None) -> np.ndarray:
-    from ..runtime.batch_axis import batch_axes, run_split
+    from ..runtime.batch_axis import batch_axes, output_axes, run_split
 
     # Runs cut on each input's own batch axis (runtime.batch_axis); a float16-I/O model
     # takes the same samples in its own float type.
+    axes = axes if axes is not None else batch_axes(model)
     merged = run_split(lambda part: model.run({k: _as_input(model, k, v)
                                                for k, v in part.items()}),
-                       batch, axes if axes is not None else batch_axes(model), _EVAL_BATCH,
-                       [o.name for o in model.outputs])
+                       batch, axes, _EVAL_BATCH, [o.name for o in model.outputs],
+                       output_axes(model, axes))
     return np.atleast_1d(merged[name]).astype(np.float64)
 
 

@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import InputShapeError
 
 __all__ = ["BatchAxis", "axes_of", "batch_axes", "can_group", "fixed_run_size", "graph_dims",
-           "merge_outputs", "notes", "proto_dims", "run_limit", "run_split", "runnable_sizes",
-           "sample_count", "split", "with_batch_axes"]
+           "merge_outputs", "notes", "output_axes", "proto_dims", "run_limit", "run_split",
+           "runnable_sizes", "sample_count", "split", "with_batch_axes"]
 
 # Dimension names that say "batch" (tf2onnx's unk__N, PaddleOCR's DynamicDimension.N and
 # unnamed dimensions say nothing).
@@ -261,16 +261,38 @@ def split(feed: Mapping[str, np.ndarray], axes: Mapping[str, BatchAxis], limit: 
                for name, x in feed.items()}
 
 
-def merge_outputs(parts: list[np.ndarray]) -> np.ndarray:
+def output_axes(model: Any, axes: Mapping[str, BatchAxis]) -> dict[str, int]:
+    """Outputs whose batch axis the graph names with an input's batch dimension (Silero's
+    ``stateN (2, batch, 128)``: axis 1); the others are left out."""
+    if getattr(model, "backend", "onnxruntime") != "onnxruntime":
+        return {}
+    dims = graph_dims(model)
+    symbols = {dims[b.input][b.axis] for b in axes.values() if b.axis is not None
+               and isinstance(dims[b.input][b.axis], str)}
+    found = {}
+    for node in model.session.get_outputs():
+        hits = [a for a, d in enumerate(node.shape) if isinstance(d, str) and d in symbols]
+        if len(hits) == 1:
+            found[node.name] = hits[0]
+    return found
+
+
+def merge_outputs(parts: list[np.ndarray], axis: int | None = None,
+                  sizes: list[int] | None = None) -> np.ndarray:
     """One array from the same output of consecutive runs.
 
-    Declared output shapes cannot be trusted (an OCR model declares ``[1, seqlen]`` and
-    returns ``(T, 1, classes)``), so runs are joined on axis 0 only where every part's
-    tail agrees; parts of one shape that do not are stacked on a new axis; anything else
-    is flattened and joined, which still compares two runtimes element by element.
+    ``axis``: the output's batch axis (:func:`output_axes`), used where every part holds
+    its run's ``sizes`` samples there.  Otherwise: declared output shapes cannot be
+    trusted (an OCR model declares ``[1, seqlen]`` and returns ``(T, 1, classes)``), so
+    runs are joined on axis 0 where every part's tail agrees; parts of one shape that do
+    not are stacked on a new axis; anything else is flattened and joined, which still
+    compares two runtimes element by element.
     """
     if len(parts) == 1:
         return parts[0]
+    if axis is not None and sizes is not None and all(
+            p.ndim > axis and p.shape[axis] == n for p, n in zip(parts, sizes, strict=True)):
+        return np.concatenate(parts, axis=axis)
     first = parts[0]
     if first.ndim and all(p.ndim == first.ndim and p.shape[1:] == first.shape[1:]
                           for p in parts):
@@ -281,18 +303,22 @@ def merge_outputs(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def run_split(run: Callable[[dict[str, np.ndarray]], Any], feed: Mapping[str, np.ndarray],
-              axes: Mapping[str, BatchAxis], limit: int, names: list[str]
-              ) -> dict[str, np.ndarray]:
+              axes: Mapping[str, BatchAxis], limit: int, names: list[str],
+              out_axes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     """``run`` (a feed in, ``{output name: array}`` or an array out) over :func:`split`
-    runs of ``feed``, each output's runs joined by :func:`merge_outputs`."""
+    runs of ``feed``, each output's runs joined by :func:`merge_outputs` (on its
+    ``out_axes`` batch axis where known)."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    sizes = []
     for part in split(feed, axes, limit):
         got = run(part)
+        sizes.append(sample_count(part, axes))
         if not isinstance(got, Mapping):
             got = dict(zip(names, got if isinstance(got, (list, tuple)) else [got]))
         for n in names:
             parts[n].append(np.asarray(got[n]))
-    return {n: merge_outputs(p) for n, p in parts.items()}
+    out_axes = out_axes or {}
+    return {n: merge_outputs(p, out_axes.get(n), sizes) for n, p in parts.items()}
 
 
 def with_batch_axes(inputs: list[Any], graph: Mapping[str, list[Any]],

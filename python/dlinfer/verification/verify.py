@@ -23,7 +23,7 @@ import numpy as np
 from ..checks import check_int
 from ..errors import DlinferError, InputError
 from ..runtime.batch_axis import notes as batch_notes
-from ..runtime.batch_axis import run_split, sample_count
+from ..runtime.batch_axis import output_axes, run_split, sample_count
 from . import reference
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, compare
 from .model_samples import model_samples
@@ -224,12 +224,13 @@ def verify(
                 pass
 
     feed, source, axes = model_samples(ort_model, data, samples, seed, check=reference_runs)
-    merged = run_split(ort_model.run, feed, axes, samples, out_names)
+    out_axes = output_axes(ort_model, axes)
+    merged = run_split(ort_model.run, feed, axes, samples, out_names, out_axes)
     ort_outs = [merged[n] for n in out_names]
     try:
         if graph is not None:
             ref_outs = run_split(lambda part: reference.run(graph, part, outputs=out_names),
-                                 feed, axes, samples, out_names)
+                                 feed, axes, samples, out_names, out_axes)
     except reference.UnsupportedOpError as exc:
         graph, skipped = None, f"reference executor skipped: {exc}"
     except Exception as exc:  # noqa: BLE001 - onnxruntime ran these inputs: the gap is ours
