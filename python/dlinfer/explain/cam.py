@@ -210,7 +210,7 @@ def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt:
     The first run differentiates class 0 (a single sigmoid unit: its only unit, right
     for both classes); the images predicted as another class run again.
     """
-    from .gradient import value_and_gradient
+    from .gradient import gradient, value_and_gradient
 
     def run(rows: np.ndarray, classes: list[int]) -> tuple[Any, Any, np.ndarray]:
         index, sign = _score_index(clf, classes)
@@ -232,9 +232,70 @@ def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt:
         return values, grads, proba, found
     again = [i for i, t in enumerate(found) if t != 0]
     if again:
-        _, regrads, _ = run(batch[again], [found[i] for i in again])
+        tail = tail_model(clf, wrt, values.shape)
+        if tail is None:  # the rest of the model reads more than ``wrt``: run it all again
+            _, regrads, _ = run(batch[again], [found[i] for i in again])
+        else:  # only the layers after ``wrt``, from the values the first run gave
+            regrads = np.asarray(gradient(
+                tail, values[again], output=clf.output.name,
+                index=_score_index(clf, [found[i] for i in again])[0], logits=True),
+                np.float32)
         grads[again] = regrads
     return values, grads, proba, found
+
+
+_TAILS: dict[tuple[str, str], str | None] = {}
+
+
+def tail_model(clf: Any, wrt: str, shape: tuple[int, ...]) -> str | None:
+    """A file with the model from ``wrt`` to the classifier's output (``wrt`` its input),
+    kept in a temporary folder for this process; None when that part of the graph also
+    reads the model's input (a skip connection past ``wrt``) or ``wrt`` is the input."""
+    info = graph_info(clf.model, clf.preprocessing.layout)
+    key = (info.where, wrt)
+    if key in _TAILS:
+        return _TAILS[key]
+    _TAILS[key] = path = _write_tail(info, wrt, clf.output.name, shape)
+    return path
+
+
+def _write_tail(info: Any, wrt: str, output: str, shape: tuple[int, ...]) -> str | None:
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    from onnx import TensorProto, helper
+
+    if wrt in info.inputs or output not in info.outputs:
+        return None
+    wanted, stack, seen = set(), [output], set()
+    while stack:
+        name = stack.pop()
+        if name in seen or name == wrt or name in info.initializers or not name:
+            continue
+        seen.add(name)
+        node = info.producer.get(name)
+        if node is None:
+            return None  # a graph input other than wrt
+        wanted.add(id(node))
+        stack.extend(node.input)
+    graph = info.proto.graph
+    nodes = [n for n in graph.node if id(n) in wanted]
+    used = {i for n in nodes for i in n.input}
+    tail = helper.make_graph(
+        nodes, "tail",
+        [helper.make_tensor_value_info(wrt, TensorProto.FLOAT, ["N", *shape[1:]])],
+        [o for o in graph.output if o.name == output],
+        [t for t in graph.initializer if t.name in used])
+    model = helper.make_model(tail, opset_imports=info.proto.opset_import)
+    model.ir_version = info.proto.ir_version
+    folder = tempfile.mkdtemp(prefix="dlinfer-explain-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "tail.onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    return path
 
 
 def gradcam(values: np.ndarray, grads: np.ndarray, layout: str) -> list[np.ndarray]:
