@@ -326,3 +326,21 @@ def test_serve_v2_takes_bare_files_with_state_and_scalar_inputs(files, tmp_path)
             assert_close(_outputs(reply)["probs"], seq.run(frames), atol=0, rtol=0)
     finally:
         server.stop()
+
+
+def test_a_declared_batch_axis_wins_over_inference(files, tmp_path, capsys):
+    """`spec set --batch-axis` records the axis; every command then reads the spec."""
+    out = str(tmp_path / "declared.onnx")
+    assert main(["spec", "set", files["sequence_model"], "--out", out, "--task", "regression",
+                 "--batch-axis", "frames=0"]) == 0
+    assert "frames" in capsys.readouterr().out
+    (axis,) = batch_axes(dlinfer.Model(out)).values()
+    assert (axis.axis, axis.source) == (0, "spec")
+    with dlinfer.Batcher(dlinfer.Model(out), max_batch_size=8) as batcher:
+        assert batcher.max_batch_size == 8  # batch-first now: requests may be grouped
+    # Left to the rule, spec set records what it infers: the time axis stays unguessed.
+    inferred = str(tmp_path / "inferred.onnx")
+    assert main(["spec", "set", files["sequence_model"], "--out", inferred, "--task",
+                 "regression"]) == 0
+    assert "has no batch axis" in capsys.readouterr().err
+    assert batch_axes(dlinfer.Model(inferred))["frames"].axis is None
