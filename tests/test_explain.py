@@ -150,6 +150,19 @@ def test_gradcam_weights_are_the_mean_gradient_of_the_target_logit(tmp_path):
     np.testing.assert_allclose(e.raw, want, rtol=1e-5, atol=1e-7 * abs(want).max())
 
 
+def test_the_predicted_class_gets_the_same_map_as_when_asked_for(tmp_path):
+    """Without target=, images predicted as a class other than 0 take their gradient
+    from the model's tail (the layers after the explained tensor): the same numbers."""
+    clf = Classifier(third_party_cnn(tmp_path))
+    images = np.random.default_rng(4).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    found = clf.explain(images)
+    assert len({e.target for e in found}) > 1  # the tail path really ran
+    asked = clf.explain(images, target=[e.target for e in found])
+    for e, a in zip(found, asked):
+        # float32 sums of the same products in another graph: 1e-6 of the map's scale
+        np.testing.assert_allclose(e.raw, a.raw, rtol=1e-5, atol=1e-6 * a.raw.max())
+
+
 def test_occlusion_needs_no_gradients(tmp_path):
     """An op without a backward rule stops gradcam by name; occlusion still answers."""
     from dlinfer.errors import UnsupportedGradientError

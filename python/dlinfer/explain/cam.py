@@ -26,7 +26,7 @@ import numpy as np
 from ..checks import MAX_BATCH, check_int
 from ..errors import InputError
 from ..preprocessing.transform import Geometry, empty_batch
-from .layers import LayerTensor, graph_info
+from .layers import LayerTensor, graph_info, save_temporary
 
 __all__ = ["METHODS", "Explanation", "explain"]
 
@@ -260,11 +260,6 @@ def tail_model(clf: Any, wrt: str, shape: tuple[int, ...]) -> str | None:
 
 
 def _write_tail(info: Any, wrt: str, output: str, shape: tuple[int, ...]) -> str | None:
-    import atexit
-    import os
-    import shutil
-    import tempfile
-
     from onnx import TensorProto, helper
 
     if wrt in info.inputs or output not in info.outputs:
@@ -290,12 +285,7 @@ def _write_tail(info: Any, wrt: str, output: str, shape: tuple[int, ...]) -> str
         [t for t in graph.initializer if t.name in used])
     model = helper.make_model(tail, opset_imports=info.proto.opset_import)
     model.ir_version = info.proto.ir_version
-    folder = tempfile.mkdtemp(prefix="dlinfer-explain-")
-    atexit.register(shutil.rmtree, folder, True)
-    path = os.path.join(folder, "tail.onnx")
-    with open(path, "wb") as f:
-        f.write(model.SerializeToString())
-    return path
+    return save_temporary(model, "tail")
 
 
 def gradcam(values: np.ndarray, grads: np.ndarray, layout: str) -> list[np.ndarray]:

@@ -13,9 +13,6 @@ and what each filter responds to.
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +21,7 @@ import numpy as np
 from ..checks import check_int
 from ..errors import InputError
 from .cam import prepare, resolve_layer
-from .layers import LayerTensor, graph_info
+from .layers import LayerTensor, graph_info, save_temporary
 from .render import enlarge
 
 __all__ = ["FilterPatterns", "activations", "filters"]
@@ -124,9 +121,7 @@ _EXPOSED: dict[tuple[str, str], str] = {}
 
 def _exposing(info: Any, tensor: str) -> str:
     """A copy of the model file with ``tensor`` as one more output (gradients are taken
-    of outputs), kept in a temporary folder for this process."""
-    import tempfile
-
+    of outputs), kept for this process."""
     from onnx import ValueInfoProto
 
     key = (info.where, tensor)
@@ -135,12 +130,7 @@ def _exposing(info: Any, tensor: str) -> str:
         proto.CopyFrom(info.proto)
         if tensor not in {o.name for o in proto.graph.output}:
             proto.graph.output.append(ValueInfoProto(name=tensor))
-        folder = tempfile.mkdtemp(prefix="dlinfer-filters-")
-        atexit.register(shutil.rmtree, folder, True)
-        path = os.path.join(folder, "model.onnx")
-        with open(path, "wb") as f:
-            f.write(proto.SerializeToString())
-        _EXPOSED[key] = path
+        _EXPOSED[key] = save_temporary(proto, "exposed")
     return _EXPOSED[key]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from .._optional import import_optional
 from ..errors import InputError
 
-__all__ = ["GraphInfo", "LayerTensor", "graph_info"]
+__all__ = ["GraphInfo", "LayerTensor", "graph_info", "save_temporary"]
 
 # Ops whose 4-D tensors are NCHW by the ONNX standard.
 _NCHW_OPS = frozenset({
@@ -225,6 +225,22 @@ class GraphInfo:
 
         init = self.initializers.get(name)
         return None if init is None else numpy_helper.to_array(init)
+
+
+def save_temporary(proto: Any, stem: str) -> str:
+    """``proto`` written to a temporary folder removed when the process exits: a graph
+    derived from the model's (a tail, an extra output) for the gradient engine, which
+    opens models by path."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="dlinfer-explain-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, f"{stem}.onnx")
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
+    return path
 
 
 _CACHE: dict[tuple[str, float, str], GraphInfo] = {}
