@@ -122,3 +122,17 @@ def test_mnist_training_input_is_what_the_classifier_feeds(tmp_path):
     digits = np.random.default_rng(3).integers(0, 256, (9, 28, 28), dtype=np.uint8)
     np.testing.assert_array_equal(_to_input(digits, input_spec).view(np.uint32),
                                   dlinfer.Classifier(path).preprocess(digits).view(np.uint32))
+
+
+def test_cli_errors_follow_dlinfers_exit_rule(tmp_path, capsys):
+    """docs/errors.md: one line `dlinfer: error: ...`, exit 1, the traceback only with --debug."""
+    from training.cli import main
+
+    assert main(["make-images", str(tmp_path), "--classes", "foo"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dlinfer: error: ValueError: classes must be two or more")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert main(["train", "resnet"]) == 1
+    assert capsys.readouterr().err.startswith("dlinfer: error: unknown model 'resnet'")
+    assert main(["--debug", "make-images", str(tmp_path), "--classes", "foo"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -163,7 +163,7 @@ def test_train_cli_reports_missing_data_without_a_traceback(tmp_path, capsys, mo
 
     monkeypatch.setattr(keras.datasets.imdb, "load_data", offline)
     assert main(["train", "imdb_lstm", "--data", "imdb", "--out", str(tmp_path)]) == 1
-    assert "error: could not load IMDB" in capsys.readouterr().err
+    assert "dlinfer: error: could not load IMDB" in capsys.readouterr().err
 
 
 def test_list_shows_all_twelve_with_workshop_counts(capsys):

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dlinfer.tools.cli import add_debug_flag, print_error_line, run_command
 from dlinfer.tools.export_command import add_export_arguments, export_command
 
 
@@ -67,7 +68,15 @@ def _list() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """dlinfer's exit-status rule (docs/errors.md): an error while running is one line
+    ``dlinfer: error: ...`` and exit 1, with the traceback only under ``--debug``."""
+    parser = build_parser()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    return run_command(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "list":
         return _list()
     if args.command == "train":
@@ -84,8 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                            n_steps=args.n_steps, fine_tune_epochs=args.fine_tune_epochs,
                            optimize=args.optimize, max_drop=args.max_drop)
         except (DataUnavailableError, WeightsUnavailableError, OptimizeError) as exc:
-            # Missing data or weights is the user's to fix, not a bug: no traceback.
-            print(f"error: {exc}", file=sys.stderr)
+            # Missing data or weights is the user's to fix, not a bug: the message alone.
+            print_error_line(str(exc))
+            return 1
+        except SystemExit as exc:  # an unknown model or --data source, named by the zoo
+            if not isinstance(exc.code, str):
+                raise
+            print_error_line(exc.code)
             return 1
         print(f"wrote {result.keras_path}, {result.onnx_path}, {result.report_path}")
         return 0

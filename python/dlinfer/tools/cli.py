@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._optional import import_optional
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
+def add_debug_flag(parser: argparse.ArgumentParser, top: bool = True) -> None:
     """``--debug`` on every parser, so it may come before or after the subcommand."""
     parser.add_argument("--debug", action="store_true",
                         default=False if top else argparse.SUPPRESS,
@@ -406,29 +406,40 @@ def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _add_debug(child, top=False)
+                add_debug_flag(child, top=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Usage errors exit 2 (argparse, at parse time); errors while running exit 1 with
     ``dlinfer: error: ...``, and a traceback only with ``--debug``."""
     parser = build_parser()
-    _add_debug(parser)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    return run_command(lambda: args.func(args), debug=args.debug)
+
+
+def run_command(command: Callable[[], int], *, debug: bool) -> int:
+    """The exit-status rule of every ``dlinfer`` command and of ``python -m training``
+    (docs/errors.md): ``command()``'s status, else 130 on Ctrl-C, else 1 with one line
+    ``dlinfer: error: ...`` on stderr (the traceback too with ``debug``)."""
     try:
-        return args.func(args)
+        return command()
     except KeyboardInterrupt:
         print("dlinfer: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error becomes one line, not a traceback
-        if args.debug:
+        if debug:
             traceback.print_exc()
         # dlinfer's own errors say what and where; anything else also needs its type.
         text = str(exc) if isinstance(exc, DlinferError) else f"{type(exc).__name__}: {exc}"
-        hint = "" if args.debug else " (--debug shows the traceback)"
-        print(f"dlinfer: error: {visible(text)}" + ("" if isinstance(exc, DlinferError) else hint),
-              file=sys.stderr)
+        hint = "" if debug else " (--debug shows the traceback)"
+        print_error_line(text + ("" if isinstance(exc, DlinferError) else hint))
         return 1
+
+
+def print_error_line(text: str) -> None:
+    """``dlinfer: error: text`` on stderr, one line, control characters escaped."""
+    print(f"dlinfer: error: {visible(text)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
