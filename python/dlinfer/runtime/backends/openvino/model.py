@@ -71,8 +71,9 @@ class OpenVINOModel(Model):
         self.precision = loader.file_precision(self.metadata)
         self._compiled = loader.compile_model(self.path, self.threads, self.precision)
         self.providers = [f"OpenVINO({self.precision})"]  # its CPU plugin, in this precision
-        self.inputs, _ = loader.tensor_infos(self._compiled.inputs, header.inputs)
-        self.outputs, ports = loader.tensor_infos(self._compiled.outputs, header.outputs)
+        self.inputs, _ = loader.tensor_infos(self._compiled.inputs, header.inputs, header.types)
+        self.outputs, ports = loader.tensor_infos(self._compiled.outputs, header.outputs,
+                                                  header.types)
         self._runner = OpenVINORunner(self._compiled, self.path, [i.name for i in self.inputs],
                                       ports, [o.dtype for o in self.outputs])
         self._finish_open(io_binding)
