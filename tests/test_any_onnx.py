@@ -187,6 +187,10 @@ def test_wrong_inputs_stay_typed(files, capsys):
     feed["sr"] = np.array([16000, 8000])  # not 0-d
     with pytest.raises(dlinfer.InputError, match="'sr'"):
         dlinfer.verify(None, path, feed)
+    feed = _calibration("silero_like", np.random.default_rng(2))
+    feed["state"] = feed["state"][:, :3]
+    with pytest.raises(dlinfer.InputShapeError, match=r"\{'input': 0, 'state': 1\}"):
+        dlinfer.Model(path).run(feed)  # Model.run checks the same axes
     # The reference executor checks what the graph declares, as onnxruntime does.
     from dlinfer.verification import reference
 

@@ -252,12 +252,19 @@ class Model:
                          f"{len(self.inputs)} input(s) {self._input_names}")
 
     def _check_batches(self, feed: dict[str, np.ndarray]) -> None:
-        # A dynamic first axis is the batch axis (dlinfer's export convention): the
-        # inputs must agree on it, or onnxruntime fails deep inside the graph.
-        sizes = {i.name: feed[i.name].shape[0] for i in self.inputs
-                 if i.shape and i.shape[0] is None}
+        # Each input's dynamic batch axis by the one rule (runtime.batch_axis: axis 0 for
+        # dlinfer's exports, axis 1 for Silero's state): the inputs must agree on it, or
+        # onnxruntime fails deep inside the graph.
+        axes = getattr(self, "_batch_axes", None)
+        if axes is None:
+            from .batch_axis import batch_axes
+
+            axes = self._batch_axes = batch_axes(self)
+        where = {n: b.axis for n, b in axes.items()
+                 if b.axis is not None and b.size is None and len(feed[n].shape) > b.axis}
+        sizes = {n: feed[n].shape[a] for n, a in where.items()}
         if len(set(sizes.values())) > 1:
-            raise InputShapeError(f"the inputs' batch sizes differ: {sizes}")
+            raise InputShapeError(f"the inputs' batch sizes differ: {sizes} (on axes {where})")
 
     def run(self, x: Any, *more: Any, out: Any = None, keep_on_device: bool = False) -> Any:
         """Run the model.
