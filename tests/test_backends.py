@@ -243,3 +243,14 @@ def test_openvino_takes_host_ortvalues_and_refuses_keep_on_device(mnist_onnx, mn
                  context="{name: OrtValue}")
     with pytest.raises(dlinfer.InputError, match="keep_on_device=True"):
         model.run(x, keep_on_device=True)
+
+
+@openvino
+def test_dlinfer_backend_sets_the_default(mnist_onnx, monkeypatch):
+    monkeypatch.setenv("DLINFER_BACKEND", "openvino")
+    model = dlinfer.Model(mnist_onnx)
+    assert model.backend == "openvino" and "$DLINFER_BACKEND" in model.backend_reason
+    assert dlinfer.Model(mnist_onnx, backend="onnxruntime").backend == "onnxruntime"
+    monkeypatch.setenv("DLINFER_BACKEND", "tensorflow")
+    with pytest.raises(dlinfer.InputError, match="got 'tensorflow'"):
+        dlinfer.Model(mnist_onnx)

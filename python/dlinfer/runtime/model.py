@@ -81,7 +81,7 @@ class Model:
         io_binding: bool = False,
         cuda: Mapping[str, Any] | None = None,
         tensorrt: Mapping[str, Any] | None = None,
-        backend: str = "onnxruntime",
+        backend: str | None = None,
     ) -> None:
         request = _providers.parse_device(device)
         self._open_path(path, threads)
@@ -124,7 +124,7 @@ class Model:
     backend = "onnxruntime"
     backend_reason = "backend='onnxruntime' (the default)"
 
-    def __new__(cls, path: Any = None, *args: Any, backend: str = "onnxruntime",
+    def __new__(cls, path: Any = None, *args: Any, backend: str | None = None,
                 **kwargs: Any) -> Model:
         if cls is not Model:
             return super().__new__(cls)

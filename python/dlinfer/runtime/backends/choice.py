@@ -35,6 +35,7 @@ __all__ = ["BATCH", "BUDGET_S", "cached_choices", "cpu_name", "gated_backends", 
 
 logger = logging.getLogger("dlinfer")
 
+ENV = "DLINFER_BACKEND"  # Model's backend when none is given (resolve)
 BATCH = 8  # the batched size timed beside batch 1: large enough to show batching's gain
 BUDGET_S = 0.4  # per backend, both batch sizes together, after one warm-up run each
 _ORT_ONLY = ("session_options", "provider_options", "cuda", "tensorrt")
@@ -171,12 +172,20 @@ def _measurable(path: str) -> str | None:
     return None if header.inputs else "the graph declares no inputs"
 
 
-def resolve(backend: str, path: Any, device: str = "cpu", threads: int | None = None,
+def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | None = None,
             **options: Any) -> tuple[str, str]:
-    """``(backend, why)`` for a ``Model(path, device, threads, backend=...)`` call."""
+    """``(backend, why)`` for a ``Model(path, device, threads, backend=...)`` call.
+
+    ``backend=None`` (Model's default) is ``$DLINFER_BACKEND``, else onnxruntime: a
+    deployment switches every Model it makes without code changes."""
+    how = "asked for"
+    if backend is None:
+        backend, how = os.environ.get(ENV, "") or "onnxruntime", f"${ENV}"
+        if backend == "onnxruntime" and not os.environ.get(ENV):
+            how = "the default"
     name = parse_backend(backend)
     if name != "auto":
-        return name, f"backend={name!r} (asked for)"
+        return name, f"backend={name!r} ({how})"
     kind = parse_device(device).kind
     if kind not in ("cpu", "auto"):
         return "onnxruntime", f"backend='auto': device={device!r} runs on onnxruntime only"
