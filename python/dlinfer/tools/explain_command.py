@@ -99,7 +99,20 @@ def filters_command(args: argparse.Namespace) -> int:
 
 
 def _target(text: str) -> int | str:
+    if not text:
+        raise argparse.ArgumentTypeError("must be a class index or a label, got ''")
     return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _layer(text: str) -> str:
+    # Checked against the graph when the model is open (InputError, exit 1).
+    if not text:
+        raise argparse.ArgumentTypeError("must be a tensor or Keras layer name, got ''")
+    return text
+
+
+target = arg.validating(_target, "class")
+layer_name = arg.validating(_layer, "layer")
 
 
 _LAYER_HELP = ("an ONNX tensor name or, for a dlinfer export, a Keras layer name (its "
@@ -123,8 +136,8 @@ def add_explain_parsers(sub: Any) -> None:
     p.add_argument("model", type=arg.existing_file)
     p.add_argument("images", nargs="+", metavar="IMAGE", type=arg.existing_file)
     p.add_argument("--method", choices=METHODS, default="gradcam")
-    p.add_argument("--layer", default=None, help=_LAYER_HELP + " (gradcam only)")
-    p.add_argument("--target", type=_target, default=None,
+    p.add_argument("--layer", type=layer_name, default=None, help=_LAYER_HELP + " (gradcam only)")
+    p.add_argument("--target", type=target, default=None,
                    help="class index or label to explain (default: the predicted class)")
     p.add_argument("--out", type=out_dir, required=True, metavar="DIR")
     p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=32,
@@ -138,7 +151,7 @@ def add_explain_parsers(sub: Any) -> None:
         "(each on its own range, viridis) into one PNG grid.")
     p.add_argument("model", type=arg.existing_file)
     p.add_argument("image", type=arg.existing_file)
-    p.add_argument("--layer", default=None, help=_LAYER_HELP)
+    p.add_argument("--layer", type=layer_name, default=None, help=_LAYER_HELP)
     p.add_argument("--out", type=arg.output_file, required=True, metavar="PNG")
     p.add_argument("--max-channels", type=arg.int_range(1, 4096), default=256,
                    help="draw at most this many channels (default 256)")
@@ -151,7 +164,7 @@ def add_explain_parsers(sub: Any) -> None:
         "input pattern that maximizes each filter's centre unit, by gradient ascent on the "
         "input from grey noise.")
     p.add_argument("model", type=arg.existing_file)
-    p.add_argument("--layer", default=None, help=_LAYER_HELP)
+    p.add_argument("--layer", type=layer_name, default=None, help=_LAYER_HELP)
     p.add_argument("--out", type=arg.output_file, required=True, metavar="PNG")
     p.add_argument("--count", type=arg.int_range(1, 4096), default=16,
                    help="the first N filters (default 16)")
