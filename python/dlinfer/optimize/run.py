@@ -91,7 +91,9 @@ class OptimizeReport:
                          f"runs without {', '.join(self.settings['disabled_optimizers'])}")
         if self.calibration:
             lines.append(f"calibrated:  {self.calibration}")
-        lines.append(f"evaluated:   {self.evaluation}")
+        counted = self.evaluation[:1].isdigit()  # "15 images from DIR": the count is there
+        lines.append(f"evaluated:   {'' if counted else str(m['samples']) + ' samples: '}"
+                     f"{self.evaluation}")
         if self.gated_on:
             lines.append(f"gated on:    {self.gated_on['backend']}, "
                          f"{self.gated_on['precision']}")
