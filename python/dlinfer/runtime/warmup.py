@@ -50,13 +50,14 @@ def serving_model_options(path: str, backend: str, device: str, threads: int | N
     """``Model``'s keyword arguments for a model behind a batcher (``dlinfer serve``, Ray).
 
     The backend is resolved first (``auto`` measures the file as it is, without the
-    batcher's options): onnxruntime then gets :func:`batching_session_options` and
-    :func:`serving_provider_options`; OpenVINO takes none of them.
+    batcher's options, at batch 1 and ``max_batch_size``): onnxruntime then gets
+    :func:`batching_session_options` and :func:`serving_provider_options`; OpenVINO
+    takes none of them.
     """
     from .backends.choice import resolve
     from .session import batching_session_options
 
-    name, _ = resolve(backend, path, device, threads)
+    name, _ = resolve(backend, path, device, threads, batch=max_batch_size)
     if name != "onnxruntime":
         return {"backend": name}
     return {"backend": name, "session_options": batching_session_options(threads),

@@ -59,10 +59,10 @@ def _cache_path() -> str:
     return os.path.join(cache_root(), "backends.json")
 
 
-def _key(path: str, threads: int) -> str:
+def _key(path: str, threads: int, batch: int = BATCH) -> str:
     st = os.stat(path)
-    return json.dumps([os.path.realpath(path), st.st_size, st.st_mtime_ns, cpu_name(),
-                       threads])
+    key = [os.path.realpath(path), st.st_size, st.st_mtime_ns, cpu_name(), threads]
+    return json.dumps(key if batch == BATCH else [*key, batch])
 
 
 def _load_cache() -> dict[str, Any]:
@@ -88,14 +88,14 @@ def _store(key: str, entry: dict[str, Any]) -> None:
         logger.info("cannot cache the backend choice in %s: %s", path, exc)
 
 
-def _batches(model: Any) -> tuple[int, ...]:
-    """The batch sizes to time: 1 and BATCH, or the one a fixed first axis allows."""
+def _batches(model: Any, batch: int = BATCH) -> tuple[int, ...]:
+    """The batch sizes to time: 1 and ``batch``, or the one a fixed first axis allows."""
     for i in model.inputs:
         if not i.shape or any(d is None for d in i.shape[1:]):
             raise ValueError(f"input {i.name!r} has shape {i.shape}: only a batch axis may "
                              "be dynamic to be timed on zeros")
     fixed = {i.shape[0] for i in model.inputs if i.shape[0] is not None}
-    return (fixed.pop(),) if len(fixed) == 1 else (1, BATCH)
+    return (fixed.pop(),) if len(fixed) == 1 else tuple(sorted({1, batch}))
 
 
 def cached_choices() -> dict[str, dict[str, Any]]:
@@ -105,11 +105,12 @@ def cached_choices() -> dict[str, dict[str, Any]]:
     out = {}
     for key, entry in _load_cache().items():
         try:
-            path, _, _, cpu, threads = json.loads(key)
+            path, _, _, cpu, threads, *batch = json.loads(key)
         except (ValueError, TypeError):
             continue
         if cpu == here and isinstance(entry, dict) and "backend" in entry:
-            out[f"{path} (threads {threads or 'all'})"] = entry
+            at = f", batch 1 and {batch[0]}" if batch else ""
+            out[f"{path} (threads {threads or 'all'}{at})"] = entry
     return out
 
 
@@ -125,13 +126,14 @@ def _per_item_ms(model: Any, batch: int, budget: float) -> float:
     return 1000 * float(np.median(times)) / batch
 
 
-def measure(path: str, threads: int | None, backends: list[str]) -> dict[str, Any]:
-    """Per-item milliseconds of each backend at batch 1 and :data:`BATCH`, and the winner."""
+def measure(path: str, threads: int | None, backends: list[str], batch: int = BATCH
+            ) -> dict[str, Any]:
+    """Per-item milliseconds of each backend at batch 1 and ``batch``, and the winner."""
     from ..model import Model
 
     models = {b: Model(path, threads=threads, backend=b) for b in backends}
     timings: dict[str, dict[str, float]] = {b: {} for b in backends}
-    batches = _batches(next(iter(models.values())))
+    batches = _batches(next(iter(models.values())), batch)
     budget = BUDGET_S / (2 * len(batches))
     for _ in range(2):  # interleaved: a noisy second hits every backend alike
         for batch in batches:
@@ -173,8 +175,10 @@ def _measurable(path: str) -> str | None:
 
 
 def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | None = None,
-            **options: Any) -> tuple[str, str]:
-    """``(backend, why)`` for a ``Model(path, device, threads, backend=...)`` call.
+            batch: int = BATCH, **options: Any) -> tuple[str, str]:
+    """``(backend, why)`` for a ``Model(path, device, threads, backend=...)`` call;
+    ``batch``: the largest batch the caller runs (a Batcher's ``max_batch_size``), timed
+    beside batch 1 (default :data:`BATCH`).
 
     ``backend=None`` (Model's default) is ``$DLINFER_BACKEND``, else onnxruntime: a
     deployment switches every Model it makes without code changes."""
@@ -202,12 +206,12 @@ def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | 
     problem = _measurable(path)
     if problem:
         return "onnxruntime", f"backend='auto': {problem}"
-    key = _key(path, threads or 0)
+    key = _key(path, threads or 0, batch)
     with _lock:
         entry = _memo.get(key) or _load_cache().get(key)
         if entry is None or entry.get("backend") not in installed:
             try:
-                entry = measure(path, threads, installed)
+                entry = measure(path, threads, installed, batch)
             except (DlinferError, ValueError) as exc:
                 # e.g. a dynamic axis beyond the batch: zeros cannot stand in for traffic
                 entry = {"backend": "onnxruntime",
