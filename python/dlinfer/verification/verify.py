@@ -196,7 +196,8 @@ def verify(
     from ..runtime.model import Model
 
     samples = check_int(samples, "samples", min=1)
-    ort_model = Model(onnx_path, device="cpu", threads=1)
+    # onnxruntime whatever $DLINFER_BACKEND says: the report names onnxruntime
+    ort_model = Model(onnx_path, device="cpu", threads=1, backend="onnxruntime")
     # Samples on each input's own batch axis; inputs without one are fed whole, and a
     # fixed batch of 1 runs one sample at a time (dlinfer.runtime.batch_axis).
     input_names = [t.name for t in ort_model.inputs]
