@@ -50,6 +50,16 @@ def test_errors_exit_with_a_message(tmp_path, mnist_onnx):
     assert proc.returncode == 2 and "argument model: no such file" in proc.stderr
 
 
+def test_output_into_a_closed_pipe_ends_quietly(mnist_onnx):
+    """`dlinfer info MODEL | head -0`: exit 141 as a shell tool on SIGPIPE, no error line."""
+    proc = subprocess.Popen([sys.executable, "-m", "dlinfer", "info", mnist_onnx],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
 def test_info_lists_every_spec_input_and_output(tmp_path):
     import numpy as np
     from dlinfer.export.onnx_file import save, set_spec

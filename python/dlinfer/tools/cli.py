@@ -427,6 +427,15 @@ def run_command(command: Callable[[], int], *, debug: bool) -> int:
     except KeyboardInterrupt:
         print("dlinfer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed early (`dlinfer predict DIR | head`): what was read was wanted, the
+        # rest is not; end quietly, as a shell tool killed by SIGPIPE does, and keep
+        # Python's exit-time flush from failing on the closed pipe.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # stdout is not a file descriptor (captured in a test, say)
+        return 141
     except Exception as exc:  # noqa: BLE001 - every error becomes one line, not a traceback
         if debug:
             traceback.print_exc()
