@@ -254,3 +254,16 @@ def test_dlinfer_backend_sets_the_default(mnist_onnx, monkeypatch):
     monkeypatch.setenv("DLINFER_BACKEND", "tensorflow")
     with pytest.raises(dlinfer.InputError, match="got 'tensorflow'"):
         dlinfer.Model(mnist_onnx)
+
+
+@openvino
+def test_bench_compares_backends_side_by_side(mnist_onnx):
+    from dlinfer.tools.bench import benchmark
+
+    results = benchmark(mnist_onnx, "cpu", [1, 4], iters=3, warmup=1, threads=1,
+                        backend="onnxruntime,openvino", environment={})
+    assert [r["provider"] for r in results] == ["CPUExecutionProvider"] * 2 + \
+        ["OpenVINO(f32)"] * 2
+    table = results.table()
+    assert "OpenVINO(f32) vs onnxruntime CPU, items/s: batch 1 " in table
+    assert "cpu (openvino): every node runs on OpenVINO(f32)" in table
