@@ -241,7 +241,7 @@ def _with_image_options(spec: InputSpec, preset: str | None,
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in
                           ([*given, *(["layout"] if layout else [])]
                            or ["preprocess"]))
-        raise SpecError(f"{flags} describe an image input, and input {spec.name!r} "
+        raise SpecError(f"image flags ({flags}) describe an image input, and input {spec.name!r} "
                         f"{_shape(spec.shape)} takes {spec.kind}; name an image input with "
                         "--input, or give --layout for a rank-4 float input")
     return apply_preprocess(spec, preset, **given)
