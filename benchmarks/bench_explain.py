@@ -1,6 +1,6 @@
 """Grad-CAM: dlinfer (the ONNX file alone) against tf.GradientTape on the same Keras model.
 
-    .venv/bin/python benchmarks/bench_explain.py                  # the 4 zoo CNNs, ~6 min
+    .venv/bin/python benchmarks/bench_explain.py                  # the 4 zoo CNNs, ~15 min on 2 busy cores
     .venv/bin/python benchmarks/bench_explain.py --only mnist_cnn --rounds 1
 
 For every zoo CNN (random weights: speed does not depend on them), exported by
@@ -14,13 +14,14 @@ For every zoo CNN (random weights: speed does not depend on them), exported by
   visualization"): a model returning the layer's output and the logits, one
   ``tf.GradientTape`` pass compiled with ``tf.function``, the predicted class, the
   gradient, the weights and the map (no resize);
-- **Keras eager**: the same recipe without ``tf.function``, as the tutorial runs it.
+- **Keras eager** (``--eager``): the same recipe without ``tf.function``, as the
+  tutorial runs it.
 
 dlinfer gets the uint8 pixels (it preprocesses them), Keras the same batch preprocessed.
-Timing: the contenders take turns call by call, each call after a 20 ms pause (idle
-threads of the other library stop spinning), for ``--rounds`` x ``--seconds`` per batch
-size after one burn-in call each; the figure is each contender's median call.  On a
-shared machine whose load comes and goes this gives every contender the same load.
+Timing: the contenders take turns, each turn one untimed call (its worker threads wake)
+and three timed calls back to back, for ``--rounds`` x ``--seconds`` per batch size (at
+least two turns each); the figure is each contender's median call.  On a shared
+machine whose load comes and goes this gives every contender the same load.
 Threads: all cores for both.  The table goes to
 stdout and, as JSON, to ``results/explain.cpu.json``.
 """
@@ -98,30 +99,32 @@ def _keras_gradcam(model: Any, layer_name: str, compiled: bool) -> Callable[[np.
     return tf.function(gradcam) if compiled else gradcam
 
 
-# Idle time before each call: onnxruntime's and TensorFlow's worker threads spin for a
-# while after a call, and must not run into the other contender's call.
-_SETTLE_SECONDS = 0.02
+# Each turn: one untimed call (the library's worker threads wake up), then this many
+# timed calls back to back (its threads hot, as in a loop over batches).
+_TIMED_PER_TURN = 3
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], seconds: float) -> dict[str, float]:
-    """Median seconds per call of each contender, the contenders taking turns call by call
-    (after one burn-in call each) for ``seconds`` in all and at least 5 calls each: on a
-    shared machine whose load comes and goes, every contender meets the same load."""
-    for call in calls.values():
-        call()
+    """Median seconds per call of each contender, the contenders taking turns (a warm-up
+    call, then :data:`_TIMED_PER_TURN` timed calls) for ``seconds`` in all and at least
+    two turns each: on a shared machine whose load comes and goes, every contender meets
+    the same load, and none runs into the other's spinning threads untimed."""
     times: dict[str, list[float]] = {n: [] for n in calls}
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end or min(len(t) for t in times.values()) < 5:
+    turns = 0
+    while time.perf_counter() < end or turns < 2:
         for n, call in calls.items():
-            time.sleep(_SETTLE_SECONDS)
-            start = time.perf_counter()
             call()
-            times[n].append(time.perf_counter() - start)
+            for _ in range(_TIMED_PER_TURN):
+                start = time.perf_counter()
+                call()
+                times[n].append(time.perf_counter() - start)
+        turns += 1
     return {n: float(np.median(t)) for n, t in times.items()}
 
 
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
-                seconds: float) -> dict[str, Any]:
+                seconds: float, eager: bool = False) -> dict[str, Any]:
     import dlinfer
     import keras
     from explain_keras import last_conv2d
@@ -140,28 +143,29 @@ def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
         theirs = np.asarray(keras_fn(x))
         err = float(np.abs(ours - theirs).max() / max(theirs.max(), 1e-30))
         calls = {"dlinfer": lambda p=pixels, b=batch: clf.explain(p, layer=layer, batch_size=b),
-                 "keras_tf_function": lambda x=x: keras_fn(x),
-                 "keras_eager": lambda x=x: eager_fn(x)}
+                 "keras_tf_function": lambda x=x: keras_fn(x)}
+        if eager:
+            calls["keras_eager"] = lambda x=x: eager_fn(x)
         result["seconds"][batch] = interleaved(calls, rounds * seconds)
         result.setdefault("parity", {})[batch] = err
         s = result["seconds"][batch]
-        print(f"  [{name}] batch {batch}: dlinfer {s['dlinfer'] * 1e3:.1f} ms, Keras "
-              f"tf.function {s['keras_tf_function'] * 1e3:.1f} ms, eager "
-              f"{s['keras_eager'] * 1e3:.1f} ms; map difference {err:.1e} of the max",
-              flush=True)
+        print(f"  [{name}] batch {batch}: " + ", ".join(
+            f"{n} {v * 1e3:.1f} ms" for n, v in s.items()) + f"; map difference {err:.1e} "
+            "of the max", flush=True)
     return result
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| model | layer | batch | dlinfer ms | Keras tf.function ms | Keras eager ms "
-             "| dlinfer speed-up vs tf.function |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| dlinfer speed-up vs tf.function | map difference / max |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         for batch, s in r["seconds"].items():
+            eager = f"{s['keras_eager'] * 1e3:.1f}" if "keras_eager" in s else "-"
             lines.append(
                 f"| {name} | `{r['layer']}` | {batch} | {s['dlinfer'] * 1e3:.1f} | "
-                f"{s['keras_tf_function'] * 1e3:.1f} | {s['keras_eager'] * 1e3:.1f} | "
-                f"{s['keras_tf_function'] / s['dlinfer']:.2f}x |")
+                f"{s['keras_tf_function'] * 1e3:.1f} | {eager} | "
+                f"{s['keras_tf_function'] / s['dlinfer']:.2f}x | {r['parity'][batch]:.1e} |")
     return "\n".join(lines)
 
 
@@ -175,6 +179,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="timed seconds per contender per round (at least 3 calls)")
+    parser.add_argument("--eager", action="store_true",
+                        help="also time the tutorial's eager GradientTape (slow)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "explain.cpu.json"))
     args = parser.parse_args()
     only = [n for n in args.only.split(",") if n]
@@ -182,7 +188,8 @@ def main() -> int:
     results = {}
     for name in only:
         if name in ready:
-            results[name] = bench_model(name, *ready[name], args.rounds, args.seconds)
+            results[name] = bench_model(name, *ready[name], args.rounds, args.seconds,
+                                        args.eager)
     print(table(results))
     for name, why in skipped.items():
         print(f"not benchmarked: {name}: {why}")
