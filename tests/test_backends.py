@@ -267,3 +267,23 @@ def test_bench_compares_backends_side_by_side(mnist_onnx):
     table = results.table()
     assert "OpenVINO(f32) vs onnxruntime CPU, items/s: batch 1 " in table
     assert "cpu (openvino): every node runs on OpenVINO(f32)" in table
+
+
+@openvino
+def test_a_recurring_shape_gets_its_own_compiled_model(mnist_onnx, mnist_digits):
+    from dlinfer.runtime.backends.openvino import runner
+
+    model = dlinfer.Model(mnist_onnx, backend="openvino", threads=1)
+    x = (mnist_digits.x_test[:5, ..., None] / np.float32(255)).astype(np.float32)
+    first = model.run(x)  # the dynamic model
+    assert_close(model.run(x), first, context="the call that starts the static compile")
+    model._runner.wait_for_compiles()
+    assert (x.shape,) in model._runner._static
+    static = model._runner._static[(x.shape,)]
+    assert static[0] is not model._runner.compiled  # a model of its own
+    assert_close(model.run(x), first, context="static vs dynamic")
+    for n in range(1, runner.STATIC_SHAPES + 3):  # more shapes than get their own
+        for _ in range(runner.STATIC_AFTER):
+            model.run(x[:1].repeat(n, axis=0))
+    model._runner.wait_for_compiles()
+    assert len(model._runner._static) == runner.STATIC_SHAPES

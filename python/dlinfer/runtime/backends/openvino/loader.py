@@ -15,7 +15,8 @@ from ...session import SESSION_METADATA_KEY
 from ...tensors import TensorInfo
 from .. import import_openvino
 
-__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "compile_model", "file_precision", "tensor_infos"]
+__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "Compiler", "compile_model", "file_precision",
+           "port_named", "tensor_infos"]
 
 # OpenVINO's CPU plugin runs float32 graphs in bfloat16 by default on CPUs with AMX or
 # AVX-512 BF16: faster, but answers that differ from onnxruntime's beyond float32
@@ -38,9 +39,30 @@ def file_precision(metadata: Mapping[str, str]) -> str:
     return value if value in PRECISIONS else DEFAULT_PRECISION
 
 
+class Compiler:
+    """Compiles one ONNX file for the CPU plugin: as read (``dynamic``, every shape the
+    file allows) and reshaped to one set of input shapes (``static``)."""
+
+    def __init__(self, path: str, threads: int, precision: str = DEFAULT_PRECISION,
+                 device: str = "cpu") -> None:
+        self.path = path
+        self.core, self.config, self.model, self.dynamic = _open(path, threads, precision,
+                                                                 device)
+
+    def static(self, shapes: Mapping[str, tuple[int, ...]]) -> Any:
+        """The model compiled for exactly these input shapes (raises what OpenVINO raises)."""
+        reshaped = self.model.clone()
+        reshaped.reshape({name: list(shape) for name, shape in shapes.items()})
+        return self.core.compile_model(reshaped, "CPU", self.config)
+
+
 def compile_model(path: str, threads: int, precision: str = DEFAULT_PRECISION,
                   device: str = "cpu") -> Any:
     """An ``openvino.CompiledModel`` of the ONNX file at ``path`` on the CPU plugin."""
+    return _open(path, threads, precision, device)[3]
+
+
+def _open(path: str, threads: int, precision: str, device: str) -> tuple[Any, ...]:
     if device != "cpu":
         raise InputError(f"backend='openvino' runs on device='cpu' only (OpenVINO's GPU plugin "
                          f"is for Intel GPUs), got device={device!r}; use backend='onnxruntime' "
@@ -54,7 +76,8 @@ def compile_model(path: str, threads: int, precision: str = DEFAULT_PRECISION,
     config = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision,
               "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
     try:
-        return core.compile_model(core.read_model(path), "CPU", config)
+        model = core.read_model(path)
+        return core, config, model, core.compile_model(model, "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
         message = str(exc).strip()
         raise ModelLoadError(
@@ -67,6 +90,11 @@ def _dtype(element_type: Any, name: str) -> np.dtype:
         return np.dtype(element_type.to_dtype())
     except Exception as exc:  # noqa: BLE001 - a type NumPy lacks (e.g. bf16, string)
         raise ModelLoadError(f"tensor {name!r} has unsupported type {element_type}") from exc
+
+
+def port_named(ports: Any, name: str) -> Any:
+    """The port among ``ports`` that carries tensor ``name``, or None."""
+    return next((p for p in ports if name in p.get_names()), None)
 
 
 def tensor_infos(ports: Any, names: list[str], declared: Mapping[str, Any]

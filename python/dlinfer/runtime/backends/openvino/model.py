@@ -69,13 +69,15 @@ class OpenVINOModel(Model):
                             f"at byte {exc.start} of a value)") from None
         self.metadata: dict[str, str] = header.metadata
         self.precision = loader.file_precision(self.metadata)
-        self._compiled = loader.compile_model(self.path, self.threads, self.precision)
+        compiler = loader.Compiler(self.path, self.threads, self.precision)
+        self._compiled = compiler.dynamic
         self.providers = [f"OpenVINO({self.precision})"]  # its CPU plugin, in this precision
         self.inputs, _ = loader.tensor_infos(self._compiled.inputs, header.inputs, header.types)
         self.outputs, ports = loader.tensor_infos(self._compiled.outputs, header.outputs,
                                                   header.types)
-        self._runner = OpenVINORunner(self._compiled, self.path, [i.name for i in self.inputs],
-                                      ports, [o.dtype for o in self.outputs])
+        self._runner = OpenVINORunner(compiler, self.path, [i.name for i in self.inputs],
+                                      [o.name for o in self.outputs], ports,
+                                      [o.dtype for o in self.outputs])
         self._finish_open(io_binding)
 
     @property

@@ -1,57 +1,123 @@
-"""How a compiled OpenVINO model runs under dlinfer: one infer request per thread.
+"""How a compiled OpenVINO model runs under dlinfer: one infer request per thread, and a
+model compiled for each input shape that keeps coming back.
 
 An ``InferRequest`` holds its input and output tensors, so two threads sharing one would
 read each other's answers; ``CompiledModel`` creates them safely from any thread.  Inputs
 are shared with OpenVINO, not copied (dlinfer has already checked that they are
 C-contiguous and of the input's dtype); outputs are copied out of the request, which
 the thread's next call overwrites, or written straight into the caller's ``out``.
+
+OpenVINO runs a model compiled for exact input shapes faster than one compiled for the
+file's dynamic batch axis: 1.03-1.23x on mnist_cnn, vgg16_transfer, MobileNetV2 and
+ResNet50 at batch 1 and 32 (bf16, five interleaved rounds on the 2-core VM).  So the
+second call with a shape compiles that shape in a background thread, and calls use it
+once it is ready; until then, and for shapes seen once, the dynamic model runs.  At most
+:data:`STATIC_SHAPES` shapes get their own model (each holds its own copy of the
+weights, repacked): a Batcher's sizes 1..N leave the rarer ones dynamic.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OpenVINORunner"]
+from .loader import Compiler, port_named
+
+__all__ = ["STATIC_AFTER", "STATIC_SHAPES", "OpenVINORunner"]
+
+logger = logging.getLogger("dlinfer")
+
+STATIC_AFTER = 2  # the call with a shape that starts compiling it
+STATIC_SHAPES = 4  # shapes with a model of their own, at most
+_SEEN_LIMIT = 1024  # shapes counted before the count starts over (unbounded traffic)
 
 
 class OpenVINORunner:
-    def __init__(self, compiled: Any, path: str, input_names: list[str],
-                 output_ports: list[Any], output_dtypes: list[np.dtype]) -> None:
-        self.compiled = compiled
+    def __init__(self, compiler: Compiler, path: str, input_names: list[str],
+                 output_names: list[str], output_ports: list[Any],
+                 output_dtypes: list[np.dtype]) -> None:
+        self.compiled = compiler.dynamic
         self.path = path
+        self._compiler = compiler
         self._input_names = input_names
-        self._output_ports = output_ports
+        self._output_names = output_names
         self._output_dtypes = output_dtypes
+        self._dynamic = (compiler.dynamic, output_ports)
+        self._static: dict[tuple, tuple[Any, list[Any]]] = {}
+        self._seen: dict[tuple, int] = {}
+        self._pending: dict[tuple, threading.Thread] = {}
+        self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _request(self) -> Any:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        return request
+    # -- which compiled model runs a feed ------------------------------------------------
 
-    def _infer(self, feed: dict[str, np.ndarray]) -> Any:
+    def _pick(self, feed: dict[str, np.ndarray]) -> tuple[Any, list[Any]]:
+        key = tuple(feed[n].shape for n in self._input_names)
+        ready = self._static.get(key)
+        if ready is not None:
+            return ready
+        with self._lock:
+            if len(self._seen) > _SEEN_LIMIT:
+                self._seen.clear()
+            count = self._seen[key] = self._seen.get(key, 0) + 1
+            if (count == STATIC_AFTER and key not in self._pending
+                    and len(self._static) + len(self._pending) < STATIC_SHAPES):
+                thread = threading.Thread(target=self._compile_static, args=(key,),
+                                          name="dlinfer-openvino-compile", daemon=True)
+                self._pending[key] = thread
+                thread.start()
+        return self._dynamic
+
+    def _compile_static(self, key: tuple) -> None:
+        try:
+            compiled = self._compiler.static(dict(zip(self._input_names, key)))
+            ports = [port_named(compiled.outputs, n) for n in self._output_names]
+            entry = (compiled, ports) if all(p is not None for p in ports) else self._dynamic
+        except Exception as exc:  # noqa: BLE001 - the dynamic model still runs the shape
+            logger.info("%s: OpenVINO could not compile shapes %s (%s); they run on the "
+                        "dynamic model", self.path, key, exc)
+            entry = self._dynamic
+        with self._lock:
+            self._static[key] = entry
+            self._pending.pop(key, None)
+
+    def wait_for_compiles(self) -> None:
+        """Wait for the background compiles under way (tests, benchmarks)."""
+        with self._lock:
+            threads = list(self._pending.values())
+        for thread in threads:
+            thread.join()
+
+    # -- running -----------------------------------------------------------------------
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> tuple[Any, list[Any]]:
         # OpenVINO's untyped errors become InferenceError in Model, as onnxruntime's do.
-        request = self._request()
+        compiled, ports = self._pick(feed)
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        request = requests.get(id(compiled))
+        if request is None:
+            request = requests[id(compiled)] = compiled.create_infer_request()
         request.infer(feed, share_inputs=True, share_outputs=True)
-        return request
+        return request, ports
 
     def run(self, output_names: Any, feed: dict[str, np.ndarray], run_options: Any = None
             ) -> list[np.ndarray]:
         """Like onnxruntime's C-level ``run``: every output, in the model's order."""
-        request = self._infer(feed)
+        request, ports = self._infer(feed)
         return [np.array(request.get_tensor(port).data, dtype=dtype, copy=True)
-                for port, dtype in zip(self._output_ports, self._output_dtypes)]
+                for port, dtype in zip(ports, self._output_dtypes)]
 
     def run_into(self, feed: dict[str, np.ndarray], arrays: list[np.ndarray | None]
                  ) -> list[np.ndarray]:
         """Run and write each output into ``arrays`` (None: a fresh array)."""
-        request = self._infer(feed)
+        request, ports = self._infer(feed)
         results = []
-        for port, target, dtype in zip(self._output_ports, arrays, self._output_dtypes):
+        for port, target, dtype in zip(ports, arrays, self._output_dtypes):
             data = request.get_tensor(port).data
             if target is None:
                 results.append(np.array(data, dtype=dtype, copy=True))
