@@ -44,7 +44,7 @@ def serving_provider_options(device: str, cuda: Mapping[str, Any] | None,
     return out
 
 
-def serving_model_options(path: str, backend: str, device: str, threads: int | None,
+def serving_model_options(path: str, backend: str | None, device: str, threads: int | None,
                           cuda: Mapping[str, Any] | None, tensorrt: Mapping[str, Any] | None,
                           max_batch_size: int) -> dict[str, Any]:
     """``Model``'s keyword arguments for a model behind a batcher (``dlinfer serve``, Ray).

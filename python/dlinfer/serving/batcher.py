@@ -135,7 +135,7 @@ class Batcher:
         *,
         name: str | None = None,
         on_batch: Callable[[int, list[float], float], None] | None = None,
-        backend: str = "onnxruntime",
+        backend: str | None = None,
     ) -> None:
         self.check_arguments(max_batch_size, max_delay_ms, max_queue, timeout_ms)
         self._runner = runner_for(model, backend)

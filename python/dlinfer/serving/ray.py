@@ -75,7 +75,7 @@ class ImagePredictor:
 
     def __init__(self, model: str, *, column: str | None = None, top_k: int = 1,
                  device: str = "cpu", threads: int | None = None,
-                 backend: str = "onnxruntime") -> None:
+                 backend: str | None = None) -> None:
         self.top_k = check_int(top_k, "top_k", min=1)
         self.column = column
         self.clf = Classifier(model, device=device, threads=threads, backend=backend)
@@ -156,7 +156,7 @@ def predict_dataset(ds: ray.data.Dataset, model: str, *, batch_size: int = DEFAU
                     concurrency: int | tuple[int, int] | None = None, device: str = "cpu",
                     threads: int | None = None, top_k: int = 1,
                     column: str | None = None, io_cpus: float | None = None,
-                    backend: str = "onnxruntime") -> ray.data.Dataset:
+                    backend: str | None = None) -> ray.data.Dataset:
     """``ds`` classified by an actor pool of :class:`ImagePredictor` (lazy, like map_batches).
 
     On CPU each actor holds ``threads`` CPUs (default 1) and runs onnxruntime on as many

@@ -202,7 +202,7 @@ class _CallableRunner:
         return results, {}
 
 
-def runner_for(target: Any, backend: str = "onnxruntime") -> Any:
+def runner_for(target: Any, backend: str | None = None) -> Any:
     if isinstance(target, (str, os.PathLike)):
         return _ClassifierRunner(Classifier(target, backend=backend))
     if isinstance(target, Classifier):

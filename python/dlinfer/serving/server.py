@@ -92,7 +92,8 @@ class ServeConfig:
     max_connections: int | None = None
     cuda: dict[str, Any] | None = None  # provider options (dlinfer.runtime.provider_options)
     tensorrt: dict[str, Any] | None = None
-    backend: str = "onnxruntime"  # or openvino, auto (dlinfer.runtime.backends)
+    # onnxruntime, openvino or auto; None: $DLINFER_BACKEND, else onnxruntime
+    backend: str | None = None
 
     def resolved_names(self) -> list[str]:
         names = self.names or [model_name(p) for p in self.models]

@@ -85,16 +85,16 @@ def _backends(text: str) -> str:
     return ",".join(dict.fromkeys(_backend(b) for b in names))
 
 
-_BACKEND_HELP = ("onnxruntime (default; every device), openvino (CPU; pip install "
+_BACKEND_HELP = ("onnxruntime (every device), openvino (CPU; pip install "
                  "'dlinfer[openvino]') or auto (the faster here, measured once and cached); "
-                 "see docs/runtime.md")
+                 "default: $DLINFER_BACKEND, else onnxruntime; see docs/runtime.md")
 
 
 def add_backend_flag(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """``--backend`` (``several``: a comma-separated list, as ``bench`` compares them)."""
     parser.add_argument(
         "--backend", type=validating(_backends if several else _backend, "backend"),
-        default="onnxruntime",
+        default=None,
         help=("comma-separated, compared side by side: " if several else "") + _BACKEND_HELP)
 
 
@@ -132,10 +132,10 @@ def provider_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """``cuda=``/``tensorrt=`` keyword arguments from the parsed flags (only those given).
 
     Model refuses options for a provider its device does not use, by name; ``bench``
-    passes them to its non-CPU devices only.  ``backend`` too, where one other than the
-    default (onnxruntime) was asked for.
+    passes them to its non-CPU devices only.  ``backend`` too, where one was asked for
+    (else Model's default: $DLINFER_BACKEND, or onnxruntime).
     """
     kwargs: dict[str, Any] = {k: v for k, v in _collected(args).items() if v}
-    if getattr(args, "backend", "onnxruntime") != "onnxruntime":
+    if getattr(args, "backend", None) is not None:
         kwargs["backend"] = args.backend
     return kwargs
