@@ -40,6 +40,7 @@ from dlinfer.spec import METADATA_KEY
 from dlinfer.tools import args as arg
 from dlinfer.tools import cli
 from onnx_models import Dense, build_mlp, checked_model, digit_spec
+from peak_memory import HAVE_VMHWM, HIGH_WATER
 from PIL import Image
 
 SEED = 19
@@ -559,17 +560,11 @@ def test_predict_runs_long_inputs_in_chunks_of_batch_size(digits, monkeypatch):
     assert [p.index for p in preds] == whole.argmax(1).tolist()
 
 
-# The high-water mark of this process's own memory (VmHWM, KiB). Not ru_maxrss: Linux
-# keeps that across exec, so a child of a large pytest process starts at the parent's peak
-# and shows no growth (seen when this ran after the other slow tests).
-_PEAK = """
+# The high-water mark of the child's own memory (peak_memory.HIGH_WATER: VmHWM).
+_PEAK = HIGH_WATER + """
 import sys
 import numpy as np
 from dlinfer import Classifier
-
-def high_water():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 clf = Classifier(sys.argv[1], threads=1)
 images = [np.full((1, 1), i % 256, np.uint8) for i in range(100_000)]
@@ -583,7 +578,7 @@ print(len(preds), (high_water() - before) // 1024)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
+@pytest.mark.skipif(not HAVE_VMHWM, reason="reads Linux's VmHWM")
 def test_predict_on_100k_images_keeps_peak_memory_bounded(digits):
     """Peak RSS growth (MiB) while predicting 100k 1x1 images, in fresh processes: chunks of
     the default size against one 100k batch (measured: 87 against 317 MiB, docs/errors.md)."""

@@ -23,6 +23,7 @@ import onnx
 from ..runtime.model import Model
 from ..verification.labelled import sample_count_note
 from ..verification.per_layer import onnxruntime_tensors
+from .memory import within
 
 __all__ = ["evaluate", "predicted_classes", "worst_layer"]
 
@@ -32,7 +33,8 @@ _LAYER_SAMPLES = 64
 
 
 def _outputs(model: Model, batch: Mapping[str, np.ndarray], name: str,
-             axes: Mapping[str, Any] | None = None) -> np.ndarray:
+             axes: Mapping[str, Any] | None = None, per_sample: float | None = None
+             ) -> np.ndarray:
     from ..runtime.batch_axis import batch_axes, output_axes, run_split
 
     # Runs cut on each input's own batch axis (runtime.batch_axis); a float16-I/O model
@@ -40,7 +42,8 @@ def _outputs(model: Model, batch: Mapping[str, np.ndarray], name: str,
     axes = axes if axes is not None else batch_axes(model)
     merged = run_split(lambda part: model.run({k: _as_input(model, k, v)
                                                for k, v in part.items()}),
-                       batch, axes, _EVAL_BATCH, [o.name for o in model.outputs],
+                       batch, axes, within(per_sample, _EVAL_BATCH),
+                       [o.name for o in model.outputs],
                        output_axes(model, axes))
     return np.atleast_1d(merged[name]).astype(np.float64)
 
@@ -63,14 +66,15 @@ def predicted_classes(scores: np.ndarray, threshold: float | None) -> np.ndarray
 
 def evaluate(reference: Model, candidate: Model, batch: Mapping[str, np.ndarray],
              labels: np.ndarray | None, output: str, threshold: float | None = None,
-             kind: str | None = None, axes: Mapping[str, Any] | None = None
-             ) -> dict[str, Any]:
+             kind: str | None = None, axes: Mapping[str, Any] | None = None,
+             per_sample: float | None = None) -> dict[str, Any]:
     """Metrics of ``candidate`` against ``reference`` on ``batch``, with the gated
     ``drop_points`` (see the module doc).  ``kind``: the spec's output kind; without
     one, 2-D outputs are taken as class scores.  ``axes``: each input's batch axis
-    (default: the rule of :mod:`dlinfer.runtime.batch_axis` for ``reference``)."""
-    want = _outputs(reference, batch, output, axes)
-    got = _outputs(candidate, batch, output, axes)
+    (default: the rule of :mod:`dlinfer.runtime.batch_axis` for ``reference``).
+    ``per_sample``: activation bytes per sample (:mod:`.memory`), which bound a run."""
+    want = _outputs(reference, batch, output, axes, per_sample)
+    got = _outputs(candidate, batch, output, axes, per_sample)
     diff = np.abs(got - want)
     metrics: dict[str, Any] = {"samples": len(want), "output": output,
                                "max_abs_diff": float(diff.max()),

@@ -52,9 +52,10 @@ SHALLOW_DEPTH = 32
 # that feed the next deep layer, and would otherwise run in a slow uint8 NCHW kernel.
 _FOLLOWERS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
                         "MaxPool", "AveragePool", "BatchNormalization"})
-# Calibration runs in slices of this many samples, each collected on its own (Reader):
-# MinMax keeps only running extremes and the histograms only their counts, so the slice
-# size bounds memory without changing the ranges.
+# Calibration runs in slices of at most this many samples, each collected on its own
+# (Reader): MinMax keeps only running extremes and the histograms only their counts, so
+# the slice bounds memory without changing the ranges.  A slice holds every activation of
+# its samples at once, so large inputs take fewer (memory.within).
 _CALIBRATION_BATCH = 64
 
 
@@ -107,7 +108,8 @@ def shallow_nodes(proto: Any) -> list[str]:
     return keep
 
 
-def _reader(batch: dict[str, np.ndarray], axes: Any = None) -> Any:
+def _reader(batch: dict[str, np.ndarray], axes: Any = None,
+            size: int = _CALIBRATION_BATCH) -> Any:
     """Calibration runs cut on each input's batch axis (a fixed batch of 1: one sample a
     run; inputs without a batch axis whole in every run; see runtime.batch_axis)."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -132,10 +134,9 @@ def _reader(batch: dict[str, np.ndarray], axes: Any = None) -> Any:
         def _runs(self) -> Any:
             if axes is None:
                 count = len(next(iter(batch.values())))
-                return ({name: x[start:start + _CALIBRATION_BATCH]
-                         for name, x in batch.items()}
-                        for start in range(0, count, _CALIBRATION_BATCH))
-            return split(batch, axes, _CALIBRATION_BATCH)
+                return ({name: x[start:start + size] for name, x in batch.items()}
+                        for start in range(0, count, size))
+            return split(batch, axes, size)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.runs, None)
@@ -157,6 +158,7 @@ def quantize_int8(src: str, workdir: str, batch: dict[str, np.ndarray],
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from .memory import per_sample_bytes, within
     from .opset import upgrade_for_per_channel
 
     first = _reader(batch, axes).get_next()
@@ -167,6 +169,8 @@ def quantize_int8(src: str, workdir: str, batch: dict[str, np.ndarray],
     settings["float_nodes"] = keep_float
     settings["disabled_optimizers"] = list(_PROPAGATION) if keep_float else []
     out = os.path.join(workdir, "int8.onnx")
+    size = within(per_sample_bytes(pre, first, _samples(first, axes)), _CALIBRATION_BATCH)
+    settings["calibration_run_samples"] = size
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[settings["calibration"]]
     # quantize_static logs advice through the root logger (run quant_pre_process, which
@@ -175,7 +179,7 @@ def quantize_int8(src: str, workdir: str, batch: dict[str, np.ndarray],
     logging.disable(logging.WARNING)
     try:
         quantize_static(
-            pre, out, _reader(batch, axes), quant_format=QuantFormat.QDQ,
+            pre, out, _reader(batch, axes, size), quant_format=QuantFormat.QDQ,
             per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=method, nodes_to_exclude=keep_float,
@@ -188,6 +192,15 @@ def quantize_int8(src: str, workdir: str, batch: dict[str, np.ndarray],
         logging.disable(previous)
     _compact(out)
     return out
+
+
+def _samples(run: dict[str, np.ndarray], axes: Any) -> int:
+    """How many samples one calibration run holds."""
+    if axes is None:
+        return len(next(iter(run.values())))
+    from ..runtime.batch_axis import sample_count
+
+    return sample_count(run, axes)
 
 
 def _compact(path: str) -> None:

@@ -27,6 +27,7 @@ from ..verification.samples import load_samples, read_arrays
 from .checks import check_float_model
 from .fp16 import float16_overflow
 from .gate import evaluate, worst_layer
+from .memory import per_sample_bytes, within
 
 __all__ = ["MODES", "OptimizeReport", "optimize"]
 
@@ -275,7 +276,9 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     if os.path.abspath(path) == os.path.abspath(out):
         raise OptimizeError("--out must differ from the model: the float32 file is the "
                             "reference the result is gated against")
-    reference = Model(path, threads=None)  # a missing or broken file fails here, named
+    # a missing or broken file fails here, named; the float32 reference is onnxruntime's
+    # whatever $DLINFER_BACKEND says (the candidate runs where it is gated)
+    reference = Model(path, threads=None, backend="onnxruntime")
     proto = onnx.load(path)
     if mode != "graph":  # an offline-optimized graph may be quantized already
         check_float_model(proto, path)
@@ -325,9 +328,14 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
                                          value=json.dumps(session_metadata(mode, settings)))
         trial = os.path.join(work, "candidate.onnx")
         onnx.save(candidate, trial)
+        # Runs as large as their activations allow (.memory): 64 VGG16 samples at
+        # 150x150 hold 3.3 GB of tensors; the worst-layer search holds both graphs'.
+        probe = next(split(evaluation, axes, _LAYER_SAMPLES))
+        per_sample = per_sample_bytes(path, probe, sample_count(probe, axes))
         metrics = evaluate(reference, gated_model(trial, gate), evaluation, labels, output,
-                           threshold, kind, axes=axes)
-        first = next(split(evaluation, axes, _LAYER_SAMPLES))
+                           threshold, kind, axes=axes, per_sample=per_sample)
+        first = next(split(evaluation, axes, within(per_sample and 2 * per_sample,
+                                                    _LAYER_SAMPLES)))
         import onnxruntime as ort
 
         report = OptimizeReport(
