@@ -61,19 +61,22 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 # ---------------------------------------------------------------- the contenders
 
-def onnxruntime_runner(path: str) -> Runner:
+def onnxruntime_runner(path: str, disabled: list[str] | None = None) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=disabled or None)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
 
-def openvino_runner(model: Any) -> Runner:
-    """OpenVINO's CPU plugin with its defaults and 2 threads, compiled per batch shape."""
+def openvino_runner(model: Any, precision: str | None = None) -> Runner:
+    """OpenVINO's CPU plugin with its defaults and 2 threads, compiled per batch shape;
+    unpinned, as dlinfer compiles it: several pinned models in one process (this script
+    holds up to four) or a loaded machine ran up to 6x slower (runtime/backends/openvino)."""
     import openvino as ov
 
     core = ov.Core()
@@ -84,7 +87,10 @@ def openvino_runner(model: Any) -> Runner:
         if request is None:
             shaped = model.clone()
             shaped.reshape(list(x.shape))
-            compiled = core.compile_model(shaped, "CPU", {"INFERENCE_NUM_THREADS": THREADS})
+            config = {"INFERENCE_NUM_THREADS": THREADS, "ENABLE_CPU_PINNING": False}
+            if precision:  # dlinfer's file as dlinfer runs it (where the time goes)
+                config["INFERENCE_PRECISION_HINT"] = precision
+            compiled = core.compile_model(shaped, "CPU", config)
             request = requests[x.shape] = compiled.create_infer_request()
         return request.infer({0: x})[0]
 
@@ -140,11 +146,24 @@ def keras_runner(keras_file: str, sample: np.ndarray) -> Runner:
     return lambda x: fn(x).numpy()
 
 
-def dlinfer_runner(path: str, backend: str) -> tuple[Runner, str]:
+def dlinfer_runner(path: str, backend: str) -> tuple[Runner, Any]:
     import dlinfer
 
     model = dlinfer.Model(path, threads=THREADS, backend=backend)
-    return (lambda x: model.run(x)), getattr(model, "backend", "onnxruntime")
+    return (lambda x: model.run(x)), model
+
+
+def same_file_runner(model: Any) -> Runner:
+    """The backend dlinfer chose, run raw on dlinfer's file: OpenVINO compiled static per
+    batch size in the file's precision, or an onnxruntime session with the optimizers the
+    file asks to run without (dlinfer.session metadata)."""
+    if getattr(model, "backend", "onnxruntime") == "openvino":
+        import openvino as ov
+
+        return openvino_runner(ov.Core().read_model(model.path), model.precision)
+    from dlinfer.runtime.session import disabled_optimizers
+
+    return onnxruntime_runner(model.path, disabled_optimizers(model.metadata))
 
 
 def dlinfer_backend() -> str:
@@ -160,24 +179,29 @@ def dlinfer_backend() -> str:
 
 def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
                        workdir: str) -> dict[str, str]:
-    """{mode: gated file}: int8 and bf16 (on OpenVINO where installed), those that pass."""
+    """{candidate: gated file}: int8 by dlinfer's QDQ and by NNCF, and bf16 (gated on
+    OpenVINO where installed, else int8 on onnxruntime), those that pass the gate."""
     import dlinfer
     from dlinfer.optimize import optimize
 
     backend = "openvino" if dlinfer_backend() == "auto" else "onnxruntime"
     stem = os.path.join(workdir, os.path.basename(onnx_path)[:-len(".onnx")])
     files = {}
-    for mode in ("int8", "bf16") if backend == "openvino" else ("int8",):
-        out = f"{stem}.deployed.{mode}.onnx"
+    candidates = {"int8": ("int8", {}), "int8_nncf": ("int8", {"method": "nncf"}),
+                  "bf16": ("bf16", {})}
+    for name, (mode, options) in candidates.items():
+        if backend != "openvino" and name != "int8":
+            continue
+        out = f"{stem}.deployed.{name}.onnx"
         try:
             report = optimize(onnx_path, out, mode, calibrate=calibration, eval=heldout,
-                              max_drop=MAX_DROP, backend=backend)
-        except dlinfer.OptimizeError as refusal:
-            print(f"    dlinfer {mode}: refused: {refusal}", flush=True)
+                              max_drop=MAX_DROP, backend=backend, **options)
+        except dlinfer.DlinferError as refusal:  # refused by the gate, or not this dlinfer's
+            print(f"    dlinfer {name}: refused: {refusal}", flush=True)
             continue
-        print(f"    dlinfer {mode} gated on {backend}: drop {report.drop_points:.2f} points",
-              flush=True)
-        files[mode] = out
+        print(f"    dlinfer {name} gated on {backend}: drop {report.drop_points:.2f} points, "
+              f"{report.seconds:.0f} s", flush=True)
+        files[name] = out
     return files
 
 
@@ -282,11 +306,12 @@ def _score(times: dict[int, float]) -> float:
 
 
 def bench_model(name: str, m: dict[str, Any], workdir: str, rounds: int, seconds: float,
-                eval_limit: int | None) -> dict[str, Any]:
+                eval_limit: int | None, calibration_samples: int) -> dict[str, Any]:
     print(f"[{name}] contenders", flush=True)
     import openvino as ov
 
-    calibration = m["calibration"].astype(np.float32)
+    # Every int8 route calibrates on the same first images of the training split.
+    calibration = m["calibration"][:calibration_samples].astype(np.float32)
     runners: dict[str, Runner] = {
         "onnxruntime": onnxruntime_runner(m["onnx"]),
         "openvino": openvino_runner(ov.Core().read_model(m["onnx"])),
@@ -295,9 +320,10 @@ def bench_model(name: str, m: dict[str, Any], workdir: str, rounds: int, seconds
         "tf.function": keras_runner(m["keras"], m["x"][:1]),
     }
     backend = dlinfer_backend()
-    opened = {}
+    opened, models = {}, {}
     for mode, path in dlinfer_candidates(m["onnx"], calibration, m["heldout"], workdir).items():
-        runners[f"dlinfer_{mode}"], opened[mode] = dlinfer_runner(path, backend)
+        runners[f"dlinfer_{mode}"], models[mode] = dlinfer_runner(path, backend)
+        opened[mode] = getattr(models[mode], "backend", "onnxruntime")
         print(f"    dlinfer {mode}: Model(backend={backend!r}) runs on {opened[mode]}", flush=True)
     x, labels = m["x"], m["labels"]
     if eval_limit:
@@ -307,8 +333,16 @@ def bench_model(name: str, m: dict[str, Any], workdir: str, rounds: int, seconds
     times = time_runners(runners, m["x"], rounds, seconds)
     candidates = [n for n in runners if n.startswith("dlinfer_")]
     deployed = min(candidates, key=lambda n: _score(times[n])) if candidates else None
+    tax = None
+    if deployed:
+        # Where the time goes: the deployed file run raw by the same backend, interleaved
+        # with dlinfer's Model on it (the rest of a gap to the best peer is the graph).
+        print(f"[{name}] {deployed} against its backend run raw on the same file", flush=True)
+        pair = {deployed: runners[deployed],
+                "same_file_raw": same_file_runner(models[deployed.removeprefix("dlinfer_")])}
+        tax = time_runners(pair, m["x"], rounds, seconds)
     return {"name": name, "times": times, "accuracy": accuracies, "deployed": deployed,
-            "dlinfer_backend": backend, "opened_on": opened,
+            "same_file": tax, "dlinfer_backend": backend, "opened_on": opened,
             "samples": None if labels is None else len(labels)}
 
 
@@ -326,19 +360,34 @@ def _cell(row: dict[str, Any], name: str | None) -> str:
     return f"{_ratio(row, name, 32):.2f}x ({_ratio(row, name, 1):.2f}x){tail}"
 
 
+def _where(row: dict[str, Any], shares: list[float]) -> str:
+    """dlinfer's Model against its backend run raw on the same file (the tax), and that
+    file against the best peer (the graph and precision), at batch 32 (batch 1)."""
+    pair = row.get("same_file")
+    if not pair:
+        return "-"
+    deployed = row["deployed"]
+    tax = [pair[deployed][b] / pair["same_file_raw"][b] for b in (32, 1)]
+    graph = [share * t for share, t in zip(shares, tax)]
+    return (f"Model {tax[0]:.2f}x ({tax[1]:.2f}x) the raw run's time; the file raw "
+            f"{graph[0]:.2f} ({graph[1]:.2f}) of the best peer")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = bench_optimize._header(
         "model; onnxruntime fp32 accuracy; dlinfer deployed; OpenVINO default; OpenVINO NNCF "
-        "int8; LiteRT int8; tf.function; deployed / best peer at 32 (1)", "lrllllll")
+        "int8; LiteRT int8; tf.function; deployed / best peer at 32 (1); where the time goes",
+        "lrlllllll")
     for row in rows:
         deployed = row["deployed"]
         base = row["accuracy"]["onnxruntime"]
-        verdict = "-"
+        verdict = where = "-"
         if deployed:
             shares = [_ratio(row, deployed, b) / max(_ratio(row, p, b) for p in PEERS)
                       for b in (32, 1)]
             mark = "yes" if min(shares) >= 0.95 else "**no**"
             verdict = f"{shares[0]:.2f} ({shares[1]:.2f}) {mark}"
+            where = _where(row, shares)
             mode = deployed.removeprefix("dlinfer_")
             deployed_cell = f"{mode} on {row['opened_on'][mode]}: {_cell(row, deployed)}"
         else:
@@ -347,7 +396,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {row['name']} | {base_cell} | {deployed_cell} | "
                      f"{_cell(row, 'openvino')} | "
                      f"{_cell(row, 'openvino_nncf_int8')} | {_cell(row, 'litert_int8')} | "
-                     f"{_cell(row, 'tf.function')} | {verdict} |")
+                     f"{_cell(row, 'tf.function')} | {verdict} | {where} |")
     return "\n".join(lines)
 
 
@@ -372,8 +421,11 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.5, help="per contender per round")
+    parser.add_argument("--calibration", type=int, default=256,
+                        help="calibration images for every int8 route")
     parser.add_argument("--quick", action="store_true",
-                        help="1 round of 0.2 s, accuracy on 256 held-out samples")
+                        help="1 round of 0.2 s, 64 calibration images, accuracy on 256 "
+                             "held-out samples")
     parser.add_argument("--readme", default=os.path.join(HERE, "README.md"))
     parser.add_argument("--no-readme", action="store_true", help="print the table only")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -381,22 +433,35 @@ def main() -> int:
     rounds, seconds = (1, 0.2) if args.quick else (args.rounds, args.seconds)
     if rounds < 1 or not seconds > 0:
         parser.error("--rounds must be >= 1 and --seconds > 0")
-    names = [n for n in (*bench_optimize.CNNS, *PHOTO_MODELS)
-             if not args.only or n in args.only.split(",")]
+    # The heaviest last, so that a run cut short has the most rows.
+    order = ("mnist_cnn", "fashion_cnn", "small_convnet", "mobilenet_v2_224",
+             "vgg16_transfer", "resnet50_224")
+    names = [n for n in order if not args.only or n in args.only.split(",")]
     unknown = set(filter(None, args.only.split(","))) - set(names)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; known: "
-                     f"{', '.join((*bench_optimize.CNNS, *PHOTO_MODELS))}")
+                     f"{', '.join(order)}")
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(THREADS))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     for folder in (args.trained, args.work):
         os.makedirs(folder, exist_ok=True)
     started = time.time()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    os.makedirs(args.out, exist_ok=True)
     for name in names:
-        m = photo_model(name, args.work) if name in PHOTO_MODELS else trained(name, args.trained)
-        rows.append(bench_model(name, m, args.work, rounds, seconds,
-                                256 if args.quick else None))
+        try:
+            m = (photo_model(name, args.work) if name in PHOTO_MODELS
+                 else trained(name, args.trained))
+            rows.append(bench_model(name, m, args.work, rounds, seconds,
+                                    256 if args.quick else None,
+                                    64 if args.quick else args.calibration))
+        except Exception as exc:  # noqa: BLE001 - one model must not stop the table
+            print(f"[{name}] not benchmarked: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        # What is measured so far survives a run cut short.
+        with open(os.path.join(args.out, "backends.cpu.json"), "w") as f:
+            json.dump(rows, f, indent=1, default=str)
+        print(table(rows), flush=True)
     from dlinfer.tools.doctor import cpu_info
 
     header = (f"Measured {time.strftime('%Y-%m-%d')} in one run of `benchmarks/bench_backends.py"
@@ -406,9 +471,6 @@ def main() -> int:
               "then held-out accuracy.")
     body = header + "\n\n" + table(rows)
     print(body)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "backends.cpu.json"), "w") as f:
-        json.dump(rows, f, indent=1, default=str)
     if not args.no_readme:
         write_readme(args.readme, body)
     return 0
