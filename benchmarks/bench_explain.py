@@ -1,7 +1,8 @@
 """Grad-CAM: dlinfer (the ONNX file alone) against tf.GradientTape on the same Keras model.
 
-    .venv/bin/python benchmarks/bench_explain.py                  # the 4 zoo CNNs, ~15 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_explain.py               # 4 zoo CNNs, ~15 min on 2 busy cores
     .venv/bin/python benchmarks/bench_explain.py --only mnist_cnn --rounds 1
+    .venv/bin/python benchmarks/bench_explain.py --threads 1    # both libraries on one thread
 
 For every zoo CNN (random weights: speed does not depend on them), exported by
 ``bench_zoo.prepare`` into ``--zoo``, at the zoo's own input sizes:
@@ -22,7 +23,8 @@ Timing: the contenders take turns, each turn one untimed call (its worker thread
 and three timed calls back to back, for ``--rounds`` x ``--seconds`` per batch size (at
 least two turns each); the figure is each contender's median call.  On a shared
 machine whose load comes and goes this gives every contender the same load.
-Threads: all cores for both.  The table goes to
+Threads: each library's default (all cores) unless ``--threads N`` gives both N
+(onnxruntime intra-op; TensorFlow intra- and inter-op).  The table goes to
 stdout and, as JSON, to ``results/explain.cpu.json``.
 """
 
@@ -124,12 +126,13 @@ def interleaved(calls: dict[str, Callable[[], Any]], seconds: float) -> dict[str
 
 
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
-                seconds: float, eager: bool = False) -> dict[str, Any]:
+                seconds: float, eager: bool = False, threads: int | None = None
+                ) -> dict[str, Any]:
     import dlinfer
     import keras
     from explain_keras import last_conv2d
 
-    clf = dlinfer.Classifier(onnx_path)
+    clf = dlinfer.Classifier(onnx_path, threads=threads)
     model = keras.models.load_model(keras_path, compile=False)
     layer = last_conv2d(model)
     keras_fn = _keras_gradcam(model, layer, compiled=True)
@@ -179,22 +182,31 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="timed seconds per contender per round (at least 3 calls)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for both (TensorFlow intra- and inter-op, onnxruntime "
+                        "intra-op); default 0: each library's own default, all cores")
     parser.add_argument("--eager", action="store_true",
                         help="also time the tutorial's eager GradientTape (slow)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "explain.cpu.json"))
     args = parser.parse_args()
     only = [n for n in args.only.split(",") if n]
+    if args.threads:  # before TensorFlow starts its thread pools
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     ready, skipped = prepare(args.zoo, only)
     results = {}
     for name in only:
         if name in ready:
             results[name] = bench_model(name, *ready[name], args.rounds, args.seconds,
-                                        args.eager)
+                                        args.eager, args.threads or None)
     print(table(results))
     for name, why in skipped.items():
         print(f"not benchmarked: {name}: {why}")
     with open(args.json, "w") as f:
-        json.dump({"threads": os.cpu_count(), "rounds": args.rounds, "results": results},
+        json.dump({"cores": os.cpu_count(), "threads": args.threads or "default",
+                   "rounds": args.rounds, "results": results},
                   f, indent=1)
     return 0
 
