@@ -128,6 +128,15 @@ def test_export_cli_round_trip(tmp_path):
     assert np.abs(clf.predict_proba(pixels)[:, 1] - keras_p).max() <= ATOL
 
 
+def test_export_refuses_classification_on_one_sigmoid_unit():
+    """Argmax over one sigmoid unit is always label 0: export points to binary instead."""
+    model = keras.Sequential([keras.Input((4,)), L.Dense(1, activation="sigmoid")])
+    with pytest.raises(dlinfer.errors.ExportError,
+                       match=r"output 'probabilities' has 1 value per item .* use --task "
+                             r"binary_classification with two labels"):
+        to_onnx(model, task="classification")
+
+
 def test_dlinfer_export_runs_from_the_installed_package_outside_the_repo(tmp_path):
     """`dlinfer export` as a user runs it: the installed console script, away from the repo."""
     import os

@@ -245,3 +245,18 @@ def test_version_1_spec_still_loads(tmp_path):
     assert_close(clf.run_batch(x), np.stack([1 - p_yes, p_yes], 1).astype(np.float32),
                  atol=1e-6)
     assert [p.label for p in clf.postprocess(clf.run_batch(x))] == ["no", "no", "yes"]
+
+
+def test_a_classification_spec_on_one_sigmoid_unit_is_refused_at_open(tmp_path):
+    """Argmax over one value is always label 0: the file is refused, pointing to binary."""
+    layer = Dense(np.array([[2.0]], np.float32), np.array([-1.0], np.float32), "sigmoid")
+    proto = build_mlp("one_unit", (None, 1, 1, 1), "p", [layer], input_name="x")
+    set_spec(proto, ModelSpec(name="one_unit", task="classification",
+                              input=InputSpec("x", (None, 1, 1, 1)),
+                              output=OutputSpec("p"), labels=("0",)))
+    save(proto, tmp_path / "one_unit.onnx")
+    with pytest.raises(SpecError, match=r"output 'p' is a classification head, but the graph's "
+                       r"output 'p' \(N, 1\) has 1 value per item .* use --task "
+                       r"binary_classification with two labels and a threshold"):
+        Model(tmp_path / "one_unit.onnx")
+

@@ -15,11 +15,11 @@ import sys
 
 import numpy as np
 import pytest
-from dlinfer import Classifier
+from dlinfer import Classifier, Model
 from dlinfer.errors import MissingExtraError
 from dlinfer.preprocessing.transform import PreprocessSpec
 from dlinfer.tools import cli, spec_tool
-from onnx_models import ConvNet, build_plain_classifier
+from onnx_models import ConvNet, Dense, build_mlp, build_plain_classifier
 from optional import requires
 from reference import assert_close, conv2d_nhwc, normalize_u8_to_f32_nhwc
 
@@ -220,6 +220,26 @@ def test_refusals_name_the_problem_and_leave_the_file_untouched(static, case, ca
     err = capsys.readouterr().err
     assert message in err and f"{static} is unchanged" in err, err
     assert open(static, "rb").read() == before
+
+
+def test_classification_on_one_sigmoid_unit_is_refused_binary_is_taken(tmp_path, capsys):
+    """A binary classifier (one sigmoid unit) read as classification would always say '0'."""
+    import onnx
+
+    path = str(tmp_path / "one_unit.onnx")
+    layer = Dense(np.ones((4, 1), np.float32), np.array([-1.0], np.float32), "sigmoid")
+    onnx.save(build_mlp("one_unit", (None, 4), "p", [layer], input_name="x"), path)
+    before = open(path, "rb").read()
+    assert spec_cli("set", path, "--task", "classification") == 1
+    err = capsys.readouterr().err
+    assert ("output 'p' is a classification head, but the graph's output 'p' (N, 1) has 1 "
+            "value per item" in err and "use --task binary_classification with two labels "
+            "and a threshold (--labels no,yes --threshold 0.5)" in err), err
+    assert open(path, "rb").read() == before
+    assert spec_cli("set", path, "--task", "binary_classification", "--labels", "no,yes") == 0
+    spec = Model(path).spec
+    assert (spec.task, spec.labels, spec.threshold) == ("binary_classification", ("no", "yes"),
+                                                        0.5)
 
 
 def test_a_bad_size_is_refused_at_parse_time(static, capsys):

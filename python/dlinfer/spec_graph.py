@@ -19,7 +19,7 @@ import numpy as np
 from .errors import SpecError
 from .spec import InputSpec, ModelSpec, OutputSpec, shape_text
 
-__all__ = ["check_against_graph", "output_width"]
+__all__ = ["check_against_graph", "one_unit_problem", "output_width"]
 
 # (name, shape with None for dynamic sizes, dtype name): a graph input or output.
 Tensor = tuple[str, tuple[int | None, ...], str]
@@ -75,6 +75,19 @@ def check_against_graph(spec: ModelSpec, inputs: Sequence[Any], outputs: Sequenc
             raise SpecError(f"{where}: the spec's output {item.name!r} {problem}{hint}")
 
 
+def one_unit_problem(task: str, width: int | None) -> str | None:
+    """Why a labelled head ``width`` values wide cannot serve ``task``, or None.
+
+    One value per item is one sigmoid unit: read as a ``classification`` head its argmax
+    is label 0 whatever the probability, a silent wrong answer.  The exporter and
+    :func:`check_against_graph` (``spec set``, ``Model``) both ask this.
+    """
+    if width != 1 or task == "binary_classification":
+        return None
+    return ("has 1 value per item (one sigmoid unit: a binary classifier, whose argmax "
+            "would always be label 0); use --task binary_classification with two labels")
+
+
 def _input_problem(item: InputSpec, tensor: Tensor) -> str | None:
     _, shape, dtype = tensor
     graph = f"the graph's input {tensor[0]!r} {_shape(shape)} {dtype}"
@@ -107,6 +120,10 @@ def _output_problem(spec: ModelSpec, item: OutputSpec, tensor: Tensor) -> str | 
             return (f"is a binary head with a threshold (one sigmoid unit), but {graph} has "
                     f"{width} values per item")
         return None
+    problem = one_unit_problem(spec.task, width)
+    if problem:
+        return (f"is a {spec.task} head, but {graph} {problem} and a threshold "
+                "(--labels no,yes --threshold 0.5)")
     if width != len(item.labels):
         return f"has {len(item.labels)} labels, but {graph} has {width} values per item"
     return None

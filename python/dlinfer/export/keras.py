@@ -28,6 +28,7 @@ import onnx
 from ..errors import ExportError
 from ..preprocessing.presets import apply_preprocess
 from ..spec import InputSpec, ModelSpec, OutputSpec, index_labels
+from ..spec_graph import one_unit_problem
 from ..verification.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from ._tf import import_tensorflow
 from .accuracy import Head, choose_preset
@@ -192,6 +193,9 @@ def _output_specs(model: Any, traced: Traced, chosen: list[str | None], *,
         if i in heads and task == "binary_classification":
             this_threshold = 0.5 if threshold is None else float(threshold)
             out_labels = out_labels or ("0", "1")
+        elif i in heads and task == "classification" and one_unit_problem(task, width):
+            raise ExportError(f"output {name!r} {one_unit_problem(task, width)} (--labels "
+                              "no,yes; Python: task='binary_classification', labels=[...])")
         elif i in heads and task == "classification" and not out_labels:
             if width is None:
                 raise ExportError(f"output {name!r} has no fixed width: give its labels")
