@@ -142,7 +142,10 @@ def constant_of_shape_to_initializers(model: onnx.ModelProto, seed: int) -> onnx
             keep.append(node)
             continue
         shape = tuple(int(d) for d in shapes[node.input[0]])
-        op, slot = consumers.get(node.output[0], ("", 0))
+        name = node.output[0]
+        while consumers.get(name, ("", 0))[0] == "Unsqueeze":  # a scale reshaped to (C, 1, 1)
+            name = next(n.output[0] for n in g.node if n.input and n.input[0] == name)
+        op, slot = consumers.get(name, ("", 0))
         if op in ("Conv", "Gemm", "ConvTranspose") and slot == 1:
             fan_in = int(np.prod(shape[1:])) if op != "Gemm" else shape[-1]
             value = rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))

@@ -313,6 +313,23 @@ def test_gradient_with_respect_to_an_intermediate_tensor(tmp_path):
     np.testing.assert_array_equal(again, grads[1])
 
 
+def test_index_none_is_each_samples_predicted_class(tmp_path):
+    from dlinfer.explain import value_and_gradient
+
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["y"])]
+    model = make_model(nodes, [_vi("x", ("N", 4))], [_vi("y", None)], {"w": _rand(rng, 4, 6)})
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    x = _rand(rng, 5, 4)
+    _, grad, outputs = value_and_gradient(path, x, index=None, wrt="x")
+    predicted = outputs["y"].argmax(axis=1)
+    assert len(set(predicted.tolist())) > 1  # the samples differ: a real per-sample check
+    _, expected, _ = value_and_gradient(path, x, index=predicted, wrt="x")
+    np.testing.assert_array_equal(grad, expected)
+
+
 def model_w2(model) -> np.ndarray:
     from onnx import numpy_helper
 

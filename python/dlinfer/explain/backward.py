@@ -171,12 +171,14 @@ def _float_tensor(types: dict[str, Any], name: str) -> bool:
     return t is None or t.elem_type in (0, *_FLOAT_TYPES)
 
 
-def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str]) -> tuple[Any, str]:
+def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
+          argmax_of: str | None = None) -> tuple[Any, str]:
     """The forward-and-backward model (``model``, edited in place), and its gradient dtype.
 
-    Its inputs: the model's, plus :data:`INDEX`.  Its outputs, in order: ``outputs``
-    (forward tensors), the value of each ``wrt`` tensor, then each ``wrt`` tensor's
-    gradient.
+    Its inputs: the model's, plus :data:`INDEX` unless ``argmax_of`` names a tensor whose
+    largest element per sample (the predicted class) is the index instead, found in the
+    same run.  Its outputs, in order: ``outputs`` (forward tensors), the value of each
+    ``wrt`` tensor, then each ``wrt`` tensor's gradient.
     """
     import onnx
     from onnx import shape_inference, version_converter
@@ -229,7 +231,7 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str]) -
             needed.update(i for i in node.input if i in active)
 
     b = Builder(g, dtype, types)
-    grads: dict[str, list[str]] = {target: [_seed(b, target)]}
+    grads: dict[str, list[str]] = {target: [_seed(b, target, argmax_of)]}
     for node in on_path:  # reverse topological order
         out_grads = [_total(b, grads.get(o)) for o in node.output]
         if all(x is None for x in out_grads):
@@ -253,7 +255,9 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str]) -
     result = [b.op("Identity", [r]) for r in result]
     g.node.extend(b.nodes)
     g.initializer.extend(b.initializers)
-    g.input.append(onnx.helper.make_tensor_value_info(INDEX, onnx.TensorProto.INT64, ["N"]))
+    if argmax_of is None:
+        g.input.append(onnx.helper.make_tensor_value_info(INDEX, onnx.TensorProto.INT64,
+                                                          ["N"]))
     del g.output[:]
     for name in [*outputs, *values, *result]:
         g.output.append(onnx.helper.make_empty_tensor_value_info(name))
@@ -300,11 +304,15 @@ def _total(b: Builder, parts: list[str] | None) -> str | None:
     return parts[0] if len(parts) == 1 else b.op("Sum", parts)
 
 
-def _seed(b: Builder, target: str) -> str:
-    """A tensor shaped like ``target``: one at each sample's INDEX, zero elsewhere."""
+def _seed(b: Builder, target: str, argmax_of: str | None) -> str:
+    """A tensor shaped like ``target``: one at each sample's index, zero elsewhere."""
     flat = b.op("Reshape", [target, b.ints([0, -1])])
     zeros = b.zeros_of(b.shape(flat))
-    index = b.op("Unsqueeze", [INDEX, b.ints([1])])
+    if argmax_of is None:
+        index = b.op("Unsqueeze", [INDEX, b.ints([1])])
+    else:
+        index = b.op("ArgMax", [b.op("Reshape", [argmax_of, b.ints([0, -1])])], axis=1,
+                     keepdims=1)
     ones = b.op("ConstantOfShape", [b.shape(index)],
                 value=b._numpy_helper.from_array(np.ones(1, b.dtype), "value"))
     hot = b.op("ScatterElements", [zeros, index, ones], axis=1)

@@ -52,7 +52,8 @@ def gradient(model: Model | str | os.PathLike[str], inputs: Any, *, output: str 
             path to an ``.onnx`` file (opened on the CPU).
         inputs: an array, or a dict by input name, as for ``Model.run``.
         output: the output to differentiate (default: the model's first).
-        index: which element of each sample's output: an int (a class index; for
+        index: which element of each sample's output: None for the largest one (the
+            predicted class, found in the same onnxruntime run), an int (a class index; for
             outputs with more than one axis per sample, the flat position in the
             sample), a tuple (one position per axis of the sample), or a list/array with
             one int (or one tuple) per sample: each sample its own target class.
@@ -93,10 +94,11 @@ def value_and_gradient(model: Model | str | os.PathLike[str], inputs: Any, *,
     names = [opened.inputs[0].name] if wrt is None else [wrt] if isinstance(wrt, str) else list(wrt)
     if not names or not all(isinstance(n, str) for n in names):
         raise InputTypeError(f"wrt must be None, a tensor name or a list of names, not {wrt!r}")
-    compiled = _compile(opened, output, tuple(names), bool(logits))
+    compiled = _compile(opened, output, tuple(names), bool(logits), index is None)
     feed = opened._feed(inputs)
     batch = _batch(feed)
-    feed[INDEX] = _flat_index(index, batch, _sample_shape(opened, compiled, inputs))
+    if index is not None:
+        feed[INDEX] = _flat_index(index, batch, _sample_shape(opened, compiled, inputs))
     try:
         results = compiled.session.run(None, feed)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
@@ -126,8 +128,9 @@ def _open(model: Any) -> Model:
         return _opened[key]
 
 
-def _compile(model: Model, output: str | None, wrt: tuple[str, ...], logits: bool) -> _Compiled:
-    key = (output, wrt, logits)
+def _compile(model: Model, output: str | None, wrt: tuple[str, ...], logits: bool,
+             predicted: bool) -> _Compiled:
+    key = (output, wrt, logits, predicted)
     with _lock:
         cached = _built.setdefault(model, {}).get(key)
     if cached is not None:
@@ -139,7 +142,7 @@ def _compile(model: Model, output: str | None, wrt: tuple[str, ...], logits: boo
     if output not in outputs:
         raise InputError(f"{model.path} has no output {output!r}; its outputs: {list(outputs)}")
     target = _logits_of(proto.graph, output) if logits else output
-    graph, _ = build(proto, target, wrt, outputs)
+    graph, _ = build(proto, target, wrt, outputs, argmax_of=output if predicted else None)
     session = _session(model, graph.SerializeToString())
     compiled = _Compiled(session, output, target, outputs, wrt)
     with _lock:
@@ -204,7 +207,7 @@ def _sample_shape(model: Model, compiled: _Compiled, inputs: Any) -> tuple[int, 
 def _flat_index(index: Any, batch: int, shape: tuple[int, ...]) -> np.ndarray:
     """Each sample's flat position in its output, as int64 [batch]."""
     size = int(np.prod(shape))
-    if isinstance(index, (bool, np.bool_)) or index is None:
+    if isinstance(index, (bool, np.bool_)):
         raise InputTypeError(f"index must be an int, a tuple or a per-sample list, not {index!r}")
     if isinstance(index, tuple):
         rows = np.asarray([index] * batch)
