@@ -251,15 +251,22 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
     for w, grad in zip(wrt, result):
         if grad is None:
             raise InputError(f"{target!r} does not depend on {w!r}")
-    values = [b.op("Identity", [w]) for w in wrt]  # a graph input cannot be an output as is
-    result = [b.op("Identity", [r]) for r in result]
+    # A graph output may be any node's output, but not a graph input nor named twice:
+    # copy only those (an Identity of a layer's activation costs a copy of it).
+    taken, graph_inputs = set(outputs), {i.name for i in g.input}
+    returned = []
+    for name in [*wrt, *result]:
+        if name in taken or name in graph_inputs:
+            name = b.op("Identity", [name])
+        taken.add(name)
+        returned.append(name)
     g.node.extend(b.nodes)
     g.initializer.extend(b.initializers)
     if argmax_of is None:
         g.input.append(onnx.helper.make_tensor_value_info(INDEX, onnx.TensorProto.INT64,
                                                           ["N"]))
     del g.output[:]
-    for name in [*outputs, *values, *result]:
+    for name in [*outputs, *returned]:
         g.output.append(onnx.helper.make_empty_tensor_value_info(name))
     del model.graph.value_info[:]  # stale after the edits; onnxruntime infers its own
     return model, dtype

@@ -178,7 +178,10 @@ def _session(model: Model, graph: bytes) -> Any:
     if _CPU not in providers:
         providers.append(_CPU)
     try:
-        return ort.InferenceSession(graph, sess_options=session_options(model.threads),
+        # No spinning: an explanation is one run, then Python work (the map, the next
+        # image's preprocessing), and spinning threads would only take those cores.
+        return ort.InferenceSession(graph, sess_options=session_options(model.threads,
+                                                                         spinning=False),
                                     providers=providers,
                                     provider_options=[options.get(p, {}) for p in providers])
     except Exception as exc:
