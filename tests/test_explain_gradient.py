@@ -204,6 +204,21 @@ CASES: dict[str, Any] = {
          helper.make_node("Sub", ["s", "k"], ["t"]),
          helper.make_node("PRelu", ["t", "slope"], ["y"])],
         {"k": np.float32(0.9), "slope": _rand(rng, 3, 1, 1)}, (2, 3, 5, 4)),
+    "reduce_max_min": lambda rng: ([helper.make_node("ReduceMax", ["x"], ["m"], axes=[2, 3]),
+                                    helper.make_node("ReduceMin", ["x"], ["n"], axes=[1],
+                                                     keepdims=0),
+                                    helper.make_node("Flatten", ["m"], ["f"]),
+                                    helper.make_node("Flatten", ["n"], ["n2"]),
+                                    helper.make_node("Concat", ["f", "n2"], ["y"], axis=1)],
+                                   {}, (2, 3, 5, 4)),
+    "selu": _single("Selu"),
+    "resize_nearest_half_pixel": _with_inputs(
+        "Resize", {"roi": np.zeros(0, np.float32),
+                   "scales": np.array([1, 1, 3, 2], np.float32)}),
+    "resize_nearest_asymmetric_floor": _with_inputs(
+        "Resize", {"roi": np.zeros(0, np.float32),
+                   "scales": np.array([1, 1, 2, 4], np.float32)},
+        coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
     "lrn": _single("LRN", size=3, alpha=0.5, beta=0.75, bias=1.5),  # onnxruntime: odd sizes
     "sum_shared_input": lambda rng: (
         [helper.make_node("Sum", ["x", "x", "c"], ["y"])], {"c": _rand(rng, 4)}, (2, 3, 5, 4)),
@@ -350,6 +365,18 @@ def test_an_op_without_a_gradient_is_refused_by_name(tmp_path):
     assert caught.value.op == "Sin" and caught.value.node == "the_sin"
     # Off the path, the same op is no obstacle: the gradient with respect to e is fine.
     assert gradient(path, np.ones((2, 3), np.float32), index=0, wrt="e").shape == (2, 3)
+
+
+def test_a_mode_without_a_gradient_is_refused_by_op_node_and_mode(tmp_path):
+    from dlinfer.explain import gradient
+
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear", name="up")
+    model = make_model([node], [_vi("x", (1, 1, 2, 2))], [_vi("y", None)],
+                       {"scales": np.array([1, 1, 2, 2], np.float32)})
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedGradientError, match="'Resize' .*mode=linear.*'up'"):
+        gradient(path, np.ones((1, 1, 2, 2), np.float32), index=0)
 
 
 @pytest.mark.parametrize("index, error", [

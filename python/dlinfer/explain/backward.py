@@ -93,6 +93,22 @@ class Builder:
         zero = self._numpy_helper.from_array(np.zeros(1, self.dtype), "value")
         return self.op("ConstantOfShape", [shape], value=zero)
 
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` where the graph fixes it (an initializer or a Constant)."""
+        if not name:
+            return None
+        for t in self.graph.initializer:
+            if t.name == name:
+                return self._numpy_helper.to_array(t)
+        for node in self.graph.node:
+            if node.op_type == "Constant" and node.output[0] == name and node.attribute:
+                from onnx import helper
+
+                value = helper.get_attribute_value(node.attribute[0])
+                return (self._numpy_helper.to_array(value) if hasattr(value, "dims")
+                        else np.asarray(value))
+        return None
+
     # -- shapes ---------------------------------------------------------------------------
     def shape(self, x: str) -> str:
         """The run-time shape of ``x`` (one Shape node per tensor)."""

@@ -211,3 +211,62 @@ def _matmul(b: Builder, node: Any, gy: list, want: list) -> list:
     second = b.op("MatMul", [swap(a, ra), g]) if want[1] else None
     second = b.unbroadcast(second, w, second) if second is not None else None
     return [first, second]
+
+
+@rule("Resize", "Upsample")
+def _resize(b: Builder, node: Any, gy: list, want: list) -> list:
+    # Nearest-neighbour upsampling by whole factors copies each pixel into a block, so the
+    # gradient sums each block: g reshaped to (d0, f0, d1, f1, ...) and summed over the f.
+    if _attr(node, "mode", "nearest") != "nearest":
+        raise _Refused(f"mode={_attr(node, 'mode')} (only nearest)")
+    x = node.input[0]
+    factors = _resize_factors(b, node)
+    for f in factors:
+        if not _copies_blocks(node, f):
+            raise _Refused(
+                f"coordinate_transformation_mode="
+                f"{_attr(node, 'coordinate_transformation_mode', 'half_pixel')} with "
+                f"nearest_mode={_attr(node, 'nearest_mode', 'round_prefer_floor')} at "
+                f"factor {f} (not a block copy)")
+    rank = len(factors)
+    shape = b.op("Concat", [b.op("Concat", [b.dims(x, a, a + 1), b.ints([f])], axis=0)
+                            for a, f in enumerate(factors)], axis=0)
+    summed = b.op("ReduceSum", [b.op("Reshape", [gy[0], shape]),
+                                b.ints(list(range(1, 2 * rank, 2)))], keepdims=0)
+    return [summed] + [None] * (len(node.input) - 1)
+
+
+def _resize_factors(b: Builder, node: Any) -> list[int]:
+    scales = b.constant(node.input[2] if node.op_type == "Resize" and len(node.input) > 2
+                        else node.input[1] if node.op_type == "Upsample" else "")
+    if scales is None or scales.size == 0:
+        sizes, shape = b.constant(node.input[3] if len(node.input) > 3 else ""), \
+            b.static_shape(node.input[0])
+        if sizes is None or shape is None or not all(isinstance(d, int) for d in shape):
+            raise _Refused("scales not fixed in the graph")
+        scales = np.asarray(sizes, np.float64) / np.asarray(shape, np.float64)
+    if _attr(node, "axes") is not None:
+        raise _Refused("the axes attribute")
+    factors = [int(round(float(f))) for f in np.asarray(scales).ravel()]
+    if any(f < 1 or abs(f - float(s)) > 1e-6 for f, s in zip(factors, np.ravel(scales))):
+        raise _Refused(f"scales {np.ravel(scales).tolist()} (only whole upsampling factors)")
+    return factors
+
+
+def _copies_blocks(node: Any, factor: int, length: int = 64) -> bool:
+    """Whether output index i reads input index i // factor (onnx's nearest formulas)."""
+    if factor == 1:
+        return True
+    mode = _attr(node, "coordinate_transformation_mode", "half_pixel")
+    i = np.arange(length * factor, dtype=np.float64)
+    source = {"half_pixel": (i + 0.5) / factor - 0.5,
+              "pytorch_half_pixel": (i + 0.5) / factor - 0.5,
+              "asymmetric": i / factor,
+              "tf_half_pixel_for_nn": (i + 0.5) / factor}.get(mode)
+    if source is None:
+        return False
+    nearest = _attr(node, "nearest_mode", "round_prefer_floor")
+    pick = {"round_prefer_floor": np.ceil(source - 0.5),
+            "round_prefer_ceil": np.floor(source + 0.5),
+            "floor": np.floor(source), "ceil": np.ceil(source)}.get(nearest)
+    return pick is not None and bool(np.all(np.clip(pick, 0, length - 1) == i // factor))

@@ -281,6 +281,15 @@ def _elu(b: Builder, node: Any, gy: list, want: list) -> list:
     return [_where(b, mask, gy[0], inside)]
 
 
+@rule("Selu")
+def _selu(b: Builder, node: Any, gy: list, want: list) -> list:
+    alpha = _attr(node, "alpha", 1.67326319217681884765625)  # the ONNX defaults
+    gamma = _attr(node, "gamma", 1.05070102214813232421875)
+    mask = b.op("Greater", [node.input[0], b.const(0.0)])
+    below = b.op("Mul", [gy[0], b.op("Add", [node.output[0], b.const(alpha * gamma)])])
+    return [_where(b, mask, b.op("Mul", [gy[0], b.const(gamma)]), below)]
+
+
 @rule("Clip")
 def _clip(b: Builder, node: Any, gy: list, want: list) -> list:
     y, low, high = node.output[0], _input(node, 1), _input(node, 2)
@@ -373,6 +382,13 @@ def _reduce_mean(b: Builder, node: Any, gy: list, want: list) -> list:
                                        b.op("Size", [node.output[0]])])], to=_onnx_type(b))
     g = _expand_back(b, node, gy[0])
     return [b.op("Div", [g, count])] + [None] * (len(node.input) - 1)
+
+
+@rule("ReduceMax", "ReduceMin")
+def _reduce_max(b: Builder, node: Any, gy: list, want: list) -> list:
+    # To every element equal to its reduction's result (ties: to each of them).
+    mask = b.op("Equal", [node.input[0], _expand_back(b, node, node.output[0])])
+    return [_where(b, mask, _expand_back(b, node, gy[0]))] + [None] * (len(node.input) - 1)
 
 
 @rule("GlobalAveragePool")
