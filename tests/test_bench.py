@@ -276,3 +276,46 @@ def test_a_model_without_a_batch_axis_runs_whole_at_batch_1(tmp_path, environmen
     (r,) = results
     assert r["input_shape"] == "4" and r["model_name"] == "relu4" and r["batch_size"] == 1
     assert "batch sizes [4] skipped" in results.settings["batch_note"]
+
+
+@pytest.fixture
+def dynamic_size_cnn(tmp_path) -> str:
+    """An NCHW classifier with a dynamic height and width, as a PyTorch export has."""
+    import onnx
+    from onnx_models import ConvNet, build_plain_classifier
+
+    rng = np.random.default_rng(7)
+    net = ConvNet(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
+                  np.zeros(4, np.float32), rng.normal(0, 1, (4, 2)).astype(np.float32),
+                  np.zeros(2, np.float32))
+    path = str(tmp_path / "dynamic_hw.onnx")
+    onnx.save(build_plain_classifier(net), path)
+    return path
+
+
+def test_text_output_names_the_shapes_timed_and_input_shape_sets_them(dynamic_size_cnn,
+                                                                       capsys):
+    args = ["bench", dynamic_size_cnn, "--batch-sizes", "1,2", "--iters", "2", "--warmup", "0"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert ("input shapes timed: 1x3x32x32, 2x3x32x32 (dynamic sizes drawn, not the model's: "
+            "input axes 2, 3; set them with --input-shape NAME=SHAPE)") in out, out
+    # the batch axis follows --batch-sizes, whatever the shape says there
+    assert cli.main([*args, "--input-shape", "input=1x3x48x64", "--json", "-"]) == 0
+    records = json.loads(capsys.readouterr().out)["records"]
+    assert [r["input_shape"] for r in records] == ["1x3x48x64", "2x3x48x64"]
+    assert cli.main([*args, "--input-shape", "1x3x48x64"]) == 0  # one input: no name needed
+    out = capsys.readouterr().out
+    assert "input shapes timed: 1x3x48x64, 2x3x48x64\n" in out, out
+
+
+@pytest.mark.parametrize("shape, match", [
+    ({"pixels": (1, 3, 8, 8)}, r"no input of that name; its inputs are \['input'\]"),
+    ({None: (1, 3, 8)}, r"the input has rank 4: \(batch, 3, height, width\)"),
+    ({None: (1, 1, 8, 8)}, r"axis 1 is fixed at 3"),
+], ids=["name", "rank", "fixed-axis"])
+def test_input_shape_that_contradicts_the_graph_is_refused(dynamic_size_cnn, environment,
+                                                           shape, match):
+    with pytest.raises(dlinfer.InputShapeError, match=match):
+        dlinfer.benchmark(dynamic_size_cnn, "cpu", [1], input_shapes=shape,
+                          environment=environment, **TINY)

@@ -186,7 +186,7 @@ FLAG_CASES = [
     "predict {m} {m} --top-k 0", "predict {m} {m} --threads -1", "predict {m} {m} --device tpu",
     "predict {m} {m} --batch-size 0", "predict {m} {m} --top-k 1.5",
     "bench {m} --iters 0", "bench {m} --duration nan", "bench {m} --batch-sizes 99999999",
-    "bench {m} --device cpu,tpu",
+    "bench {m} --device cpu,tpu", "bench {m} --input-shape 1x3xbig",
     "verify {m} {m} --samples -1", "verify {m} {m} --atol nan",
     "serve {m} --workers 0", "serve {m} --max-batch-size 0", "serve {m} --max-queue 0",
     "serve {m} --timeout-ms nan", "serve {m} --max-delay-ms inf", "serve {m} --max-delay-ms 1e13",

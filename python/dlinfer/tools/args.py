@@ -43,6 +43,7 @@ __all__ = [
     "existing_path",
     "finite_float",
     "image_size",
+    "input_shape",
     "int_range",
     "is_validating",
     "non_negative_int",
@@ -248,12 +249,28 @@ def _image_size(text: str) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def _input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    name, _, shape = str(text).rpartition("=")
+    side = int_range(1, 65_536)
+    try:
+        dims = tuple(side(d) for d in shape.lower().split("x"))
+    except argparse.ArgumentTypeError:
+        dims = ()
+    if not dims or (_ and not name):
+        raise argparse.ArgumentTypeError(
+            f"takes [NAME=]SHAPE such as images=1x3x320x320, each size from 1 to 65536, "
+            f"got {text!r}")
+    return name or None, dims
+
+
 #: A finite number, or a fraction such as ``1/255``.
 number = validating(_number, "number")
 #: Comma-separated finite numbers or fractions: ``0.485,0.456,0.406``.
 numbers = validating(_numbers, "numbers")
 #: ``224`` (a square) or ``HxW``, each side 1..65536: ``(height, width)``.
 image_size = validating(_image_size, "size")
+#: ``[NAME=]SHAPE``, e.g. ``images=1x3x320x320``: ``(name or None, (1, 3, 320, 320))``.
+input_shape = validating(_input_shape, "input shape")
 
 
 # ---- the preprocessing flag group: `dlinfer spec set` and `dlinfer export` -------------

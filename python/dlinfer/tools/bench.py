@@ -20,7 +20,7 @@ import gc
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,8 +161,10 @@ def _stats(samples: list[Stages], batch: int) -> dict[str, Any]:
 # -- inputs and steps ----------------------------------------------------------------------
 
 
-def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator) -> Any:
-    """Random inputs of the right dtype and shape; uint8 pixels for end-to-end runs."""
+def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator,
+            shapes: Mapping[str | None, tuple[int, ...]] | None = None) -> Any:
+    """Random inputs of the right dtype and shape; uint8 pixels for end-to-end runs.
+    ``shapes``: sizes for the dynamic axes (``--input-shape``), else drawn ones."""
     if end_to_end:
         spec = model.spec
         if spec is None or spec.input.kind != "image" or spec.input.layout != "NHWC":
@@ -179,7 +181,7 @@ def _inputs(model: Model, batch: int, end_to_end: bool, rng: np.random.Generator
     # runs at: the rule verify and optimize use (runtime.batch_axis, model_samples).
     from ..verification.model_samples import model_samples
 
-    feed = model_samples(model, None, batch, int(rng.integers(2**31)))[0]
+    feed = model_samples(model, None, batch, int(rng.integers(2**31)), shapes=shapes)[0]
     return feed if len(feed) > 1 else next(iter(feed.values()))
 
 
@@ -335,6 +337,7 @@ def benchmark(
     cuda: dict[str, Any] | None = None,
     tensorrt: dict[str, Any] | None = None,
     backend: Sequence[str] | str = ("onnxruntime",),
+    input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
 ) -> BenchResults:
     """Time ``model`` on each device and batch size; one record per cell (see module doc).
 
@@ -362,6 +365,10 @@ def benchmark(
         backend: the runtime backends to time side by side on each device, a list or a
             comma-separated string (``"onnxruntime,openvino"``; ``"auto"`` times what
             it picks); a GPU device runs onnxruntime only.
+        input_shapes: ``{input name (None: the only input): shape}`` for the dynamic
+            axes of the drawn inputs (each batch axis still takes the batch size);
+            without it a dynamic height or width is drawn (32 first: ``model_samples``).
+            The shapes timed are in each record's ``input_shape`` and the table.
     """
     from .doctor import diagnose
 
@@ -383,6 +390,9 @@ def benchmark(
         raise ValueError(f"duration must be > 0, got {duration}")
     if warmup < 0 or stability_pct <= 0 or max_seconds <= 0 or min_windows < 2:
         raise ValueError("warmup must be >= 0, stability_pct and max_seconds > 0, min_windows >= 2")
+    if input_shapes and end_to_end:
+        raise ValueError("input_shapes (--input-shape) sets drawn inputs; --end-to-end "
+                         "takes its size from the spec")
     if compare_keras is not None and not os.path.exists(compare_keras):
         raise FileNotFoundError(f"--compare-keras file not found: {compare_keras}")
 
@@ -394,6 +404,7 @@ def benchmark(
         "stability_pct": stability_pct, "max_seconds": max_seconds,
         "min_windows": min_windows, "window_seconds": WINDOW_SECONDS, "seed": seed,
         "cuda": cuda, "tensorrt": tensorrt, "backends": backends,
+        "input_shapes": {k or "": list(v) for k, v in (input_shapes or {}).items()},
     }
     env = environment if environment is not None else diagnose()
     gpus = env.get("gpu", {}).get("devices") or []
@@ -424,6 +435,10 @@ def benchmark(
     devices = [d for d, _ in contenders]
     # A fixed batch of 1, or no batch axis at all, runs at one batch size only.
     batch_sizes, settings["batch_note"] = runnable_sizes(batch_axes(models[0]), batch_sizes)
+    if not end_to_end:  # which sizes were drawn, not set: said next to the table
+        from ..verification.model_samples import drawn_axes
+
+        settings["drawn_axes"] = drawn_axes(models[0], batch_axes(models[0]), input_shapes)
     # Which provider runs each node, and the nodes a GPU device left on the CPU.
     settings["assignment"] = {_label(d, m): of_model(m) for d, m in zip(devices, models)}
     settings["backend_choice"] = {_label(d, m): m.backend_reason for d, m in zip(devices, models)}
@@ -434,7 +449,7 @@ def benchmark(
             "speedup_vs_keras_tf_function": None, **common}
     baseline = None
     if compare_keras is not None:
-        sample = _inputs(models[0], 1, False, np.random.default_rng(seed))
+        sample = _inputs(models[0], 1, False, np.random.default_rng(seed), input_shapes)
         if isinstance(sample, dict):
             raise InputError("--compare-keras handles single-input models")
         baseline = _KerasBaseline(os.fspath(compare_keras), sample)
@@ -443,7 +458,7 @@ def benchmark(
     # next to each other and share whatever else the machine is doing.
     for batch in batch_sizes:
         for requested, m in zip(devices, models):
-            x = _inputs(m, batch, end_to_end, np.random.default_rng(seed))
+            x = _inputs(m, batch, end_to_end, np.random.default_rng(seed), input_shapes)
             if m.device != "cpu" and io_binding:
                 step = _staged_step(m, x, end_to_end)
             else:
@@ -465,7 +480,7 @@ def benchmark(
                 **_stats(measured["samples"], batch),
             })
         if baseline is not None:
-            x = _inputs(models[0], batch, False, np.random.default_rng(seed))
+            x = _inputs(models[0], batch, False, np.random.default_rng(seed), input_shapes)
             for method, step in baseline.steps(x).items():
                 measured = _measure(step, **timing)
                 add({

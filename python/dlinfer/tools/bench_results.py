@@ -180,12 +180,24 @@ class BenchResults(list):
                 where = (f"from batch {c['batch_size']}" if c["batch_size"] is not None
                          else f"at none of batch sizes {c['compared_batch_sizes']}")
                 lines.append(f"{method}: CUDA beats CPU {where}")
-        lines += self._backend_ratios()
+        lines += self._backend_ratios() + self._input_shapes()
         from ..runtime.assignment import describe
 
         for device, placed in (self.settings.get("assignment") or {}).items():
             lines += [f"{device}: {line}" for line in describe(placed)]
         return "\n".join(lines)
+
+    def _input_shapes(self) -> list[str]:
+        """The input shapes timed, and which of their sizes were drawn, not the model's."""
+        shapes = list(dict.fromkeys(r["input_shape"] for r in self if r.get("input_shape")))
+        if not shapes:
+            return []
+        drawn = self.settings.get("drawn_axes") or {}
+        where = "; ".join(f"{name} axes {', '.join(map(str, axes))}"
+                          for name, axes in drawn.items())
+        return [f"input shapes timed: {', '.join(shapes)}" + (
+            f" (dynamic sizes drawn, not the model's: {where}; set them with --input-shape "
+            "NAME=SHAPE)" if drawn else "")]
 
     def _backend_ratios(self) -> list[str]:
         """``bench --backend onnxruntime,openvino``: each backend's items/s against

@@ -223,7 +223,7 @@ def _bench(args: argparse.Namespace) -> int:
         iters=args.iters, duration=args.duration, io_binding=args.io_binding,
         end_to_end=args.end_to_end, compare_keras=args.compare_keras,
         stability_pct=args.stability, max_seconds=args.max_seconds, progress=progress,
-        **provider_kwargs(args),
+        input_shapes=dict(args.input_shape or []), **provider_kwargs(args),
     )
     for target, write in ((args.json, results.to_json), (args.csv, results.to_csv)):
         if target == "-":
@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-binding", action="store_true",
                    help="CPU: preallocated outputs; CUDA: device buffers, split H2D/compute/D2H")
     p.add_argument("--end-to-end", action="store_true", help="include preprocessing from uint8")
+    p.add_argument("--input-shape", type=arg.input_shape, action="append", metavar="[NAME=]SHAPE",
+                   help="the size of each dynamic axis of an input, e.g. images=1x3x320x320 "
+                        "(the batch axis follows --batch-sizes; NAME may be left out for a "
+                        "one-input model; repeat per input); default: drawn, 32 first")
     p.add_argument("--compare-keras", metavar="KERAS_FILE", type=arg.existing_file,
                    help="add Keras predict_on_batch and tf.function baselines (imports TensorFlow)")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", type=arg.output_file,

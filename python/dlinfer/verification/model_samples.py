@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DlinferError, InferenceError, InputError
+from ..errors import DlinferError, InferenceError, InputError, InputShapeError
 from ..runtime.batch_axis import BatchAxis, batch_axes, graph_dims, split
 from ..runtime.tensors import check_tensor
 from ..spec import InputSpec
 from .samples import _describe, _random_input, load_samples
 
-__all__ = ["SIZES", "input_specs", "model_samples"]
+__all__ = ["SIZES", "drawn_axes", "input_specs", "model_samples", "with_shapes"]
 
 # Sizes tried, in order, for a dynamic axis that is not a batch axis: 32 first, as
 # dlinfer always drew; then sizes the common vision backbones run at.
@@ -37,10 +37,46 @@ def input_specs(model: Any) -> list[InputSpec]:
                       layout="NC", color=None, scale=1.0) for t in model.inputs]
 
 
-def _draw(model: Any, inputs: list[InputSpec], axes: Mapping[str, BatchAxis], count: int,
-          size: int, seed: int) -> dict[str, np.ndarray]:
+def with_shapes(dims: Mapping[str, list[Any]], axes: Mapping[str, BatchAxis],
+                shapes: Mapping[str | None, tuple[int, ...]] | None) -> dict[str, list[Any]]:
+    """The graph's input ``dims`` with the sizes ``shapes`` gives (``{input name or None
+    for the only input: shape}``, as ``bench --input-shape`` takes them) in place of its
+    dynamic ones; a batch axis keeps its own (the batch size sets it).  A name that is
+    no input, another rank, or a size that contradicts a fixed one is an
+    :class:`~dlinfer.InputShapeError`."""
+    out = {name: list(d) for name, d in dims.items()}
+    for name, shape in (shapes or {}).items():
+        if name is None:
+            if len(out) != 1:
+                raise InputShapeError(f"the model has {len(out)} inputs {list(out)}: name "
+                                      "the input, NAME=" + "x".join(map(str, shape)))
+            name = next(iter(out))
+        if name not in out:
+            raise InputShapeError(f"input shape for {name!r}: the model has no input of that "
+                                  f"name; its inputs are {list(out)}")
+        graph = out[name]
+        text = "x".join(map(str, shape))
+        if len(shape) != len(graph):
+            raise InputShapeError(f"input shape {text} for {name!r}: the input has rank "
+                                  f"{len(graph)}: {_dims_text(graph)}")
+        for a, (given, d) in enumerate(zip(shape, graph)):
+            if a == axes[name].axis:
+                continue
+            if isinstance(d, int) and d != given:
+                raise InputShapeError(f"input shape {text} for {name!r}: axis {a} is fixed "
+                                      f"at {d}: {_dims_text(graph)}")
+            graph[a] = given
+    return out
+
+
+def _dims_text(dims: list[Any]) -> str:
+    return "(" + ", ".join(str(d) if d is not None else "?" for d in dims) + ")"
+
+
+def _draw(dims: Mapping[str, list[Any]], inputs: list[InputSpec],
+          axes: Mapping[str, BatchAxis], count: int, size: int, seed: int
+          ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    dims = graph_dims(model)
     feed = {}
     for spec in inputs:
         axis = axes[spec.name].axis
@@ -50,10 +86,15 @@ def _draw(model: Any, inputs: list[InputSpec], axes: Mapping[str, BatchAxis], co
     return feed
 
 
-def _dynamic(model: Any, axes: Mapping[str, BatchAxis]) -> bool:
-    """Whether some axis other than a batch axis has no fixed size."""
-    return any(not isinstance(d, int) and a != axes[name].axis
-               for name, dims in graph_dims(model).items() for a, d in enumerate(dims))
+def drawn_axes(model: Any, axes: Mapping[str, BatchAxis],
+               shapes: Mapping[str | None, tuple[int, ...]] | None = None
+               ) -> dict[str, list[int]]:
+    """Each input's axes that drawn samples get a size for (:data:`SIZES`): dynamic,
+    not its batch axis, and not set by ``shapes``; inputs with none are left out."""
+    dims = with_shapes(graph_dims(model), axes, shapes)
+    found = {name: [a for a, d in enumerate(each) if not isinstance(d, int)
+                    and a != axes[name].axis] for name, each in dims.items()}
+    return {name: drawn for name, drawn in found.items() if drawn}
 
 
 def _probe(model: Any, feed: dict[str, np.ndarray], axes: Mapping[str, BatchAxis],
@@ -85,7 +126,8 @@ def _shapes(feed: Mapping[str, np.ndarray]) -> str:
 
 def model_samples(model: Any, data: Any, count: int, seed: int = 0,
                   axes: Mapping[str, BatchAxis] | None = None,
-                  check: Callable[[dict[str, np.ndarray]], Any] | None = None
+                  check: Callable[[dict[str, np.ndarray]], Any] | None = None,
+                  shapes: Mapping[str | None, tuple[int, ...]] | None = None
                   ) -> tuple[dict[str, np.ndarray], str, dict[str, BatchAxis]]:
     """At most ``count`` samples for ``model`` (a :class:`~dlinfer.Model`) from ``data``
     (as :func:`.samples.load_samples` takes it; ``None``: drawn at random).
@@ -93,7 +135,8 @@ def model_samples(model: Any, data: Any, count: int, seed: int = 0,
     ``check``: called on one run of drawn samples after onnxruntime ran it; a
     :class:`~dlinfer.DlinferError` from it rejects that size too (``verify`` passes the
     reference executor, which refuses a pooling window larger than its input where
-    onnxruntime quietly runs it).
+    onnxruntime quietly runs it).  ``shapes``: sizes for dynamic axes of drawn samples
+    (:func:`with_shapes`); the sizes tried fill only the axes it leaves dynamic.
 
     Returns the feed (batch inputs holding the samples along their batch axes, inputs
     without one whole), where it came from, and the batch axes.  Raises
@@ -110,13 +153,17 @@ def model_samples(model: Any, data: Any, count: int, seed: int = 0,
             raise InputError(f"{source}: the model does not run on inputs of shapes "
                              f"{_shapes(feed)}: {exc}") from None
         return feed, source, axes
-    sizes = SIZES if _dynamic(model, axes) else SIZES[:1]
+    dims = with_shapes(graph_dims(model), axes, shapes)
+    sizes = SIZES if drawn_axes(model, axes, shapes) else SIZES[:1]
     failures = []
     for size in sizes:
-        feed = _draw(model, inputs, axes, count, size, seed)
+        feed = _draw(dims, inputs, axes, count, size, seed)
         try:
             _probe(model, feed, axes, check)
         except DlinferError as exc:
+            if shapes and len(sizes) == 1:
+                raise InputShapeError(f"the model does not run on inputs of shapes "
+                                      f"{_shapes(feed)}: {exc}") from None
             failures.append(f"{size}: {exc}")
             continue
         source = (f"random {', '.join(dict.fromkeys(_describe(s) for s in inputs))}, "
