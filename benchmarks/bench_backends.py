@@ -15,10 +15,14 @@ medians (``bench_optimize``'s timing), accuracy on the real held-out sets:
   quantized inside the graph) converted by ``TFLiteConverter`` from the Keras model with the
   calibration images as representative dataset, run by ``ai_edge_litert`` (XNNPACK);
 - ``tf.function``: the Keras model (``dlinfer.tools.bench``'s baseline);
-- ``dlinfer``: the deployed configuration: ``dlinfer optimize`` (int8 and bf16, each gated at
-  0.5 points on the held-out set on OpenVINO where installed, else int8 on onnxruntime),
-  each gated file opened with ``Model(path, backend="auto")``; the deployed one is what
-  auto's rule picks among them (lowest geometric mean of per-item time at batch 1 and 32).
+- ``dlinfer``: the deployed configuration: ``dlinfer optimize`` (int8 by its QDQ and by
+  NNCF, bf16; each gated at 0.5 points on the held-out set on OpenVINO where installed,
+  else int8 on onnxruntime),
+  each gated file opened with ``Model(path, backend="auto")``; the deployed one at each
+  batch size is the file that ran fastest at that size (auto picks for the batch sizes
+  the user runs).  Where the time goes: the file auto's rule picks across sizes (lowest
+  geometric mean of per-item time at batch 1 and 32) run raw by its backend, against
+  dlinfer's ``Model`` on it.
 
 Models: the trained CNNs of ``bench_optimize`` (its recipes, files and held-out splits,
 trained into ``--trained`` when missing), and MobileNetV2 and ResNet50 at 224 with random
