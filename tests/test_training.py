@@ -49,8 +49,9 @@ def test_full_mnist_without_network_fails_clearly(monkeypatch):
         data.load_mnist("full")
 
 
-def _pass_through_classifier(path, input_spec, labels=("r", "g", "b")):
-    """A classifier whose graph only averages its input: what matters here is the spec."""
+def _pass_through_classifier(path, input_spec, labels=("r", "g", "b"), threshold=None):
+    """A classifier whose graph only averages its input: what matters here is the spec
+    (with a threshold: a binary one, on the one channel of a gray input)."""
     import onnx
     from dlinfer.spec import METADATA_KEY, ModelSpec, OutputSpec
     from onnx import TensorProto, helper
@@ -61,12 +62,14 @@ def _pass_through_classifier(path, input_spec, labels=("r", "g", "b")):
          helper.make_node("Softmax", ["m"], ["probabilities"], axis=1)],
         "pass_through",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(labels)])])
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                       ["N", len(labels) if threshold is None else 1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    spec = ModelSpec(name="pass_through", task="classification", input=input_spec,
+    task = "classification" if threshold is None else "binary_classification"
+    spec = ModelSpec(name="pass_through", task=task, input=input_spec,
                      output=OutputSpec(name="probabilities", kind="probabilities"),
-                     labels=tuple(labels))
+                     labels=tuple(labels), threshold=threshold)
     model.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
     onnx.save(model, path)
 
@@ -118,7 +121,7 @@ def test_mnist_training_input_is_what_the_classifier_feeds(tmp_path):
 
     input_spec = _input_spec({"mean": (0.1307,), "std": (0.3081,)})
     path = str(tmp_path / "digits.onnx")
-    _pass_through_classifier(path, input_spec, labels=("only",))
+    _pass_through_classifier(path, input_spec, labels=("no", "yes"), threshold=0.5)
     digits = np.random.default_rng(3).integers(0, 256, (9, 28, 28), dtype=np.uint8)
     np.testing.assert_array_equal(_to_input(digits, input_spec).view(np.uint32),
                                   dlinfer.Classifier(path).preprocess(digits).view(np.uint32))
