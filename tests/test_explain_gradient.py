@@ -147,6 +147,11 @@ CASES: dict[str, Any] = {
     "log_softmax": _single("LogSoftmax", axis=-1),
     "maxpool_overlapping": _single("MaxPool", kernel_shape=[3, 3], strides=[2, 1],
                                    pads=[1, 1, 1, 0]),
+    "maxpool_tiles": _single("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+    "maxpool_tiles_3x3": lambda rng: ([helper.make_node("MaxPool", ["x"], ["y"],
+                                                        kernel_shape=[3, 3], strides=[3, 3])],
+                                      {}, (2, 3, 6, 9)),
+    "maxpool_rectangular_tiles": _single("MaxPool", kernel_shape=[2, 3], strides=[2, 3]),
     "maxpool_ceil_dilated": _single("MaxPool", kernel_shape=[2, 2], strides=[2, 2],
                                     ceil_mode=1, dilations=[1, 2]),
     "averagepool": _single("AveragePool", kernel_shape=[3, 2], strides=[2, 1],
@@ -289,6 +294,24 @@ def test_gradient_of_light_cnn_matches_finite_differences(tmp_path, name):
     shape = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     x = {graph_input.name: np.random.default_rng(seed).random(shape, dtype=np.float32)}
     _check(tmp_path, model, x, seed % 1000, seed=seed, target=_logits(model))
+
+
+@pytest.mark.parametrize("geometry", [dict(kernel_shape=[2, 2], strides=[2, 2]),
+                                      dict(kernel_shape=[2, 2], strides=[1, 1])],
+                         ids=["tiles", "overlapping"])
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum(tmp_path, geometry):
+    from dlinfer.explain import gradient
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MaxPool", ["r"], ["y"],
+                                                                     **geometry)]
+    model = make_model(nodes, [_vi("x", (1, 1, 4, 4))], [_vi("y", None)], {})
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    x = -np.ones((1, 1, 4, 4), np.float32)  # every window all zeros after the Relu
+    grad = gradient(path, x, index=0, wrt="r")[0, 0]
+    expected = np.zeros((4, 4), np.float32)
+    expected[0, 0] = 1  # window (0, 0): its top-left pixel, as onnxruntime and TensorFlow
+    np.testing.assert_array_equal(grad, expected)
 
 
 def test_softmax_output_is_differentiated_through_its_logits_by_default(tmp_path):

@@ -249,7 +249,11 @@ def _sqrt(b: Builder, node: Any, gy: list, want: list) -> list:
 
 # -- activations ----------------------------------------------------------------------
 def _where(b: Builder, mask: str, g: str, otherwise: str | None = None) -> str:
-    return b.op("Where", [mask, g, otherwise or b.const(0.0)])
+    """``g`` where ``mask`` holds, else ``otherwise`` (default zero: then g * mask, which
+    onnxruntime runs twice as fast as Where)."""
+    if otherwise is None:
+        return b.op("Mul", [g, b.op("Cast", [mask], to=_onnx_type(b))])
+    return b.op("Where", [mask, g, otherwise])
 
 
 @rule("Relu")
