@@ -139,3 +139,37 @@ def test_cli_errors_follow_dlinfers_exit_rule(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("dlinfer: error: unknown model 'resnet'")
     assert main(["--debug", "make-images", str(tmp_path), "--classes", "foo"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_small_convnet_takes_46_pixels_and_no_fewer():
+    from training import zoo
+
+    assert zoo.ZOO["small_convnet"].min_image_size == 46
+    assert zoo.small_convnet(image_size=46).output_shape == (None, 1)
+    with pytest.raises(ValueError):
+        zoo.small_convnet(image_size=45)
+
+
+def test_train_refuses_what_it_cannot_do_before_writing_anything(tmp_path, capsys,
+                                                                 monkeypatch):
+    from training import zoo
+    from training.cli import main
+
+    out = tmp_path / "out"
+    assert main(["train", "small_convnet", "--image-size", "45", "--out", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(
+        "dlinfer: error: small_convnet: --image-size 45 is too small; its architecture needs "
+        "at least 46 pixels a side")
+    with pytest.raises(SystemExit) as info:
+        main(["train", "small_convnet", "--epochs", "0"])
+    assert info.value.code == 2 and "argument --epochs" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--epochs must be at least 1"):
+        zoo.check_request(zoo.ZOO["mnist_cnn"], epochs=0, image_size=150, weights=None)
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None")
+
+    monkeypatch.setattr(zoo.keras.utils, "get_file", offline)
+    assert main(["train", "vgg16_transfer", "--weights", "imagenet", "--out", str(out)]) == 1
+    assert "could not download VGG16's ImageNet weights" in capsys.readouterr().err
+    assert not out.exists()  # no 1,000 images first

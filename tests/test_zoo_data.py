@@ -151,11 +151,9 @@ def test_parabola_points():
 
 
 def test_vgg16_imagenet_weights_offline_fail_clearly(monkeypatch):
-    from keras.src.utils import file_utils
-
     from training import zoo
 
-    monkeypatch.setattr(file_utils, "get_file", _offline_loader)
+    monkeypatch.setattr(zoo.keras.utils, "get_file", _offline_loader)
     with pytest.raises(zoo.WeightsUnavailableError, match="--weights none"):
         zoo.vgg16_base(32, "imagenet")
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dlinfer.tools import args as arg
 from dlinfer.tools.cli import add_debug_flag, print_error_line, run_command
 from dlinfer.tools.export_command import add_export_arguments, export_command
 
@@ -18,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a zoo model, export it to ONNX, check parity")
     p.add_argument("name")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=arg.int_range(1, arg.MAX_ITERS), default=None,
                    help="training epochs (training steps for gan_1d); default: the model's")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--data", default=None,
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="artifacts")
     p.add_argument("--weights", default=None,
                    help="vgg16_transfer base weights: imagenet (online), none, or a file")
-    p.add_argument("--image-size", type=int, default=150, help="folder models' input size")
+    p.add_argument("--image-size", type=arg.int_range(1, 65_536), default=150,
+                   help="folder models' input size (small_convnet: at least 46, "
+                        "vgg16_transfer: 32)")
     p.add_argument("--samples", type=int, default=None,
                    help="images per class in the generated default folder (500)")
     p.add_argument("--n-steps", type=int, default=3, help="time-series window length")
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=150)
 
     p = sub.add_parser("demo", help="the `make demo` job: train, export, check, classify, time")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=arg.int_range(1, arg.MAX_ITERS), default=5)
     p.add_argument("--out", default="artifacts")
     return parser
 

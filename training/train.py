@@ -427,6 +427,7 @@ def train(
         "image_size": image_size, "samples": samples, "n_steps": n_steps,
         "fine_tune_epochs": fine_tune_epochs,
     }
+    zoo.check_request(entry, epochs=options["epochs"], image_size=image_size, weights=weights)
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(SEED)
     started = time.perf_counter()

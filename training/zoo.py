@@ -11,6 +11,7 @@ values; the convnets rescale pixels inside the model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ class ZooEntry:
     # decays from `cosine_lr` to 0 over the run.
     train_augment: Callable[[], list[Any]] | None = None
     cosine_lr: float | None = None
+    # Folder models: the smallest --image-size the architecture runs (below it a
+    # pooling leaves nothing, which Keras reports as "output size would be zero").
+    min_image_size: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -185,6 +189,33 @@ class WeightsUnavailableError(RuntimeError):
     """VGG16's ImageNet weights could not be downloaded."""
 
 
+def vgg16_weights(weights: str | None) -> str | None:
+    """The VGG16 notop weights file ``weights`` names: None for random weights
+    (None/``"none"``), ``"imagenet"`` downloaded once (58 MB) into Keras's cache
+    (~/.keras/models, where VGG16 itself looks), or the given file.  Called before any
+    long work, so that missing weights fail first (:class:`WeightsUnavailableError`)."""
+    if weights in (None, "none"):
+        return None
+    if weights != "imagenet":
+        if not os.path.isfile(weights):
+            raise WeightsUnavailableError(f"cannot load VGG16 notop weights from {weights!r}: "
+                                          "no such file (--weights takes imagenet, none or "
+                                          "a weights file)")
+        return weights
+    try:  # the file, URL and hash keras.applications.VGG16(weights="imagenet") uses
+        return keras.utils.get_file(
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            cache_subdir="models", file_hash="6d6bbae143d832006294945121d1f1fc")
+    except Exception as exc:  # a failed download surfaces as many exception types
+        raise WeightsUnavailableError(
+            f"could not download VGG16's ImageNet weights ({exc}); they need internet "
+            "access or a cached copy in ~/.keras/models. Offline, use --weights none or "
+            "--weights PATH to a saved notop weights file."
+        ) from exc
+
+
 def vgg16_base(image_size: int = 150, weights: str | None = None) -> Any:
     """VGG16 without its top, frozen, taking mean-subtracted RGB.
 
@@ -194,27 +225,15 @@ def vgg16_base(image_size: int = 150, weights: str | None = None) -> Any:
     """
     from keras.applications import VGG16
 
-    shape = (image_size, image_size, 3)
-    if weights in (None, "none"):
-        base = VGG16(include_top=False, weights=None, input_shape=shape)
-    elif weights == "imagenet":
+    path = vgg16_weights(weights)
+    base = VGG16(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+    if path is not None:
         try:
-            base = VGG16(include_top=False, weights="imagenet", input_shape=shape)
-        except Exception as exc:  # a failed download surfaces as many exception types
-            raise WeightsUnavailableError(
-                f"could not download VGG16's ImageNet weights ({exc}); they need internet "
-                "access or a cached copy in ~/.keras/models. Offline, use --weights none or "
-                "--weights PATH to a saved notop weights file."
-            ) from exc
-    else:
-        base = VGG16(include_top=False, weights=None, input_shape=shape)
-        try:
-            base.load_weights(weights)
+            base.load_weights(path)
         except (OSError, ValueError) as exc:
             raise WeightsUnavailableError(
                 f"cannot load VGG16 notop weights from {weights!r}: {exc}"
             ) from exc
-    if weights not in (None, "none"):
         conv = base.get_layer("block1_conv1")
         kernel, bias = conv.get_weights()
         conv.set_weights([kernel[:, :, ::-1, :], bias])
@@ -388,6 +407,9 @@ ZOO: dict[str, ZooEntry] = {
             epochs=10, batch_size=32, loss="binary_crossentropy",
             notes="2 classes: Dense(1, sigmoid); N classes: Dense(N, softmax)",
             binary_head=True,
+            # Four (3x3 valid conv, 2x2 pool) stages: n -> (n - 2) // 2 must leave 1 pixel
+            # after the fourth, so 2 before it, then 8, 20, 44 and 46 at the input.
+            min_image_size=46,
         ),
         ZooEntry(
             name="vgg16_transfer", build=vgg16_transfer,
@@ -400,6 +422,7 @@ ZOO: dict[str, ZooEntry] = {
             epochs=3, batch_size=16, loss="sparse_categorical_crossentropy",
             notes=f"base {VGG16_BASE_PARAMS:,} (frozen); stage 2 fine-tunes block5",
             pretrained=True,
+            min_image_size=32,  # keras.applications.VGG16 without its top refuses less
         ),
         ZooEntry(
             name="timeseries_mlp", build=timeseries_mlp, params=501, kind="series",
@@ -446,6 +469,19 @@ ZOO: dict[str, ZooEntry] = {
         ),
     ]
 }
+
+
+def check_request(entry: ZooEntry, *, epochs: int, image_size: int,
+                  weights: str | None) -> None:
+    """Refuse, before any data is written or weights built, what ``train`` cannot do:
+    SystemExit with the message (as an unknown name is), or WeightsUnavailableError."""
+    if epochs < 1:
+        raise SystemExit(f"{entry.name}: --epochs must be at least 1, got {epochs}")
+    if entry.kind == "folder" and image_size < entry.min_image_size:
+        raise SystemExit(f"{entry.name}: --image-size {image_size} is too small; its "
+                         f"architecture needs at least {entry.min_image_size} pixels a side")
+    if entry.pretrained:
+        vgg16_weights(weights)  # downloaded (or found) now, not after the data is made
 
 
 def get(name: str) -> ZooEntry:
