@@ -12,7 +12,6 @@ maximum on the zoo CNNs.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from dlinfer import Classifier
 from dlinfer.errors import InputError
@@ -197,8 +196,3 @@ def test_bad_arguments_are_input_errors(tmp_path, kwargs, match):
     img = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(InputError, match=match):
         clf.explain(img, **kwargs)
-
-
-def test_third_party_model_file_is_what_spec_set_wrote(tmp_path):
-    proto = onnx.load(third_party_cnn(tmp_path))
-    assert any(p.key == "dlinfer.spec" for p in proto.metadata_props)
