@@ -150,15 +150,15 @@ def test_gradcam_weights_are_the_mean_gradient_of_the_target_logit(tmp_path):
 
 
 def test_the_predicted_class_gets_the_same_map_as_when_asked_for(tmp_path):
-    """Without target=, images predicted as a class other than 0 take their gradient
-    from the model's tail (the layers after the explained tensor): the same numbers."""
+    """Without target=, each image's predicted class is found and differentiated in one
+    run (an ArgMax inside the backward graph): the same numbers as asking for it."""
     clf = Classifier(third_party_cnn(tmp_path))
     images = np.random.default_rng(4).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
     found = clf.explain(images)
-    assert len({e.target for e in found}) > 1  # the tail path really ran
+    assert len({e.target for e in found}) > 1  # several classes in one run
     asked = clf.explain(images, target=[e.target for e in found])
     for e, a in zip(found, asked):
-        # float32 sums of the same products in another graph: 1e-6 of the map's scale
+        # the same graph and products; 1e-6 of the map's scale for summation order
         np.testing.assert_allclose(e.raw, a.raw, rtol=1e-5, atol=1e-6 * a.raw.max())
 
 

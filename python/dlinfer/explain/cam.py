@@ -27,7 +27,7 @@ import numpy as np
 from ..checks import MAX_BATCH, check_int
 from ..errors import InputError
 from ..preprocessing.transform import Geometry, empty_batch
-from .layers import LayerTensor, graph_info, save_temporary
+from .layers import LayerTensor, graph_info
 
 __all__ = ["METHODS", "Explanation", "explain"]
 
@@ -215,88 +215,27 @@ def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """``wrt``'s values, d class score / d ``wrt``, the probabilities and the classes.
 
-    ``targets`` None: the predicted classes, from the same onnxruntime session as the
-    gradients (a separate forward pass in the classifier's own session cost more than
-    the gradient: each session's idle threads spin and hold the cores the other needs).
-    The first run differentiates class 0 (a single sigmoid unit: its only unit, right
-    for both classes); the images predicted as another class run again.
+    ``targets`` None: the predicted classes, found in the same onnxruntime run as their
+    gradients (``index=None``: an ArgMax inside the graph).  A separate forward pass in
+    the classifier's own session cost more than the gradient: each session's idle
+    threads spun and held the cores the other needed.  A single sigmoid unit has one
+    element to differentiate, right for both classes up to the sign.
     """
-    from .gradient import gradient, value_and_gradient
+    from .gradient import value_and_gradient
 
-    def run(rows: np.ndarray, classes: list[int]) -> tuple[Any, Any, np.ndarray]:
-        index, sign = _score_index(clf, classes)
-        values, grads, outputs = value_and_gradient(clf.model, rows, output=clf.output.name,
-                                                    index=index, wrt=wrt, logits=True)
-        grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs,
-                                                              np.ndim(grads))
-        return np.asarray(values, np.float32), grads, clf.probabilities(outputs)
-
-    if targets is not None:
-        values, grads, proba = run(batch, targets)
-        return values, grads, proba, targets
-    values, grads, proba = run(batch, [0] * len(batch))
-    found = [int(t) for t in proba.argmax(axis=1)]
-    if clf._binary:
-        if any(found):  # the run gave -dz (class 0); class 1's score is z
-            sign = np.array([-1.0 if t == 1 else 1.0 for t in found], np.float32)
-            grads = grads * sign.reshape((-1,) + (1,) * (grads.ndim - 1))
-        return values, grads, proba, found
-    again = [i for i, t in enumerate(found) if t != 0]
-    if again:
-        tail = tail_model(clf, wrt, values.shape)
-        if tail is None:  # the rest of the model reads more than ``wrt``: run it all again
-            _, regrads, _ = run(batch[again], [found[i] for i in again])
-        else:  # only the layers after ``wrt``, from the values the first run gave
-            regrads = np.asarray(gradient(
-                tail, values[again], output=clf.output.name,
-                index=_score_index(clf, [found[i] for i in again])[0], logits=True),
-                np.float32)
-        grads[again] = regrads
-    return values, grads, proba, found
-
-
-_TAILS: dict[tuple[str, str], str | None] = {}
-
-
-def tail_model(clf: Any, wrt: str, shape: tuple[int, ...]) -> str | None:
-    """A file with the model from ``wrt`` to the classifier's output (``wrt`` its input),
-    kept in a temporary folder for this process; None when that part of the graph also
-    reads the model's input (a skip connection past ``wrt``) or ``wrt`` is the input."""
-    info = graph_info(clf.model, clf.preprocessing.layout)
-    key = (info.where, wrt)
-    if key in _TAILS:
-        return _TAILS[key]
-    _TAILS[key] = path = _write_tail(info, wrt, clf.output.name, shape)
-    return path
-
-
-def _write_tail(info: Any, wrt: str, output: str, shape: tuple[int, ...]) -> str | None:
-    from onnx import TensorProto, helper
-
-    if wrt in info.inputs or output not in info.outputs:
-        return None
-    wanted, stack, seen = set(), [output], set()
-    while stack:
-        name = stack.pop()
-        if name in seen or name == wrt or name in info.initializers or not name:
-            continue
-        seen.add(name)
-        node = info.producer.get(name)
-        if node is None:
-            return None  # a graph input other than wrt
-        wanted.add(id(node))
-        stack.extend(node.input)
-    graph = info.proto.graph
-    nodes = [n for n in graph.node if id(n) in wanted]
-    used = {i for n in nodes for i in n.input}
-    tail = helper.make_graph(
-        nodes, "tail",
-        [helper.make_tensor_value_info(wrt, TensorProto.FLOAT, ["N", *shape[1:]])],
-        [o for o in graph.output if o.name == output],
-        [t for t in graph.initializer if t.name in used])
-    model = helper.make_model(tail, opset_imports=info.proto.opset_import)
-    model.ir_version = info.proto.ir_version
-    return save_temporary(model, "tail")
+    binary_guess = targets is None and clf._binary
+    classes = [0] * len(batch) if binary_guess else targets
+    index, sign = (None, np.ones(len(batch), np.float32)) if classes is None else \
+        _score_index(clf, classes)
+    values, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
+                                                index=index, wrt=wrt, logits=True)
+    grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, np.ndim(grads))
+    proba = clf.probabilities(outputs)
+    found = targets if targets is not None else [int(t) for t in proba.argmax(axis=1)]
+    if binary_guess and any(found):  # the run gave -dz (class 0); class 1's score is z
+        flip = np.array([-1.0 if t == 1 else 1.0 for t in found], np.float32)
+        grads = grads * flip.reshape((-1,) + (1,) * (grads.ndim - 1))
+    return np.asarray(values, np.float32), grads, proba, found
 
 
 def gradcam(values: np.ndarray, grads: np.ndarray, layout: str) -> list[np.ndarray]:
