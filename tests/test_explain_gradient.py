@@ -428,3 +428,20 @@ def test_unknown_tensor_names_are_refused(tmp_path):
         gradient(path, x, index=0, wrt="nope")
     with pytest.raises(InputError, match="no output 'nope'"):
         gradient(path, x, index=0, output="nope")
+    with pytest.raises(TypeError, match="wrt must be"):
+        gradient(path, x, index=0, wrt=3)
+
+
+def test_an_integer_tensor_is_refused_as_wrt(tmp_path):
+    from dlinfer.explain import gradient
+
+    nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", ["f"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.UINT8, ("N", 3))],
+                       [_vi("y", ("N", 3))], {})
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    x = np.full((2, 3), 7, np.uint8)
+    with pytest.raises(InputError, match="not a float tensor"):
+        gradient(path, x, index=0)
+    np.testing.assert_array_equal(gradient(path, x, index=1, wrt="f"), [[0, 1, 0], [0, 1, 0]])

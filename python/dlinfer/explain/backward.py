@@ -223,6 +223,11 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
     for name in [target, *wrt]:
         if name not in produced:
             raise InputError(f"no tensor named {name!r} in the graph")
+    for name in wrt:
+        if not _float_tensor(types, name):
+            raise InputError(f"cannot differentiate with respect to {name!r}: it is not a "
+                             "float tensor (an integer input, say; try the tensor after its "
+                             "Cast)")
     elem = types[target].elem_type if target in types else 1
     dtype = _FLOAT_TYPES.get(elem)
     if dtype is None:

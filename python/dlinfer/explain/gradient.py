@@ -91,7 +91,8 @@ def value_and_gradient(model: Model | str | os.PathLike[str], inputs: Any, *,
     its gradient from here.  The arguments are those of :func:`gradient`.
     """
     opened = _open(model)
-    names = [opened.inputs[0].name] if wrt is None else [wrt] if isinstance(wrt, str) else list(wrt)
+    names = ([opened.inputs[0].name] if wrt is None else [wrt] if isinstance(wrt, str)
+             else list(wrt) if isinstance(wrt, (list, tuple)) else [])
     if not names or not all(isinstance(n, str) for n in names):
         raise InputTypeError(f"wrt must be None, a tensor name or a list of names, not {wrt!r}")
     compiled = _compile(opened, output, tuple(names), bool(logits), index is None)
