@@ -260,3 +260,23 @@ def test_a_classification_spec_on_one_sigmoid_unit_is_refused_at_open(tmp_path):
                        r"binary_classification with two labels and a threshold"):
         Model(tmp_path / "one_unit.onnx")
 
+
+def test_a_dynamic_output_width_of_one_is_refused_for_classification(tmp_path):
+    """The same rule when the width is known only as the output comes (Classifier)."""
+    flat = onnx.numpy_helper.from_array(np.array([0, -1], np.int64), "flat")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Reshape", ["x", "flat"], ["p"])], "flat",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", "H", "W", 1])],
+        [onnx.helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, ["N", "width"])],
+        [flat])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)],
+                                   ir_version=8)
+    set_spec(proto, ModelSpec(name="flat", task="classification",
+                              input=InputSpec("x", (None, None, None, 1), color="GRAY"),
+                              output=OutputSpec("p"), labels=("0",)))
+    save(proto, tmp_path / "flat.onnx")
+    clf = Classifier(tmp_path / "flat.onnx")  # nothing to check at open
+    with pytest.raises(SpecError, match=r"output 'p' has 1 value per item .* use --task "
+                       r"binary_classification with two labels and a threshold"):
+        clf.probabilities(np.full((2, 1), 0.9, np.float32))
+

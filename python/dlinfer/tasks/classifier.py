@@ -26,6 +26,7 @@ from ..preprocessing.tokens import token_batch
 from ..preprocessing.transform import PreprocessSpec, empty_batch
 from ..runtime.model import Model
 from ..spec import InputSpec, ModelSpec, OutputSpec
+from ..spec_graph import one_unit_problem
 from ._open import open_for_task
 from .predictions import Prediction, top_k_predictions
 
@@ -175,6 +176,9 @@ class Classifier:
                             f"{out.shape[1]} values per item, but the spec has "
                             f"{len(self.labels)} labels" + (" and a threshold (one sigmoid "
                                                             "unit)" if self._binary else ""))
+        if want == 1 and not self._binary:  # a dynamic width: the rule Model applies at open
+            raise SpecError(f"{self.model.path}: the spec's output {self.output.name!r} "
+                            f"{one_unit_problem(self.spec.task, 1)} and a threshold")
         if self._binary:
             # A single sigmoid unit is P(labels[1]); expand to both classes.
             p = out[:, :1]
