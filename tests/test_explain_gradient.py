@@ -127,6 +127,8 @@ CASES: dict[str, Any] = {
         [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
          helper.make_node("Gemm", ["t", "w"], ["y"], transA=1)],
         {"w": _rand(rng, 6, 5)}, (2, 6)),
+    "matmul_dense": lambda rng: (
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _rand(rng, 6, 5)}, (2, 6)),
     "matmul_batched": lambda rng: (
         [helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _rand(rng, 4, 3)}, (2, 3, 5, 4)),
     "batchnorm": lambda rng: (
