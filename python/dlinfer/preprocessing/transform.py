@@ -18,6 +18,7 @@ OpenCV do; colour from gray repeats the channel; alpha is dropped.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ def empty_batch(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     shape = check_allocation(shape, dtype.itemsize, "the input batch")  # sizes from the file
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # np.prod costs 5 us a call
     raw = np.empty(nbytes + 64, np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start:start + nbytes].view(dtype).reshape(shape)
