@@ -23,7 +23,7 @@ from . import args as arg
 from .explain_command import add_explain_parsers
 from .export_command import add_export_arguments, add_export_parser, export_command  # noqa: F401
 from .optimize_command import add_optimize_parser
-from .provider_flags import add_provider_flags, provider_kwargs
+from .provider_flags import add_backend_flag, add_provider_flags, provider_kwargs
 from .ray_command import add_ray_parser
 from .spec_tool import add_spec_parser, describe_spec
 from .triton_command import add_triton_parser
@@ -196,7 +196,7 @@ def _verify(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     report = verify(keras, onnx_file, args.data, per_layer=args.per_layer, atol=args.atol,
-                    rtol=args.rtol, samples=args.samples)
+                    rtol=args.rtol, samples=args.samples, backend=args.backend or "onnxruntime")
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
 def _doctor(args: argparse.Namespace) -> int:
@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=arg.finite_float(0), default=1e-4)
     p.add_argument("--rtol", type=arg.finite_float(0), default=1e-4)
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    add_backend_flag(p, default="onnxruntime, whatever $DLINFER_BACKEND says")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("doctor", help="what this machine can really run: providers, CUDA, GPU, CPU")

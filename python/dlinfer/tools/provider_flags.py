@@ -1,6 +1,6 @@
 """CLI flags for the runtime backend (``--backend``) and the CUDA and TensorRT provider
-options (``info``, ``predict``, ``bench``, ``serve``; ``--backend`` also on ``verify``,
-``optimize`` and ``ray``).
+options (``info``, ``predict``, ``bench``, ``serve``, ``explain``; ``--backend`` alone on
+``verify`` and ``ray``; ``optimize`` has its own, the backend it gates on).
 
 Each flag is checked at parse time by the same rule as ``Model(cuda=..., tensorrt=...)``
 (:mod:`dlinfer.runtime.provider_options`), so a bad value fails with argparse's error
@@ -87,15 +87,18 @@ def _backends(text: str) -> str:
 
 _BACKEND_HELP = ("onnxruntime (every device), openvino (CPU; pip install "
                  "'dlinfer[openvino]') or auto (the faster here, measured once and cached); "
-                 "default: $DLINFER_BACKEND, else onnxruntime; see docs/runtime.md")
+                 "default: {default}; see docs/runtime.md")
 
 
-def add_backend_flag(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """``--backend`` (``several``: a comma-separated list, as ``bench`` compares them)."""
+def add_backend_flag(parser: argparse.ArgumentParser, several: bool = False,
+                     default: str = "$DLINFER_BACKEND, else onnxruntime") -> None:
+    """``--backend`` (``several``: a comma-separated list, as ``bench`` compares them);
+    ``default`` says what the command runs without it (the flag's value is then None)."""
     parser.add_argument(
         "--backend", type=validating(_backends if several else _backend, "backend"),
         default=None,
-        help=("comma-separated, compared side by side: " if several else "") + _BACKEND_HELP)
+        help=("comma-separated, compared side by side: " if several else "")
+        + _BACKEND_HELP.format(default=default))
 
 
 def add_provider_flags(parser: argparse.ArgumentParser, several_backends: bool = False) -> None:

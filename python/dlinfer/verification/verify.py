@@ -43,6 +43,7 @@ class VerifyReport:
     outputs: list[Comparison] = field(default_factory=list)
     layers: list[LayerResult] | None = None
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
+    backend: str = "onnxruntime"  # the runtime compared (verify(backend=...))
 
     @property
     def first_bad_layer(self) -> LayerResult | None:
@@ -116,8 +117,8 @@ class VerifyReport:
         elif not self.ok:
             lines.append("MISMATCH: outputs differ")
         elif not self.outputs:
-            lines.append("OK: onnxruntime ran every sample; there was nothing to compare it "
-                         "with (see the notes)")
+            lines.append(f"OK: {self.backend} ran every sample; there was nothing to compare "
+                         "it with (see the notes)")
         else:
             lines.append(
                 "OK: all outputs agree" + (" layer by layer" if self.layers is not None else "")
@@ -179,6 +180,7 @@ def verify(
     rtol: float = DEFAULT_RTOL,
     samples: int = 16,
     seed: int = 0,
+    backend: str = "onnxruntime",
 ) -> VerifyReport:
     """Compare Keras, onnxruntime and dlinfer's reference executor on samples.
 
@@ -192,12 +194,18 @@ def verify(
     ``per_layer`` also maps every Keras layer to the ONNX tensor that carries its
     output and compares them (``report.first_bad_layer``), on at most
     :data:`~dlinfer.verification.per_layer.MAX_SAMPLES` samples.
+    ``backend``: the runtime whose answers are compared (``Model(backend=...)``;
+    ``"openvino"``, or ``"auto"``'s pick, in the precision the file was gated for);
+    onnxruntime by default, whatever $DLINFER_BACKEND says.  ``per_layer`` reads
+    intermediate tensors through the reference executor, else onnxruntime, whatever
+    the backend.
     """
     from ..runtime.model import Model
 
     samples = check_int(samples, "samples", min=1)
-    # onnxruntime whatever $DLINFER_BACKEND says: the report names onnxruntime
-    ort_model = Model(onnx_path, device="cpu", threads=1, backend="onnxruntime")
+    # onnxruntime unless asked, whatever $DLINFER_BACKEND says: the report names it
+    ort_model = Model(onnx_path, device="cpu", threads=1, backend=backend)
+    runtime = ort_model.backend  # auto's pick
     # Samples on each input's own batch axis; inputs without one are fed whole, and a
     # fixed batch of 1 runs one sample at a time (dlinfer.runtime.batch_axis).
     input_names = [t.name for t in ort_model.inputs]
@@ -234,9 +242,9 @@ def verify(
                                  feed, axes, samples, out_names, out_axes)
     except reference.UnsupportedOpError as exc:
         graph, skipped = None, f"reference executor skipped: {exc}"
-    except Exception as exc:  # noqa: BLE001 - onnxruntime ran these inputs: the gap is ours
+    except Exception as exc:  # noqa: BLE001 - the backend ran these inputs: the gap is ours
         graph, skipped = None, (f"reference executor failed ({type(exc).__name__}: {exc}); "
-                                "onnxruntime ran the same inputs, so this is a gap in "
+                                f"{runtime} ran the same inputs, so this is a gap in "
                                 "dlinfer's reference kernels")
 
     report = VerifyReport(
@@ -250,6 +258,7 @@ def verify(
         data_source=source,
         atol=atol,
         rtol=rtol,
+        backend=runtime,
     )
     if graph is None:
         report.notes.append(skipped)
@@ -259,14 +268,14 @@ def verify(
         km = _load_keras(keras_model)
         k_outs = _keras_outputs(km, feed, input_names, [o.shape for o in ort_outs])
         for suffix, name, o, k in zip(suffixes, out_names, ort_outs, k_outs):
-            report.outputs.append(compare("onnxruntime vs keras" + suffix, o, k, atol, rtol))
+            report.outputs.append(compare(f"{runtime} vs keras" + suffix, o, k, atol, rtol))
             if ref_outs is not None:
                 report.outputs.append(compare("reference vs keras" + suffix, ref_outs[name], k,
                                               atol, rtol))
     if ref_outs is not None:
         for suffix, name, o in zip(suffixes, out_names, ort_outs):
-            report.outputs.append(compare("reference vs onnxruntime" + suffix, ref_outs[name], o,
-                                          atol, rtol))
+            report.outputs.append(compare(f"reference vs {runtime}" + suffix, ref_outs[name],
+                                          o, atol, rtol))
     if per_layer:
         if keras_model is None:
             raise InputError("per_layer needs the Keras model")
