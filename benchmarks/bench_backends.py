@@ -275,28 +275,12 @@ def photo_model(name: str, folder: str) -> dict[str, Any]:
 
 def time_runners(runners: dict[str, Runner], x_all: np.ndarray, rounds: int, seconds: float
                  ) -> dict[str, dict[int, float]]:
-    """{contender: {batch: median seconds per call}}, contenders interleaved per round."""
-    result: dict[str, dict[int, float]] = {name: {} for name in runners}
-    for batch in BATCHES:
-        x = np.ascontiguousarray(np.resize(x_all, (batch, *x_all.shape[1:])))
-        per_round: dict[str, list[float]] = {name: [] for name in runners}
-        names = list(runners)
-        for round_ in range(rounds + 1):  # round 0: burn-in, dropped (bench_optimize)
-            # Each round starts further on, so every contender takes early and late
-            # places: in a fixed order the first ones (plain onnxruntime and OpenVINO)
-            # measured up to 2.4x slower than the same OpenVINO configuration later in
-            # the round, and alone.
-            start = round_ * len(names) // (rounds + 1)
-            for name in names[start:] + names[:start]:
-                run = runners[name]
-                took = bench_optimize._median_call(lambda run=run, x=x: run(x), seconds)
-                if round_:
-                    per_round[name].append(took)
-        for name, values in per_round.items():
-            result[name][batch] = float(np.median(values))
-        print(f"    batch {batch}: " + ", ".join(
-            f"{n} {batch / result[n][batch]:,.0f}/s" for n in runners), flush=True)
-    return result
+    """{contender: {batch: median seconds per call}}: bench_optimize's interleaved,
+    rotating rounds over the same input bytes for every contender."""
+    return bench_optimize.time_contenders(
+        {name: (lambda x, run=run: (lambda: run(x))) for name, run in runners.items()},
+        lambda batch: np.ascontiguousarray(np.resize(x_all, (batch, *x_all.shape[1:]))),
+        rounds, seconds, batches=BATCHES)
 
 
 def accuracy(run: Runner, x: np.ndarray, labels: np.ndarray | None) -> float | None:

@@ -90,19 +90,27 @@ def _keras_call(keras_file: str, x: np.ndarray) -> Callable[[], Any]:
 
 
 def time_contenders(contenders: dict[str, Callable[[np.ndarray], Callable[[], Any]]],
-                    batch_of: Callable[[int], np.ndarray], rounds: int, seconds: float
-                    ) -> dict[str, dict[int, float]]:
-    """{contender: {batch: median seconds per call}}, contenders interleaved per round."""
+                    batch_of: Callable[[int], np.ndarray], rounds: int, seconds: float,
+                    batches: tuple[int, ...] = BATCHES) -> dict[str, dict[int, float]]:
+    """{contender: {batch: median seconds per call}}, contenders interleaved per round.
+
+    The one timing loop of bench_optimize and bench_backends.  Round 0 is a burn-in and is
+    dropped: on the development VM the first seconds of a run measured up to 1.5x slower
+    than the rest (clock and cache warm-up).  Each round starts one place further on, so
+    every contender takes early and late places: in a fixed order the first ones (plain
+    onnxruntime and OpenVINO in bench_backends) measured up to 2.4x slower than the same
+    configuration later in the round, and alone.
+    """
     result: dict[str, dict[int, float]] = {name: {} for name in contenders}
-    for batch in BATCHES:
+    for batch in batches:
         x = batch_of(batch)
         calls = {name: make(x) for name, make in contenders.items()}
         per_round: dict[str, list[float]] = {name: [] for name in contenders}
-        # Round 0 is a burn-in and is dropped: on the development VM the first seconds of
-        # a run measured up to 1.5x slower than the rest (clock and cache warm-up).
+        names = list(calls)
         for round_ in range(rounds + 1):
-            for name, call in calls.items():
-                took = _median_call(call, seconds)
+            start = round_ * len(names) // (rounds + 1)
+            for name in names[start:] + names[:start]:
+                took = _median_call(calls[name], seconds)
                 if round_:
                     per_round[name].append(took)
         for name, values in per_round.items():
