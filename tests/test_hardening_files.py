@@ -199,13 +199,15 @@ def test_the_input_batch_of_a_huge_image_model_is_refused_before_allocating(tmp_
     side = 65_536
     graph = helper.make_graph(
         [helper.make_node("ReduceMax", ["images"], ["m"], keepdims=0, axes=[1, 2, 3]),
-         helper.make_node("Unsqueeze", ["m", "axes"], ["probabilities"])], "huge",
+         helper.make_node("Unsqueeze", ["m", "axes"], ["m1"]),
+         # two classes: a classification head of one unit is refused (spec_graph)
+         helper.make_node("Concat", ["m1", "m1"], ["probabilities"], axis=1)], "huge",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", side, side, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
         [onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")])
     spec = json.loads(digit_spec("huge", {}, {}).to_json())
     spec["inputs"][0]["shape"] = [None, side, side, 1]
-    spec["outputs"][0]["labels"] = ["only"]
+    spec["outputs"][0]["labels"] = ["one", "two"]
     path = _save(tmp_path, "huge", json.dumps(spec), checked_model(graph))
     folder = tmp_path / "images"
     folder.mkdir()
