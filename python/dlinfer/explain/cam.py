@@ -243,7 +243,8 @@ def gradcam(values: np.ndarray, grads: np.ndarray, layout: str) -> list[np.ndarr
     if layout == "NHWC":
         values, grads = values.transpose(0, 3, 1, 2), grads.transpose(0, 3, 1, 2)
     alpha = grads.mean(axis=(2, 3))  # (N, C): the channel weights
-    return list(np.maximum(np.einsum("nc,nchw->nhw", alpha, values), 0.0))
+    # A weighted sum, not einsum: no BLAS call (see _bilinear).
+    return list(np.maximum((alpha[:, :, None, None] * values).sum(axis=1), 0.0))
 
 
 def _heatmaps(flats: list[np.ndarray], in_hw: tuple[int, int],
@@ -359,21 +360,20 @@ def to_image(m: np.ndarray, in_hw: tuple[int, int], size: tuple[int, int],
 def _bilinear(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """A (k, h, w) stack at the grid ys x xs (map coordinates), clamped at the edges.
 
-    Bilinear sampling is separable: out = Wy @ m @ Wx.T with Wy, Wx holding each output
-    row's (column's) two weights, so the whole stack is two matrix products.
+    Bilinear sampling is separable: each output row blends two map rows, then each
+    output column two columns, by gathers and element-wise blends.  No BLAS: NumPy's
+    OpenBLAS threads spin for a while after a matrix product and took a core from the
+    next image batch's onnxruntime run (small_convnet Grad-CAM at batch 32: 113 -> 67 ms).
     """
-    return np.einsum("ia,kab,jb->kij", _weights(ys, m.shape[1]), m,
-                     _weights(xs, m.shape[2]), optimize=True).astype(np.float32, copy=False)
+    lo, hi, frac = _taps(ys, m.shape[1])
+    rows = m[:, lo, :] * (1 - frac)[:, None] + m[:, hi, :] * frac[:, None]
+    lo, hi, frac = _taps(xs, m.shape[2])
+    return (rows[:, :, lo] * (1 - frac) + rows[:, :, hi] * frac).astype(np.float32, copy=False)
 
 
-def _weights(coords: np.ndarray, size: int) -> np.ndarray:
-    """(len(coords), size) linear-interpolation weights, coordinates clamped to the map."""
+def _taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each coordinate's two neighbours on the map and the weight of the upper one,
+    coordinates clamped to the map."""
     c = np.clip(coords, 0, size - 1)
     lo = np.floor(c).astype(np.intp)
-    hi = np.minimum(lo + 1, size - 1)
-    frac = (c - lo).astype(np.float32)
-    w = np.zeros((len(c), size), np.float32)
-    rows = np.arange(len(c))
-    np.add.at(w, (rows, lo), 1 - frac)
-    np.add.at(w, (rows, hi), frac)
-    return w
+    return lo, np.minimum(lo + 1, size - 1), (c - lo).astype(np.float32)
