@@ -327,7 +327,8 @@ def scaled_each(stack: np.ndarray) -> np.ndarray:
     """:func:`scaled` for each map of a (k, H, W) stack."""
     m = np.maximum(stack, 0.0)
     top = m.reshape(len(m), -1).max(axis=1).reshape(-1, 1, 1) if m.size else m
-    return np.divide(m, top, out=np.zeros_like(m), where=top > 0).astype(np.float32)
+    return np.divide(m, top, out=np.zeros_like(m), where=top > 0).astype(np.float32,
+                                                                     copy=False)
 
 
 def scaled(m: np.ndarray) -> np.ndarray:
@@ -369,8 +370,10 @@ def _bilinear(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     lo, hi, frac = _taps(xs, m.shape[2])
     cols = m[:, :, lo] * (1 - frac) + m[:, :, hi] * frac
     lo, hi, frac = _taps(ys, m.shape[1])
-    return (cols[:, lo, :] * (1 - frac)[:, None] + cols[:, hi, :] * frac[:, None]
-            ).astype(np.float32, copy=False)
+    out = cols[:, lo, :]  # a new array (fancy indexing): blended in place
+    out *= (1 - frac)[:, None]
+    out += cols[:, hi, :] * frac[:, None]
+    return out.astype(np.float32, copy=False)
 
 
 def _taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
