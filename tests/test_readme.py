@@ -65,5 +65,7 @@ def test_the_readme_python_block_runs_after_the_real_demo(tmp_path, monkeypatch)
 def test_the_demo_speed_line_reads_right_whichever_side_wins():
     from training.demo import relative_speed
 
-    assert relative_speed(2.0, 1.0) == "2.0x faster"
-    assert relative_speed(1.0, 1.25) == "1.2x slower"  # was "(0.8x faster)"
+    assert relative_speed(2.0, 1.0) == "2.0x faster than Keras"
+    assert relative_speed(1.0, 1.3) == "1.3x slower than Keras"  # was "(0.8x faster)"
+    assert relative_speed(1.02, 1.0) == "as fast as Keras"  # not "1.0x faster"
+    assert relative_speed(1.0, 1.04) == "as fast as Keras"
