@@ -415,19 +415,18 @@ class ModelSpec:
                 f"(it reads versions {list(READABLE_VERSIONS)}); upgrade dlinfer or re-export "
                 "the model"
             )
+        from . import spec_legacy  # versions 1 and 2: read only, never written
+
         try:
             if version == 1:
-                inputs = [raw["input"]]
-                output = dict(raw["output"], labels=raw.get("labels", ()),
-                              threshold=raw.get("threshold"))
-                outputs = [output]
+                inputs, outputs = spec_legacy.version_1_tensors(raw)
             else:
                 inputs, outputs = raw["inputs"], raw["outputs"]
                 _check_top_level(raw, version)
             extra = dict(raw.get("extra", {}))
             inputs = [_input_from(dict(i)) for i in inputs]
             if version < 3 and isinstance(extra.get("preprocess"), dict):
-                inputs = _with_old_preprocess(inputs, extra.pop("preprocess"))
+                inputs = spec_legacy.with_old_preprocess(inputs, extra.pop("preprocess"))
             spec = cls(
                 name=raw["name"],
                 task=raw["task"],
@@ -443,7 +442,7 @@ class ModelSpec:
                 raise
             raise SpecError(f"{METADATA_KEY} is malformed: {exc!r}") from exc
         if version == 2:
-            _check_views(raw, spec)
+            spec_legacy.check_views(raw, spec)
         return spec
 
 
@@ -459,48 +458,6 @@ def _check_top_level(raw: dict[str, Any], version: int) -> None:
         hint = (" (version 3 keeps the labels, threshold and preprocessing in each of "
                 "\"inputs\" and \"outputs\")" if set(unknown) & set(_VIEWS) else "")
         raise SpecError(f"{METADATA_KEY} has unknown top-level key(s) {unknown}{hint}")
-
-
-def _check_views(raw: dict[str, Any], spec: ModelSpec) -> None:
-    """A version-2 file stores the primary input and output twice; when the copies
-    disagree (someone edited one of them) neither can be trusted to be the edit."""
-    listed = next((i for i in raw["inputs"] if i.get("name") == spec.input.name), None)
-    views = {"labels": list(spec.labels), "threshold": spec.threshold,
-             "input": listed and _plain(_input_from(dict(listed)))}
-    for key, value in views.items():
-        if key not in raw:
-            continue
-        given = raw[key]
-        if key == "input" and isinstance(given, dict):
-            given = _plain(_input_from(dict(given)))
-        if given != value:
-            raise SpecError(
-                f"{METADATA_KEY} (version 2) has a top-level {key!r} that differs from the "
-                f"one in \"inputs\"/\"outputs\" ({_short(raw[key])} vs {_short(value)}); "
-                "version 2 stores the primary input and output twice and reads the lists, so "
-                "edit those (or rewrite the spec with `dlinfer spec set`)")
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _with_old_preprocess(inputs: list[InputSpec], old: dict[str, Any]) -> list[InputSpec]:
-    """A version-2 ``extra["preprocess"]`` (PreprocessSpec's resize, crop and pad, for the
-    primary input) as the version-3 fields of that input."""
-    primary = next((i for i in inputs if i.kind == "image"), None)
-    if primary is None:
-        return inputs
-    crop = old.get("crop")
-    changes: dict[str, Any] = {"interpolation": old.get("resize", primary.interpolation)}
-    if crop == "letterbox":
-        changes.update(resize="letterbox", pad_pixel=float(old.get("pad", 0.0)))
-    elif crop == "center":
-        changes.update(resize="center-crop")
-    elif is_number(crop):
-        changes.update(resize="center-crop", crop_fraction=float(crop))
-    return [replace(i, **changes) if i is primary else i for i in inputs]
 
 
 def _named(items: Sequence[Any], name: str, what: str) -> Any:
