@@ -144,9 +144,9 @@ def litert_runner(flatbuffer: bytes) -> Runner:
 
 
 def keras_runner(keras_file: str, sample: np.ndarray) -> Runner:
-    from dlinfer.tools.bench import _KerasBaseline
+    from dlinfer.tools.keras_baseline import KerasBaseline
 
-    fn = _KerasBaseline(keras_file, sample).fn
+    fn = KerasBaseline(keras_file, sample).fn
     return lambda x: fn(x).numpy()
 
 

@@ -84,9 +84,9 @@ def _median_call(call: Callable[[], Any], seconds: float) -> float:
 
 
 def _keras_call(keras_file: str, x: np.ndarray) -> Callable[[], Any]:
-    from dlinfer.tools.bench import _KerasBaseline
+    from dlinfer.tools.keras_baseline import KerasBaseline
 
-    return _KerasBaseline(keras_file, x[:1]).steps(x)["keras.tf_function"]
+    return KerasBaseline(keras_file, x[:1]).steps(x)["keras.tf_function"]
 
 
 def time_contenders(contenders: dict[str, Callable[[np.ndarray], Callable[[], Any]]],

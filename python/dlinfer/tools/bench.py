@@ -32,6 +32,7 @@ from ..runtime.batch_axis import batch_axes, runnable_sizes
 from ..runtime.model import Model
 from ..runtime.providers import parse_device
 from .bench_results import FIELDS, BenchResults
+from .keras_baseline import KerasBaseline
 
 __all__ = ["FIELDS", "BenchResults", "benchmark", "parse_int_list"]
 
@@ -276,40 +277,6 @@ def _staged_step(model: Model, x: Any, end_to_end: bool, device_type: str = "cud
     return step
 
 
-class _KerasBaseline:
-    """predict_on_batch and tf.function steps; TensorFlow is imported only here."""
-
-    def __init__(self, keras_file: str, sample: np.ndarray) -> None:
-        from ..export._tf import import_tensorflow
-
-        keras, tf = import_tensorflow()
-
-        self.tf = tf
-        self.model = keras.models.load_model(keras_file, compile=False)
-        spec = tf.TensorSpec((None, *sample.shape[1:]), tf.as_dtype(sample.dtype))
-        model = self.model
-        self.fn = tf.function(lambda t: model(t, training=False), input_signature=[spec])
-        self.device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-
-    def steps(self, x: np.ndarray) -> dict[str, Step]:
-        pc = time.perf_counter_ns
-        model, fn, tf = self.model, self.fn, self.tf
-
-        def predict() -> Stages:
-            t0 = pc()
-            model.predict_on_batch(x)
-            return (None, None, pc() - t0, None)
-
-        def function() -> Stages:
-            t0 = pc()
-            result = fn(x)
-            # dlinfer hands back NumPy arrays, so the baseline does too.
-            tf.nest.map_structure(lambda t: t.numpy(), result)
-            return (None, None, pc() - t0, None)
-
-        return {"keras.predict_on_batch": predict, "keras.tf_function": function}
-
-
 def _label(device: str, model: Model) -> str:
     """A contender's name in settings: the device, and the backend where not onnxruntime."""
     label = parse_device(device).label
@@ -452,7 +419,7 @@ def benchmark(
         sample = _inputs(models[0], 1, False, np.random.default_rng(seed), input_shapes)
         if isinstance(sample, dict):
             raise InputError("--compare-keras handles single-input models")
-        baseline = _KerasBaseline(os.fspath(compare_keras), sample)
+        baseline = KerasBaseline(os.fspath(compare_keras), sample)
 
     # Batch size is the outer loop, so that the contenders for one batch size are timed
     # next to each other and share whatever else the machine is doing.
