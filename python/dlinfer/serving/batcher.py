@@ -38,6 +38,7 @@ from ..errors import (
 from ..runtime.model import Model
 from ..runtime.session import batching_session_options
 from ..tasks.classifier import Classifier
+from .inflight import InFlight, failed, finished, settle
 from .runners import runner_for
 
 __all__ = ["MAX_WAIT_MS", "Batcher", "BatcherStats", "batching_session_options"]
@@ -88,7 +89,7 @@ class _Request:
         if self.loop is None:
             return self.future.set_running_or_notify_cancel()
         # Read without the loop's lock: a cancel that races past this check is
-        # caught again in _settle, which never touches a done future.
+        # caught again in settle, which never touches a done future.
         return not self.future.cancelled()
 
 
@@ -115,6 +116,10 @@ class Batcher:
         on_batch: called by the worker after each batch as ``on_batch(size,
             queue_waits_s, run_s)`` (the server's metrics); an error in it is logged.
         backend: the runtime backend when ``model`` is a path (docs/runtime.md).
+        in_flight: batches started on the backend at once: the worker forms and
+            starts the next batch while the backend runs the last (OpenVINO;
+            docs/serving.md).  None takes the backend's number (2 on OpenVINO, 1 on
+            onnxruntime, which runs one batch at a time); 1 turns it off.
 
     Delays and timeouts must be finite and at most :data:`MAX_WAIT_MS` (a day); bad
     arguments raise :class:`~dlinfer.InputError` naming them.  An unexpected error in
@@ -136,9 +141,12 @@ class Batcher:
         name: str | None = None,
         on_batch: Callable[[int, list[float], float], None] | None = None,
         backend: str | None = None,
+        in_flight: int | None = None,
     ) -> None:
         self.check_arguments(max_batch_size, max_delay_ms, max_queue, timeout_ms)
-        self._runner = runner_for(model, backend)
+        if in_flight is not None:
+            check_int(in_flight, "in_flight", min=1)
+        self._runner = runner_for(model, backend, in_flight)
         self.model = model
         self.max_batch_size = max_batch_size if getattr(self._runner, "grouped", True) else 1
         self._max_delay_ms = float(max_delay_ms)
@@ -155,6 +163,9 @@ class Batcher:
         self._counts = collections.Counter()  # guarded by _cond
         self._submitted = 0  # guarded by _cond; apart from _counts as the hot path bumps it
         self._waits: collections.deque[float] = collections.deque(maxlen=_WAIT_WINDOW)
+        self.in_flight = getattr(self._runner, "in_flight", 1)
+        self._inflight = (InFlight(self.in_flight, self._finish, self._fail, self.name)
+                          if self.in_flight > 1 else None)
         self._thread = threading.Thread(target=self._work, name=f"dlinfer-batcher-{self.name}",
                                         daemon=True)
         self._thread.start()
@@ -312,6 +323,8 @@ class Batcher:
             try:
                 batch = self._next_batch()
                 if batch is None:
+                    if self._inflight is not None:
+                        self._inflight.close()  # waits for the batches still running
                     return
                 if batch:
                     self._run(batch)
@@ -351,7 +364,7 @@ class Batcher:
         for req in expired:
             waited = (now - req.enqueued) * 1000.0
             timeout = (req.deadline - req.enqueued) * 1000.0
-            self._settle(
+            settle(
                 [(req, False, RequestTimeoutError(
                     f"request waited {waited:.1f} ms in the queue of Batcher {self.name!r}, past "
                     f"its timeout of {timeout:g} ms; it was not computed"))]
@@ -359,11 +372,24 @@ class Batcher:
         return batch
 
     def _run(self, batch: list[_Request]) -> None:
-        outcome: list[tuple[_Request, bool, Any]]
         started = time.monotonic()
+        items, top_ks = [r.item for r in batch], [r.top_k for r in batch]
+        start = getattr(self._runner, "start", None)  # a runner may have run() only
         try:
-            results, errors = self._runner.run([r.item for r in batch], [r.top_k for r in batch])
+            finish = start(items, top_ks) if start else finished(self._runner.run(items, top_ks))
         except Exception as exc:  # a failed batch must not stop the worker
+            finish = failed(exc)
+        if self._inflight is None:
+            self._finish(batch, started, finish)
+        else:  # finished on the InFlight's thread while this one forms the next batch
+            self._inflight.hand_on((batch, started, finish))
+
+    def _finish(self, batch: list[_Request], started: float, finish: Callable[[], Any]) -> None:
+        """Wait for a started batch, count it and settle its requests."""
+        outcome: list[tuple[_Request, bool, Any]]
+        try:
+            results, errors = finish()
+        except Exception as exc:  # a failed batch fails its own requests only
             outcome = [(req, False, self._batch_error(batch, exc)) for req in batch]
         else:
             outcome = [
@@ -377,7 +403,7 @@ class Batcher:
             self._counts["batched"] += len(batch)
             self._counts["completed"] += len(batch) - failed
             self._counts["failed"] += failed
-        self._settle(outcome)
+        settle(outcome)
         if self.on_batch is not None:
             try:
                 self.on_batch(len(batch), [started - r.enqueued for r in batch], elapsed)
@@ -398,27 +424,9 @@ class Batcher:
         with self._cond:
             self._counts["failed"] += len(pending)
         try:
-            self._settle([(r, False, self._batch_error(batch, exc)) for r in pending])
+            settle([(r, False, self._batch_error(batch, exc)) for r in pending])
         except Exception:  # nothing more can be done for these; the worker must live on
             _log.exception("Batcher %r: could not fail a batch's requests", self.name)
-
-    @staticmethod
-    def _settle(outcome: list[tuple[_Request, bool, Any]]) -> None:
-        by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
-        for req, ok, value in outcome:
-            if req.loop is None:
-                if ok:
-                    req.future.set_result(value)
-                else:
-                    req.future.set_exception(value)
-            else:
-                by_loop.setdefault(req.loop, []).append((req.future, ok, value))
-        # One wake-up per event loop per batch, not one per request.
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle_async, items)
-            except RuntimeError:
-                pass  # the caller's loop is closed: nobody is waiting any more
 
     # -- lifecycle and stats -------------------------------------------------------------------
 
@@ -432,14 +440,15 @@ class Batcher:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if threading.current_thread() is self._thread:
-            return
+        if threading.current_thread() is self._thread or (
+                self._inflight is not None and self._inflight.on_own_thread()):
+            return  # the worker (a done-callback or hook on it) cannot wait for itself
         self._thread.join(timeout)
         with self._cond:
             left = [r for r in self._queue if r.claim()]
             self._queue.clear()
             self._counts["failed"] += len(left)
-        self._settle([(r, False, BatcherClosedError(
+        settle([(r, False, BatcherClosedError(
             f"Batcher {self.name!r} closed after {timeout:g} s with this request still queued "
             "behind a busy worker; it was not computed")) for r in left])
 
@@ -483,16 +492,6 @@ class Batcher:
         return (f"Batcher({self.name!r}, max_batch_size={self.max_batch_size}, "
                 f"max_delay_ms={self.max_delay_ms:g}, max_queue={self.max_queue}, "
                 f"timeout_ms={self.timeout_ms}, closed={self._closing})")
-
-
-def _settle_async(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
-    for fut, ok, value in items:
-        if fut.done():  # cancelled by its caller meanwhile
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
 
 
 def _check_ms(name: str, value: Any, *, none_ok: bool = False) -> None:

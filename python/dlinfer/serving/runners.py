@@ -2,7 +2,9 @@
 
 Each runner checks one request in the caller's thread (``check``), and runs a
 list of checked requests as one batch (``run``), returning a result per request
-and the errors of the requests that failed alone.
+and the errors of the requests that failed alone.  ``start`` does the same in two
+steps: it starts the batch and returns a function that waits for its results, so a
+Batcher can prepare the next batch while the backend runs this one (``in_flight``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,41 @@ __all__ = ["runner_for"]
 # Same-shape images up to this many bytes in all are stacked into one array.
 _STACK_BYTES = 64 * 2**20
 
+# A started batch: called, it waits for the batch and returns (results, errors).
+Finish = Callable[[], tuple[list[Any], dict[int, Exception]]]
+
+
+def in_flight_of(model: Model, asked: int | None = None) -> int:
+    """How many batches to keep in flight on ``model``: ``asked``, else what its backend
+    suggests (OpenVINO: ``OpenVINOModel.in_flight``); 1 where the backend cannot start a
+    run without waiting for it (onnxruntime here: one batch at a time, as before)."""
+    if not hasattr(model, "start_run"):
+        return 1
+    return model.in_flight if asked is None else asked
+
+
+class _Ran:
+    """A run that has already run: ``result()`` as a started run's."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
 
 class _ClassifierRunner:
     """Images in, :class:`~dlinfer.Prediction` out, through the Classifier's batch path."""
 
     kind = "classifier"
 
-    def __init__(self, clf: Classifier) -> None:
+    def __init__(self, clf: Classifier, in_flight: int | None = None) -> None:
         self.clf = clf
+        # A subclass's own run_batch is honoured: it runs, one batch at a time.
+        own = type(clf).run_batch is Classifier.run_batch
+        self.in_flight = in_flight_of(clf.model, in_flight if own else 1)
 
     def check(self, item: Any) -> Any:
         if isinstance(item, np.ndarray):  # first: the common case skips the ABC checks
@@ -78,6 +107,10 @@ class _ClassifierRunner:
         return self.clf.preprocess(items)
 
     def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
+        return self.start(items, top_ks)()
+
+    def start(self, items: list[Any], top_ks: list[int]) -> Finish:
+        """Preprocess and start the batch; the returned function waits for its results."""
         errors: dict[int, Exception] = {}
         try:
             batch = self.assemble(items)
@@ -98,13 +131,24 @@ class _ClassifierRunner:
                 good.append(i)
                 rows.append(row)
             if not good:
-                return [None] * len(items), errors
+                return lambda: ([None] * len(items), errors)
             batch = np.concatenate(rows)
-        preds = self.clf.postprocess(self.clf.run_batch(batch), [top_ks[i] for i in good])
-        results: list[Any] = [None] * len(items)
-        for i, pred in zip(good, preds, strict=True):
-            results[i] = pred
-        return results, errors
+        clf = self.clf
+        if self.in_flight > 1:
+            started = clf.model.start_run(batch)
+            proba = None
+        else:
+            proba = clf.run_batch(batch)
+
+        def finish() -> tuple[list[Any], dict[int, Exception]]:
+            p = proba if proba is not None else clf.probabilities(started.result())
+            preds = clf.postprocess(p, [top_ks[i] for i in good])
+            results: list[Any] = [None] * len(items)
+            for i, pred in zip(good, preds, strict=True):
+                results[i] = pred
+            return results, errors
+
+        return finish
 
 
 class _ModelRunner:
@@ -121,13 +165,15 @@ class _ModelRunner:
 
     kind = "model"
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, in_flight: int | None = None) -> None:
         from ..runtime.batch_axis import batch_axes, can_group
 
         self.model = model
         self.names = [t.name for t in model.inputs]
         axes = batch_axes(model)
         self.grouped = can_group(axes) and all(b.axis == 0 for b in axes.values())
+        # Requests run whole (never grouped) run one at a time, as Model.run.
+        self.in_flight = in_flight_of(model, in_flight if self.grouped else 1)
 
     def check(self, item: Any) -> dict[str, np.ndarray]:
         if isinstance(item, Mapping):
@@ -157,6 +203,10 @@ class _ModelRunner:
         return feed
 
     def run(self, items: list[Any], top_ks: list[int]) -> tuple[list[Any], dict[int, Exception]]:
+        return self.start(items, top_ks)()
+
+    def start(self, items: list[Any], top_ks: list[int]) -> Finish:
+        """Start the batch's runs; the returned function waits for their results."""
         results: list[Any] = [None] * len(items)
         errors: dict[int, Exception] = {}
         if not self.grouped:
@@ -165,22 +215,33 @@ class _ModelRunner:
                     results[i] = self.model.run(feed)
                 except DlinferError as exc:
                     errors[i] = exc
-            return results, errors
+            return lambda: (results, errors)
         # Dynamic non-batch dimensions may differ between requests: one run per shape.
         groups: dict[tuple, list[int]] = collections.defaultdict(list)
         for i, feed in enumerate(items):
             groups[tuple(feed[n].shape for n in self.names)].append(i)
+        runs = []
         for idx in groups.values():
-            out = self.model.run({n: np.stack([items[i][n] for i in idx]) for n in self.names})
-            outs = out if isinstance(out, dict) else {None: out}
-            if any(np.ndim(v) == 0 or len(v) != len(idx) for v in outs.values()):
-                raise InferenceError(f"{self.model.path} returned outputs of shapes "
-                                     f"{[np.shape(v) for v in outs.values()]} for a batch of "
-                                     f"{len(idx)}: its outputs are not batch-first")
-            for row, i in enumerate(idx):
-                results[i] = (
-                    {k: v[row] for k, v in out.items()} if isinstance(out, dict) else out[row])
-        return results, errors
+            feed = {n: np.stack([items[i][n] for i in idx]) for n in self.names}
+            runs.append((idx, self.model.start_run(feed) if self.in_flight > 1
+                         else _Ran(self.model.run(feed))))
+
+        def finish() -> tuple[list[Any], dict[int, Exception]]:
+            for idx, started in runs:
+                self._split(started.result(), idx, results)
+            return results, errors
+
+        return finish
+
+    def _split(self, out: Any, idx: list[int], results: list[Any]) -> None:
+        """One group's output rows into ``results`` at the places ``idx`` of its requests."""
+        outs = out if isinstance(out, dict) else {None: out}
+        if any(np.ndim(v) == 0 or len(v) != len(idx) for v in outs.values()):
+            raise InferenceError(f"{self.model.path} returned outputs of shapes "
+                                 f"{[np.shape(v) for v in outs.values()]} for a batch of "
+                                 f"{len(idx)}: its outputs are not batch-first")
+        for row, i in enumerate(idx):
+            results[i] = {k: v[row] for k, v in out.items()} if isinstance(out, dict) else out[row]
 
 
 class _CallableRunner:
@@ -202,13 +263,15 @@ class _CallableRunner:
         return results, {}
 
 
-def runner_for(target: Any, backend: str | None = None) -> Any:
+def runner_for(target: Any, backend: str | None = None, in_flight: int | None = None) -> Any:
+    """The runner of ``target``; ``in_flight`` batches at once where its backend can
+    (None: as many as the backend suggests, :func:`in_flight_of`)."""
     if isinstance(target, (str, os.PathLike)):
-        return _ClassifierRunner(Classifier(target, backend=backend))
+        return _ClassifierRunner(Classifier(target, backend=backend), in_flight)
     if isinstance(target, Classifier):
-        return _ClassifierRunner(target)
+        return _ClassifierRunner(target, in_flight)
     if isinstance(target, Model):
-        return _ModelRunner(target)
+        return _ModelRunner(target, in_flight)
     if callable(target):
         return _CallableRunner(target)
     raise TypeError(

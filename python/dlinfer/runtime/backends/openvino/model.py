@@ -20,7 +20,7 @@ from ...model import Model
 from ...onnx_header import read_header
 from ...providers import parse_device
 from . import loader
-from .runner import OpenVINORunner
+from .runner import OpenVINORunner, StartedRun
 
 __all__ = ["OpenVINOModel"]
 
@@ -93,6 +93,22 @@ class OpenVINOModel(Model):
         # run() sends calls to _run_bound* when this is set, as with onnxruntime's binding.
         self._local = threading.local() if io_binding else None
         self._rebind = False
+
+    def start_run(self, x: Any) -> StartedRun:
+        """Start ``run(x)`` and return at once; ``.result()`` waits and returns what
+        ``run`` would.  The Batcher keeps :attr:`in_flight` batches started this way, so
+        OpenVINO runs one while Python prepares the next (docs/serving.md).  ``x`` is
+        checked as ``run`` checks it, and must not change until the result is taken."""
+        feed = self._feed(x)
+        try:
+            return self._runner.start(feed)
+        except Exception as exc:  # OpenVINO raises untyped RuntimeErrors
+            raise InferenceError(f"openvino failed on {self.path}: {exc}") from exc
+
+    @property
+    def in_flight(self) -> int:
+        """How many started runs keep OpenVINO busy (:meth:`start_run`)."""
+        return self._runner.in_flight
 
     def _run_bound_one(self, name: str, x: np.ndarray, shape: tuple[int, ...], out: Any) -> Any:
         return self._run_bound({name: x}, out)
