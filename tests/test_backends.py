@@ -50,7 +50,7 @@ def test_openvino_refuses_what_configures_onnxruntime(mnist_onnx):
 def test_header_matches_what_onnxruntime_reads(mnist_onnx):
     from dlinfer.runtime.onnx_header import read_header
 
-    ort = dlinfer.Model(mnist_onnx)
+    ort = dlinfer.Model(mnist_onnx, backend="onnxruntime")
     header = read_header(mnist_onnx)
     assert header.metadata == ort.metadata
     assert header.inputs == [i.name for i in ort.inputs]
@@ -65,7 +65,7 @@ def test_header_matches_what_onnxruntime_reads(mnist_onnx):
 @openvino
 def test_classifier_on_openvino_matches_onnxruntime(mnist_onnx, digit_pngs):
     paths, _ = digit_pngs
-    want = dlinfer.Classifier(mnist_onnx).predict_proba(paths)
+    want = dlinfer.Classifier(mnist_onnx, backend="onnxruntime").predict_proba(paths)
     clf = dlinfer.Classifier(mnist_onnx, backend="openvino")
     assert clf.model.backend == "openvino"
     assert_close(clf.predict_proba(paths), want, atol=ATOL, rtol=RTOL,
@@ -92,7 +92,7 @@ def test_an_int8_file_from_optimize_runs_on_either_backend(mnist_onnx, digit_png
     paths, _ = digit_pngs
     out = str(tmp_path / "mlp.int8.onnx")
     optimize(mnist_onnx, out, "int8", calibrate=os.path.dirname(paths[0]), samples=10)
-    on_ort = dlinfer.Classifier(out).predict_proba(paths)
+    on_ort = dlinfer.Classifier(out, backend="onnxruntime").predict_proba(paths)
     on_ov = dlinfer.Classifier(out, backend="openvino").predict_proba(paths)
     assert on_ov.shape == on_ort.shape == (10, 10)
     # Both run the file's QDQ pairs as int8 kernels, which round the same values but may
@@ -106,7 +106,7 @@ def test_serve_on_openvino_matches_onnxruntime(mnist_onnx, digit_pngs, tmp_path)
     from serve_helpers import Server, call
 
     paths, _ = digit_pngs
-    want = dlinfer.Classifier(mnist_onnx).predict(paths, top_k=10)
+    want = dlinfer.Classifier(mnist_onnx, backend="onnxruntime").predict(paths, top_k=10)
     server = Server(tmp_path, f"mnist={mnist_onnx}", "--backend", "openvino", "--threads", "1")
     try:
         status, meta = call(server, "GET", "/v1/models")
@@ -170,7 +170,8 @@ def test_bf16_is_gated_on_openvino_and_recorded(mnist_onnx, digit_pngs, tmp_path
     assert stored["mode"] == "bf16" and stored["gated_on"]["backend"] == "openvino"
     # onnxruntime runs the same file in float32: the graph is unchanged
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
-    assert_close(dlinfer.Model(out).run(x), dlinfer.Model(mnist_onnx).run(x))
+    assert_close(dlinfer.Model(out, backend="onnxruntime").run(x),
+                 dlinfer.Model(mnist_onnx, backend="onnxruntime").run(x))
 
 
 @openvino
@@ -225,7 +226,7 @@ def test_int8_by_nncf_runs_on_either_backend(mnist_onnx, digit_pngs, tmp_path):
     report = optimize(mnist_onnx, out, "int8", calibrate=os.path.dirname(paths[0]),
                       method="nncf", backend="openvino")
     assert report.settings["calibration"] == "nncf" and report.gated_on["backend"] == "openvino"
-    on_ort = dlinfer.Classifier(out).predict_proba(paths)
+    on_ort = dlinfer.Classifier(out, backend="onnxruntime").predict_proba(paths)
     on_ov = dlinfer.Classifier(out, backend="openvino").predict_proba(paths)
     # the same QDQ pairs on both (see test_an_int8_file_from_optimize_runs_on_either_backend)
     assert_close(on_ov, on_ort, atol=0.02, context="NNCF int8 on openvino vs onnxruntime")

@@ -70,12 +70,22 @@ class BatchAxis:
 
 def graph_dims(model: Any) -> dict[str, list[Any]]:
     """Each input's dimensions as the graph names them: int, str (a symbol) or None."""
-    if getattr(model, "backend", "onnxruntime") == "onnxruntime":
-        return {node.name: [d if not isinstance(d, int) or d >= 0 else None
-                            for d in node.shape] for node in model.session.get_inputs()}
-    import onnx  # another backend: the file says the same
+    return _io_dims(model, "inputs")
 
-    return proto_dims(onnx.load(model.path, load_external_data=False))
+
+def _io_dims(model: Any, which: str) -> dict[str, list[Any]]:
+    """:func:`graph_dims` of the model's ``"inputs"`` or ``"outputs"``: onnxruntime's
+    session, else the file's header (the same declarations, without the onnx package)."""
+    if getattr(model, "backend", "onnxruntime") == "onnxruntime":
+        nodes = model.session.get_inputs() if which == "inputs" else \
+            model.session.get_outputs()
+        return {node.name: [d if not isinstance(d, int) or d >= 0 else None
+                            for d in node.shape] for node in nodes}
+    from .onnx_header import read_header
+
+    header = read_header(model.path)
+    return {name: list(header.dims.get(name) or ())
+            for name in (header.inputs if which == "inputs" else header.outputs)}
 
 
 def proto_dims(proto: Any) -> dict[str, list[Any]]:
@@ -264,16 +274,14 @@ def split(feed: Mapping[str, np.ndarray], axes: Mapping[str, BatchAxis], limit: 
 def output_axes(model: Any, axes: Mapping[str, BatchAxis]) -> dict[str, int]:
     """Outputs whose batch axis the graph names with an input's batch dimension (Silero's
     ``stateN (2, batch, 128)``: axis 1); the others are left out."""
-    if getattr(model, "backend", "onnxruntime") != "onnxruntime":
-        return {}
     dims = graph_dims(model)
     symbols = {dims[b.input][b.axis] for b in axes.values() if b.axis is not None
                and isinstance(dims[b.input][b.axis], str)}
     found = {}
-    for node in model.session.get_outputs():
-        hits = [a for a, d in enumerate(node.shape) if isinstance(d, str) and d in symbols]
+    for name, shape in _io_dims(model, "outputs").items():
+        hits = [a for a, d in enumerate(shape) if isinstance(d, str) and d in symbols]
         if len(hits) == 1:
-            found[node.name] = hits[0]
+            found[name] = hits[0]
     return found
 
 

@@ -178,7 +178,9 @@ class Model:
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
         check_tensor(info, x.dtype, x.shape)
-        return np.ascontiguousarray(x)
+        # ascontiguousarray makes a 0-d array (1,): onnxruntime lets that through for a
+        # scalar input, OpenVINO refuses it; the runtime gets the shape that was checked
+        return np.ascontiguousarray(x) if x.ndim else x.reshape(())
 
     def _prepare_hot_path(self, io_binding: bool) -> None:
         """Precompute what run() checks, so the common call costs a few comparisons."""

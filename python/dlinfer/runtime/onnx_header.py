@@ -41,6 +41,9 @@ class OnnxHeader:
     # dimension; None where the graph declares no shape)
     types: dict[str, tuple[np.dtype | None, tuple[int | None, ...] | None]] = field(
         default_factory=dict)
+    # name -> its dimensions as the graph names them: int, str (a dim_param symbol, as
+    # onnxruntime's NodeArg.shape gives it) or None; None where no shape is declared
+    dims: dict[str, tuple[int | str | None, ...] | None] = field(default_factory=dict)
 
 
 def _varint(buf: memoryview | mmap.mmap, pos: int, end: int) -> tuple[int, int]:
@@ -89,7 +92,7 @@ def _strings(buf, start: int, end: int, numbers: tuple[int, ...]) -> dict[int, s
 
 
 def _tensor_type(buf, start: int, end: int
-                 ) -> tuple[np.dtype | None, tuple[int | None, ...] | None]:
+                 ) -> tuple[np.dtype | None, tuple[int | str | None, ...] | None]:
     """ValueInfoProto.type (2) -> TypeProto.tensor_type (1) -> elem_type (1), shape (2) ->
     dim (1) -> dim_value (1) | dim_param (2)."""
     dtype, shape = None, None
@@ -111,7 +114,7 @@ def _tensor_type(buf, start: int, end: int
                 elif wire == 2:
                     length, pos = _varint(buf, pos, te)
                     if number == 2:
-                        dims: list[int | None] = []
+                        dims: list[int | str | None] = []
                         for dn, ds, de in _fields(buf, pos, pos + length):
                             if dn == 1:
                                 dims.append(_dim_value(buf, ds, de))
@@ -122,21 +125,25 @@ def _tensor_type(buf, start: int, end: int
     return dtype, shape
 
 
-def _dim_value(buf, start: int, end: int) -> int | None:
+def _dim_value(buf, start: int, end: int) -> int | str | None:
     pos = start
     while pos < end:
         key, pos = _varint(buf, pos, end)
         if key == (1 << 3):  # dim_value, a varint
             value, _ = _varint(buf, pos, end)
-            return value if value >= 0 else None
+            # an int64: a negative dim_value (-1, written by some exporters) arrives as
+            # 2**64 - 1 on the wire, and onnxruntime reads it as a dynamic dimension
+            return value if value < (1 << 63) else None
         if key & 7 == 2:
             length, pos = _varint(buf, pos, end)
+            if key >> 3 == 2:  # dim_param: a symbol
+                return bytes(buf[pos:pos + length]).decode("utf-8") or None
             pos += length
         elif key & 7 == 0:
             _, pos = _varint(buf, pos, end)
         else:
             break
-    return None  # dim_param or nothing: dynamic
+    return None  # nothing: dynamic
 
 
 def read_header(path: str | os.PathLike[str]) -> OnnxHeader:
@@ -162,7 +169,10 @@ def read_header(path: str | os.PathLike[str]) -> OnnxHeader:
                             if n in (_INPUT, _OUTPUT):
                                 name = _strings(buf, s, e, (1,)).get(1, "")
                                 (inputs if n == _INPUT else header.outputs).append(name)
-                                header.types[name] = _tensor_type(buf, s, e)
+                                dtype, dims = _tensor_type(buf, s, e)
+                                header.dims[name] = dims
+                                header.types[name] = (dtype, None if dims is None else tuple(
+                                    d if isinstance(d, int) else None for d in dims))
                             elif n == _INITIALIZER:
                                 # TensorProto.name = 8: old files list weights as inputs
                                 for tn, ts, te in _fields(buf, s, e):
