@@ -370,6 +370,42 @@ def test_index_none_is_each_samples_predicted_class(tmp_path):
     np.testing.assert_array_equal(grad, expected)
 
 
+# Pooled map size of a (N, 4, 7, 7) tensor: the 2x2 tiles leave the last row unread,
+# the 3x3 windows overlap and read padding.
+@pytest.mark.parametrize("op, attrs, pooled", [
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), 9),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 16),
+    ("GlobalAveragePool", {}, 1)])
+def test_summed_over_is_the_gradient_summed_without_the_poolings_backward(tmp_path, op,
+                                                                          attrs, pooled):
+    """Grad-CAM's spatial sums, where the layer feeds a pooling and a second branch."""
+    from dlinfer.explain import value_and_gradient
+    from reference import assert_close
+
+    rng = np.random.default_rng(pooled)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node(op, ["r"], ["p"], **attrs),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2"], ["y1"]),
+             helper.make_node("Mul", ["r", "r"], ["s"]),  # r's other consumer
+             helper.make_node("GlobalAveragePool", ["s"], ["a"]),
+             helper.make_node("Flatten", ["a"], ["af"]),
+             helper.make_node("Gemm", ["af", "w3"], ["y2"]),
+             helper.make_node("Add", ["y1", "y2"], ["y"])]
+    model = make_model(nodes, [_vi("x", ("N", 2, 7, 7))], [_vi("y", None)],
+                       {"w": _rand(rng, 4, 2, 3, 3), "w2": _rand(rng, 4 * pooled, 3),
+                        "w3": _rand(rng, 4, 3)})
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    x = _rand(rng, 2, 2, 7, 7)
+    _, full, _ = value_and_gradient(path, x, index=[1, 2], wrt="r")
+    values, summed, _ = value_and_gradient(path, x, index=[1, 2], wrt="r", summed_over=(2, 3))
+    assert (values == 0).any()  # ReLU zeros: max-pool ties the sum must not double
+    # float32 sums of 49 terms in another order: a few ulps of the largest term.
+    assert_close(summed, full.sum(axis=(2, 3), keepdims=True), atol=1e-5, rtol=1e-5)
+
+
 def model_w2(model) -> np.ndarray:
     from onnx import numpy_helper
 

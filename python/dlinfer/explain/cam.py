@@ -195,7 +195,7 @@ def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = 
             part = slice(start, start + batch_size)
             values, grads, proba, ts = class_gradients(
                 clf, prepared.batch[part], None if chosen is None else chosen[part],
-                used)
+                used, None if wrt is None else _SPATIAL[wrt.layout])
             raws.extend(gradcam(values, grads, wrt.layout) if wrt is not None else grads)
             probas.extend(proba)
             targets.extend(ts)
@@ -211,9 +211,16 @@ def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = 
                         heats[i], maps[i]) for i, t in enumerate(targets)]
 
 
-def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt: str
+_SPATIAL = {"NCHW": (2, 3), "NHWC": (1, 2)}  # a layer's map axes, by its layout
+
+
+def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt: str,
+                    summed_over: tuple[int, ...] | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """``wrt``'s values, d class score / d ``wrt``, the probabilities and the classes.
+
+    ``summed_over``: the gradient summed over those axes of ``wrt`` (kept, size 1), all
+    that Grad-CAM's channel weights need (see ``value_and_gradient``).
 
     ``targets`` None: the predicted classes, found in the same onnxruntime run as their
     gradients (``index=None``: an ArgMax inside the graph).  A separate forward pass in
@@ -228,7 +235,8 @@ def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt:
     index, sign = (None, np.ones(len(batch), np.float32)) if classes is None else \
         _score_index(clf, classes)
     values, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
-                                                index=index, wrt=wrt, logits=True)
+                                                index=index, wrt=wrt, logits=True,
+                                                summed_over=summed_over)
     grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, np.ndim(grads))
     proba = clf.probabilities(outputs)
     found = targets if targets is not None else [int(t) for t in proba.argmax(axis=1)]
@@ -239,10 +247,12 @@ def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt:
 
 
 def gradcam(values: np.ndarray, grads: np.ndarray, layout: str) -> list[np.ndarray]:
-    """ReLU(sum_k alpha_k A^k) per image, (height, width) of the layer."""
+    """ReLU(sum_k alpha_k A^k) per image, (height, width) of the layer; ``grads`` is the
+    gradient, or its sum over the map (height and width of size 1)."""
     if layout == "NHWC":
         values, grads = values.transpose(0, 3, 1, 2), grads.transpose(0, 3, 1, 2)
-    alpha = grads.mean(axis=(2, 3))  # (N, C): the channel weights
+    # (N, C): the channel weights, each the mean of its gradient over the map.
+    alpha = grads.sum(axis=(2, 3)) / (values.shape[2] * values.shape[3])
     # A weighted sum, not einsum: no BLAS call (see _bilinear).
     return list(np.maximum((alpha[:, :, None, None] * values).sum(axis=1), 0.0))
 

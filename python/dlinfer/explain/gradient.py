@@ -82,20 +82,27 @@ def gradient(model: Model | str | os.PathLike[str], inputs: Any, *, output: str 
 def value_and_gradient(model: Model | str | os.PathLike[str], inputs: Any, *,
                        output: str | None = None, index: Any,
                        wrt: str | Sequence[str] | None = None, logits: bool = True,
+                       summed_over: Sequence[int] | None = None,
                        ) -> tuple[Any, Any, dict[str, np.ndarray]]:
     """``(wrt_values, gradients, outputs)`` from one forward and backward pass.
 
     ``wrt_values`` and ``gradients`` are arrays when ``wrt`` is one name (or None), lists
     in ``wrt``'s order when it is a list; ``outputs`` maps every model output name to its
     value (the probabilities, not the logits).  Grad-CAM takes a layer's activation and
-    its gradient from here.  The arguments are those of :func:`gradient`.
+    its gradient from here.  The arguments are those of :func:`gradient`, and
+    ``summed_over``: axes of ``wrt`` (the batch axis excluded) to sum each gradient over,
+    kept with size 1; Grad-CAM's channel weights need only the spatial sum, and where the
+    layer feeds a pooling, that sum comes without the pooling's backward pass.
     """
     opened = _open(model)
     names = ([opened.inputs[0].name] if wrt is None else [wrt] if isinstance(wrt, str)
              else list(wrt) if isinstance(wrt, (list, tuple)) else [])
     if not names or not all(isinstance(n, str) for n in names):
         raise InputTypeError(f"wrt must be None, a tensor name or a list of names, not {wrt!r}")
-    compiled = _compile(opened, output, tuple(names), bool(logits), index is None)
+    summed = None if summed_over is None else tuple(int(a) for a in summed_over)
+    if summed is not None and (not summed or 0 in summed):
+        raise InputError(f"summed_over must name axes after the batch axis, not {summed_over!r}")
+    compiled = _compile(opened, output, tuple(names), bool(logits), index is None, summed)
     feed = opened._feed(inputs)
     batch = _batch(feed)
     if index is not None:
@@ -130,8 +137,8 @@ def _open(model: Any) -> Model:
 
 
 def _compile(model: Model, output: str | None, wrt: tuple[str, ...], logits: bool,
-             predicted: bool) -> _Compiled:
-    key = (output, wrt, logits, predicted)
+             predicted: bool, summed: tuple[int, ...] | None = None) -> _Compiled:
+    key = (output, wrt, logits, predicted, summed)
     with _lock:
         cached = _built.setdefault(model, {}).get(key)
     if cached is not None:
@@ -143,7 +150,8 @@ def _compile(model: Model, output: str | None, wrt: tuple[str, ...], logits: boo
     if output not in outputs:
         raise InputError(f"{model.path} has no output {output!r}; its outputs: {list(outputs)}")
     target = _logits_of(proto.graph, output) if logits else output
-    graph, _ = build(proto, target, wrt, outputs, argmax_of=output if predicted else None)
+    graph, _ = build(proto, target, wrt, outputs, argmax_of=output if predicted else None,
+                     summed_over=summed)
     session = _session(model, graph.SerializeToString())
     compiled = _Compiled(session, output, target, outputs, wrt)
     with _lock:
