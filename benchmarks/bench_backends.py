@@ -163,8 +163,9 @@ def same_file_runner(model: Any) -> Runner:
     file asks to run without (dlinfer.session metadata)."""
     if getattr(model, "backend", "onnxruntime") == "openvino":
         import openvino as ov
+        from dlinfer.runtime.backends.openvino.loader import read_onnx
 
-        return openvino_runner(ov.Core().read_model(model.path), model.precision)
+        return openvino_runner(read_onnx(ov, ov.Core(), model.path), model.precision)
     from dlinfer.runtime.session import disabled_optimizers
 
     return onnxruntime_runner(model.path, disabled_optimizers(model.metadata))
