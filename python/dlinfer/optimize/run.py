@@ -214,21 +214,26 @@ def _convert(mode: str, path: str, proto: onnx.ModelProto, work: str,
         from .precision import bf16_candidate
 
         return bf16_candidate(proto)
-    if mode == "int8" and options.get("method") == "nncf":  # NNCF's own route (.precision)
-        from .precision import nncf_int8
+    if mode == "int8":
+        from .precision import BF16, check_bf16
 
         assert calibration is not None
-        return nncf_int8(path, calibration, axes)
-    if mode == "int8":
+        if options.get("bf16"):  # the rest in bfloat16 (.precision)
+            check_bf16()
+        rest = BF16 if options.get("bf16") else {}
+        if options.get("method") == "nncf":  # NNCF's own route (.precision)
+            from .precision import nncf_int8
+
+            quantized_proto, settings = nncf_int8(path, calibration, axes)
+            return quantized_proto, {**settings, **rest}
         from .quantize import int8_settings, quantize_int8
 
         settings = int8_settings(options.get("method", "minmax"),
                                  options.get("per_channel", True), options.get("reduce_range"),
                                  options.get("keep_shallow", True))
-        assert calibration is not None
         static, rewrites = _static_layout(path, proto, work, inputs, calibration, axes, True)
         quantized = quantize_int8(static, work, calibration, settings, axes)
-        return onnx.load(quantized), {**settings, **rewrites}
+        return onnx.load(quantized), {**settings, **rewrites, **rest}
     if mode == "fp16":
         from .fp16 import to_fp16
 
@@ -259,7 +264,8 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
     ``keep_shallow`` (int8: shallow first convolutions stay float32); ``keep_io_types``
     (fp16: False for float16 inputs and outputs); ``level``, ``device`` (graph);
     ``backend``: what the candidate is gated on, onnxruntime (default) or openvino (bf16:
-    always openvino), recorded with the precision in the report (:mod:`.precision`).
+    always openvino), recorded with the precision in the report (:mod:`.precision`);
+    ``bf16`` (int8): what stays float runs in bfloat16 on OpenVINO, gated as ``int8+bf16``.
 
     Raises :class:`~dlinfer.OptimizeError` when the drop exceeds ``max_drop`` points,
     naming the layer that adds the most error; then nothing is written.
@@ -269,7 +275,7 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
         raise OptimizeError(f"mode must be one of {MODES}, got {mode!r}")
     from .precision import gated_model, gated_on, session_metadata
 
-    gate = gated_on(mode, options.pop("backend", "onnxruntime"))
+    gate = gated_on(mode, options.pop("backend", "onnxruntime"), options.get("bf16", False))
     if samples < 1:
         raise OptimizeError(f"samples must be >= 1, got {samples}")
     path, out = os.fspath(model), os.fspath(out)

@@ -24,6 +24,8 @@ def optimize_command(args: argparse.Namespace) -> int:
         options["keep_shallow"] = False
     if args.fp16_io:
         options["keep_io_types"] = False
+    if args.bf16:
+        options["bf16"] = True
     report = optimize(args.model, args.out, args.mode, calibrate=args.calibrate,
                       samples=args.samples, max_drop=args.max_drop, eval=args.eval,
                       json_path=args.json, seed=args.seed, **options)
@@ -65,6 +67,9 @@ def add_optimize_parser(sub: Any) -> None:
                    choices=("minmax", "entropy", "percentile", "nncf"),
                    help="int8 calibration method (default minmax); nncf: NNCF's own int8 "
                    "route (pip install 'dlinfer[nncf]'), often faster on OpenVINO")
+    p.add_argument("--bf16", action="store_true",
+                   help="int8: what stays float (residual adds, softmax) runs in bfloat16 on "
+                   "OpenVINO, gated as int8+bf16 (docs/optimize.md)")
     p.add_argument("--per-tensor", action="store_true",
                    help="int8: one weight scale per tensor instead of per output channel")
     p.add_argument("--reduce-range", choices=("on", "off"), default=None,
