@@ -16,8 +16,8 @@ medians (``bench_optimize``'s timing), accuracy on the real held-out sets:
   calibration images as representative dataset, run by ``ai_edge_litert`` (XNNPACK);
 - ``tf.function``: the Keras model (``dlinfer.tools.bench``'s baseline);
 - ``dlinfer``: the deployed configuration: ``dlinfer optimize`` (int8 by its QDQ and by
-  NNCF, bf16; each gated at 0.5 points on the held-out set on OpenVINO where installed,
-  else int8 on onnxruntime),
+  NNCF, each also with ``--bf16``, and bf16; each gated at 0.5 points on the held-out set
+  on OpenVINO where installed, else int8 on onnxruntime),
   each gated file opened with ``Model(path, backend="auto")``; the deployed one at each
   batch size is the file that ran fastest at that size (auto picks for the batch sizes
   the user runs).  Where the time goes: the file auto's rule picks across sizes (lowest
@@ -184,8 +184,9 @@ def dlinfer_backend() -> str:
 
 def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
                        workdir: str) -> dict[str, str]:
-    """{candidate: gated file}: int8 by dlinfer's QDQ and by NNCF, and bf16 (gated on
-    OpenVINO where installed, else int8 on onnxruntime), those that pass the gate."""
+    """{candidate: gated file}: int8 by dlinfer's QDQ and by NNCF, each also with its float
+    parts in bf16, and bf16 (gated on OpenVINO where installed, else int8 on onnxruntime),
+    those that pass the gate."""
     import dlinfer
     from dlinfer.optimize import optimize
 
@@ -193,6 +194,8 @@ def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
     stem = os.path.join(workdir, os.path.basename(onnx_path)[:-len(".onnx")])
     files = {}
     candidates = {"int8": ("int8", {}), "int8_nncf": ("int8", {"method": "nncf"}),
+                  "int8_bf16": ("int8", {"bf16": True}),
+                  "int8_nncf_bf16": ("int8", {"method": "nncf", "bf16": True}),
                   "bf16": ("bf16", {})}
     for name, (mode, options) in candidates.items():
         if backend != "openvino" and name != "int8":
