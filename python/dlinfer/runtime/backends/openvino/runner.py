@@ -2,7 +2,9 @@
 model compiled for each input shape that keeps coming back.
 
 An ``InferRequest`` holds its input and output tensors, so two threads sharing one would
-read each other's answers; ``CompiledModel`` creates them safely from any thread.  Inputs
+read each other's answers; ``CompiledModel`` creates them safely from any thread.  A run
+started without waiting (:meth:`OpenVINORunner.start`, which the Batcher uses to keep
+batches in flight) takes a request of its own from a pool and gives it back.  Inputs
 are shared with OpenVINO, not copied (dlinfer has already checked that they are
 C-contiguous and of the input's dtype); outputs are copied out of the request, which
 the thread's next call overwrites, or written straight into the caller's ``out``.
@@ -129,8 +131,11 @@ class OpenVINORunner:
         if inputs is None:  # ports dlinfer cannot match: OpenVINO's own dispatch
             request.infer(feed, share_inputs=True, share_outputs=True)
             return request, ports
-        self._set_inputs(request, inputs, feed)
+        # the copies _set_inputs made (read-only arrays) back the request's tensors: they
+        # must outlive infer(), or it reads freed memory (np.from_dlpack's arrays did)
+        arrays = self._set_inputs(request, inputs, feed)
         request.infer(share_outputs=True)  # views: run() copies them out before returning
+        del arrays
         return request, ports
 
     def _set_inputs(self, request: Any, inputs: list[tuple[Any, np.dtype]],
