@@ -14,7 +14,7 @@ import numpy as np
 import onnx_models
 import pytest
 from onnx_models import Dense, Digits, mlp_forward
-from optional import need
+from optional import need, onnxruntime_only
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class DigitClassifier:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """The reference: uint8 digits (N, 28, 28[, 1]) -> float64 probabilities (N, 10)."""
         return mlp_forward(pixels / 255.0, self.layers)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run CUDA or TensorRT, which only onnxruntime has: under
+    ``DLINFER_BACKEND=openvino`` they skip by name (tests/optional.py)."""
+    cuda = onnxruntime_only("CUDA and TensorRT devices (a `gpu` test)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(cuda)
 
 
 @pytest.fixture(params=["onnxruntime", "openvino"])

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dlinfer
 import numpy as np
 import pytest
+from optional import onnxruntime_only
 from reference import assert_close
 
 # Long enough that no scheduler hiccup can fill it, short of a hung test.
@@ -264,6 +265,7 @@ def test_failing_batch_fails_only_its_requests():
     assert stats.failed == 3 and stats.completed == 5
 
 
+@onnxruntime_only("a patched onnxruntime session")
 def test_onnxruntime_failure_keeps_the_batcher_serving(clf, digits, monkeypatch):
     calls = []
     real_run = clf.model._session.run

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from dlinfer.tools import bench, bench_results, cli
 from dlinfer.tools.doctor import probe_provider
-from optional import requires, requires_tf
+from optional import onnxruntime_only, requires, requires_tf
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CUDA_USABLE = "CUDAExecutionProvider" in ort.get_available_providers() and probe_provider(
@@ -158,6 +158,7 @@ def test_io_binding_and_end_to_end_split(mnist_onnx, environment):
     assert r["h2d_ms_p50"] is None  # no device copies on CPU
 
 
+@onnxruntime_only("IO binding's staged CUDA path")
 def test_staged_io_binding_path_on_cpu_buffers(mnist_onnx):
     """The CUDA split's code path (device OrtValues, bound outputs, copy back) on CPU."""
     model = dlinfer.Model(mnist_onnx)

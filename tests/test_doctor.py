@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from dlinfer.tools import cli, doctor
-from optional import requires
+from optional import onnxruntime_only, requires
 
 CUDA = "CUDAExecutionProvider"
 
@@ -120,6 +120,7 @@ def test_cpu_probe_runs_the_convolution_and_records_where(facts):
     assert placed["nodes_per_provider"] == {"CPUExecutionProvider": 2}  # Conv, Relu
 
 
+@onnxruntime_only("node-to-provider assignment")
 def test_assignment_names_every_node_and_the_cpu_fallbacks(mnist_cnn_like):
     """The CPU provider assigns this model fully; asked as if CUDA were wanted, every node
     is a CPU fallback and is named."""
@@ -143,6 +144,7 @@ def test_assignment_names_every_node_and_the_cpu_fallbacks(mnist_cnn_like):
     assert "not recorded" in assignment.describe(assignment.summarize(None, CUDA))[0]
 
 
+@onnxruntime_only("node-to-provider assignment")
 def test_info_and_bench_report_the_assignment(mnist_cnn_like, capsys):
     import dlinfer
 

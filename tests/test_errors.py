@@ -6,6 +6,7 @@ import dlinfer
 import numpy as np
 import pytest
 from dlinfer import errors
+from optional import onnxruntime_only
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,7 @@ def test_wrong_input_names(mnist_onnx, backend):
 
 # -- devices -------------------------------------------------------------------------------
 
+@onnxruntime_only("CUDA devices")
 def test_cuda_request_without_cuda_raises_with_onnxruntime_reason(mnist_onnx):
     try:
         m = dlinfer.Model(mnist_onnx, device="cuda")

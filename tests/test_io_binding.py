@@ -20,6 +20,7 @@ import pytest
 from device_checks import CUDA_USABLE, conv_classifier, two_input_model
 from dlinfer.runtime import binding as rt_binding
 from dlinfer.verification.compare import compare
+from optional import onnxruntime_only
 
 H = W = 8  # 3x8x8 float32 = 768 bytes per image: batch 3 takes the small-input copy path
 
@@ -53,6 +54,7 @@ def _images(batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, H, W), np.float32)
 
 
+@onnxruntime_only("IO binding (dlinfer.runtime.binding.bind_input)")
 @pytest.mark.parametrize("batch", [3, 64], ids=["small-input", "large-input"])
 @pytest.mark.parametrize("call", ["array", "dict"])
 def test_same_array_new_contents_gives_new_answer(conv_path, binding_snapshots, batch, call):
@@ -88,6 +90,7 @@ def test_two_inputs_each_rebound(two_input_path, binding_snapshots):
         b[:] = rng.standard_normal(b.shape, np.float32)
 
 
+@onnxruntime_only("IO binding (dlinfer.runtime.binding.bind_input)")
 def test_cpu_keeps_its_zero_copy_binding(conv_path, monkeypatch):
     """On CPU the binding points at the array, so the same array is bound only once."""
     calls: list[str] = []

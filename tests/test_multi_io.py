@@ -96,6 +96,26 @@ def test_run_takes_a_dict_positional_arrays_or_a_list(two_heads, io_binding, bac
                              rtol=1e-5, context=f"{how}: {name}")
 
 
+def test_read_only_inputs_give_the_same_answer(two_heads, backend):
+    """Arrays over memory dlinfer may not share (np.frombuffer, np.from_dlpack views) are
+    copied, and the copies must live until the run ends: OpenVINO once read freed ones."""
+    import gc
+
+    path, w = two_heads
+    model = Model(path, threads=1, backend=backend)
+    for seed in range(3):
+        image, features = batch(4, seed)
+        expected = two_input_forward(image, features, **w)
+        frozen = [np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape)
+                  for a in (image, features)]
+        assert not any(a.flags.writeable for a in frozen)
+        got = model.run(*frozen)
+        gc.collect()
+        for name in got:
+            assert_close(got[name], expected[name].astype(np.float32), atol=1e-5, rtol=1e-5,
+                         context=f"read-only inputs, seed {seed}: {name}")
+
+
 def test_io_binding_writes_into_out_given_by_keyword(two_heads, backend):
     path, w = two_heads
     model = Model(path, threads=1, io_binding=True, backend=backend)

@@ -134,7 +134,7 @@ def test_a_shallow_first_conv_stays_float_and_the_file_says_how_to_run_it(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runtime_model.ort, "InferenceSession", spy)
-    model = dlinfer.Model(out)
+    model = dlinfer.Model(out, backend="onnxruntime")
     assert seen[-1] == ["QDQPropagationTransformer"]
     agree = np.mean(model.run(digits).argmax(1) == _run(cnn_path, digits).argmax(1))
     assert agree >= 0.95

@@ -14,7 +14,7 @@ import pytest
 from device_checks import CUDA_USABLE, TENSORRT_USABLE, conv_classifier
 from dlinfer.runtime import provider_options as po
 from dlinfer.runtime import providers
-from optional import requires
+from optional import onnxruntime_only, requires
 
 CUDA = "CUDAExecutionProvider"
 
@@ -41,6 +41,7 @@ def conv_path(tmp_path_factory) -> str:
     ],
     ids=["unknown", "choice", "negative", "text", "float", "bool", "arena", "device_id", "list"],
 )
+@onnxruntime_only("cuda= and tensorrt= provider options")
 def test_bad_cuda_options_are_refused_by_name(conv_path, cuda, match):
     with pytest.raises(dlinfer.ProviderOptionsError, match=match):
         dlinfer.Model(conv_path, device="cuda", cuda=cuda)
@@ -56,11 +57,13 @@ def test_bad_cuda_options_are_refused_by_name(conv_path, cuda, match):
     ],
     ids=["unknown", "level", "max_batch", "shapes"],
 )
+@onnxruntime_only("cuda= and tensorrt= provider options")
 def test_bad_tensorrt_options_are_refused_by_name(conv_path, tensorrt, match):
     with pytest.raises(dlinfer.ProviderOptionsError, match=match):
         dlinfer.Model(conv_path, device="tensorrt", tensorrt=tensorrt)
 
 
+@onnxruntime_only("cuda= and tensorrt= provider options")
 def test_options_for_a_provider_the_device_does_not_use_are_refused(conv_path):
     with pytest.raises(dlinfer.ProviderOptionsError, match="device='cpu'"):
         dlinfer.Model(conv_path, device="cpu", cuda={"gpu_mem_limit": 2**30})
@@ -94,6 +97,7 @@ def test_max_batch_becomes_a_profile_from_the_models_inputs(conv_path, tmp_path)
         po.tensorrt_profile({"max_batch": "4"}, [("x", [None, 3, None])])
 
 
+@onnxruntime_only("cuda= and tensorrt= provider options")
 def test_checked_options_reach_inference_session(conv_path, monkeypatch):
     """What dlinfer hands to onnxruntime, recorded where CUDA cannot load."""
     seen = []
@@ -169,6 +173,7 @@ def test_cli_flags_become_model_options(conv_path):
     assert provider_kwargs(none) == {}
 
 
+@onnxruntime_only("cuda= and tensorrt= provider options")
 def test_cli_refuses_gpu_flags_on_cpu(conv_path, capsys):
     from dlinfer.tools import cli
 
@@ -196,6 +201,7 @@ def test_serving_defaults_and_warm_up(conv_path):
     assert warm_up_for_batcher(model, 32) is None  # CPU chooses nothing per shape
 
 
+@onnxruntime_only("cuda= and tensorrt= provider options")
 @requires("starlette")
 def test_serve_passes_provider_options_to_its_models(conv_path):
     from dlinfer.serving.server import ServeConfig, create_app

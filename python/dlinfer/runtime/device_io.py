@@ -30,7 +30,7 @@ from .tensors import ORT_DTYPES, check_tensor
 if TYPE_CHECKING:
     from .model import Model
 
-__all__ = ["holds_device_values", "is_device_value", "run", "device_location"]
+__all__ = ["holds_device_values", "is_device_value", "refuse_out", "run", "device_location"]
 
 
 def is_device_value(value: Any) -> bool:
@@ -80,11 +80,17 @@ def _as_ortvalue(name: str, value: Any) -> ort.OrtValue:
                          f"{type(value).__name__} through DLPack: {exc}") from exc
 
 
-def run(model: Model, x: Any, more: tuple[Any, ...], out: Any, keep_on_device: bool) -> Any:
-    """``model.run`` for device values or ``keep_on_device=True`` (see the module doc)."""
+def refuse_out(out: Any) -> None:
+    """``out=`` with device values or ``keep_on_device=True``: refused on every backend
+    (OpenVINO reads host DLPack tensors as arrays, but code must not depend on that)."""
     if out is not None:
         raise InputError("out= takes host arrays (io_binding=True); with OrtValue or DLPack "
                          "inputs, or keep_on_device=True, the results are returned")
+
+
+def run(model: Model, x: Any, more: tuple[Any, ...], out: Any, keep_on_device: bool) -> Any:
+    """``model.run`` for device values or ``keep_on_device=True`` (see the module doc)."""
+    refuse_out(out)
     values = _by_name(model, x, more)
     binding = model.session.io_binding()
     shapes = {}

@@ -8,6 +8,7 @@ check, dicts, positional multi-input calls, ``out=``) is :class:`Model`'s own.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ....errors import InferenceError, InputError, SpecError
-from ...device_io import is_device_value
+from ...device_io import is_device_value, refuse_out
 from ...model import Model
 from ...onnx_header import read_header
 from ...providers import parse_device
@@ -23,6 +24,8 @@ from . import loader
 from .runner import OpenVINORunner, StartedRun
 
 __all__ = ["OpenVINOModel"]
+
+logger = logging.getLogger("dlinfer")
 
 # Model's onnxruntime-only keyword arguments, refused by name rather than ignored.
 _ORT_ONLY = ("session_options", "provider_options", "cuda", "tensorrt")
@@ -79,6 +82,8 @@ class OpenVINOModel(Model):
                                       [o.name for o in self.outputs], ports,
                                       [o.dtype for o in self.outputs])
         self._finish_open(io_binding)
+        if request.kind == "auto":  # announced once open, as onnxruntime's Model does
+            logger.info("%s: %s", self.path, self.device_reason)
 
     @property
     def session(self) -> Any:
@@ -129,6 +134,7 @@ class OpenVINOModel(Model):
                            keep_on_device: bool) -> Any:
         """OrtValues and DLPack tensors in host memory run as NumPy views; device memory
         and ``keep_on_device`` are onnxruntime's (CUDA) and refused by name."""
+        refuse_out(out)  # as on onnxruntime, first
         if keep_on_device:
             raise InputError("keep_on_device=True returns onnxruntime OrtValues on a GPU "
                              "device; backend='openvino' runs on CPU and returns arrays")
