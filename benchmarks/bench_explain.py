@@ -1,30 +1,41 @@
 """Grad-CAM: dlinfer (the ONNX file alone) against tf.GradientTape on the same Keras model.
 
-    .venv/bin/python benchmarks/bench_explain.py               # 4 zoo CNNs, ~15 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_explain.py               # 4 zoo CNNs, ~6 min on 2 busy cores
     .venv/bin/python benchmarks/bench_explain.py --only mnist_cnn --rounds 1
     .venv/bin/python benchmarks/bench_explain.py --threads 1    # both libraries on one thread
 
 For every zoo CNN (random weights: speed does not depend on them), exported by
-``bench_zoo.prepare`` into ``--zoo``, at the zoo's own input sizes:
+``bench_zoo.prepare`` into ``--zoo``, at the zoo's own input sizes, at the model's last
+Conv2D.
 
-- **dlinfer**: ``Classifier.explain(batch, layer=LAST_CONV)``: a forward pass for the
-  predicted class, then one onnxruntime run of the forward + backward graph
-  (:func:`dlinfer.explain.value_and_gradient`), the weights, the map and the heatmap
-  resized to the image;
-- **Keras**: the Keras Grad-CAM recipe (keras.io "Grad-CAM class activation
-  visualization"): a model returning the layer's output and the logits, one
-  ``tf.GradientTape`` pass compiled with ``tf.function``, the predicted class, the
-  gradient, the weights and the map (no resize);
-- **Keras eager** (``--eager``): the same recipe without ``tf.function``, as the
-  tutorial runs it.
+Like with like: both sides start from the same batch of uint8 images (N, H, W, C) at the
+model's input size, as decoded photos or a camera give them, and end with what a
+Grad-CAM user looks at, as NumPy arrays: per image the predicted class and its
+probability, the raw map at the layer's resolution (ReLU(sum_k alpha_k A^k)) and the
+heatmap resized to the image (bilinear, half-pixel centres) and scaled to [0, 1].  Each
+side does it the way its users would:
 
-dlinfer gets the uint8 pixels (it preprocesses them), Keras the same batch preprocessed.
+- **dlinfer**: ``Classifier.explain(pixels, layer=LAST_CONV)``, the one call that does all
+  of it: the file's own preprocessing, one onnxruntime run of the forward + backward graph
+  (:func:`dlinfer.explain.value_and_gradient`, the predicted class found inside it), the
+  channel weights, the map, the heatmap;
+- **Keras**: the keras.io recipe ("Grad-CAM class activation visualization": a model
+  returning the layer's output and the logits, one ``tf.GradientTape``, the pooled
+  gradients, the map, divided by its maximum), compiled with ``tf.function``, with the
+  model's preprocessing in front (the scale and mean it was trained with, the numbers in
+  dlinfer's spec) and ``tf.image.resize`` for the heatmap in the same function (the
+  recipe resizes one image at a time with PIL for display; a batch in the graph is the
+  faster way a Keras user has);
+- **Keras eager** (``--eager``): the same without ``tf.function``, as the tutorial runs it.
+
+Both maps and both heatmaps are compared before timing (the parity test's bound).
 Timing: the contenders take turns, each turn one untimed call (its worker threads wake)
-and three timed calls back to back, for ``--rounds`` x ``--seconds`` per batch size (at
-least two turns each); the figure is each contender's median call.  On a shared
-machine whose load comes and goes this gives every contender the same load.
-Threads: each library's default (all cores) unless ``--threads N`` gives both N
-(onnxruntime intra-op; TensorFlow intra- and inter-op).  The table goes to
+and three timed calls back to back, the order rotating every turn, for ``--rounds`` x
+``--seconds`` per batch size (at least two turns).  On a machine shared with other work
+whose load comes and goes, one turn's calls meet about the same load: the speed-up is
+the median over turns of Keras's median call / dlinfer's, the milliseconds each
+contender's median call over all turns.  Threads: ``--threads`` (default: every core)
+for both, onnxruntime intra-op and TensorFlow intra- and inter-op.  The table goes to
 stdout and, as JSON, to ``results/explain.cpu.json``.
 """
 
@@ -51,16 +62,18 @@ BATCHES = (1, 32)
 
 
 def _batch(clf: Any, n: int) -> np.ndarray:
-    """``n`` float images in the model's pixel range (seeded), and their model input."""
+    """``n`` seeded uint8 images at the model's input size."""
     spec = clf.preprocessing
     h, w = spec.size
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (n, h, w, spec.channels), dtype=np.uint8)
-    return pixels
+    return rng.integers(0, 256, (n, h, w, spec.channels), dtype=np.uint8)
 
 
-def _keras_gradcam(model: Any, layer_name: str, compiled: bool) -> Callable[[np.ndarray], Any]:
-    """The keras.io recipe: grad model -> tape -> argmax logit -> pooled grads -> map."""
+def _keras_gradcam(model: Any, layer_name: str, spec: Any, compiled: bool
+                   ) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """uint8 images -> [raw maps, heatmaps, classes, probabilities]: the keras.io recipe
+    (grad model -> tape -> predicted logit -> pooled grads -> map), with the model's
+    preprocessing before it and the heatmap resized to the image after it."""
     import keras
     import tensorflow as tf
     from explain_keras import find_layer
@@ -75,6 +88,8 @@ def _keras_gradcam(model: Any, layer_name: str, compiled: bool) -> Callable[[np.
                  None)
     base = (keras.Model(inner.inputs, [inner.get_layer(layer_name).output, inner.output])
             if inner is not None else None)
+    scale = np.float32(spec.scale)
+    mean, std = np.float32(spec.mean), np.float32(spec.std)
 
     def grad_model(images: Any, training: bool = False) -> tuple[Any, Any]:
         """The zoo CNNs are Sequential: the layers in turn, the layer's output kept."""
@@ -88,17 +103,26 @@ def _keras_gradcam(model: Any, layer_name: str, compiled: bool) -> Callable[[np.
                     conv = y
         return conv, logits_head(y)
 
-    def gradcam(images: Any) -> Any:
+    def gradcam(pixels: Any) -> tuple[Any, ...]:
+        images = (tf.cast(pixels, tf.float32) * scale - mean) / std
         with tf.GradientTape() as tape:
             conv, logits = grad_model(images, training=False)
-            # The predicted class's logit; one sigmoid unit z: z for class 1, -z for 0.
-            score = (tf.abs(logits[:, 0]) if logits.shape[1] == 1
-                     else tf.reduce_max(logits, axis=1))
+            if logits.shape[1] == 1:  # one sigmoid unit z: class 1 scores z, class 0 -z
+                z = logits[:, 0]
+                score, classes, proba = tf.abs(z), tf.cast(z > 0, tf.int64), tf.sigmoid(
+                    tf.abs(z))
+            else:
+                score, classes = tf.reduce_max(logits, axis=1), tf.argmax(logits, axis=1)
+                proba = tf.reduce_max(tf.nn.softmax(logits), axis=1)
         grads = tape.gradient(score, conv)
         pooled = tf.reduce_mean(grads, axis=(1, 2))
-        return tf.nn.relu(tf.einsum("nc,nhwc->nhw", pooled, conv))
+        raw = tf.nn.relu(tf.einsum("nc,nhwc->nhw", pooled, conv))
+        heat = tf.image.resize(raw[..., None], tf.shape(pixels)[1:3])[..., 0]
+        heat = tf.math.divide_no_nan(heat, tf.reduce_max(heat, axis=(1, 2), keepdims=True))
+        return raw, heat, classes, proba
 
-    return tf.function(gradcam) if compiled else gradcam
+    fn = tf.function(gradcam) if compiled else gradcam
+    return lambda pixels: [t.numpy() for t in fn(pixels)]
 
 
 # Each turn: one untimed call (the library's worker threads wake up), then this many
@@ -106,23 +130,33 @@ def _keras_gradcam(model: Any, layer_name: str, compiled: bool) -> Callable[[np.
 _TIMED_PER_TURN = 3
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], seconds: float) -> dict[str, float]:
-    """Median seconds per call of each contender, the contenders taking turns (a warm-up
-    call, then :data:`_TIMED_PER_TURN` timed calls) for ``seconds`` in all and at least
-    two turns each: on a shared machine whose load comes and goes, every contender meets
-    the same load, and none runs into the other's spinning threads untimed."""
+def interleaved(calls: dict[str, Callable[[], Any]], seconds: float
+                ) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Each contender's median seconds per call, and per turn each one's median call.
+
+    The contenders take turns (a warm-up call, then :data:`_TIMED_PER_TURN` timed
+    calls), each turn starting one place further on, for ``seconds`` in all and at least
+    two turns: on a shared machine whose load comes and goes, the calls of one turn meet
+    about the same load, and none runs into the other's spinning threads untimed.
+    """
     times: dict[str, list[float]] = {n: [] for n in calls}
+    turns: list[dict[str, float]] = []
+    names = list(calls)
     end = time.perf_counter() + seconds
-    turns = 0
-    while time.perf_counter() < end or turns < 2:
-        for n, call in calls.items():
-            call()
+    while time.perf_counter() < end or len(turns) < 2:
+        first = len(turns) % len(names)
+        turn: dict[str, float] = {}
+        for n in names[first:] + names[:first]:
+            calls[n]()
+            took = []
             for _ in range(_TIMED_PER_TURN):
                 start = time.perf_counter()
-                call()
-                times[n].append(time.perf_counter() - start)
-        turns += 1
-    return {n: float(np.median(t)) for n, t in times.items()}
+                calls[n]()
+                took.append(time.perf_counter() - start)
+            times[n].extend(took)
+            turn[n] = float(np.median(took))
+        turns.append(turn)
+    return {n: float(np.median(t)) for n, t in times.items()}, turns
 
 
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
@@ -135,40 +169,50 @@ def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
     clf = dlinfer.Classifier(onnx_path, threads=threads)
     model = keras.models.load_model(keras_path, compile=False)
     layer = last_conv2d(model)
-    keras_fn = _keras_gradcam(model, layer, compiled=True)
-    eager_fn = _keras_gradcam(model, layer, compiled=False)
-    result: dict[str, Any] = {"layer": layer, "seconds": {}}
+    spec = clf.preprocessing
+    keras_fn = _keras_gradcam(model, layer, spec, compiled=True)
+    eager_fn = _keras_gradcam(model, layer, spec, compiled=False)
+    result: dict[str, Any] = {"layer": layer, "seconds": {}, "speedup": {}, "turns": {},
+                              "parity": {}, "heatmap_parity": {}}
     for batch in BATCHES:
         pixels = _batch(clf, batch)
-        x = clf.preprocess(pixels)
-        # Same map on both sides, checked before timing (the parity test's bound).
-        ours = np.stack([e.raw for e in clf.explain(pixels, layer=layer)])
-        theirs = np.asarray(keras_fn(x))
-        err = float(np.abs(ours - theirs).max() / max(theirs.max(), 1e-30))
-        calls = {"dlinfer": lambda p=pixels, b=batch: clf.explain(p, layer=layer, batch_size=b),
-                 "keras_tf_function": lambda x=x: keras_fn(x)}
+        # The same end products on both sides, checked before timing: the classes, the
+        # maps (the parity test's bound) and the heatmaps.
+        got = clf.explain(pixels, layer=layer)
+        raw, heat, classes, _ = keras_fn(pixels)
+        if [e.target for e in got] != classes.tolist():
+            raise SystemExit(f"{name}: the two sides chose different classes")
+        err = float(np.abs(np.stack([e.raw for e in got]) - raw).max() / max(raw.max(), 1e-30))
+        heat_err = float(np.abs(np.stack([e.heatmap for e in got]) - heat).max())
+        calls = {"dlinfer": lambda p=pixels: clf.explain(p, layer=layer),
+                 "keras_tf_function": lambda p=pixels: keras_fn(p)}
         if eager:
-            calls["keras_eager"] = lambda x=x: eager_fn(x)
-        result["seconds"][batch] = interleaved(calls, rounds * seconds)
-        result.setdefault("parity", {})[batch] = err
-        s = result["seconds"][batch]
+            calls["keras_eager"] = lambda p=pixels: eager_fn(p)
+        medians, turns = interleaved(calls, rounds * seconds)
+        result["seconds"][batch] = medians
+        result["speedup"][batch] = float(np.median(
+            [t["keras_tf_function"] / t["dlinfer"] for t in turns]))
+        result["turns"][batch] = len(turns)
+        result["parity"][batch] = err
+        result["heatmap_parity"][batch] = heat_err
         print(f"  [{name}] batch {batch}: " + ", ".join(
-            f"{n} {v * 1e3:.1f} ms" for n, v in s.items()) + f"; map difference {err:.1e} "
-            "of the max", flush=True)
+            f"{n} {v * 1e3:.1f} ms" for n, v in medians.items())
+            + f"; speed-up {result['speedup'][batch]:.2f}x (median of {len(turns)} turns); "
+            f"map difference {err:.1e} of the max, heatmaps {heat_err:.1e}", flush=True)
     return result
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| model | layer | batch | dlinfer ms | Keras tf.function ms | Keras eager ms "
-             "| dlinfer speed-up vs tf.function | map difference / max |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| dlinfer speed-up vs tf.function | map difference / max | heatmap difference |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         for batch, s in r["seconds"].items():
             eager = f"{s['keras_eager'] * 1e3:.1f}" if "keras_eager" in s else "-"
             lines.append(
                 f"| {name} | `{r['layer']}` | {batch} | {s['dlinfer'] * 1e3:.1f} | "
-                f"{s['keras_tf_function'] * 1e3:.1f} | {eager} | "
-                f"{s['keras_tf_function'] / s['dlinfer']:.2f}x | {r['parity'][batch]:.1e} |")
+                f"{s['keras_tf_function'] * 1e3:.1f} | {eager} | {r['speedup'][batch]:.2f}x | "
+                f"{r['parity'][batch]:.1e} | {r['heatmap_parity'][batch]:.1e} |")
     return "\n".join(lines)
 
 
@@ -182,30 +226,29 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="timed seconds per contender per round (at least 3 calls)")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for both (TensorFlow intra- and inter-op, onnxruntime "
-                        "intra-op); default 0: each library's own default, all cores")
+                        "intra-op); default: every core")
     parser.add_argument("--eager", action="store_true",
                         help="also time the tutorial's eager GradientTape (slow)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "explain.cpu.json"))
     args = parser.parse_args()
     only = [n for n in args.only.split(",") if n]
-    if args.threads:  # before TensorFlow starts its thread pools
-        import tensorflow as tf
+    import tensorflow as tf  # its thread pools set before it starts them
 
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     ready, skipped = prepare(args.zoo, only)
     results = {}
     for name in only:
         if name in ready:
             results[name] = bench_model(name, *ready[name], args.rounds, args.seconds,
-                                        args.eager, args.threads or None)
+                                        args.eager, args.threads)
     print(table(results))
     for name, why in skipped.items():
         print(f"not benchmarked: {name}: {why}")
     with open(args.json, "w") as f:
-        json.dump({"cores": os.cpu_count(), "threads": args.threads or "default",
+        json.dump({"cores": os.cpu_count(), "threads": args.threads,
                    "rounds": args.rounds, "results": results},
                   f, indent=1)
     return 0

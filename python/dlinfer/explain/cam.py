@@ -204,7 +204,7 @@ def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = 
     flats = [map_2d(method, raw, layout) for raw in raws]
     heats = _heatmaps(flats, in_hw, prepared)
     if len({f.shape for f in flats}) == 1:  # one map size: scaled in one NumPy pass
-        maps = list(scaled_each(np.stack(flats)))
+        maps = list(scaled_each(np.stack(flats), in_place=True))
     else:
         maps = [scaled(f) for f in flats]
     return [Explanation(method, used, t, clf.labels[t], float(probas[i][t]), raws[i],
@@ -269,7 +269,7 @@ def _heatmaps(flats: list[np.ndarray], in_hw: tuple[int, int],
         i0 = members[0]
         stack = to_image(np.stack([flats[i] for i in members]), in_hw, prepared.sizes[i0],
                          prepared.geometries[i0])
-        for i, heat in zip(members, scaled_each(stack)):
+        for i, heat in zip(members, scaled_each(stack, in_place=True)):
             out[i] = heat
     return out
 
@@ -333,12 +333,19 @@ def map_2d(method: str, raw: np.ndarray, layout: str) -> np.ndarray:
     return np.abs(raw).max(axis=axis).astype(np.float32)
 
 
-def scaled_each(stack: np.ndarray) -> np.ndarray:
-    """:func:`scaled` for each map of a (k, H, W) stack."""
-    m = np.maximum(stack, 0.0)
-    top = m.reshape(len(m), -1).max(axis=1).reshape(-1, 1, 1) if m.size else m
-    return np.divide(m, top, out=np.zeros_like(m), where=top > 0).astype(np.float32,
-                                                                     copy=False)
+def scaled_each(stack: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """:func:`scaled` for each map of a (k, H, W) stack; ``in_place`` overwrites ``stack``.
+
+    All-zero maps are divided by infinity (giving zeros): a plain division, where a
+    masked one (``where=``) and a fresh zero array cost 4 of 6.6 ms on 32 heatmaps of
+    150 x 150.
+    """
+    m = np.maximum(stack, 0.0, out=stack if in_place else None)
+    if not m.size:
+        return m.astype(np.float32, copy=False)
+    top = m.reshape(len(m), -1).max(axis=1)
+    top = np.where(top > 0, top, np.inf).astype(m.dtype).reshape(-1, 1, 1)
+    return np.divide(m, top, out=m).astype(np.float32, copy=False)
 
 
 def scaled(m: np.ndarray) -> np.ndarray:
