@@ -85,3 +85,24 @@ def test_info_lists_every_spec_input_and_output(tmp_path):
     assert "spec output: box: value" in out
     info = json.loads(dlinfer_cli("info", str(tmp_path / "two.onnx"), "--json").stdout)
     assert [o["name"] for o in info["spec"]["outputs"]] == ["probabilities", "box"]
+
+
+def test_info_shows_a_thousand_labels_as_ten_and_the_count(tmp_path):
+    """A 1000-class model's text info fits a screen; --json keeps every label."""
+    import numpy as np
+    from dlinfer.spec import InputSpec, ModelSpec, OutputSpec
+    from onnx_models import Dense, build_mlp, save
+
+    w = np.zeros((4, 1000), np.float32)
+    proto = build_mlp("wide", (None, 4), "probabilities",
+                      [Dense(w, np.zeros(1000, np.float32), "softmax")])
+    labels = tuple(f"class_{i}" for i in range(1000))
+    path = save(proto, ModelSpec(
+        name="wide", task="classification",
+        inputs=[InputSpec("images", (None, 4), kind="features", layout="NC", color=None)],
+        outputs=[OutputSpec("probabilities", labels=labels)]), str(tmp_path))
+    out = dlinfer_cli("info", path).stdout
+    assert "labels:    class_0, class_1, class_2, class_3, class_4, class_5, class_6, " \
+           "class_7, class_8, class_9, ... (1000)\n" in out
+    assert "class_999" not in out
+    assert json.loads(dlinfer_cli("info", path, "--json").stdout)["spec"]["labels"] == list(labels)

@@ -246,7 +246,7 @@ def test_labels_are_escaped_in_text_and_raw_in_json(hostile, tmp_path, capsys):
     assert cli.main(["info", hostile]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\nfile.png" not in out
-    assert ("labels:    \\x1b[2Jzero, one\\nfile.png  9 1.0000, 2, 3, 4, 5, 6, 7, 8, 9\n"
+    assert ("labels:    \\x1b[2Jzero, one\\nfile.png  9 1.0000, 2, 3, 4, 5, 6, 7, 8, 9 (10)\n"
             in out)
     assert cli.main(["spec", "show", hostile]) == 0
     out = capsys.readouterr().out

@@ -25,7 +25,7 @@ from .export_command import add_export_arguments, add_export_parser, export_comm
 from .optimize_command import add_optimize_parser
 from .provider_flags import add_backend_flag, add_provider_flags, provider_kwargs
 from .ray_command import add_ray_parser
-from .spec_tool import add_spec_parser, describe_spec
+from .spec_tool import add_spec_parser, describe_spec, labels_text
 from .triton_command import add_triton_parser
 
 
@@ -88,7 +88,7 @@ def _info(args: argparse.Namespace) -> int:
     for line in describe_spec(spec, prefix="spec "):
         _say(line)
     if spec.labels:
-        _say(f"labels:    {', '.join(spec.labels)}")
+        _say(f"labels:    {labels_text(spec.labels)}")
     if spec.threshold is not None:
         _say(f"threshold: {spec.threshold}")
     if inp.kind == "image":

@@ -275,7 +275,7 @@ def _classification_head(head: OutputSpec, task: str, shape: tuple[int | None, .
         else:
             labels = index_labels(width)
         notes.append(f"no labels given: {where} gets index labels "
-                     f"{_labels_text(labels)}; give --labels FILE|a,b,c for names")
+                     f"{labels_text(labels)}; give --labels FILE|a,b,c for names")
     expected = 2 if binary else width
     if expected is not None and len(labels) != expected:
         raise SpecError(f"{len(labels)} labels for {where}, which "
@@ -310,7 +310,8 @@ def _product(dims: Sequence[int | None]) -> int:
 _shape = shape_text
 
 
-def _labels_text(labels: Sequence[str]) -> str:
+def labels_text(labels: Sequence[str]) -> str:
+    """Labels for people: every one up to a screenful, else the first ten, and the count."""
     shown = list(labels) if len(labels) <= _MAX_LABELS_SHOWN else [*labels[:10], "..."]
     return f"{', '.join(shown)} ({len(labels)})"
 
@@ -353,7 +354,7 @@ def _resize_text(i: InputSpec) -> str:
 def _output_text(o: OutputSpec) -> str:
     text = f"{o.name}: {o.kind}"
     if o.labels:
-        text += f", labels {_labels_text(o.labels)}"
+        text += f", labels {labels_text(o.labels)}"
     if o.threshold is not None:
         text += f", threshold {o.threshold}"
     return text
