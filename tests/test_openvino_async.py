@@ -185,7 +185,7 @@ def test_shutdown_settles_every_request_and_never_hangs(tmp_path):
 @openvino
 def test_in_flight_is_the_backends_or_asked(tmp_path, mnist_onnx):
     path = _dense_model(tmp_path)
-    with dlinfer.Batcher(dlinfer.Model(path)) as on_ort:  # onnxruntime: one at a time
+    with dlinfer.Batcher(dlinfer.Model(path, backend="onnxruntime")) as on_ort:  # one at a time
         assert on_ort.in_flight == 1 and on_ort._inflight is None
     ov = dlinfer.Model(path, backend="openvino")
     with dlinfer.Batcher(ov, in_flight=1) as off, dlinfer.Batcher(ov, in_flight=3) as three:
