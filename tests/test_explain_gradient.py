@@ -371,13 +371,17 @@ def test_index_none_is_each_samples_predicted_class(tmp_path):
 
 
 # Pooled map size of a (N, 4, 7, 7) tensor: the 2x2 tiles leave the last row unread,
-# the 3x3 windows overlap and read padding.
+# the 3x3 windows overlap and read padding.  Between the pooling and the dense layer,
+# Identity keeps the layout-only path that backward_sums folds into the dense layer's
+# weights; Relu breaks it (the pooling's shortcut alone).
+@pytest.mark.parametrize("between", ["Identity", "Relu"])
 @pytest.mark.parametrize("op, attrs, pooled", [
     ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), 9),
     ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 16),
     ("GlobalAveragePool", {}, 1)])
 def test_summed_over_is_the_gradient_summed_without_the_poolings_backward(tmp_path, op,
-                                                                          attrs, pooled):
+                                                                          attrs, pooled,
+                                                                          between):
     """Grad-CAM's spatial sums, where the layer feeds a pooling and a second branch."""
     from dlinfer.explain import value_and_gradient
     from reference import assert_close
@@ -386,8 +390,10 @@ def test_summed_over_is_the_gradient_summed_without_the_poolings_backward(tmp_pa
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node(op, ["r"], ["p"], **attrs),
-             helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "w2"], ["y1"]),
+             helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 2, 3, 1]),
+             helper.make_node(between, ["pt"], ["pb"]),
+             helper.make_node("Flatten", ["pb"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2"], ["y1"], alpha=0.5),
              helper.make_node("Mul", ["r", "r"], ["s"]),  # r's other consumer
              helper.make_node("GlobalAveragePool", ["s"], ["a"]),
              helper.make_node("Flatten", ["a"], ["af"]),

@@ -196,12 +196,13 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
     largest element per sample (the predicted class) is the index instead, found in the
     same run.  Its outputs, in order: ``outputs`` (forward tensors), the value of each
     ``wrt`` tensor, then each ``wrt`` tensor's gradient, or with ``summed_over`` that
-    gradient summed over those axes (kept, size 1): see :func:`_pooled_sum`.
+    gradient summed over those axes (kept, size 1): see :mod:`.backward_sums`.
     """
     import onnx
     from onnx import shape_inference, version_converter
 
     from . import backward_nn, backward_ops  # noqa: F401 - backward_nn registers its rules
+    from .backward_sums import SummedGradients
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
@@ -255,17 +256,12 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
 
     b = Builder(g, dtype, types)
     grads: dict[str, list[str]] = {target: [_seed(b, target, argmax_of)]}
-    sums: dict[str, list[str]] = {}  # wrt -> parts of its summed gradient
-    upstream = {o for n in on_path for o in n.output}  # a wrt made on the path: full grad
+    summed = None if summed_over is None else SummedGradients(b, on_path, wrt, summed_over)
     for node in on_path:  # reverse topological order
         out_grads = [_total(b, grads.get(o)) for o in node.output]
         if all(x is None for x in out_grads):
             continue
-        x = node.input[0] if node.input else ""
-        if (summed_over is not None and x in wrt and x not in upstream
-                and out_grads[0] is not None
-                and (pooled := _pooled_sum(b, node, out_grads[0], summed_over)) is not None):
-            sums.setdefault(x, []).append(pooled)
+        if summed is not None and summed.take(node, out_grads):
             continue
         wanted = [bool(i) and i in active and i in needed for i in node.input]
         try:
@@ -279,11 +275,8 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
                 grads.setdefault(name, []).append(grad)
 
     result = [_total(b, grads.get(w)) for w in wrt]
-    if summed_over is not None:
-        axes = b.ints(list(summed_over))
-        result = [_total(b, sums.get(w, []) + (
-            [b.op("ReduceSum", [r, axes], keepdims=1)] if r is not None else []))
-            for w, r in zip(wrt, result)]
+    if summed is not None:
+        result = [summed.total(w, r) for w, r in zip(wrt, result)]
     for w, grad in zip(wrt, result):
         if grad is None:
             raise InputError(f"{target!r} does not depend on {w!r}")
@@ -345,27 +338,6 @@ def _total(b: Builder, parts: list[str] | None) -> str | None:
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else b.op("Sum", parts)
-
-
-def _pooled_sum(b: Builder, node: Any, g: str, axes: Sequence[int]) -> str | None:
-    """The sum over the spatial ``axes`` of a pooling node's input gradient, from its output
-    gradient ``g`` alone, or None where that does not hold.
-
-    Grad-CAM weighs each channel by the mean of its gradient over the map, and only that
-    sum is needed.  A max pooling sends each window's gradient whole to one input position
-    (its maximum: padding never wins), so summed over the map the input gradient is the
-    sum of ``g``; a global average pooling spreads g / size over the size positions, whose
-    sum is ``g``.  That skips the pooling's backward pass, which on small_convnet's last
-    block (15x15 pooled to 7x7) took a dozen layout and element-wise nodes, a crop and a
-    pad: 10 ms of a 170 ms run at batch 32 on 2 cores.
-    """
-    rank = b.rank(node.input[0])
-    if (rank is None or rank < 3 or node.op_type not in ("MaxPool", "GlobalAveragePool")
-            or sorted(a % rank for a in axes) != list(range(2, rank))):
-        return None
-    if node.op_type == "GlobalAveragePool":
-        return g
-    return b.op("ReduceSum", [g, b.ints(list(range(2, rank)))], keepdims=1)
 
 
 def _seed(b: Builder, target: str, argmax_of: str | None) -> str:
