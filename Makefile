@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 BUILD_DIR := -Cbuild-dir=build/{wheel_tag}
 SOURCES := pyproject.toml CMakeLists.txt $(shell find native python -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null)
 
-.PHONY: demo test test-runtime test-all lint clean asan fashion-mnist wheel test-wheel native-check
+.PHONY: demo test test-runtime test-runtime-openvino test-all lint clean asan fashion-mnist wheel test-wheel native-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ test-runtime: $(RUNTIME_VENV)/.installed
 	@if $(RUNTIME_PY) -c "import tensorflow" 2>/dev/null; then \
 		echo "$(RUNTIME_VENV) has TensorFlow: it must not" >&2; exit 1; fi
 	$(RUNTIME_PY) -m pytest -p no:cacheprovider
+
+# The same runtime tests with OpenVINO as the backend of every Model made without
+# backend= (issue 27, docs/runtime.md): a test of what only onnxruntime has skips by name
+# (tests/optional.py onnxruntime_only).  Where the [openvino] extra is not installed (the
+# [test] extra pulls it only where OpenVINO has wheels), pytest says so and exits 0.
+test-runtime-openvino: $(RUNTIME_VENV)/.installed
+	DLINFER_BACKEND=openvino $(RUNTIME_PY) -m pytest -p no:cacheprovider
 
 # Everything, the slow tests included.
 test-all: $(VENV)/.installed-test

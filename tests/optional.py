@@ -19,8 +19,8 @@ import os
 
 import pytest
 
-__all__ = ["HAVE_TENSORFLOW", "cpu_providers", "default_backend", "need", "onnxruntime_only",
-           "requires", "requires_tf", "tensorflow"]
+__all__ = ["HAVE_TENSORFLOW", "cpu_providers", "default_backend", "missing_reason", "need",
+           "onnxruntime_only", "requires", "requires_tf", "tensorflow"]
 
 # Which extra brings each package: the reason says what to install.
 _EXTRA = {
@@ -41,6 +41,12 @@ def _reason(missing: list[str]) -> str:
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def missing_reason(*modules: str) -> str | None:
+    """Why a test needing ``modules`` cannot run here (what to install), or None."""
+    missing = _missing(modules)
+    return _reason(missing) if missing else None
 
 
 def requires(*modules: str) -> pytest.MarkDecorator:
