@@ -27,10 +27,26 @@ openvino = requires("openvino")
 ATOL, RTOL = DEFAULT_ATOL, DEFAULT_RTOL
 
 
-def test_openvino_without_the_extra_names_it(mnist_onnx, monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    with pytest.raises(dlinfer.MissingExtraError, match=r"pip install 'dlinfer\[openvino\]'"):
+def test_openvino_without_the_extra_names_it(mnist_onnx, monkeypatch, capsys):
+    from dlinfer.tools.cli import main
+
+    # import openvino -> ImportError, find_spec("openvino") -> None: as if not installed
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    extra = r"pip install 'dlinfer\[openvino\]'"
+    with pytest.raises(dlinfer.MissingExtraError, match=extra) as info:
         dlinfer.Model(mnist_onnx, backend="openvino")
+    assert isinstance(info.value, ImportError)  # what `except ImportError` code expects
+    with pytest.raises(dlinfer.MissingExtraError, match=extra):
+        dlinfer.Classifier(mnist_onnx, backend="openvino")
+    monkeypatch.setenv("DLINFER_BACKEND", "openvino")  # the default, asked for by name
+    with pytest.raises(dlinfer.MissingExtraError, match=extra):
+        dlinfer.Model(mnist_onnx)
+    assert main(["info", mnist_onnx, "--backend", "openvino"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dlinfer: error: ") and "dlinfer[openvino]" in err, err
+    # auto falls back to onnxruntime and says what would add OpenVINO
+    model = dlinfer.Model(mnist_onnx, backend="auto")
+    assert model.backend == "onnxruntime" and "dlinfer[openvino]" in model.backend_reason
 
 
 def test_a_backend_name_is_checked(mnist_onnx):
