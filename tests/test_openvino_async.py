@@ -203,6 +203,19 @@ def test_in_flight_is_the_backends_or_asked(tmp_path, mnist_onnx):
         assert own.in_flight == 1
 
 
+@requires("starlette", "uvicorn", "prometheus_client")
+def test_serve_in_flight_is_checked():
+    from dlinfer.serving.server import ServeConfig
+    from dlinfer.tools.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "m.onnx", "--in-flight", "1"]).in_flight == 1
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["serve", "m.onnx", "--in-flight", "0"])
+    assert info.value.code == 2
+    with pytest.raises(dlinfer.InputError, match="in_flight"):
+        ServeConfig(models=["m.onnx"], in_flight=0).check()
+
+
 @requires("openvino", "starlette", "uvicorn")
 def test_serve_on_openvino_answers_concurrent_clients(mnist_onnx, digit_pngs, tmp_path):
     from serve_helpers import Server, call

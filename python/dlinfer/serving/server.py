@@ -94,6 +94,7 @@ class ServeConfig:
     tensorrt: dict[str, Any] | None = None
     # onnxruntime, openvino or auto; None: $DLINFER_BACKEND, else onnxruntime
     backend: str | None = None
+    in_flight: int | None = None  # batches started at once (Batcher's; None: the backend's)
 
     def resolved_names(self) -> list[str]:
         names = self.names or [model_name(p) for p in self.models]
@@ -114,7 +115,7 @@ class ServeConfig:
             check_number(getattr(self, name), name, min=0, max=MAX_SERVER_TIMEOUT_S,
                          min_open=True)
         check_int(self.max_body_bytes, "max_body_bytes", min=1)
-        for name in ("max_image_bytes", "decode_threads", "max_connections"):
+        for name in ("max_image_bytes", "decode_threads", "max_connections", "in_flight"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, min=1)
 
@@ -235,7 +236,8 @@ def create_app(config: ServeConfig) -> Starlette:
     async def lifespan(app: Starlette):
         for name, clf in classifiers.items():
             batcher = Batcher(clf, config.max_batch_size, config.max_delay_ms,
-                              config.max_queue, config.timeout_ms, name=name)
+                              config.max_queue, config.timeout_ms, name=name,
+                              in_flight=config.in_flight)
             batcher.on_batch = metrics.batch_hook(name, lambda b=batcher: b.queue_depth)
             batchers[name] = batcher
         def begin_shutdown() -> None:

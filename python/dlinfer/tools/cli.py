@@ -249,6 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout_s, graceful_timeout_s=args.graceful_timeout_s,
         max_image_bytes=args.max_image_bytes, decode_threads=args.decode_threads,
         head_timeout_s=args.head_timeout_s, max_connections=args.max_connections,
+        in_flight=args.in_flight,
     )
     try:
         config.resolved_names()
@@ -290,6 +291,9 @@ def _add_serve(sub: Any) -> None:
                    help="an upload needing more decoded gets 413 (default: the model's, 512 MiB)")
     p.add_argument("--decode-threads", type=arg.int_range(1, 64), default=None,
                    help="uploads decoded at once (default: min(4, cores))")
+    p.add_argument("--in-flight", type=arg.int_range(1, 16), default=None,
+                   help="batches started on the backend at once (default: the backend's, "
+                   "2 on OpenVINO, 1 on onnxruntime; docs/serving.md)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     _add_device(p)
