@@ -236,12 +236,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model: str, max_batch: int, max_delay_ms: float, workers: int = 1) -> None:
+    def __init__(self, model: str, max_batch: int, max_delay_ms: float, workers: int = 1,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dlinfer", "serve", f"bench={model}", "--port", str(self.port),
              "--max-batch-size", str(max_batch), "--max-delay-ms", str(max_delay_ms),
-             "--max-queue", "4096", "--log-level", "warning", "--workers", str(workers)],
+             "--max-queue", "4096", "--log-level", "warning", "--workers", str(workers),
+             *extra],
         )
         deadline = time.monotonic() + 120
         while True:

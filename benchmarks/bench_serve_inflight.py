@@ -10,12 +10,14 @@ writes them), one ``Classifier(backend="openvino")`` is served by one
 at a time (onnxruntime's path, and OpenVINO's before), 2 is the default on OpenVINO
 (the next batch preprocessed and started while the last one runs).  C coroutine
 clients on one event loop each await ``batcher.predict(uint8 image)`` in a loop, as
-`dlinfer serve`'s handlers do, for ``--seconds`` per contender.
+`dlinfer serve`'s handlers do, for ``--seconds`` per contender.  ``--http`` instead
+runs one ``dlinfer serve --backend openvino --in-flight N`` per setting and C HTTP
+clients posting PNGs (bench_serve.py's client).
 
 Rounds are interleaved, each starting one contender further on; round 0 is a burn-in
 and is dropped (bench_optimize.time_contenders' rule).  The table gives medians over
 rounds: items per second, its ratio to ``in_flight=1`` (the median of the per-round
-ratios), p50/p99 request latency and the mean batch size.  Every answer is checked
+ratios), and p50/p99 request latency.  Every answer is checked
 against ``Classifier.predict`` of the same image; a lost or mismatched answer fails
 the run.
 """
@@ -32,7 +34,7 @@ from typing import Any
 
 import dlinfer
 import numpy as np
-from bench_serve import Checker, load_pool, pct, run_async
+from bench_serve import Checker, ServerProcess, load_pool, pct, png_bodies, run_async, run_http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = os.path.join(ROOT, "artifacts", "bench_zoo")
@@ -56,22 +58,32 @@ def serve_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     pool = images_for(clf, POOL)
     checker = Checker(clf.predict(list(pool)))
     settings = [int(s) for s in args.in_flight.split(",")]
-    batchers = {n: dlinfer.Batcher(clf, args.max_batch_size, args.max_delay_ms,
-                                   max_queue=4 * args.clients, in_flight=n, name=f"{name}-{n}")
-                for n in settings}
+    if args.http:  # one `dlinfer serve` per setting, PNG bodies over keep-alive connections
+        bodies = png_bodies(pool[..., 0] if pool.shape[-1] == 1 else pool)
+        servers = {n: ServerProcess(path, args.max_batch_size, args.max_delay_ms, extra=(
+            "--backend", "openvino", "--in-flight", str(n), *(
+                ("--threads", str(args.threads)) if args.threads else ())))
+                   for n in settings}
+        serve = {n: (lambda s=s: run_http(s.port, "bench", bodies, args.clients, 10**9,
+                                          args.seconds, checker)) for n, s in servers.items()}
+        close = [s.stop for s in servers.values()]
+    else:  # in process: coroutines awaiting Batcher.predict
+        batchers = {n: dlinfer.Batcher(clf, args.max_batch_size, args.max_delay_ms,
+                                       max_queue=4 * args.clients, in_flight=n,
+                                       name=f"{name}-{n}") for n in settings}
+        serve = {n: (lambda b=b: run_async(args.clients, 10**9, args.seconds, b, pool, checker))
+                 for n, b in batchers.items()}
+        close = [b.close for b in batchers.values()]
     rows: dict[int, dict[str, list[float]]] = {
-        n: {"rps": [], "p50": [], "p99": [], "batch": []} for n in settings}
+        n: {"rps": [], "p50": [], "p99": []} for n in settings}
     lost = 0
     try:
         for round_ in range(args.rounds + 1):
             start = round_ * len(settings) // (args.rounds + 1)
             for n in settings[start:] + settings[:start]:
-                batcher = batchers[n]
-                before = batcher.stats()
                 time.sleep(0.1)  # OpenVINO's threads settle before the next contender
-                got = run_async(args.clients, 10**9, args.seconds, batcher, pool, checker)
+                got = serve[n]()
                 lost += got["sent"] - got["n"]
-                after = batcher.stats()
                 if not round_:
                     continue  # burn-in
                 p50, p99 = pct(got["lat"])
@@ -79,14 +91,12 @@ def serve_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 row["rps"].append(got["rps"])
                 row["p50"].append(p50)
                 row["p99"].append(p99)
-                row["batch"].append((after.completed - before.completed)
-                                    / max(1, after.batches - before.batches))
             if round_:
                 print(f"  [{name}] round {round_}: " + ", ".join(
                     f"in_flight={n} {rows[n]['rps'][-1]:,.0f}/s" for n in settings), flush=True)
     finally:
-        for batcher in batchers.values():
-            batcher.close()
+        for stop in close:
+            stop()
     if lost or checker.bad:
         raise SystemExit(f"{name}: {lost} lost and {checker.bad} mismatched answers")
     base = np.array(rows[settings[0]]["rps"])
@@ -94,8 +104,7 @@ def serve_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 "ratio": float(np.median(np.array(r["rps"]) / base)),
                 "ratio_range": [float(min(np.array(r["rps"]) / base)),
                                 float(max(np.array(r["rps"]) / base))],
-                "p50_ms": float(np.median(r["p50"])), "p99_ms": float(np.median(r["p99"])),
-                "mean_batch": float(np.median(r["batch"]))}
+                "p50_ms": float(np.median(r["p50"])), "p99_ms": float(np.median(r["p99"]))}
             for n, r in rows.items()}
 
 
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="OpenVINO threads (all cores)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--http", action="store_true",
+                    help="through `dlinfer serve --in-flight N` subprocesses over HTTP")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     results = {}
@@ -118,18 +129,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] skipped: {ZOO}/{name}.onnx is missing (benchmarks/bench_zoo.py)")
             continue
         results[name] = serve_model(name, args)
-    print(f"\n{args.clients} asyncio clients, max batch {args.max_batch_size}, "
-          f"max delay {args.max_delay_ms:g} ms, OpenVINO {_openvino_version()}, "
+    print(f"\n{args.clients} {'HTTP' if args.http else 'asyncio'} clients, "
+          f"max batch {args.max_batch_size}, max delay {args.max_delay_ms:g} ms, "
+          f"OpenVINO {_openvino_version()}, "
           f"{os.cpu_count()} cores; medians of {args.rounds} interleaved rounds of "
           f"{args.seconds:g} s\n")
-    print("| model | in_flight | items/s | vs in_flight=1 (range) | p50 ms | p99 ms | "
-          "mean batch |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | in_flight | items/s | vs in_flight=1 (range) | p50 ms | p99 ms |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for name, by_n in results.items():
         for n, r in by_n.items():
             low, high = r["ratio_range"]
             print(f"| {name} | {n} | {r['items_per_s']:,.0f} | {r['ratio']:.2f}x "
-                  f"({low:.2f}-{high:.2f}) | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                  f"{r['mean_batch']:.1f} |")
+                  f"({low:.2f}-{high:.2f}) | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "machine": platform.processor() or

@@ -113,8 +113,8 @@ class Batcher:
             check runs whenever the worker forms a batch, so the error arrives at most
             one batch's compute time after the deadline.  None waits forever.
             ``submit(..., timeout_ms=)`` overrides it per request.
-        on_batch: called by the worker after each batch as ``on_batch(size,
-            queue_waits_s, run_s)`` (the server's metrics); an error in it is logged.
+        on_batch: called after each batch (on the thread that settles it) as ``on_batch(
+            size, queue_waits_s, run_s)`` (the server's metrics); an error in it is logged.
         backend: the runtime backend when ``model`` is a path (docs/runtime.md).
         in_flight: batches started on the backend at once: the worker forms and
             starts the next batch while the backend runs the last (OpenVINO;
