@@ -22,6 +22,7 @@ from .._optional import import_optional
 from ..errors import InferenceError, InputError, InputTypeError
 from ..runtime.model import Model
 from .backward import INDEX, build
+from .fold import fold_input_scaling
 
 __all__ = ["gradient", "value_and_gradient"]
 
@@ -150,6 +151,7 @@ def _compile(model: Model, output: str | None, wrt: tuple[str, ...], logits: boo
     if output not in outputs:
         raise InputError(f"{model.path} has no output {output!r}; its outputs: {list(outputs)}")
     target = _logits_of(proto.graph, output) if logits else output
+    fold_input_scaling(proto.graph, keep={output, target, *wrt})
     graph, _ = build(proto, target, wrt, outputs, argmax_of=output if predicted else None,
                      summed_over=summed)
     session = _session(model, graph.SerializeToString())
