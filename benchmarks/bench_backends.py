@@ -53,12 +53,11 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 import bench_optimize  # noqa: E402  (the trained CNNs' recipes, files and timing)
+from backends_table import BATCHES, load_rows, table, write_readme  # noqa: E402
 
 THREADS = 2
-BATCHES = (1, 32)
 MAX_DROP = 0.5  # the accuracy gate, in points, of every dlinfer candidate
 PHOTO_MODELS = ("mobilenet_v2_224", "resnet50_224")
-PEERS = ("openvino", "openvino_nncf_int8", "litert_int8")
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -183,7 +182,7 @@ def dlinfer_backend() -> str:
 
 
 def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
-                       workdir: str) -> dict[str, str]:
+                       workdir: str, fresh: bool = False) -> dict[str, str]:
     """{candidate: gated file}: int8 by dlinfer's QDQ and by NNCF, each also with its float
     parts in bf16, and bf16 (gated on OpenVINO where installed, else int8 on onnxruntime),
     those that pass the gate."""
@@ -201,6 +200,12 @@ def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
         if backend != "openvino" and name != "int8":
             continue
         out = f"{stem}.deployed.{name}.onnx"
+        if (not fresh and os.path.exists(out)
+                and os.path.getmtime(out) > os.path.getmtime(onnx_path)):
+            # gated by an earlier run on this float32 file: its spec holds that report
+            print(f"    dlinfer {name}: {out} (gated earlier, --fresh to redo)", flush=True)
+            files[name] = out
+            continue
         try:
             report = optimize(onnx_path, out, mode, calibrate=calibration, eval=heldout,
                               max_drop=MAX_DROP, backend=backend, **options)
@@ -305,7 +310,8 @@ def _score(times: dict[int, float]) -> float:
 
 
 def bench_model(name: str, m: dict[str, Any], workdir: str, rounds: int, seconds: float,
-                eval_limit: int | None, calibration_samples: int) -> dict[str, Any]:
+                eval_limit: int | None, calibration_samples: int, fresh: bool = False
+                ) -> dict[str, Any]:
     print(f"[{name}] contenders", flush=True)
     import openvino as ov
 
@@ -320,7 +326,8 @@ def bench_model(name: str, m: dict[str, Any], workdir: str, rounds: int, seconds
     }
     backend = dlinfer_backend()
     opened, models = {}, {}
-    for mode, path in dlinfer_candidates(m["onnx"], calibration, m["heldout"], workdir).items():
+    for mode, path in dlinfer_candidates(m["onnx"], calibration, m["heldout"], workdir,
+                                         fresh).items():
         runners[f"dlinfer_{mode}"], models[mode] = dlinfer_runner(path, backend)
         opened[mode] = getattr(models[mode], "backend", "onnxruntime")
         print(f"    dlinfer {mode}: Model(backend={backend!r}) runs on {opened[mode]}", flush=True)
@@ -345,96 +352,6 @@ def bench_model(name: str, m: dict[str, Any], workdir: str, rounds: int, seconds
             "samples": None if labels is None else len(labels)}
 
 
-# ---------------------------------------------------------------- the table
-
-def _ratio(row: dict[str, Any], name: str, batch: int) -> float:
-    return row["times"]["onnxruntime"][batch] / row["times"][name][batch]
-
-
-def _cell(row: dict[str, Any], name: str | None) -> str:
-    if name is None or name not in row["times"]:
-        return "-"
-    acc = row["accuracy"].get(name)
-    tail = f", {acc:.2%}" if acc is not None else ""
-    return f"{_ratio(row, name, 32):.2f}x ({_ratio(row, name, 1):.2f}x){tail}"
-
-
-_PEER_NAMES = {"openvino": "OpenVINO", "openvino_nncf_int8": "NNCF int8",
-               "litert_int8": "LiteRT int8"}
-
-
-def _where(row: dict[str, Any], peers: dict[int, str]) -> str:
-    """Which peer was best, and dlinfer's Model against its backend run raw on the same
-    file (the auto-rule candidate's, batch 32 (batch 1)): above 1.00x is dlinfer's cost."""
-    text = f"best peer {_PEER_NAMES[peers[32]]} ({_PEER_NAMES[peers[1]]})"
-    pair = row.get("same_file")
-    if not pair:
-        return text
-    deployed = row["deployed"]
-    tax = [pair[deployed][b] / pair["same_file_raw"][b] for b in (32, 1)]
-    return (f"{text}; {deployed.removeprefix('dlinfer_')} file: Model {tax[0]:.2f}x "
-            f"({tax[1]:.2f}x) the time of its backend run raw")
-
-
-def _deployed_cell(row: dict[str, Any], name: str, batch: int) -> str:
-    mode = name.removeprefix("dlinfer_")
-    acc = row["accuracy"].get(name)
-    return (f"{mode} on {row['opened_on'][mode]}: {_ratio(row, name, batch):.2f}x"
-            + (f", {acc:.2%}" if acc is not None else ""))
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = bench_optimize._header(
-        "model; float32 accuracy; dlinfer at 32; dlinfer at 1; OpenVINO default; NNCF int8; "
-        "LiteRT int8; tf.function; dlinfer / best peer at 32 (1); where the time goes",
-        "lrllllllll")
-    for row in rows:
-        candidates = [n for n in row["times"] if n.startswith("dlinfer_")]
-        base = row["accuracy"]["onnxruntime"]
-        cells = ["nothing passed the gate"] * 2
-        verdict = where = "-"
-        if candidates:
-            # For each batch size, the gated file and backend that runs it fastest.
-            best = {b: max(candidates, key=lambda n, b=b: _ratio(row, n, b)) for b in BATCHES}
-            peers = {b: max(PEERS, key=lambda p, b=b: _ratio(row, p, b)) for b in BATCHES}
-            shares = [_ratio(row, best[b], b) / _ratio(row, peers[b], b) for b in (32, 1)]
-            mark = "yes" if min(shares) >= 0.95 else "**no**"
-            verdict = f"{shares[0]:.2f} ({shares[1]:.2f}) {mark}"
-            where = _where(row, peers)
-            cells = [_deployed_cell(row, best[32], 32), _deployed_cell(row, best[1], 1)]
-        base_cell = "n/a (random weights)" if base is None else f"{base:.2%}"
-        lines.append(f"| {row['name']} | {base_cell} | {cells[0]} | {cells[1]} | "
-                     f"{_cell(row, 'openvino')} | "
-                     f"{_cell(row, 'openvino_nncf_int8')} | {_cell(row, 'litert_int8')} | "
-                     f"{_cell(row, 'tf.function')} | {verdict} | {where} |")
-    return "\n".join(lines)
-
-
-def load_rows(path: str) -> list[dict[str, Any]]:
-    """Rows written by a run (``results/backends.cpu.json``), batch sizes back to ints."""
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
-    for row in rows:
-        for key in ("times", "same_file"):
-            if row.get(key):
-                row[key] = {n: {int(b): t for b, t in by.items()} for n, by in row[key].items()}
-    return rows
-
-
-def write_readme(readme: str, body: str) -> None:
-    """Replace the text between the ``<!-- backends -->`` markers, or append the section."""
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    start, end = "<!-- backends -->", "<!-- /backends -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + start + "\n" + body + "\n" + end + "\n"
-    with open(readme, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trained", default=os.path.join(ROOT, "artifacts", "optimize"))
@@ -447,6 +364,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="1 round of 0.2 s, 64 calibration images, accuracy on 256 "
                              "held-out samples")
+    parser.add_argument("--fresh", action="store_true",
+                        help="gate dlinfer's files again even where an earlier run left them")
     parser.add_argument("--readme", default=os.path.join(HERE, "README.md"))
     parser.add_argument("--no-readme", action="store_true", help="print the table only")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -480,7 +399,7 @@ def main() -> int:
                  else trained(name, args.trained))
             rows.append(bench_model(name, m, args.work, rounds, seconds,
                                     256 if args.quick else None,
-                                    64 if args.quick else args.calibration))
+                                    64 if args.quick else args.calibration, args.fresh))
         except Exception as exc:  # noqa: BLE001 - one model must not stop the table
             print(f"[{name}] not benchmarked: {type(exc).__name__}: {exc}", flush=True)
             continue
