@@ -11,6 +11,9 @@ hangs, and ``dlinfer serve --backend openvino`` answers concurrent clients.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -180,6 +183,31 @@ def test_shutdown_settles_every_request_and_never_hangs(tmp_path):
     assert done.wait(HANG_S), "close() from a done-callback hung"
     batcher.close(HANG_S)
     assert not batcher._thread.is_alive() and not batcher._inflight._thread.is_alive()
+
+
+@openvino
+def test_a_program_ending_with_batches_under_way_exits_cleanly(tmp_path):
+    """A Batcher left open at exit is stopped by an atexit hook: its queue fails, the
+    batches under way finish.  Without it, OpenVINO still running when the process ended
+    aborted it (exit status 134) in most runs."""
+    rng = np.random.default_rng(seed_of("openvino_async", "exit"))
+    layers = [Dense(rng.normal(size=(1024, 1024)).astype(np.float32) / 32,
+                    np.zeros(1024, np.float32), "relu") for _ in range(8)]  # 1 GFLOP a batch
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(onnx_models.build_mlp("deep", (None, 1024), "out", layers,
+                                           input_name="rows").SerializeToString())
+    script = textwrap.dedent(f"""
+        import numpy as np, dlinfer
+        model = dlinfer.Model({str(path)!r}, backend="openvino")
+        batcher = dlinfer.Batcher(model, max_batch_size=64, max_delay_ms=0)
+        futures = batcher.submit_many(list(np.ones((1024, 1024), np.float32)))
+        futures[0].result({HANG_S})
+        print("left open", flush=True)
+    """)
+    for _ in range(3):  # the abort came in most runs, not all
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=4 * HANG_S)
+        assert (done.returncode, done.stdout) == (0, "left open\n"), done.stderr[-2000:]
 
 
 @openvino

@@ -38,7 +38,7 @@ from ..errors import (
 from ..runtime.model import Model
 from ..runtime.session import batching_session_options
 from ..tasks.classifier import Classifier
-from .inflight import InFlight, failed, finished, settle
+from .inflight import InFlight, failed, finished, settle, stop_at_exit
 from .runners import runner_for
 
 __all__ = ["MAX_WAIT_MS", "Batcher", "BatcherStats", "batching_session_options"]
@@ -144,8 +144,6 @@ class Batcher:
         in_flight: int | None = None,
     ) -> None:
         self.check_arguments(max_batch_size, max_delay_ms, max_queue, timeout_ms)
-        if in_flight is not None:
-            check_int(in_flight, "in_flight", min=1)
         self._runner = runner_for(model, backend, in_flight)
         self.model = model
         self.max_batch_size = max_batch_size if getattr(self._runner, "grouped", True) else 1
@@ -169,6 +167,7 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name=f"dlinfer-batcher-{self.name}",
                                         daemon=True)
         self._thread.start()
+        stop_at_exit(self)
 
     @staticmethod
     def check_arguments(max_batch_size: Any, max_delay_ms: Any, max_queue: Any,

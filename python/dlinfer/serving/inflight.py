@@ -17,15 +17,39 @@ queue, where they join the next batch, rather than in OpenVINO's.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["InFlight", "failed", "finished", "settle"]
+__all__ = ["InFlight", "failed", "finished", "settle", "stop_at_exit"]
 
 _log = logging.getLogger("dlinfer.serving")
+
+# How long the interpreter's exit waits for each open Batcher's batches under way.
+EXIT_WAIT_S = 30.0
+_open: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def stop_at_exit(batcher: Any) -> None:
+    """Stop ``batcher`` when the interpreter exits, if it is still open then."""
+    _open.add(batcher)
+
+
+@atexit.register
+def _stop_open_batchers() -> None:
+    """Close the Batchers a program left open: their queued requests fail (nobody waits
+    for them any more), the batches under way finish, and the workers end.  A worker
+    still inside the backend when the process ended aborted it ("terminate called
+    without an active exception", exit status 134, on OpenVINO)."""
+    batchers = list(_open)
+    for batcher in batchers:
+        batcher.close(0)  # stop taking requests, fail the queue at once
+    for batcher in batchers:
+        batcher.close(EXIT_WAIT_S)  # then wait for what is running
 
 
 class InFlight:

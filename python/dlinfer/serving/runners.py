@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..checks import check_int
 from ..errors import (
     DlinferError,
     InferenceError,
@@ -266,6 +267,8 @@ class _CallableRunner:
 def runner_for(target: Any, backend: str | None = None, in_flight: int | None = None) -> Any:
     """The runner of ``target``; ``in_flight`` batches at once where its backend can
     (None: as many as the backend suggests, :func:`in_flight_of`)."""
+    if in_flight is not None:
+        check_int(in_flight, "in_flight", min=1)
     if isinstance(target, (str, os.PathLike)):
         return _ClassifierRunner(Classifier(target, backend=backend), in_flight)
     if isinstance(target, Classifier):

@@ -20,6 +20,7 @@ weights, repacked): a Batcher's sizes 1..N leave the rarer ones dynamic.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import Any
@@ -37,6 +38,32 @@ logger = logging.getLogger("dlinfer")
 STATIC_AFTER = 2  # the call with a shape that starts compiling it
 STATIC_SHAPES = 4  # shapes with a model of their own, at most
 _SEEN_LIMIT = 1024  # shapes counted before the count starts over (unbounded traffic)
+
+# Infer requests started (OpenVINORunner.start) and not waited for yet, in any model,
+# and the background compiles under way.
+_running: set[Any] = set()
+_compiles: set[threading.Thread] = set()
+_running_lock = threading.Lock()
+_exiting = False
+
+
+@atexit.register
+def _wait_at_exit() -> None:
+    """At interpreter exit, wait for the runs and compiles still under way, and start no
+    more.  A process that ends while OpenVINO works aborts ("terminate called without an
+    active exception", exit status 134).  A compile is no daemon, but one that a Batcher
+    stopping at exit started came after Python had waited for its threads."""
+    global _exiting
+    with _running_lock:
+        _exiting = True
+        requests, compiles = list(_running), list(_compiles)
+    for request in requests:
+        try:
+            request.wait()
+        except Exception:  # noqa: BLE001 - its own result() reports its failure
+            pass
+    for thread in compiles:
+        thread.join()
 
 
 class OpenVINORunner:
@@ -69,7 +96,7 @@ class OpenVINORunner:
             if len(self._seen) > _SEEN_LIMIT:
                 self._seen.clear()
             count = self._seen[key] = self._seen.get(key, 0) + 1
-            if (count == STATIC_AFTER and key not in self._pending
+            if (count == STATIC_AFTER and key not in self._pending and not _exiting
                     and len(self._static) + len(self._pending) < STATIC_SHAPES):
                 # Not a daemon: Python waits for it at exit.  A daemon thread still
                 # inside compile_model when the interpreter ends aborts the process
@@ -78,6 +105,8 @@ class OpenVINORunner:
                 thread = threading.Thread(target=self._compile_static, args=(key,),
                                           name="dlinfer-openvino-compile", daemon=False)
                 self._pending[key] = thread
+                with _running_lock:
+                    _compiles.add(thread)
                 thread.start()
         return self._dynamic
 
@@ -93,6 +122,8 @@ class OpenVINORunner:
         with self._lock:
             self._static[key] = entry
             self._pending.pop(key, None)
+        with _running_lock:
+            _compiles.discard(threading.current_thread())
 
     def wait_for_compiles(self) -> None:
         """Wait for the background compiles under way (tests, benchmarks)."""
@@ -207,12 +238,17 @@ class OpenVINORunner:
         request, inputs = entry
         try:
             if inputs is None:  # ports dlinfer cannot match: OpenVINO's own dispatch
-                request.start_async(feed, share_inputs=True)
                 arrays: Any = feed
+                with _running_lock:
+                    _start_counted(request)
+                    request.start_async(feed, share_inputs=True)
             else:
                 arrays = self._set_inputs(request, inputs, feed)
-                request.start_async()
+                with _running_lock:
+                    _start_counted(request)
+                    request.start_async()
         except BaseException:
+            _running.discard(request)
             self._give_back(key, entry)  # not started: free for the next run
             raise
         return StartedRun(self, key, entry, ports, arrays)
@@ -220,6 +256,13 @@ class OpenVINORunner:
     def _give_back(self, key: int, entry: tuple[Any, Any]) -> None:
         with self._lock:
             self._idle.setdefault(key, []).append(entry)
+
+
+def _start_counted(request: Any) -> None:
+    """Count ``request`` as running, before it starts (called holding _running_lock)."""
+    if _exiting:
+        raise RuntimeError("the interpreter is exiting: no more runs start")
+    _running.add(request)
 
 
 class StartedRun:
@@ -256,6 +299,7 @@ class StartedRun:
         except Exception as exc:  # OpenVINO raises untyped RuntimeErrors
             raise InferenceError(f"openvino failed on {runner.path}: {exc}") from exc
         finally:
+            _running.discard(request)
             self._arrays = None
             runner._give_back(self._key, entry)
         if len(results) == 1:
