@@ -392,11 +392,25 @@ def _bilinear(m: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     # (the steps taken on the small map; the last row's is zero, as hi clamps there).
     steps = np.zeros_like(cols)
     np.subtract(cols[:, 1:], cols[:, :-1], out=steps[:, :-1])
-    out = cols[:, lo, :]  # new arrays (fancy indexing): blended in place
-    step = steps[:, lo, :]
-    step *= frac[:, None]
-    out += step
+    out = cols[:, lo, :]  # a new array (fancy indexing): blended in place
+    if len(m) * cols.shape[2] >= _ROW_AT_A_TIME:
+        # Many maps: one output row of all of them at a time, into a small buffer.  A
+        # second full-size temporary cost more in page faults than the loop (32 maps to
+        # 150 x 150: 2.5 -> 1.7 ms).
+        row = np.empty((len(m), cols.shape[2]), np.float32)
+        for r in np.flatnonzero(frac):
+            np.multiply(steps[:, lo[r], :], frac[r], out=row)
+            out[:, r, :] += row
+    else:
+        step = steps[:, lo, :]
+        step *= frac[:, None]
+        out += step
     return out.astype(np.float32, copy=False)
+
+
+# Values per output row (maps x image width) from which _bilinear blends row by row: a
+# Python step costs about 4 us, a value of a full-size temporary about 1.5 ns.
+_ROW_AT_A_TIME = 4096
 
 
 def _taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
