@@ -1,6 +1,6 @@
 """Grad-CAM: dlinfer (the ONNX file alone) against tf.GradientTape on the same Keras model.
 
-    .venv/bin/python benchmarks/bench_explain.py               # 4 zoo CNNs, ~6 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_explain.py --turns 5     # 4 zoo CNNs, ~8 min on 2 cores
     .venv/bin/python benchmarks/bench_explain.py --only mnist_cnn --rounds 1
     .venv/bin/python benchmarks/bench_explain.py --threads 1    # both libraries on one thread
 
@@ -28,15 +28,19 @@ side does it the way its users would:
   faster way a Keras user has);
 - **Keras eager** (``--eager``): the same without ``tf.function``, as the tutorial runs it.
 
+(Until December 2026 the Keras side started from the preprocessed float batch and
+stopped at the raw maps, while dlinfer's call preprocessed and made heatmaps too: about
+8 ms of 55 at small_convnet's batch of 32 that only one side did.)
+
 Both maps and both heatmaps are compared before timing (the parity test's bound).
 Timing: the contenders take turns, each turn one untimed call (its worker threads wake)
 and three timed calls back to back, the order rotating every turn, for ``--rounds`` x
-``--seconds`` per batch size (at least two turns).  On a machine shared with other work
-whose load comes and goes, one turn's calls meet about the same load: the speed-up is
-the median over turns of Keras's median call / dlinfer's, the milliseconds each
-contender's median call over all turns.  Threads: ``--threads`` (default: every core)
-for both, onnxruntime intra-op and TensorFlow intra- and inter-op.  The table goes to
-stdout and, as JSON, to ``results/explain.cpu.json``.
+``--seconds`` per batch size (at least ``--turns`` turns, default two).  On a machine
+shared with other work whose load comes and goes, one turn's calls meet about the same
+load: the speed-up is the median over turns of Keras's median call / dlinfer's, the
+milliseconds each contender's median call over all turns.  Threads: ``--threads``
+(default: every core) for both, onnxruntime intra-op and TensorFlow intra- and
+inter-op.  The table goes to stdout and, as JSON, to ``results/explain.cpu.json``.
 """
 
 from __future__ import annotations
@@ -130,20 +134,20 @@ def _keras_gradcam(model: Any, layer_name: str, spec: Any, compiled: bool
 _TIMED_PER_TURN = 3
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], seconds: float
+def interleaved(calls: dict[str, Callable[[], Any]], seconds: float, min_turns: int = 2
                 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Each contender's median seconds per call, and per turn each one's median call.
 
     The contenders take turns (a warm-up call, then :data:`_TIMED_PER_TURN` timed
     calls), each turn starting one place further on, for ``seconds`` in all and at least
-    two turns: on a shared machine whose load comes and goes, the calls of one turn meet
+    ``min_turns`` turns: on a shared machine whose load comes and goes, the calls of one turn meet
     about the same load, and none runs into the other's spinning threads untimed.
     """
     times: dict[str, list[float]] = {n: [] for n in calls}
     turns: list[dict[str, float]] = []
     names = list(calls)
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(turns) < 2:
+    while time.perf_counter() < end or len(turns) < min_turns:
         first = len(turns) % len(names)
         turn: dict[str, float] = {}
         for n in names[first:] + names[:first]:
@@ -160,8 +164,8 @@ def interleaved(calls: dict[str, Callable[[], Any]], seconds: float
 
 
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
-                seconds: float, eager: bool = False, threads: int | None = None
-                ) -> dict[str, Any]:
+                seconds: float, eager: bool = False, threads: int | None = None,
+                min_turns: int = 2) -> dict[str, Any]:
     import dlinfer
     import keras
     from explain_keras import last_conv2d
@@ -188,7 +192,7 @@ def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
                  "keras_tf_function": lambda p=pixels: keras_fn(p)}
         if eager:
             calls["keras_eager"] = lambda p=pixels: eager_fn(p)
-        medians, turns = interleaved(calls, rounds * seconds)
+        medians, turns = interleaved(calls, rounds * seconds, min_turns)
         result["seconds"][batch] = medians
         result["speedup"][batch] = float(np.median(
             [t["keras_tf_function"] / t["dlinfer"] for t in turns]))
@@ -229,6 +233,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for both (TensorFlow intra- and inter-op, onnxruntime "
                         "intra-op); default: every core")
+    parser.add_argument("--turns", type=int, default=2,
+                        help="at least this many turns per batch size (VGG16's batch of 32 "
+                        "takes 40 s a turn on 2 cores: more than --rounds x --seconds)")
     parser.add_argument("--eager", action="store_true",
                         help="also time the tutorial's eager GradientTape (slow)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "explain.cpu.json"))
@@ -243,7 +250,7 @@ def main() -> int:
     for name in only:
         if name in ready:
             results[name] = bench_model(name, *ready[name], args.rounds, args.seconds,
-                                        args.eager, args.threads)
+                                        args.eager, args.threads, args.turns)
     print(table(results))
     for name, why in skipped.items():
         print(f"not benchmarked: {name}: {why}")
