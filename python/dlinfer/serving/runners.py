@@ -35,6 +35,9 @@ __all__ = ["runner_for"]
 # Same-shape images up to this many bytes in all are stacked into one array.
 _STACK_BYTES = 64 * 2**20
 
+# Classifier's own run_batch, as imported: a subclass's or a patched one is honoured.
+_RUN_BATCH = Classifier.run_batch
+
 # A started batch: called, it waits for the batch and returns (results, errors).
 Finish = Callable[[], tuple[list[Any], dict[int, Exception]]]
 
@@ -67,8 +70,8 @@ class _ClassifierRunner:
 
     def __init__(self, clf: Classifier, in_flight: int | None = None) -> None:
         self.clf = clf
-        # A subclass's own run_batch is honoured: it runs, one batch at a time.
-        own = type(clf).run_batch is Classifier.run_batch
+        # Any other run_batch (a subclass's, a patched one) runs, one batch at a time.
+        own = type(clf).run_batch is _RUN_BATCH
         self.in_flight = in_flight_of(clf.model, in_flight if own else 1)
 
     def check(self, item: Any) -> Any:
