@@ -194,9 +194,10 @@ def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
             calls["keras_eager"] = lambda p=pixels: eager_fn(p)
         medians, turns = interleaved(calls, rounds * seconds, min_turns)
         result["seconds"][batch] = medians
-        result["speedup"][batch] = float(np.median(
-            [t["keras_tf_function"] / t["dlinfer"] for t in turns]))
+        ratios = [t["keras_tf_function"] / t["dlinfer"] for t in turns]
+        result["speedup"][batch] = float(np.median(ratios))
         result["turns"][batch] = len(turns)
+        result.setdefault("turn_speedups", {})[batch] = [round(r, 3) for r in ratios]
         result["parity"][batch] = err
         result["heatmap_parity"][batch] = heat_err
         print(f"  [{name}] batch {batch}: " + ", ".join(
