@@ -3,6 +3,7 @@
     python benchmarks/bench_serve_inflight.py [--models mnist_cnn,vgg16_transfer]
         [--in-flight 1,2,3] [--clients 64] [--max-batch-size 32] [--rounds 5] [--seconds 3]
         [--json benchmarks/results/serve_inflight.cpu.json]
+    python benchmarks/bench_serve_inflight.py --raw-hints [--models mnist_cnn]
 
 For each zoo model (artifacts/bench_zoo/<name>.onnx; `python benchmarks/bench_zoo.py`
 writes them), one ``Classifier(backend="openvino")`` is served by one
@@ -12,7 +13,9 @@ at a time (onnxruntime's path, and OpenVINO's before), 2 is the default on OpenV
 clients on one event loop each await ``batcher.predict(uint8 image)`` in a loop, as
 `dlinfer serve`'s handlers do, for ``--seconds`` per contender.  ``--http`` instead
 runs one ``dlinfer serve --backend openvino --in-flight N`` per setting and C HTTP
-clients posting PNGs (bench_serve.py's client).
+clients posting PNGs (bench_serve.py's client).  ``--raw-hints`` asks how many
+requests to keep in flight without dlinfer: a raw OpenVINO loop at 1, 2 and 4 in
+flight, the model compiled with the LATENCY hint (dlinfer's) and with THROUGHPUT.
 
 Rounds are interleaved, each starting one contender further on; round 0 is a burn-in
 and is dropped (bench_optimize.time_contenders' rule).  The table gives medians over
@@ -108,6 +111,51 @@ def serve_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             for n, r in rows.items()}
 
 
+def raw_hints(name: str, args: argparse.Namespace) -> None:
+    """The sizing question without dlinfer: a raw OpenVINO loop keeping k requests of
+    batch ``--max-batch-size`` in flight, on the model compiled with the LATENCY hint
+    (dlinfer's: one stream) and with THROUGHPUT (several streams)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(os.path.join(ZOO, f"{name}.onnx"))
+    shape = [args.max_batch_size, *model.inputs[0].get_partial_shape()[1:].to_shape()]
+    model.reshape({model.inputs[0].any_name: shape})
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    threads = args.threads or os.cpu_count()
+    compiled = {hint: core.compile_model(model, "CPU", {
+        "PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False})
+        for hint in ("LATENCY", "THROUGHPUT")}
+
+    def rate(cm: Any, k: int) -> float:
+        requests = [cm.create_infer_request() for _ in range(k)]
+        for r in requests:
+            r.set_input_tensor(ov.Tensor(x, shared_memory=True))
+            r.start_async()
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < args.seconds:
+            r = requests[done % k]
+            r.wait()
+            r.start_async()
+            done += 1
+        for r in requests:
+            r.wait()
+        return done * args.max_batch_size / (time.perf_counter() - start)
+
+    cells = [(hint, k) for hint in compiled for k in (1, 2, 4)]
+    got: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
+    for round_ in range(args.rounds + 1):  # interleaved; round 0 is a burn-in
+        for hint, k in cells[round_ % len(cells):] + cells[:round_ % len(cells)]:
+            value = rate(compiled[hint], k)
+            if round_:
+                got[(hint, k)].append(value)
+    for hint, cm in compiled.items():
+        print(f"[{name}] {hint} ({cm.get_property('NUM_STREAMS')} streams, optimal "
+              f"{cm.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS')} requests): " + ", ".join(
+                  f"{k} in flight {np.median(got[(hint, k)]):,.0f}/s" for k in (1, 2, 4)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -121,8 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--http", action="store_true",
                     help="through `dlinfer serve --in-flight N` subprocesses over HTTP")
+    ap.add_argument("--raw-hints", action="store_true",
+                    help="only raw OpenVINO: LATENCY vs THROUGHPUT hint, 1/2/4 in flight")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
+    if args.raw_hints:
+        for name in args.models.split(","):
+            raw_hints(name, args)
+        return 0
     results = {}
     for name in args.models.split(","):
         if not os.path.exists(os.path.join(ZOO, f"{name}.onnx")):
