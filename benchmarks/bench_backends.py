@@ -15,9 +15,9 @@ medians (``bench_optimize``'s timing), accuracy on the real held-out sets:
   quantized inside the graph) converted by ``TFLiteConverter`` from the Keras model with the
   calibration images as representative dataset, run by ``ai_edge_litert`` (XNNPACK);
 - ``tf.function``: the Keras model (``dlinfer.tools.bench``'s baseline);
-- ``dlinfer``: the deployed configuration: ``dlinfer optimize`` (int8 by its QDQ and by
-  NNCF, each also with ``--bf16``, and bf16; each gated at 0.5 points on the held-out set
-  on OpenVINO where installed, else int8 on onnxruntime),
+- ``dlinfer``: the deployed configuration: ``dlinfer optimize`` (int8 by its QDQ gated on
+  onnxruntime; where OpenVINO is installed, gated on it: the QDQ with ``--bf16``, NNCF's
+  int8 without and with ``--bf16``, and bf16; each gated at 0.5 points on the held-out set),
   each gated file opened with ``Model(path, backend="auto")``; the deployed one at each
   batch size is the file that ran fastest at that size (auto picks for the batch sizes
   the user runs).  Where the time goes: the file auto's rule picks across sizes (lowest
@@ -183,25 +183,28 @@ def dlinfer_backend() -> str:
 
 def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
                        workdir: str, fresh: bool = False) -> dict[str, str]:
-    """{candidate: gated file}: int8 by dlinfer's QDQ and by NNCF, each also with its float
-    parts in bf16, and bf16 (gated on OpenVINO where installed, else int8 on onnxruntime),
-    those that pass the gate."""
+    """{candidate: gated file}: int8 by dlinfer's QDQ gated on onnxruntime (whose kernels
+    its rewrites are for), and where OpenVINO is installed, gated on it: dlinfer's QDQ with
+    its float parts in bf16, NNCF's int8 without and with them, and bf16.  Those that pass
+    the gate; ``backend="auto"`` runs each where it passed."""
     import dlinfer
     from dlinfer.optimize import optimize
 
-    backend = "openvino" if dlinfer_backend() == "auto" else "onnxruntime"
+    with_openvino = dlinfer_backend() == "auto"
     stem = os.path.join(workdir, os.path.basename(onnx_path)[:-len(".onnx")])
     files = {}
-    candidates = {"int8": ("int8", {}), "int8_nncf": ("int8", {"method": "nncf"}),
-                  "int8_bf16": ("int8", {"bf16": True}),
-                  "int8_nncf_bf16": ("int8", {"method": "nncf", "bf16": True}),
-                  "bf16": ("bf16", {})}
-    for name, (mode, options) in candidates.items():
-        if backend != "openvino" and name != "int8":
+    candidates = {"int8": ("int8", {}, "onnxruntime"),
+                  "int8_bf16": ("int8", {"bf16": True}, "openvino"),
+                  "int8_nncf": ("int8", {"method": "nncf"}, "openvino"),
+                  "int8_nncf_bf16": ("int8", {"method": "nncf", "bf16": True}, "openvino"),
+                  "bf16": ("bf16", {}, "openvino")}
+    for name, (mode, options, backend) in candidates.items():
+        if backend == "openvino" and not with_openvino:
             continue
         out = f"{stem}.deployed.{name}.onnx"
         if (not fresh and os.path.exists(out)
-                and os.path.getmtime(out) > os.path.getmtime(onnx_path)):
+                and os.path.getmtime(out) > os.path.getmtime(onnx_path)
+                and _gated_on(out) == backend):
             # gated by an earlier run on this float32 file: its spec holds that report
             print(f"    dlinfer {name}: {out} (gated earlier, --fresh to redo)", flush=True)
             files[name] = out
@@ -216,6 +219,13 @@ def dlinfer_candidates(onnx_path: str, calibration: np.ndarray, heldout: Any,
               f"{report.seconds:.0f} s", flush=True)
         files[name] = out
     return files
+
+
+def _gated_on(path: str) -> str | None:
+    import dlinfer
+
+    stored = dlinfer.Model(path, backend="onnxruntime").spec.extra.get("optimize", {})
+    return stored.get("gated_on", {}).get("backend")
 
 
 # ---------------------------------------------------------------- the models

@@ -108,6 +108,24 @@ def test_int8_with_bf16_is_gated_as_its_own_precision(mnist_onnx, digit_pngs, tm
     assert_close(on_bf16, on_ort, atol=0.05, rtol=0, context="int8+bf16 vs int8 on ort")
 
 
+@openvino
+def test_auto_runs_a_gated_file_where_it_passed_its_gate(mnist_onnx, digit_pngs, tmp_path,
+                                                         monkeypatch):
+    """backend='auto' times a float32 file on every backend, but an optimized file only
+    runs where its accuracy gate passed (its spec's extra.optimize.gated_on)."""
+    from dlinfer.optimize import optimize
+    from dlinfer.runtime.backends import choice
+
+    calibration = os.path.dirname(digit_pngs[0][0])
+    for backend in ("onnxruntime", "openvino"):
+        out = str(tmp_path / f"int8.{backend}.onnx")
+        optimize(mnist_onnx, out, "int8", calibrate=calibration, backend=backend)
+        monkeypatch.setattr(choice, "measure", lambda *a, **k: pytest.fail("measured"))
+        model = dlinfer.Model(out, backend="auto")
+        assert model.backend == backend
+        assert f"the file was gated on {backend}" in model.backend_reason
+
+
 def test_bf16_goes_with_int8_only(mnist_onnx, tmp_path):
     from dlinfer.optimize import optimize
 

@@ -206,6 +206,10 @@ def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | 
     problem = _measurable(path)
     if problem:
         return "onnxruntime", f"backend='auto': {problem}"
+    gated = gated_backends(_header_spec(path), installed)
+    if len(gated) == 1:  # only where it passed its accuracy gate; nothing to measure
+        return gated[0], (f"backend='auto': the file was gated on {gated[0]} "
+                          "(dlinfer optimize; its spec's extra.optimize.gated_on)")
     key = _key(path, threads or 0, batch)
     with _lock:
         entry = _memo.get(key) or _load_cache().get(key)
@@ -226,15 +230,27 @@ def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | 
     return entry["backend"], entry["reason"]
 
 
-def gated_backends(model: Any, installed: list[str]) -> list[str]:
+def gated_backends(spec: Any, installed: list[str]) -> list[str]:
     """The backends a file may run on as gated: the one ``dlinfer optimize`` gated it on
     (its spec's ``extra.optimize.gated_on``), or every installed one for a file that was
     not optimized (float32 runs alike on each)."""
-    stored = (model.spec.extra.get("optimize") or {}) if model.spec is not None else {}
+    stored = (spec.extra.get("optimize") or {}) if spec is not None else {}
     gate = stored.get("gated_on") if isinstance(stored, dict) else None
     if isinstance(gate, dict) and gate.get("backend") in installed:
         return [gate["backend"]]
     return list(installed)
+
+
+def _header_spec(path: str) -> Any:
+    """The spec in the file's metadata, or None (unreadable specs: Model says why)."""
+    from ...spec import METADATA_KEY, ModelSpec
+    from ..onnx_header import read_header
+
+    try:
+        raw = read_header(path).metadata.get(METADATA_KEY)
+        return ModelSpec.from_json(raw) if raw else None
+    except (DlinferError, UnicodeDecodeError, OSError, ValueError):
+        return None
 
 
 def pick(paths: list[str], threads: int | None = None) -> dict[str, Any]:
@@ -247,7 +263,7 @@ def pick(paths: list[str], threads: int | None = None) -> dict[str, Any]:
     models = {}
     for path in paths:
         probe = Model(path, threads=threads)
-        for b in gated_backends(probe, installed):
+        for b in gated_backends(probe.spec, installed):
             models[(path, b)] = probe if b == "onnxruntime" else Model(path, threads=threads,
                                                                        backend=b)
     batches = _batches(next(iter(models.values())))
