@@ -135,8 +135,10 @@ _TIMED_PER_TURN = 3
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], seconds: float, min_turns: int = 2
-                ) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Each contender's median seconds per call, and per turn each one's median call.
+                ) -> tuple[dict[str, float], list[dict[str, float]], dict[str, float]]:
+    """Each contender's median seconds per call, per turn each one's median call, and
+    each one's median process CPU seconds per call (every thread of the process: on a
+    loaded machine the work done, where the wall time also counts the waits).
 
     The contenders take turns (a warm-up call, then :data:`_TIMED_PER_TURN` timed
     calls), each turn starting one place further on, for ``seconds`` in all and at least
@@ -144,6 +146,7 @@ def interleaved(calls: dict[str, Callable[[], Any]], seconds: float, min_turns: 
     about the same load, and none runs into the other's spinning threads untimed.
     """
     times: dict[str, list[float]] = {n: [] for n in calls}
+    cpu: dict[str, list[float]] = {n: [] for n in calls}
     turns: list[dict[str, float]] = []
     names = list(calls)
     end = time.perf_counter() + seconds
@@ -154,13 +157,15 @@ def interleaved(calls: dict[str, Callable[[], Any]], seconds: float, min_turns: 
             calls[n]()
             took = []
             for _ in range(_TIMED_PER_TURN):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 calls[n]()
                 took.append(time.perf_counter() - start)
+                cpu[n].append(time.process_time() - start_cpu)
             times[n].extend(took)
             turn[n] = float(np.median(took))
         turns.append(turn)
-    return {n: float(np.median(t)) for n, t in times.items()}, turns
+    return ({n: float(np.median(t)) for n, t in times.items()}, turns,
+            {n: float(np.median(t)) for n, t in cpu.items()})
 
 
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
@@ -192,31 +197,36 @@ def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
                  "keras_tf_function": lambda p=pixels: keras_fn(p)}
         if eager:
             calls["keras_eager"] = lambda p=pixels: eager_fn(p)
-        medians, turns = interleaved(calls, rounds * seconds, min_turns)
+        medians, turns, cpu = interleaved(calls, rounds * seconds, min_turns)
         result["seconds"][batch] = medians
         ratios = [t["keras_tf_function"] / t["dlinfer"] for t in turns]
         result["speedup"][batch] = float(np.median(ratios))
         result["turns"][batch] = len(turns)
         result.setdefault("turn_speedups", {})[batch] = [round(r, 3) for r in ratios]
+        result.setdefault("cpu_seconds", {})[batch] = cpu
         result["parity"][batch] = err
         result["heatmap_parity"][batch] = heat_err
         print(f"  [{name}] batch {batch}: " + ", ".join(
             f"{n} {v * 1e3:.1f} ms" for n, v in medians.items())
-            + f"; speed-up {result['speedup'][batch]:.2f}x (median of {len(turns)} turns); "
+            + f"; speed-up {result['speedup'][batch]:.2f}x (median of {len(turns)} turns); CPU "
+            + ", ".join(f"{n} {v * 1e3:.1f} ms" for n, v in cpu.items()) + "; "
             f"map difference {err:.1e} of the max, heatmaps {heat_err:.1e}", flush=True)
     return result
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| model | layer | batch | dlinfer ms | Keras tf.function ms | Keras eager ms "
-             "| dlinfer speed-up vs tf.function | map difference / max | heatmap difference |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| dlinfer speed-up vs tf.function | CPU ms dlinfer / Keras "
+             "| map difference / max | heatmap difference |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         for batch, s in r["seconds"].items():
             eager = f"{s['keras_eager'] * 1e3:.1f}" if "keras_eager" in s else "-"
+            cpu = r["cpu_seconds"][batch]
             lines.append(
                 f"| {name} | `{r['layer']}` | {batch} | {s['dlinfer'] * 1e3:.1f} | "
                 f"{s['keras_tf_function'] * 1e3:.1f} | {eager} | {r['speedup'][batch]:.2f}x | "
+                f"{cpu['dlinfer'] * 1e3:.1f} / {cpu['keras_tf_function'] * 1e3:.1f} | "
                 f"{r['parity'][batch]:.1e} | {r['heatmap_parity'][batch]:.1e} |")
     return "\n".join(lines)
 
