@@ -50,6 +50,8 @@ def test_folded_scaling_keeps_values_and_gradients(tmp_path, offset, pads, folds
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     assert fold_input_scaling(copy.graph, keep={"y"}) == folds
+    kept = {t.name for t in copy.graph.initializer}
+    assert ({"s", "o"} & kept) == (set() if folds else {"s", "o"})  # no orphans left
     path = str(tmp_path / "m.onnx")
     onnx.save(model, path)
     x = np.random.default_rng(5).uniform(0, 255, (2, 6, 6, 2)).astype(np.float32)

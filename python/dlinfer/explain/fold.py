@@ -49,7 +49,7 @@ def fold_input_scaling(graph: Any, keep: set[str]) -> int:
         k = 0 if values[0] is not None else 1
         return node.input[1 - k], float(values[k])  # type: ignore[arg-type]
 
-    folded = 0
+    folded, constants = 0, set()
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
         head, x = conv, conv.input[0]
         node = producer.get(x)
@@ -89,8 +89,15 @@ def fold_input_scaling(graph: Any, keep: set[str]) -> int:
                                                   bias_name))
         head.input[0] = source
         graph.node.remove(mul)
+        constants.update(mul.input)
         if add is not None:
             graph.node.remove(add)
+            constants.update(add.input)
         folded += 1
+    # The scale and offset constants, unless something else reads them too.
+    read = {i for n in graph.node for i in n.input} | outputs
+    unused = [t for t in graph.initializer if t.name in constants and t.name not in read]
+    for t in unused:
+        graph.initializer.remove(t)
     return folded
 
