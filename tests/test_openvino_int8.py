@@ -121,9 +121,39 @@ def test_auto_runs_a_gated_file_where_it_passed_its_gate(mnist_onnx, digit_pngs,
         out = str(tmp_path / f"int8.{backend}.onnx")
         optimize(mnist_onnx, out, "int8", calibrate=calibration, backend=backend)
         monkeypatch.setattr(choice, "measure", lambda *a, **k: pytest.fail("measured"))
-        model = dlinfer.Model(out, backend="auto")
+        model = dlinfer.Model(out, backend="auto", threads=1)  # one thread: nothing to time
         assert model.backend == backend
         assert f"the file was gated on {backend}" in model.backend_reason
+
+
+@pytest.mark.parametrize("faster", ["onnxruntime on 1 thread", "onnxruntime"])
+def test_auto_times_onnxruntime_on_one_thread_too(mnist_onnx, digit_pngs, tmp_path,
+                                                  monkeypatch, faster):
+    """A file gated on onnxruntime, Model(threads=2, backend='auto'): onnxruntime on 2
+    threads and on 1 are timed, and the faster one runs (a small model's operators are
+    too short to share; runtime/backends/choice.py)."""
+    from dlinfer.optimize import optimize
+    from dlinfer.runtime.backends import choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(choice, "_memo", {})
+    out = str(tmp_path / "int8.onnx")
+    optimize(mnist_onnx, out, "int8", calibrate=os.path.dirname(digit_pngs[0][0]))
+    timed = []
+
+    def per_item_ms(model, batch, budget):  # the timing decided here, not by the machine
+        label = choice.ONE_THREAD if model.threads == 1 else model.backend
+        timed.append(label)
+        return 1.0 if label == faster else 2.0
+
+    monkeypatch.setattr(choice, "_per_item_ms", per_item_ms)
+    model = dlinfer.Model(out, backend="auto", threads=2)
+    assert set(timed) == {"onnxruntime", choice.ONE_THREAD}  # never OpenVINO: not gated there
+    assert model.backend == "onnxruntime" and model.threads == (1 if "1" in faster else 2)
+    assert f": {faster} (precision int8) is fastest" in model.backend_reason
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    assert_close(model.run(x), dlinfer.Model(out, backend="onnxruntime", threads=2).run(x),
+                 context=f"auto ({faster}) vs two threads")
 
 
 def test_bf16_goes_with_int8_only(mnist_onnx, tmp_path):

@@ -128,19 +128,20 @@ class Model:
                 **kwargs: Any) -> Model:
         if cls is not Model:
             return super().__new__(cls)
-        name, reason = _choice.resolve(backend, path, *args[:2], **kwargs)
+        name, reason, threads = _choice.configuration(backend, path, *args[:2], **kwargs)
         if name == "openvino":
             from .backends.openvino.model import OpenVINOModel
 
             cls = OpenVINOModel
         model = super().__new__(cls)
         model.backend_reason = reason
+        model._auto_threads = threads  # fewer threads than asked, where auto measured that
         return model
 
     def _open_path(self, path: str | os.PathLike[str], threads: int | None) -> None:
         self.path = os.fspath(path)
         check_threads(threads)
-        self.threads = threads or default_threads()
+        self.threads = getattr(self, "_auto_threads", None) or threads or default_threads()
         if not os.path.exists(self.path):
             raise ModelNotFoundError(f"model file not found: {self.path}")
         if os.path.isdir(self.path):

@@ -7,6 +7,12 @@ all; the backend with the lower geometric mean of the two per-item times wins.  
 choice is cached per file (path, size, modification time), CPU model and thread count in
 ``~/.cache/dlinfer/backends.json``, so it is measured once per model and machine.
 
+Where ``threads`` allows more than one, onnxruntime is also timed on one intra-op thread:
+a small model's operators are too short to share, and handing each to a second thread
+costs more than it saves (mnist_cnn int8 at batch 1, quiet VM: 26.9 us on one thread,
+42.2 us on two, LiteRT 34.4 us on two; at batch 32 two threads win, 402 against 637 us).
+``auto`` keeps whichever is faster over the batch sizes timed; the reason says so.
+
 Where there is nothing to measure, the choice says why: a GPU device or onnxruntime-only
 options (onnxruntime), OpenVINO not installed, or an input whose shape is dynamic beyond
 the batch axis (no traffic to time without the user's data).
@@ -30,8 +36,8 @@ from ..provider_options import cache_root
 from ..providers import parse_device
 from . import available_backends, parse_backend
 
-__all__ = ["BATCH", "BUDGET_S", "cached_choices", "cpu_name", "gated_backends", "measure",
-           "pick", "resolve"]
+__all__ = ["BATCH", "BUDGET_S", "ONE_THREAD", "cached_choices", "configuration", "cpu_name",
+           "gated_backends", "measure", "pick", "resolve"]
 
 logger = logging.getLogger("dlinfer")
 
@@ -126,13 +132,30 @@ def _per_item_ms(model: Any, batch: int, budget: float) -> float:
     return 1000 * float(np.median(times)) / batch
 
 
+ONE_THREAD = "onnxruntime on 1 thread"  # the configuration timed beside the others
+
+
+def _configurations(backends: list[str], threads: int | None) -> dict[str, tuple[str, int]]:
+    """``{label: (backend, threads)}`` to time: each backend on ``threads``, and
+    onnxruntime on one thread too where ``threads`` allows more (module docstring)."""
+    from ..session import default_threads
+
+    n = threads or default_threads()
+    configs = {b: (b, n) for b in backends}
+    if "onnxruntime" in backends and n > 1:
+        configs[ONE_THREAD] = ("onnxruntime", 1)
+    return configs
+
+
 def measure(path: str, threads: int | None, backends: list[str], batch: int = BATCH
             ) -> dict[str, Any]:
-    """Per-item milliseconds of each backend at batch 1 and ``batch``, and the winner."""
+    """Per-item milliseconds of each configuration (:func:`_configurations`) at batch 1
+    and ``batch``, and the winner: ``{"backend", "threads", "reason", "timings"}``."""
     from ..model import Model
 
-    models = {b: Model(path, threads=threads, backend=b) for b in backends}
-    timings: dict[str, dict[str, float]] = {b: {} for b in backends}
+    configs = _configurations(backends, threads)
+    models = {label: Model(path, threads=t, backend=b) for label, (b, t) in configs.items()}
+    timings: dict[str, dict[str, float]] = {label: {} for label in models}
     batches = _batches(next(iter(models.values())), batch)
     budget = BUDGET_S / (2 * len(batches))
     for _ in range(2):  # interleaved: a noisy second hits every backend alike
@@ -146,11 +169,13 @@ def measure(path: str, threads: int | None, backends: list[str], batch: int = BA
     best = min(score, key=score.get)
     others = ", ".join(f"{b} {score[b] / score[best]:.2f}x slower" for b in score if b != best)
     precision = _precision(models[best])
-    reason = (f"backend='auto' measured {', '.join(backends)} on {cpu_name()}: {best} "
+    reason = (f"backend='auto' measured {', '.join(models)} on {cpu_name()}: {best} "
               f"(precision {precision}) is fastest per item at batch "
               f"{' and '.join(map(str, batches))}"
               + (f"; {others}" if others else ""))
-    return {"backend": best, "reason": reason, "timings": timings}
+    backend, chosen_threads = configs[best]
+    return {"backend": backend, "threads": chosen_threads if best == ONE_THREAD else None,
+            "reason": reason, "timings": timings}
 
 
 def _precision(model: Any) -> str:
@@ -178,7 +203,15 @@ def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | 
             batch: int = BATCH, **options: Any) -> tuple[str, str]:
     """``(backend, why)`` for a ``Model(path, device, threads, backend=...)`` call;
     ``batch``: the largest batch the caller runs (a Batcher's ``max_batch_size``), timed
-    beside batch 1 (default :data:`BATCH`).
+    beside batch 1 (default :data:`BATCH`)."""
+    return configuration(backend, path, device, threads, batch, **options)[:2]
+
+
+def configuration(backend: str | None, path: Any, device: str = "cpu",
+                  threads: int | None = None, batch: int = BATCH, **options: Any
+                  ) -> tuple[str, str, int | None]:
+    """``(backend, why, threads)``: :func:`resolve`, and the intra-op thread count auto
+    chose where it chose one below ``threads`` (else None: the caller's).
 
     ``backend=None`` (Model's default) is ``$DLINFER_BACKEND``, else onnxruntime: a
     deployment switches every Model it makes without code changes."""
@@ -189,33 +222,36 @@ def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | 
             how = "the default"
     name = parse_backend(backend)
     if name != "auto":
-        return name, f"backend={name!r} ({how})"
+        return name, f"backend={name!r} ({how})", None
     kind = parse_device(device).kind
     if kind not in ("cpu", "auto"):
-        return "onnxruntime", f"backend='auto': device={device!r} runs on onnxruntime only"
+        return ("onnxruntime", f"backend='auto': device={device!r} runs on onnxruntime only",
+                None)
     given = [k for k in _ORT_ONLY if options.get(k) is not None]
     if given:
-        return "onnxruntime", f"backend='auto': {', '.join(given)} configure onnxruntime"
+        return ("onnxruntime", f"backend='auto': {', '.join(given)} configure onnxruntime",
+                None)
     installed = available_backends()
     if "openvino" not in installed:
         return "onnxruntime", ("backend='auto': onnxruntime is the only backend installed "
-                               "(pip install 'dlinfer[openvino]' adds OpenVINO)")
+                               "(pip install 'dlinfer[openvino]' adds OpenVINO)"), None
     path = os.fspath(path)
     if not os.path.isfile(path):
-        return "onnxruntime", "backend='auto': no file to measure"  # Model raises by name
+        return "onnxruntime", "backend='auto': no file to measure", None  # Model raises
     problem = _measurable(path)
     if problem:
-        return "onnxruntime", f"backend='auto': {problem}"
+        return "onnxruntime", f"backend='auto': {problem}", None
+    # a file from dlinfer optimize runs only where it passed its accuracy gate
     gated = gated_backends(_header_spec(path), installed)
-    if len(gated) == 1:  # only where it passed its accuracy gate; nothing to measure
+    if len(_configurations(gated, threads)) == 1:
         return gated[0], (f"backend='auto': the file was gated on {gated[0]} "
-                          "(dlinfer optimize; its spec's extra.optimize.gated_on)")
+                          "(dlinfer optimize; its spec's extra.optimize.gated_on)"), None
     key = _key(path, threads or 0, batch)
     with _lock:
         entry = _memo.get(key) or _load_cache().get(key)
         if entry is None or entry.get("backend") not in installed:
             try:
-                entry = measure(path, threads, installed, batch)
+                entry = measure(path, threads, gated, batch)
             except (DlinferError, ValueError) as exc:
                 # e.g. a dynamic axis beyond the batch: zeros cannot stand in for traffic
                 entry = {"backend": "onnxruntime",
@@ -227,7 +263,7 @@ def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | 
             entry = {**entry, "reason": entry["reason"] + " (cached)"} \
                 if not entry["reason"].endswith("(cached)") else entry
         _memo[key] = entry
-    return entry["backend"], entry["reason"]
+    return entry["backend"], entry["reason"], entry.get("threads")
 
 
 def gated_backends(spec: Any, installed: list[str]) -> list[str]:
