@@ -180,6 +180,9 @@ def test_bf16_is_gated_on_openvino_and_recorded(mnist_onnx, digit_pngs, tmp_path
     report = optimize(mnist_onnx, out, "bf16", calibrate=os.path.dirname(paths[0]))
     assert report.gated_on == {"backend": "openvino", "precision": "bf16"}
     assert "gated on:    openvino, bf16" in report.format()
+    # no worst layer of 0 error: the search cannot see bfloat16 (it ran 'relative error 0')
+    assert report.worst_layer is None and "worst layer:" not in report.format()
+    assert any("bf16 is OpenVINO's execution precision" in n for n in report.notes)
     on_ov = dlinfer.Model(out, backend="openvino")
     assert on_ov.precision == "bf16" and on_ov.providers == ["OpenVINO(bf16)"]
     stored = on_ov.spec.extra["optimize"]

@@ -344,13 +344,20 @@ def optimize(model: str | os.PathLike[str], out: str | os.PathLike[str], mode: s
                                                     _LAYER_SAMPLES)))
         import onnxruntime as ort
 
+        notes = settings.pop("notes", []) + batch_notes(axes)
+        if mode == "bf16":  # the search runs both graphs on onnxruntime: the same graph
+            worst, notes = None, notes + [
+                "the worst-layer search is skipped: bf16 is OpenVINO's execution precision, "
+                "and the search runs the (float32) graph's layers on onnxruntime"]
+        else:
+            worst = worst_layer(proto, candidate, first)
         report = OptimizeReport(
             mode=mode, source=path, out=out, settings=settings,
             calibration=calibration_source, evaluation=evaluation_source, metrics=metrics,
-            max_drop=float(max_drop), worst_layer=worst_layer(proto, candidate, first),
+            max_drop=float(max_drop), worst_layer=worst,
             source_bytes=os.path.getsize(path), out_bytes=os.path.getsize(trial),
             versions={"onnxruntime": ort.__version__, "onnx": onnx.__version__},
-            notes=settings.pop("notes", []) + batch_notes(axes), gated_on=gate)
+            notes=notes, gated_on=gate)
         if not report.passed and mode == "fp16":
             report.notes += float16_overflow(proto, first)
         if not report.passed:
