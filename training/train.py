@@ -24,13 +24,11 @@ from dlinfer import export
 from . import data as datasets
 from . import parity, zoo
 from ._tf import keras, tf
+from .gan_eval import EVAL_SAMPLES, EVAL_SEED, evaluate_dcgan, evaluate_parabola, latents, normal
 
 __all__ = ["TrainResult", "train"]
 
 SEED = 0
-# Latent vectors for evaluating generators: fixed, so reports are comparable.
-EVAL_SEED = 1234
-EVAL_SAMPLES = 1000
 
 
 @dataclass
@@ -289,14 +287,6 @@ def _gan_step(generator: Any, discriminator: Any, lr: float) -> Callable[..., An
     return step
 
 
-def _normal(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    return rng.standard_normal((n, size), dtype=np.float32)
-
-
-def _latents(n: int, size: int, seed: int) -> np.ndarray:
-    return _normal(np.random.default_rng(seed), n, size)
-
-
 def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
     generator = _checked_build(entry)
     discriminator = entry.build_discriminator()
@@ -312,11 +302,11 @@ def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
                                "points (x, x^2), x ~ U[-0.5, 0.5], generated")
         for i in range(o["epochs"]):
             real = datasets.parabola_points(half, rng)
-            d_loss, g_loss = step(real, _normal(rng, half, latent), _normal(rng, 2 * half, latent))
+            d_loss, g_loss = step(real, normal(rng, half, latent), normal(rng, 2 * half, latent))
             if o["verbose"] and (i + 1) % 1000 == 0:
                 o["log"](f"[{entry.name}] step {i + 1}: d_loss {float(d_loss):.3f} "
                          f"g_loss {float(g_loss):.3f}")
-        evaluate = _evaluate_parabola
+        evaluate = evaluate_parabola
         report: dict[str, Any] = {"steps": o["epochs"]}
     else:
         split = entry.load(data)
@@ -328,50 +318,21 @@ def _fit_gan(entry: zoo.ZooEntry, data: str, o: dict[str, Any]) -> _Fitted:
             order = rng.permutation(len(images))
             for j in range(steps_per_epoch):
                 real = images[order[j * half:(j + 1) * half]]
-                d_loss, g_loss = step(real, _normal(rng, half, latent),
-                                      _normal(rng, 2 * half, latent))
+                d_loss, g_loss = step(real, normal(rng, half, latent),
+                                      normal(rng, 2 * half, latent))
             o["log"](f"[{entry.name}] epoch {epoch + 1}: d_loss {float(d_loss):.3f} "
                      f"g_loss {float(g_loss):.3f}")
         real_test = (split.x_test.astype(np.float32) / 255.0)[..., None]
 
         def evaluate(keras_model: Any, onnx_model: dlinfer.Model) -> dict[str, Any]:
-            return _evaluate_dcgan(keras_model, onnx_model, discriminator, real_test)
+            return evaluate_dcgan(keras_model, onnx_model, discriminator, real_test)
 
         report = {"epochs_over_images": o["epochs"], "steps": o["epochs"] * steps_per_epoch}
     # As many fakes as real test digits (1,000 with the default data) for the DCGAN.
     n_eval = EVAL_SAMPLES if entry.load is None else min(EVAL_SAMPLES, len(split.x_test))
-    x_test = _latents(n_eval, latent, EVAL_SEED)
+    x_test = latents(n_eval, latent, EVAL_SEED)
     return _Fitted(generator, split, x_test, None, dict(entry.spec), report,
                    {"discriminator": discriminator}, evaluate)
-
-
-def _evaluate_parabola(keras_model: Any, onnx_model: dlinfer.Model) -> dict[str, Any]:
-    """Mean |y - x^2| of 1,000 generated points, for both Keras and ONNX."""
-    z = _latents(EVAL_SAMPLES, int(keras_model.inputs[0].shape[1]), EVAL_SEED)
-    k, o = parity.run_both(keras_model, onnx_model, z)
-    return {
-        "keras_mean_abs_error": float(np.mean(np.abs(k[:, 1] - k[:, 0] ** 2))),
-        "onnx_mean_abs_error": float(np.mean(np.abs(o[:, 1] - o[:, 0] ** 2))),
-        "generated_x_range": [float(k[:, 0].min()), float(k[:, 0].max())],
-    }
-
-
-def _evaluate_dcgan(keras_model: Any, onnx_model: dlinfer.Model, discriminator: Any,
-                    real: np.ndarray) -> dict[str, Any]:
-    """How often the discriminator tells 1,000 real test digits from 1,000 fakes.
-
-    0.5 means the generator fools it completely; 1.0 that its fakes are obvious.
-    """
-    z = _latents(len(real), int(keras_model.inputs[0].shape[1]), EVAL_SEED)
-    k, o = parity.run_both(keras_model, onnx_model, z)
-    d_real = parity._keras_predict(discriminator, real).reshape(-1) >= 0.5
-
-    def accuracy(fakes: np.ndarray) -> float:
-        d_fake = parity._keras_predict(discriminator, fakes).reshape(-1) >= 0.5
-        return float((d_real.sum() + (~d_fake).sum()) / (len(d_real) + len(d_fake)))
-
-    return {"keras_discriminator_accuracy": accuracy(k), "onnx_discriminator_accuracy": accuracy(o),
-            "psnr_db": parity.psnr(k, o)}
 
 
 _FIT = {"pixels": _fit_pixels, "folder": _fit_folder, "series": _fit_series,
