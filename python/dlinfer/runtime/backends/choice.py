@@ -188,15 +188,15 @@ def _precision(model: Any) -> str:
     return getattr(model, "precision", "as stored in the file")
 
 
-def _measurable(path: str) -> str | None:
-    """Why the file cannot be timed on zeros, or None."""
+def _header(path: str) -> tuple[Any, str | None]:
+    """The file's header and why the file cannot be timed on zeros (or None)."""
     from ..onnx_header import read_header
 
     try:
         header = read_header(path)
     except (DlinferError, UnicodeDecodeError, OSError):
-        return "the file's header could not be read"
-    return None if header.inputs else "the graph declares no inputs"
+        return None, "the file's header could not be read"
+    return header, None if header.inputs else "the graph declares no inputs"
 
 
 def resolve(backend: str | None, path: Any, device: str = "cpu", threads: int | None = None,
@@ -238,11 +238,11 @@ def configuration(backend: str | None, path: Any, device: str = "cpu",
     path = os.fspath(path)
     if not os.path.isfile(path):
         return "onnxruntime", "backend='auto': no file to measure", None  # Model raises
-    problem = _measurable(path)
+    header, problem = _header(path)
     if problem:
         return "onnxruntime", f"backend='auto': {problem}", None
     # a file from dlinfer optimize runs only where it passed its accuracy gate
-    gated = gated_backends(_header_spec(path), installed)
+    gated = gated_backends(_header_spec(header), installed)
     if len(_configurations(gated, threads)) == 1:
         return gated[0], (f"backend='auto': the file was gated on {gated[0]} "
                           "(dlinfer optimize; its spec's extra.optimize.gated_on)"), None
@@ -277,15 +277,14 @@ def gated_backends(spec: Any, installed: list[str]) -> list[str]:
     return list(installed)
 
 
-def _header_spec(path: str) -> Any:
-    """The spec in the file's metadata, or None (unreadable specs: Model says why)."""
+def _header_spec(header: Any) -> Any:
+    """The spec in the header's metadata, or None (unreadable specs: Model says why)."""
     from ...spec import METADATA_KEY, ModelSpec
-    from ..onnx_header import read_header
 
     try:
-        raw = read_header(path).metadata.get(METADATA_KEY)
+        raw = header.metadata.get(METADATA_KEY)
         return ModelSpec.from_json(raw) if raw else None
-    except (DlinferError, UnicodeDecodeError, OSError, ValueError):
+    except (DlinferError, ValueError):
         return None
 
 
