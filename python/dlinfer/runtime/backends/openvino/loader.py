@@ -14,6 +14,7 @@ from ....json_limits import loads_limited
 from ...session import SESSION_METADATA_KEY
 from ...tensors import TensorInfo
 from .. import import_openvino
+from . import workarounds
 
 __all__ = ["DEFAULT_PRECISION", "PRECISIONS", "Compiler", "compile_model", "file_precision",
            "port_named", "read_onnx", "tensor_infos"]
@@ -100,31 +101,8 @@ def read_onnx(ov: Any, core: Any, path: str) -> Any:
     model = core.read_model(path)
     if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
         model = ov.convert_model(path)
-    _whole_lrn_bias(model)
+    workarounds.apply(model)
     return model
-
-
-def _whole_lrn_bias(model: Any) -> None:
-    """Each LRN with a fractional bias ``k`` rewritten as ``LRN(x, bias=1, alpha/k) *
-    k**-beta``, the same function: OpenVINO 2026.4's CPU plugin drops the fraction (bias
-    1.5 computed as 1: answers 20% off, silently; 2.0 and 1.0 are right)."""
-    from openvino import opset13 as ops
-
-    for node in list(model.get_ordered_ops()):
-        if node.get_type_name() != "LRN":
-            continue
-        attrs = node.get_attributes()
-        bias, beta = float(attrs["bias"]), float(attrs["beta"])
-        if bias == int(bias):
-            continue
-        if bias <= 0:
-            raise ModelLoadError(f"LRN {node.get_friendly_name()!r} has bias {bias}: OpenVINO's "
-                                 "CPU plugin would compute it as an integer; use onnxruntime")
-        lrn = ops.lrn(node.input(0).get_source_output(), node.input(1).get_source_output(),
-                      float(attrs["alpha"]) / bias, beta, 1.0, int(attrs["size"]))
-        scaled = ops.multiply(lrn, ops.constant(np.float32(bias ** -beta)),
-                              name=node.get_friendly_name())
-        node.output(0).replace(scaled.output(0))
 
 
 def _dtype(element_type: Any, name: str) -> np.dtype:
