@@ -15,10 +15,13 @@ probability, the raw map at the layer's resolution (ReLU(sum_k alpha_k A^k)) and
 heatmap resized to the image (bilinear, half-pixel centres) and scaled to [0, 1].  Each
 side does it the way its users would:
 
-- **dlinfer**: ``Classifier.explain(pixels, layer=LAST_CONV)``, the one call that does all
-  of it: the file's own preprocessing, one onnxruntime run of the forward + backward graph
+- **dlinfer**, on each installed backend (``--backends``):
+  ``Classifier(path, backend=...).explain(pixels, layer=LAST_CONV)``, the one call that
+  does all of it: the file's own preprocessing, one run of the forward + backward graph
   (:func:`dlinfer.explain.value_and_gradient`, the predicted class found inside it), the
-  channel weights, the map, the heatmap;
+  channel weights, the map, the heatmap.  On onnxruntime in float32; on OpenVINO with
+  explain's default ``precision="bf16x3"`` (each convolution and dense product as three
+  bfloat16 products on AMX, float32 where the CPU has no AMX);
 - **Keras**: the keras.io recipe ("Grad-CAM class activation visualization": a model
   returning the layer's output and the logits, one ``tf.GradientTape``, the pooled
   gradients, the map, divided by its maximum), compiled with ``tf.function``, with the
@@ -33,6 +36,8 @@ stopped at the raw maps, while dlinfer's call preprocessed and made heatmaps too
 8 ms of 55 at small_convnet's batch of 32 that only one side did.)
 
 Both maps and both heatmaps are compared before timing (the parity test's bound).
+Each dlinfer side is called three times first, and OpenVINO's compiles of the batch's
+shape are waited for: its runner compiles a shape it sees twice in the background.
 Timing: the contenders take turns, each turn one untimed call (its worker threads wake)
 and three timed calls back to back, the order rotating every turn, for ``--rounds`` x
 ``--seconds`` per batch size (at least ``--turns`` turns, default two).  On a machine
@@ -49,6 +54,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -168,66 +174,91 @@ def interleaved(calls: dict[str, Callable[[], Any]], seconds: float, min_turns: 
             {n: float(np.median(t)) for n, t in cpu.items()})
 
 
+def _backends() -> list[str]:
+    from dlinfer.runtime.backends import available_backends
+
+    return available_backends()  # onnxruntime, and openvino where the extra is installed
+
+
+def _compiled() -> None:
+    """Wait for OpenVINO's background compiles of the shapes just seen (its runner
+    compiles a shape it sees twice for that shape alone, in a thread of that name)."""
+    while any(t.name == "dlinfer-openvino-compile" for t in threading.enumerate()):
+        time.sleep(0.05)
+
+
 def bench_model(name: str, onnx_path: str, keras_path: str, rounds: int,
                 seconds: float, eager: bool = False, threads: int | None = None,
-                min_turns: int = 2) -> dict[str, Any]:
+                min_turns: int = 2, backends: list[str] | None = None) -> dict[str, Any]:
     import dlinfer
     import keras
     from explain_keras import last_conv2d
 
-    clf = dlinfer.Classifier(onnx_path, threads=threads)
+    clfs = {f"dlinfer {b}": dlinfer.Classifier(onnx_path, threads=threads, backend=b)
+            for b in (backends or _backends())}
     model = keras.models.load_model(keras_path, compile=False)
     layer = last_conv2d(model)
-    spec = clf.preprocessing
+    spec = next(iter(clfs.values())).preprocessing
     keras_fn = _keras_gradcam(model, layer, spec, compiled=True)
     eager_fn = _keras_gradcam(model, layer, spec, compiled=False)
     result: dict[str, Any] = {"layer": layer, "seconds": {}, "speedup": {}, "turns": {},
                               "parity": {}, "heatmap_parity": {}}
     for batch in BATCHES:
-        pixels = _batch(clf, batch)
+        pixels = _batch(next(iter(clfs.values())), batch)
         # The same end products on both sides, checked before timing: the classes, the
         # maps (the parity test's bound) and the heatmaps.
-        got = clf.explain(pixels, layer=layer)
         raw, heat, classes, _ = keras_fn(pixels)
-        if [e.target for e in got] != classes.tolist():
-            raise SystemExit(f"{name}: the two sides chose different classes")
-        err = float(np.abs(np.stack([e.raw for e in got]) - raw).max() / max(raw.max(), 1e-30))
-        heat_err = float(np.abs(np.stack([e.heatmap for e in got]) - heat).max())
-        calls = {"dlinfer": lambda p=pixels: clf.explain(p, layer=layer),
-                 "keras_tf_function": lambda p=pixels: keras_fn(p)}
+        calls: dict[str, Callable[[], Any]] = {}
+        for who, clf in clfs.items():
+            for _ in range(3):  # the graph built, and on OpenVINO this shape compiled
+                got = clf.explain(pixels, layer=layer)
+            _compiled()
+            if [e.target for e in got] != classes.tolist():
+                raise SystemExit(f"{name}: {who} and Keras chose different classes")
+            err = float(np.abs(np.stack([e.raw for e in got]) - raw).max()
+                        / max(raw.max(), 1e-30))
+            heat_err = float(np.abs(np.stack([e.heatmap for e in got]) - heat).max())
+            result["parity"].setdefault(batch, {})[who] = err
+            result["heatmap_parity"].setdefault(batch, {})[who] = heat_err
+            calls[who] = lambda p=pixels, c=clf: c.explain(p, layer=layer)
+        calls["keras_tf_function"] = lambda p=pixels: keras_fn(p)
         if eager:
             calls["keras_eager"] = lambda p=pixels: eager_fn(p)
         medians, turns, cpu = interleaved(calls, rounds * seconds, min_turns)
         result["seconds"][batch] = medians
-        ratios = [t["keras_tf_function"] / t["dlinfer"] for t in turns]
-        result["speedup"][batch] = float(np.median(ratios))
         result["turns"][batch] = len(turns)
-        result.setdefault("turn_speedups", {})[batch] = [round(r, 3) for r in ratios]
         result.setdefault("cpu_seconds", {})[batch] = cpu
-        result["parity"][batch] = err
-        result["heatmap_parity"][batch] = heat_err
+        for who in clfs:
+            ratios = [t["keras_tf_function"] / t[who] for t in turns]
+            result["speedup"].setdefault(batch, {})[who] = float(np.median(ratios))
+            result.setdefault("turn_speedups", {}).setdefault(batch, {})[who] = [
+                round(r, 3) for r in ratios]
         print(f"  [{name}] batch {batch}: " + ", ".join(
-            f"{n} {v * 1e3:.1f} ms" for n, v in medians.items())
-            + f"; speed-up {result['speedup'][batch]:.2f}x (median of {len(turns)} turns); CPU "
-            + ", ".join(f"{n} {v * 1e3:.1f} ms" for n, v in cpu.items()) + "; "
-            f"map difference {err:.1e} of the max, heatmaps {heat_err:.1e}", flush=True)
+            f"{n} {v * 1e3:.1f} ms" for n, v in medians.items()) + "; speed-up "
+            + ", ".join(f"{who} {x:.2f}x" for who, x in result["speedup"][batch].items())
+            + f" (median of {len(turns)} turns); CPU "
+            + ", ".join(f"{n} {v * 1e3:.1f} ms" for n, v in cpu.items()) + "; map difference "
+            + ", ".join(f"{who} {e:.1e}" for who, e in result["parity"][batch].items())
+            + " of the max", flush=True)
     return result
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| model | layer | batch | dlinfer ms | Keras tf.function ms | Keras eager ms "
-             "| dlinfer speed-up vs tf.function | CPU ms dlinfer / Keras "
+    lines = ["| model | layer | batch | dlinfer on | dlinfer ms | Keras tf.function ms "
+             "| Keras eager ms | dlinfer speed-up vs tf.function | CPU ms dlinfer / Keras "
              "| map difference / max | heatmap difference |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         for batch, s in r["seconds"].items():
             eager = f"{s['keras_eager'] * 1e3:.1f}" if "keras_eager" in s else "-"
             cpu = r["cpu_seconds"][batch]
-            lines.append(
-                f"| {name} | `{r['layer']}` | {batch} | {s['dlinfer'] * 1e3:.1f} | "
-                f"{s['keras_tf_function'] * 1e3:.1f} | {eager} | {r['speedup'][batch]:.2f}x | "
-                f"{cpu['dlinfer'] * 1e3:.1f} / {cpu['keras_tf_function'] * 1e3:.1f} | "
-                f"{r['parity'][batch]:.1e} | {r['heatmap_parity'][batch]:.1e} |")
+            for who, speedup in r["speedup"][batch].items():
+                lines.append(
+                    f"| {name} | `{r['layer']}` | {batch} | {who.split()[-1]} | "
+                    f"{s[who] * 1e3:.1f} | {s['keras_tf_function'] * 1e3:.1f} | {eager} | "
+                    f"{speedup:.2f}x | {cpu[who] * 1e3:.1f} / "
+                    f"{cpu['keras_tf_function'] * 1e3:.1f} | {r['parity'][batch][who]:.1e} | "
+                    f"{r['heatmap_parity'][batch][who]:.1e} |")
     return "\n".join(lines)
 
 
@@ -247,6 +278,8 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=2,
                         help="at least this many turns per batch size (VGG16's batch of 32 "
                         "takes 40 s a turn on 2 cores: more than --rounds x --seconds)")
+    parser.add_argument("--backends", default=",".join(_backends()),
+                        help="dlinfer's backends to time (default: every one installed)")
     parser.add_argument("--eager", action="store_true",
                         help="also time the tutorial's eager GradientTape (slow)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "explain.cpu.json"))
@@ -261,7 +294,8 @@ def main() -> int:
     for name in only:
         if name in ready:
             results[name] = bench_model(name, *ready[name], args.rounds, args.seconds,
-                                        args.eager, args.threads, args.turns)
+                                        args.eager, args.threads, args.turns,
+                                        [b for b in args.backends.split(",") if b])
     print(table(results))
     for name, why in skipped.items():
         print(f"not benchmarked: {name}: {why}")

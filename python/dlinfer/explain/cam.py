@@ -163,11 +163,15 @@ def _score_index(clf: Any, targets: list[int]) -> tuple[list[int], np.ndarray]:
 
 
 def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = None,
-            target: Any = None, *, batch_size: int = 32) -> list[Explanation]:
+            target: Any = None, *, batch_size: int = 32, precision: str = "bf16x3"
+            ) -> list[Explanation]:
     """See :meth:`dlinfer.Classifier.explain`."""
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     batch_size = check_int(batch_size, "batch_size", min=1, max=MAX_BATCH)
+    from .gradient import check_precision
+
+    check_precision(precision)
     if method != "gradcam" and layer is not None:
         raise InputError(f"{method} works on the model's input; layer= is for gradcam")
     prepared = prepare(clf, images)
@@ -195,7 +199,7 @@ def explain(clf: Any, images: Any, method: str = "gradcam", layer: str | None = 
             part = slice(start, start + batch_size)
             values, grads, proba, ts = class_gradients(
                 clf, prepared.batch[part], None if chosen is None else chosen[part],
-                used, None if wrt is None else _SPATIAL[wrt.layout])
+                used, None if wrt is None else _SPATIAL[wrt.layout], precision)
             raws.extend(gradcam(values, grads, wrt.layout) if wrt is not None else grads)
             probas.extend(proba)
             targets.extend(ts)
@@ -215,7 +219,7 @@ _SPATIAL = {"NCHW": (2, 3), "NHWC": (1, 2)}  # a layer's map axes, by its layout
 
 
 def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt: str,
-                    summed_over: tuple[int, ...] | None = None,
+                    summed_over: tuple[int, ...] | None = None, precision: str = "float32",
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """``wrt``'s values, d class score / d ``wrt``, the probabilities and the classes.
 
@@ -236,7 +240,7 @@ def class_gradients(clf: Any, batch: np.ndarray, targets: list[int] | None, wrt:
         _score_index(clf, classes)
     values, grads, outputs = value_and_gradient(clf.model, batch, output=clf.output.name,
                                                 index=index, wrt=wrt, logits=True,
-                                                summed_over=summed_over)
+                                                summed_over=summed_over, precision=precision)
     grads = np.asarray(grads, np.float32) * _logit_factor(clf, sign, outputs, np.ndim(grads))
     proba = clf.probabilities(outputs)
     found = targets if targets is not None else [int(t) for t in proba.argmax(axis=1)]

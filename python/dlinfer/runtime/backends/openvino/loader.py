@@ -3,6 +3,7 @@ the CPU plugin with dlinfer's thread count and the precision the file was gated 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from ....json_limits import loads_limited
 from ...session import SESSION_METADATA_KEY
 from ...tensors import TensorInfo
 from .. import import_openvino
-from . import workarounds
+from . import bf16x3, workarounds
 
 __all__ = ["DEFAULT_PRECISION", "PRECISIONS", "Compiler", "compile_model", "file_precision",
            "port_named", "read_onnx", "tensor_infos"]
@@ -42,19 +43,21 @@ def file_precision(metadata: Mapping[str, str]) -> str:
 
 class Compiler:
     """Compiles one ONNX file for the CPU plugin: as read (``dynamic``, every shape the
-    file allows) and reshaped to one set of input shapes (``static``)."""
+    file allows) and reshaped to one set of input shapes (``static``).  ``path`` may also
+    be a serialized ONNX graph (bytes) that dlinfer built."""
 
-    def __init__(self, path: str, threads: int, precision: str = DEFAULT_PRECISION,
+    def __init__(self, path: str | bytes, threads: int, precision: str = DEFAULT_PRECISION,
                  device: str = "cpu") -> None:
-        self.path = path
-        self.core, self.config, self.model, self.dynamic = _open(path, threads, precision,
-                                                                 device)
+        self.path = path if isinstance(path, str) else f"<a built graph of {len(path)} bytes>"
+        # precision: what the dynamic model runs in (bf16x3 may have fallen back to f32)
+        self.core, self.config, self.model, self.dynamic, self.precision = _open(
+            path, threads, precision, device)
 
     def static(self, shapes: Mapping[str, tuple[int, ...]]) -> Any:
         """The model compiled for exactly these input shapes (raises what OpenVINO raises)."""
         reshaped = self.model.clone()
         reshaped.reshape({name: list(shape) for name, shape in shapes.items()})
-        return self.core.compile_model(reshaped, "CPU", self.config)
+        return _compile(self.core, reshaped, self.config)[0]
 
 
 def compile_model(path: str, threads: int, precision: str = DEFAULT_PRECISION,
@@ -78,15 +81,25 @@ def _open(path: str, threads: int, precision: str, device: str) -> tuple[Any, ..
               "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
     try:
         model = read_onnx(ov, core, path)
-        return core, config, model, core.compile_model(model, "CPU", config)
+        return core, config, model, *_compile(core, model, config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
         message = str(exc).strip()
+        what = (f"a built graph ({len(path)} bytes)" if isinstance(path, bytes) else
+                f"{path} ({os.path.getsize(path)} bytes)")
         raise ModelLoadError(
-            f"OpenVINO cannot load {path} ({os.path.getsize(path)} bytes): "
+            f"OpenVINO cannot load {what}: "
             f"{message.splitlines()[-1] if message else type(exc).__name__}") from exc
 
 
-def read_onnx(ov: Any, core: Any, path: str) -> Any:
+def _compile(core: Any, model: Any, config: dict[str, Any]) -> tuple[Any, str]:
+    """``(compiled, the precision it runs in)``."""
+    precision = config["INFERENCE_PRECISION_HINT"]
+    if precision == bf16x3.PRECISION:
+        return bf16x3.compile(import_openvino(), core, model, config)
+    return core.compile_model(model, "CPU", config), precision
+
+
+def read_onnx(ov: Any, core: Any, path: str | bytes) -> Any:
     """The ``openvino.Model`` of an ONNX file, with a QDQ int8 file's pairs folded first.
 
     OpenVINO's ONNX frontend reads each QuantizeLinear/DequantizeLinear pair as FakeQuantize
@@ -98,9 +111,10 @@ def read_onnx(ov: Any, core: Any, path: str) -> Any:
     32, 2 threads, 91/s read as is and 184/s converted (NNCF on OpenVINO's IR: 141/s, one
     interleaved run on the shared VM).  Float files are read as is: the conversion costs
     0.6 s on ResNet50 and gains nothing there."""
-    model = core.read_model(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
+    model = core.read_model(path, b"") if isinstance(path, bytes) else core.read_model(path)
     if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
-        model = ov.convert_model(path)
+        model = ov.convert_model(source)
     workarounds.apply(model)
     return model
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ....errors import InferenceError
+from ....errors import InferenceError, ModelLoadError
 from .. import import_openvino
 from .loader import Compiler, port_named
 
-__all__ = ["STATIC_AFTER", "STATIC_SHAPES", "OpenVINORunner", "StartedRun"]
+__all__ = ["STATIC_AFTER", "STATIC_SHAPES", "OpenVINORunner", "StartedRun", "graph_runner"]
 
 logger = logging.getLogger("dlinfer")
 
@@ -66,11 +66,26 @@ def _wait_at_exit() -> None:
         thread.join()
 
 
+def graph_runner(graph: bytes, inputs: list[str], outputs: list[str], threads: int,
+                 precision: str, label: str) -> OpenVINORunner:
+    """An OpenVINO stand-in for an onnxruntime session over an ONNX graph that dlinfer built
+    (dlinfer.explain's forward + backward pass): ``run(None, feed)`` returns ``outputs``
+    in that order.  ``label`` names it in errors and logs (the model's path)."""
+    compiler = Compiler(graph, threads, precision)
+    ports = [port_named(compiler.dynamic.outputs, name) for name in outputs]
+    missing = [name for name, port in zip(outputs, ports) if port is None]
+    if missing:
+        raise ModelLoadError(f"OpenVINO does not expose {missing} of the graph built for {label}")
+    dtypes = [np.dtype(port.get_element_type().to_dtype()) for port in ports]
+    return OpenVINORunner(compiler, label, inputs, outputs, ports, dtypes)
+
+
 class OpenVINORunner:
     def __init__(self, compiler: Compiler, path: str, input_names: list[str],
                  output_names: list[str], output_ports: list[Any],
                  output_dtypes: list[np.dtype]) -> None:
         self.compiled = compiler.dynamic
+        self.precision = compiler.precision  # what the compiled model runs in
         self.path = path
         self._compiler = compiler
         self._input_names = input_names
