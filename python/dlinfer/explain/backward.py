@@ -146,6 +146,16 @@ class Builder:
         """Sum ``g`` (shaped like the broadcast result ``y``) down to ``x``'s shape."""
         if self.same_shape(x, y):
             return g
+        sx, sy = self.static_shape(x), self.static_shape(y)
+        if sx is not None and sy is not None and all(isinstance(d, int) and d > 0 for d in sx):
+            # x's shape is known: sum over every axis where (right-aligned, padded with
+            # ones) it is 1.  Where y's is 1 too, that sum changes nothing.  Axes as a
+            # constant: OpenVINO's reader refuses a ReduceSum whose axes come at run time
+            # (the general case below), which then runs on onnxruntime.
+            aligned = [1] * (len(sy) - len(sx)) + list(sx)
+            axes = [i for i, d in enumerate(aligned) if d == 1 and sy[i] != 1]
+            summed = self.op("ReduceSum", [g, self.ints(axes)], keepdims=1) if axes else g
+            return self.op("Reshape", [summed, self.ints(sx)])
         gshape, xshape = self.shape(g), self.shape(x)
         # Right-align x's shape with g's, pad it with ones, and sum over every axis where
         # the two differ (those are the axes x was broadcast along).

@@ -195,7 +195,8 @@ def _session(model: Model, proto: Any, precision: str) -> Any:
         try:
             return _openvino_session(model, proto, graph, precision)
         except ModelLoadError as exc:  # onnxruntime, always installed, runs every op built
-            logger.warning("dlinfer.explain: %s; the backward pass runs on onnxruntime", exc)
+            logger.warning("dlinfer.explain: %s: OpenVINO cannot run the backward pass (%s); "
+                           "onnxruntime runs it", model.path, exc)
     return _onnxruntime_session(model, graph)
 
 
