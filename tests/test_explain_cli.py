@@ -94,11 +94,34 @@ def test_bad_flags_are_usage_errors(cnn, photo, tmp_path):
     assert exc.value.code == 2
 
 
-def test_the_cli_lists_the_same_methods_as_the_library():
+def test_the_cli_lists_the_same_methods_and_precisions_as_the_library():
     from dlinfer.explain.cam import METHODS
+    from dlinfer.explain.gradient import PRECISIONS
     from dlinfer.tools.explain_command import METHODS as CLI_METHODS
+    from dlinfer.tools.explain_command import PRECISIONS as CLI_PRECISIONS
 
-    assert CLI_METHODS == METHODS
+    assert CLI_METHODS == METHODS and CLI_PRECISIONS == PRECISIONS
+
+
+def test_precision_reaches_the_gradients(cnn, photo, tmp_path, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("dlinfer.explain.gradient")  # not the function
+    seen = []
+    real = module.value_and_gradient
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "value_and_gradient", spy)
+    assert cli.main(["explain", cnn, photo, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["explain", cnn, photo, "--precision", "float32",
+                     "--out", str(tmp_path / "b")]) == 0
+    assert seen == ["bf16x3", "float32"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["explain", cnn, photo, "--precision", "fp8", "--out", str(tmp_path / "c")])
+    assert exc.value.code == 2
 
 
 @requires_tf

@@ -46,7 +46,8 @@ def explain_command(args: argparse.Namespace) -> int:
     clf = _classifier(args)
     prepared = prepare(clf, args.images)  # decoded once: the overlays need the pixels
     results = clf.explain(prepared.pixels, method=args.method, layer=args.layer,
-                          target=args.target, batch_size=args.batch_size)
+                          target=args.target, batch_size=args.batch_size,
+                          precision=args.precision)
     os.makedirs(args.out, exist_ok=True)
     used: set[str] = set()
     records = []
@@ -120,8 +121,10 @@ _LAYER_HELP = ("an ONNX tensor name or, for a dlinfer export, a Keras layer name
                "a spatial size > 1")
 
 
-# dlinfer.explain.cam.METHODS, spelled here so that building the parser imports nothing
+# dlinfer.explain.cam.METHODS and dlinfer.explain.gradient.PRECISIONS, spelled here so
+# that building the parser imports nothing
 METHODS = ("gradcam", "saliency", "occlusion")
+PRECISIONS = ("float32", "bf16x3")
 
 
 def add_explain_parsers(sub: Any) -> None:
@@ -142,6 +145,10 @@ def add_explain_parsers(sub: Any) -> None:
     p.add_argument("--out", type=out_dir, required=True, metavar="DIR")
     p.add_argument("--batch-size", type=arg.int_range(1, arg.MAX_BATCH), default=32,
                    help="images per gradient pass (default 32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16x3",
+                   help="the gradients' products: bf16x3 (default: three bfloat16 products "
+                   "on AMX where --backend openvino runs the model, float32 elsewhere) or "
+                   "float32 (docs/explain.md)")
     _add_device(p)
     p.set_defaults(func=explain_command)
 
