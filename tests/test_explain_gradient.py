@@ -446,6 +446,25 @@ def test_a_mode_without_a_gradient_is_refused_by_op_node_and_mode(tmp_path):
         gradient(path, np.ones((1, 1, 2, 2), np.float32), index=0)
 
 
+def test_an_int8_path_is_refused_naming_its_quantize_node(tmp_path):
+    """A QDQ int8 file: the class score depends on the input only through QuantizeLinear's
+    integer tensor.  The error names that node (it said "does not depend" before)."""
+    from dlinfer.explain import gradient
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quantize_x"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Shape", ["x"], ["shape"]),  # an integer tensor off the path
+             helper.make_node("Reshape", ["d", "shape"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])]
+    model = make_model(nodes, [_vi("x", ("N", 3))], [_vi("y", ("N", 3))],
+                       {"s": np.float32(0.1), "z": np.uint8(128)})
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedGradientError, match="'QuantizeLinear'.*integer") as caught:
+        gradient(path, np.ones((2, 3), np.float32), index=0)
+    assert caught.value.node == "quantize_x"
+
+
 @pytest.mark.parametrize("index, error", [
     (5, InputError), ([0], InputError), ((0, 1), InputError), (True, TypeError),
     (1.5, TypeError)])

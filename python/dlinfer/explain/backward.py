@@ -197,6 +197,29 @@ def _float_tensor(types: dict[str, Any], name: str) -> bool:
     return t is None or t.elem_type in (0, *_FLOAT_TYPES)
 
 
+def _through_integers(g: Any, types: dict[str, Any], wrt: Sequence[str], target: str
+                      ) -> UnsupportedGradientError | None:
+    """Where ``target`` depends on ``wrt`` only through an integer tensor (a QDQ int8
+    file's QuantizeLinear, a Cast to int): the error naming the first node on the way
+    that makes one."""
+    reached = set(wrt)
+    for node in g.node:
+        if node.op_type not in NON_DIFFERENTIABLE and any(i in reached for i in node.input):
+            reached.update(o for o in node.output if o)
+    if target not in reached:
+        return None
+    needed, on_path = {target}, []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output) and any(i in reached for i in node.input):
+            on_path.append(node)
+            needed.update(i for i in node.input if i in reached)
+    first = next((n for n in reversed(on_path)
+                  if not all(_float_tensor(types, o) for o in n.output if o)), None)
+    return None if first is None else _unsupported(
+        first, "its output is an integer tensor, through which no gradient flows; explain "
+        "the float32 model an int8 one was made from")
+
+
 def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
           argmax_of: str | None = None, summed_over: Sequence[int] | None = None,
           ) -> tuple[Any, str]:
@@ -254,7 +277,8 @@ def build(model: Any, target: str, wrt: Sequence[str], outputs: Sequence[str],
         if any(i in active for i in node.input if i):
             active.update(o for o in node.output if o and _float_tensor(types, o))
     if target not in active:
-        raise InputError(f"{target!r} does not depend on {', '.join(map(repr, wrt))}")
+        raise _through_integers(g, types, wrt, target) or InputError(
+            f"{target!r} does not depend on {', '.join(map(repr, wrt))}")
     on_path, needed = [], {target}
     for node in reversed(g.node):
         if (any(o in needed and o in active for o in node.output)
