@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from ..runtime import providers as _providers
 from ..runtime.assignment import describe as describe_assignment
+from ..runtime.backends.choice import cpu_flags
 from ..runtime.installed import onnxruntime_install
 from .probe import probe_model_bytes, probe_provider
 
@@ -253,7 +254,6 @@ _SIMD = re.compile(
 def cpu_info() -> dict[str, Any]:
     """CPU model, core counts and SIMD extensions (from /proc/cpuinfo where it exists)."""
     model = platform.processor() or platform.machine()
-    flags: list[str] = []
     physical: set[tuple[str, str]] = set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -263,8 +263,6 @@ def cpu_info() -> dict[str, Any]:
                 key, value = key.strip(), value.strip()
                 if key in ("model name", "Model", "cpu model") and value:
                     model = value
-                elif key in ("flags", "Features") and not flags:
-                    flags = value.split()
                 elif key in ("physical id", "core id"):
                     block[key] = value
                 elif not key and block:
@@ -276,6 +274,7 @@ def cpu_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 1
+    flags = sorted(cpu_flags())
     return {
         "model": model,
         "arch": platform.machine(),

@@ -40,7 +40,6 @@ stayed within 5.3e-5 of TensorFlow's maximum (onnxruntime: 3.5e-6; the bound: 1e
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import tempfile
@@ -48,6 +47,8 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import numpy as np
+
+from ..choice import cpu_flags
 
 __all__ = ["PRECISION", "PREFIX", "available", "bfloat16_ops", "compile", "float32_precision",
            "rewrite", "to_bf16"]
@@ -65,14 +66,10 @@ _MIN_CHANNELS = 16
 _PRECISE = {"name": "precise", "version": "0"}
 
 
-@functools.lru_cache(maxsize=1)
 def available() -> bool:
-    """This CPU has AMX's bfloat16 tiles (Linux's ``/proc/cpuinfo`` says so)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in info)
-    except OSError:  # not Linux: no way to tell without a probe, so no
-        return False
+    """This CPU has AMX's bfloat16 tiles (Linux's ``/proc/cpuinfo`` says so; elsewhere no
+    way to tell without a probe, so no)."""
+    return "amx_bf16" in cpu_flags()
 
 
 def float32_precision() -> str:

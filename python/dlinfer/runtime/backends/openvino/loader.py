@@ -48,7 +48,7 @@ class Compiler:
 
     def __init__(self, path: str | bytes, threads: int, precision: str = DEFAULT_PRECISION,
                  device: str = "cpu") -> None:
-        self.path = path if isinstance(path, str) else f"<a built graph of {len(path)} bytes>"
+        self.path = _named(path)
         # precision: what the dynamic model runs in (bf16x3 may have fallen back to f32)
         self.core, self.config, self.model, self.dynamic, self.precision = _open(
             path, threads, precision, device)
@@ -84,11 +84,15 @@ def _open(path: str, threads: int, precision: str, device: str) -> tuple[Any, ..
         return core, config, model, *_compile(core, model, config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
         message = str(exc).strip()
-        what = (f"a built graph ({len(path)} bytes)" if isinstance(path, bytes) else
-                f"{path} ({os.path.getsize(path)} bytes)")
+        size = len(path) if isinstance(path, bytes) else os.path.getsize(path)
         raise ModelLoadError(
-            f"OpenVINO cannot load {what}: "
+            f"OpenVINO cannot load {_named(path)} ({size} bytes): "
             f"{message.splitlines()[-1] if message else type(exc).__name__}") from exc
+
+
+def _named(path: str | bytes) -> str:
+    """How errors name a file, or a graph dlinfer built and passed as bytes."""
+    return path if isinstance(path, str) else "a built graph"
 
 
 def _compile(core: Any, model: Any, config: dict[str, Any]) -> tuple[Any, str]:
@@ -111,10 +115,10 @@ def read_onnx(ov: Any, core: Any, path: str | bytes) -> Any:
     32, 2 threads, 91/s read as is and 184/s converted (NNCF on OpenVINO's IR: 141/s, one
     interleaved run on the shared VM).  Float files are read as is: the conversion costs
     0.6 s on ResNet50 and gains nothing there."""
-    source = io.BytesIO(path) if isinstance(path, bytes) else path
-    model = core.read_model(path, b"") if isinstance(path, bytes) else core.read_model(path)
+    built = isinstance(path, bytes)  # a graph dlinfer built, in memory
+    model = core.read_model(path, b"") if built else core.read_model(path)
     if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
-        model = ov.convert_model(source)
+        model = ov.convert_model(io.BytesIO(path) if built else path)
     workarounds.apply(model)
     return model
 
